@@ -1,0 +1,441 @@
+package dsl
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/santhosh-tekuri/jsonschema/v5"
+
+	"github.com/pipectl/pipectl/schemas"
+)
+
+// pipelineSchema is the compiled schema of the pipeline file plus its raw form, which the error
+// renderer reads to suggest the key a typo meant.
+type pipelineSchema struct {
+	compiled *jsonschema.Schema
+	raw      map[string]any
+}
+
+func loadPipelineSchema() (*pipelineSchema, error) {
+	var raw map[string]any
+	if err := json.Unmarshal(schemas.Pipeline, &raw); err != nil {
+		return nil, fmt.Errorf("embedded pipeline schema: %w", err)
+	}
+	c := jsonschema.NewCompiler()
+	c.Draft = jsonschema.Draft2020
+	if err := c.AddResource(schemas.PipelineURL, bytes.NewReader(schemas.Pipeline)); err != nil {
+		return nil, fmt.Errorf("embedded pipeline schema: %w", err)
+	}
+	compiled, err := c.Compile(schemas.PipelineURL)
+	if err != nil {
+		return nil, fmt.Errorf("embedded pipeline schema: %w", err)
+	}
+	return &pipelineSchema{compiled: compiled, raw: raw}, nil
+}
+
+// check validates the document against the pipeline schema and reports every leaf error.
+func (ps *pipelineSchema) check(d *document) {
+	err := ps.compiled.Validate(d.root)
+	var ve *jsonschema.ValidationError
+	if !errors.As(err, &ve) {
+		return
+	}
+	var found []schemaFinding
+	ps.collect(d, ve, &found)
+	// A step whose type is wrong would drown its real problem in unknown-key noise.
+	badType := map[string]bool{}
+	for _, f := range found {
+		if strings.HasSuffix(f.ptr, "/type") && strings.HasPrefix(f.ptr, "/steps/") && strings.Count(f.ptr, "/") == 3 {
+			badType[strings.TrimSuffix(f.ptr, "/type")] = true
+		}
+	}
+	for _, f := range found {
+		if stepPtr := stepPointer(f.ptr); badType[stepPtr] && f.ptr != stepPtr+"/type" && f.ptr != stepPtr+"/id" {
+			continue
+		}
+		if f.onKey {
+			d.keyErrorf(f.ptr, "%s", f.msg)
+		} else {
+			d.errorf(f.ptr, "%s", f.msg)
+		}
+	}
+}
+
+type schemaFinding struct {
+	ptr   string
+	msg   string
+	onKey bool
+}
+
+func stepPointer(ptr string) string {
+	if !strings.HasPrefix(ptr, "/steps/") {
+		return ""
+	}
+	parts := strings.SplitN(ptr, "/", 4)
+	return "/steps/" + parts[2]
+}
+
+var quotedName = regexp.MustCompile(`'((?:[^'\\]|\\.)*)'`)
+
+func (ps *pipelineSchema) collect(d *document, ve *jsonschema.ValidationError, out *[]schemaFinding) {
+	keyword := ve.KeywordLocation[strings.LastIndex(ve.KeywordLocation, "/")+1:]
+	ptr := ve.InstanceLocation
+	if keyword == "oneOf" || keyword == "anyOf" {
+		*out = append(*out, schemaFinding{ptr: ptr, msg: alternativesMessage(ptr)})
+		return
+	}
+	if len(ve.Causes) > 0 {
+		for _, c := range ve.Causes {
+			ps.collect(d, c, out)
+		}
+		return
+	}
+	value := valueAt(d.root, ptr)
+	switch keyword {
+	case "additionalProperties":
+		allowed := ps.allowedKeys(ve.AbsoluteKeywordLocation, d, ptr)
+		for _, m := range quotedName.FindAllStringSubmatch(ve.Message, -1) {
+			*out = append(*out, schemaFinding{ptr: pointerJoin(ptr, m[1]), msg: unknownKeyMessage(m[1], allowed), onKey: true})
+		}
+	case "unevaluatedProperties":
+		name := ptr[strings.LastIndex(ptr, "/")+1:]
+		allowed := ps.allowedKeys(ve.AbsoluteKeywordLocation, d, ptr[:strings.LastIndex(ptr, "/")])
+		// A known key is "unevaluated" only when its own branch failed; that failure is reported.
+		if !contains(allowed, unescapePointerToken(name)) {
+			*out = append(*out, schemaFinding{ptr: ptr, msg: unknownKeyMessage(unescapePointerToken(name), allowed), onKey: true})
+		}
+	case "required":
+		for _, m := range quotedName.FindAllStringSubmatch(ve.Message, -1) {
+			*out = append(*out, schemaFinding{ptr: ptr, msg: fmt.Sprintf("missing required key %q", m[1])})
+		}
+	default:
+		*out = append(*out, schemaFinding{ptr: ptr, msg: leafMessage(keyword, ptr, value, ve.Message)})
+	}
+}
+
+func alternativesMessage(ptr string) string {
+	if strings.HasSuffix(ptr, "/expect_status") {
+		return "must be an HTTP status code (100-599) or a list of them"
+	}
+	return "does not match any allowed form"
+}
+
+func leafMessage(keyword, ptr string, value any, libMsg string) string {
+	last := ptr[strings.LastIndex(ptr, "/")+1:]
+	switch keyword {
+	case "const":
+		switch ptr {
+		case "/apiVersion":
+			return fmt.Sprintf("unsupported apiVersion %s; this pipectl reads pipectl/v1", show(value))
+		case "/kind":
+			return fmt.Sprintf("kind must be Pipeline, got %s", show(value))
+		}
+	case "enum":
+		if strings.HasPrefix(ptr, "/steps/") && last == "type" {
+			return fmt.Sprintf("unknown step type %s; expected one of llm, gate, transform, http, exec, approval, wait", show(value))
+		}
+		return fmt.Sprintf("%s is not allowed; %s", show(value), strings.TrimPrefix(libMsg, "value "))
+	case "pattern":
+		switch {
+		case ptr == "/name":
+			return fmt.Sprintf("pipeline name %s must be lowercase letters, digits and dashes, start with a letter, at most 63 characters", show(value))
+		case strings.HasPrefix(ptr, "/steps/") && last == "id" && strings.Count(ptr, "/") == 3:
+			return fmt.Sprintf("step id %s must be lowercase letters, digits and underscores, starting with a letter", show(value))
+		case isDurationKey(last):
+			return fmt.Sprintf("%s is not a duration; write it like 500ms, 30s, 5m or 1h30m", show(value))
+		case last == "if" || last == "for_each" || last == "done_if":
+			return fmt.Sprintf("must be a single ${{ expression }}, got %s", show(value))
+		case strings.HasPrefix(ptr, "/secrets/"):
+			return fmt.Sprintf("secret name %s must be an environment variable name", show(value))
+		}
+		return fmt.Sprintf("%s %s", show(value), libMsg)
+	case "type":
+		if (last == "command") && strings.HasPrefix(ptr, "/steps/") {
+			if _, isString := value.(string); isString {
+				return "command must be an argv list such as [\"git\", \"push\"], never a shell string"
+			}
+		}
+		return strings.Replace(strings.Replace(libMsg, "expected ", "must be ", 1), ", but got", ", got", 1)
+	case "minItems":
+		if ptr == "/steps" {
+			return "a pipeline needs at least one step"
+		}
+		return "must not be empty"
+	case "minLength":
+		return "must not be empty"
+	case "uniqueItems":
+		return "holds the same entry twice: " + libMsg
+	case "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum":
+		return strings.Replace(libMsg, " but found ", ", got ", 1)
+	}
+	return libMsg
+}
+
+func isDurationKey(k string) bool {
+	switch k {
+	case "timeout", "run_timeout", "initial_interval", "max_interval":
+		return true
+	}
+	return false
+}
+
+// show quotes a user value for a message, shortening long ones.
+func show(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	s := string(b)
+	if len(s) > 60 {
+		s = s[:57] + "..."
+	}
+	return s
+}
+
+func unknownKeyMessage(name string, allowed []string) string {
+	msg := fmt.Sprintf("unknown key %q", name)
+	if best := closest(name, allowed); best != "" {
+		msg += fmt.Sprintf("; did you mean %q?", best)
+	}
+	return msg
+}
+
+// allowedKeys reads the property names the schema allows at the keyword's schema location; for
+// steps it adds the keys of the step's own type.
+func (ps *pipelineSchema) allowedKeys(absKeywordLoc string, d *document, objPtr string) []string {
+	i := strings.Index(absKeywordLoc, "#")
+	if i < 0 {
+		return nil
+	}
+	schemaPtr := absKeywordLoc[i+1:]
+	schemaPtr = schemaPtr[:strings.LastIndex(schemaPtr, "/")]
+	var keys []string
+	addProps := func(at string) {
+		if m, ok := valueAt(ps.raw, at).(map[string]any); ok {
+			if props, ok := m["properties"].(map[string]any); ok {
+				for k := range props {
+					keys = append(keys, k)
+				}
+			}
+		}
+	}
+	addProps(schemaPtr)
+	if schemaPtr == "/$defs/step" {
+		if obj, ok := valueAt(d.root, objPtr).(map[string]any); ok {
+			if t, ok := obj["type"].(string); ok {
+				addProps("/$defs/" + t)
+			}
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func unescapePointerToken(tok string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
+}
+
+// closest returns the candidate a typo most likely meant: within edit distance 2, and close
+// enough relative to the name's length that the suggestion is not noise.
+func closest(name string, candidates []string) string {
+	best, bestDist := "", 3
+	for _, c := range candidates {
+		if d := editDistance(name, c); d < bestDist && d <= len(name)/2 && d < len(c) {
+			best, bestDist = c, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// valueAt follows a JSON pointer through a decoded JSON value.
+func valueAt(v any, ptr string) any {
+	if ptr == "" {
+		return v
+	}
+	for _, tok := range strings.Split(ptr[1:], "/") {
+		tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
+		switch c := v.(type) {
+		case map[string]any:
+			v = c[tok]
+		case []any:
+			var i int
+			if _, err := fmt.Sscan(tok, &i); err != nil || i < 0 || i >= len(c) {
+				return nil
+			}
+			v = c[i]
+		default:
+			return nil
+		}
+	}
+	return v
+}
+
+// schemaStore compiles the JSON Schemas that pipelines use. A file referenced by many pipelines
+// is read and compiled once per process.
+type schemaStore struct {
+	mu    sync.Mutex
+	files map[string]*schemaFile
+}
+
+type schemaFile struct {
+	once sync.Once
+	doc  any
+	err  error
+}
+
+func newSchemaStore() *schemaStore { return &schemaStore{files: map[string]*schemaFile{}} }
+
+// loadFile reads and compiles the schema file at an absolute path, once.
+func (s *schemaStore) loadFile(abs string) (any, error) {
+	s.mu.Lock()
+	f := s.files[abs]
+	if f == nil {
+		f = &schemaFile{}
+		s.files[abs] = f
+	}
+	s.mu.Unlock()
+	f.once.Do(func() {
+		f.doc, f.err = readSchemaFile(abs)
+		if f.err == nil {
+			_, f.err = CompileSchema(fileURL(abs), f.doc)
+		}
+	})
+	return f.doc, f.err
+}
+
+func readSchemaFile(abs string) (any, error) {
+	src, err := readLimited(abs)
+	if err != nil {
+		return nil, err
+	}
+	ext := strings.ToLower(filepath.Ext(abs))
+	if ext == ".yaml" || ext == ".yml" {
+		d := parseDocument(abs, src)
+		if len(d.diags) > 0 {
+			return nil, errors.New(d.diags[0].String())
+		}
+		return d.root, nil
+	}
+	var doc any
+	dec := json.NewDecoder(bytes.NewReader(src))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil {
+		return nil, fmt.Errorf("not valid JSON: %w", err)
+	}
+	return doc, nil
+}
+
+func readLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	src, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(src) > MaxFileSize {
+		return nil, fmt.Errorf("larger than %d bytes", MaxFileSize)
+	}
+	return src, nil
+}
+
+func fileURL(abs string) string {
+	return (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs)}).String()
+}
+
+// CompileSchema compiles a JSON Schema document under the given URL, draft 2020-12 unless it
+// says otherwise, asserting formats. Only file:// references are followed: a schema must not
+// make the validator or a run reach the network.
+func CompileSchema(location string, doc any) (*jsonschema.Schema, error) {
+	raw, err := json.Marshal(doc)
+	if err != nil {
+		return nil, err
+	}
+	c := jsonschema.NewCompiler()
+	c.Draft = jsonschema.Draft2020
+	c.AssertFormat = true
+	c.LoadURL = loadLocalOnly
+	if err := c.AddResource(location, bytes.NewReader(raw)); err != nil {
+		return nil, fmt.Errorf("invalid JSON Schema: %w", err)
+	}
+	sch, err := c.Compile(location)
+	if err != nil {
+		return nil, fmt.Errorf("invalid JSON Schema: %s", schemaErrorText(err))
+	}
+	return sch, nil
+}
+
+func loadLocalOnly(s string) (io.ReadCloser, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme != "file" {
+		return nil, fmt.Errorf("remote $ref %s is not loaded: only files beside the pipeline are", s)
+	}
+	src, err := readLimited(u.Path)
+	if err != nil {
+		return nil, err
+	}
+	return io.NopCloser(bytes.NewReader(src)), nil
+}
+
+// schemaErrorText flattens a compile error into one readable line.
+func schemaErrorText(err error) string {
+	var se *jsonschema.SchemaError
+	if errors.As(err, &se) {
+		var ve *jsonschema.ValidationError
+		if errors.As(se.Err, &ve) {
+			var parts []string
+			for _, u := range ve.BasicOutput().Errors {
+				if u.Error != "" && !strings.HasPrefix(u.Error, "doesn't validate with") {
+					loc := u.InstanceLocation
+					if loc == "" {
+						loc = "/"
+					}
+					parts = append(parts, loc+": "+u.Error)
+				}
+			}
+			sort.Strings(parts)
+			if len(parts) > 0 {
+				return strings.Join(parts, "; ")
+			}
+		}
+		if se.Err != nil {
+			return se.Err.Error()
+		}
+	}
+	return err.Error()
+}
