@@ -204,7 +204,12 @@ func (c *checker) check() []site {
 			continue
 		}
 		if st.kind == siteExpression && !t.Single() {
-			c.errorIn(st.ptr, 0, "must be a single ${{ expression }}")
+			// Text around the placeholder is reported by the pipeline schema's pattern; two
+			// placeholders side by side pass that pattern and are caught here.
+			trimmed := strings.TrimSpace(st.text)
+			if strings.HasPrefix(trimmed, "${{") && strings.HasSuffix(trimmed, "}}") {
+				c.errorIn(st.ptr, 0, "must be a single ${{ expression }}")
+			}
 			continue
 		}
 		for _, ph := range t.Placeholders {

@@ -76,7 +76,7 @@ func (dc *decoder) decode() *domain.Pipeline {
 		s := dc.step(pointerJoin("/steps", i), m, p)
 		if s.Needs == nil && i > 0 {
 			if _, explicit := m["needs"]; !explicit {
-				if prev := p.Steps[len(p.Steps)-1]; prev.ID != "" {
+				if prev := p.Steps[len(p.Steps)-1]; prev.ID != "" && prev.ID != s.ID {
 					s.Needs = []string{prev.ID}
 				}
 			}

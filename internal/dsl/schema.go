@@ -60,6 +60,9 @@ func (ps *pipelineSchema) check(d *document) {
 		}
 	}
 	for _, f := range found {
+		if d.unreadable[f.ptr] {
+			continue
+		}
 		if stepPtr := stepPointer(f.ptr); badType[stepPtr] && f.ptr != stepPtr+"/type" && f.ptr != stepPtr+"/id" {
 			continue
 		}
@@ -419,15 +422,20 @@ func schemaErrorText(err error) string {
 		var ve *jsonschema.ValidationError
 		if errors.As(se.Err, &ve) {
 			var parts []string
-			for _, u := range ve.BasicOutput().Errors {
-				if u.Error != "" && !strings.HasPrefix(u.Error, "doesn't validate with") {
-					loc := u.InstanceLocation
+			var leaves func(*jsonschema.ValidationError)
+			leaves = func(e *jsonschema.ValidationError) {
+				if len(e.Causes) == 0 {
+					loc := e.InstanceLocation
 					if loc == "" {
 						loc = "/"
 					}
-					parts = append(parts, loc+": "+u.Error)
+					parts = append(parts, loc+": "+e.Message)
+				}
+				for _, c := range e.Causes {
+					leaves(c)
 				}
 			}
+			leaves(ve)
 			sort.Strings(parts)
 			if len(parts) > 0 {
 				return strings.Join(parts, "; ")

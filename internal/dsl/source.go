@@ -32,6 +32,11 @@ type document struct {
 	keys   map[string]*yaml.Node
 	diags  []Diagnostic
 	nodes  int
+	// fatal is set when the value tree is incomplete (too deep, too large): checking the rest
+	// would only add noise about the parts that were cut off.
+	fatal bool
+	// unreadable holds pointers whose scalar could not be read; it was reported already.
+	unreadable map[string]bool
 }
 
 func (d *document) errorAt(line, col int, field, format string, args ...any) {
@@ -80,7 +85,7 @@ var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
 
 // parseDocument reads YAML into a document. It never panics and bounds work on hostile input.
 func parseDocument(path string, src []byte) *document {
-	d := &document{path: path, src: src, values: map[string]*yaml.Node{}, keys: map[string]*yaml.Node{}}
+	d := &document{path: path, src: src, values: map[string]*yaml.Node{}, keys: map[string]*yaml.Node{}, unreadable: map[string]bool{}}
 	switch {
 	case len(src) > MaxFileSize:
 		d.errorAt(1, 1, "", "file is %d bytes; pipeline files are limited to %d", len(src), MaxFileSize)
@@ -116,6 +121,9 @@ func parseDocument(path string, src []byte) *document {
 		return d
 	}
 	d.root = d.convert(top, "", 0)
+	if d.fatal {
+		d.root = nil
+	}
 	return d
 }
 
@@ -145,13 +153,17 @@ func (d *document) yamlError(err error) {
 func (d *document) convert(n *yaml.Node, ptr string, depth int) any {
 	d.nodes++
 	if d.nodes > maxNodes {
-		if d.nodes == maxNodes+1 {
-			d.errorAt(n.Line, n.Column, fieldPath(ptr), "document expands to more than %d values (aliases?)", maxNodes)
+		if !d.fatal {
+			d.errorAt(n.Line, n.Column, "", "document expands to more than %d values; are aliases (*name) repeating a large anchor?", maxNodes)
 		}
+		d.fatal = true
 		return nil
 	}
 	if depth > maxDepth {
-		d.errorAt(n.Line, n.Column, fieldPath(ptr), "nested more than %d levels deep", maxDepth)
+		if !d.fatal {
+			d.errorAt(n.Line, n.Column, "", "values are nested more than %d levels deep", maxDepth)
+		}
+		d.fatal = true
 		return nil
 	}
 	if n.Kind == yaml.AliasNode {
@@ -227,12 +239,15 @@ func (d *document) scalar(n *yaml.Node, ptr string) any {
 			return f
 		}
 		d.errorAt(n.Line, n.Column, fieldPath(ptr), "%q is not a finite number", n.Value)
+		d.unreadable[ptr] = true
 		return nil
 	default:
 		d.errorAt(n.Line, n.Column, fieldPath(ptr), "unsupported YAML tag %s", n.Tag)
-		return nil
+		d.unreadable[ptr] = true
+		return n.Value
 	}
 	d.errorAt(n.Line, n.Column, fieldPath(ptr), "cannot read %q as %s", n.Value, n.ShortTag())
+	d.unreadable[ptr] = true
 	return nil
 }
 
