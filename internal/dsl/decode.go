@@ -69,12 +69,10 @@ func (dc *decoder) decode() *domain.Pipeline {
 	}
 
 	for i, raw := range list(root["steps"]) {
-		m, ok := raw.(map[string]any)
-		if !ok {
-			continue
-		}
+		// A malformed entry still takes its slot, so that step i stays at /steps/i.
+		m, _ := raw.(map[string]any)
 		s := dc.step(pointerJoin("/steps", i), m, p)
-		if s.Needs == nil && i > 0 {
+		if s.Needs == nil && len(p.Steps) > 0 {
 			if _, explicit := m["needs"]; !explicit {
 				if prev := p.Steps[len(p.Steps)-1]; prev.ID != "" && prev.ID != s.ID {
 					s.Needs = []string{prev.ID}

@@ -17,22 +17,34 @@ import (
 // environment and every referenced schema file, so one Validator should serve a whole process.
 // It is safe for concurrent use.
 type Validator struct {
-	schema  *pipelineSchema
 	exprs   *Expressions
 	schemas *schemaStore
+
+	// The pipeline schema takes longer to compile than a small file takes to check, so it
+	// compiles in the background and files wait for it only at the step that needs it.
+	schemaReady chan struct{}
+	schema      *pipelineSchema
+	schemaErr   error
 }
 
 // NewValidator builds a Validator.
 func NewValidator() (*Validator, error) {
-	ps, err := loadPipelineSchema()
-	if err != nil {
-		return nil, err
-	}
+	v := &Validator{schemas: newSchemaStore(), schemaReady: make(chan struct{})}
+	go func() {
+		v.schema, v.schemaErr = loadPipelineSchema()
+		close(v.schemaReady)
+	}()
 	x, err := NewExpressions()
 	if err != nil {
 		return nil, err
 	}
-	return &Validator{schema: ps, exprs: x, schemas: newSchemaStore()}, nil
+	v.exprs = x
+	return v, nil
+}
+
+func (v *Validator) pipelineSchema() (*pipelineSchema, error) {
+	<-v.schemaReady
+	return v.schema, v.schemaErr
 }
 
 // Expressions returns the CEL environment the validator compiles with.
@@ -63,23 +75,37 @@ func (v *Validator) ParseFile(path string) (*domain.Pipeline, []Diagnostic, erro
 
 // Parse validates a pipeline held in memory; path names it in diagnostics and anchors relative
 // $ref paths.
-func (v *Validator) Parse(path string, src []byte) (*domain.Pipeline, []Diagnostic) {
+func (v *Validator) Parse(path string, src []byte) (p *domain.Pipeline, diags []Diagnostic) {
+	defer func() {
+		// A bug in a check must not take down a CI run over hundreds of files: report it
+		// against the file and carry on.
+		if r := recover(); r != nil {
+			p = nil
+			diags = append(diags, Diagnostic{File: path, Line: 1, Column: 1, Severity: SeverityError,
+				Message: fmt.Sprintf("internal error while validating (please report it): %v", r)})
+		}
+	}()
 	doc := parseDocument(path, src)
 	if doc.root == nil {
 		return nil, SortDiagnostics(doc.diags)
 	}
-	v.schema.check(doc)
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		abs = path
 	}
 	dc := &decoder{doc: doc, schemas: v.schemas, dir: filepath.Dir(abs), absPath: abs}
-	p := dc.decode()
+	p = dc.decode()
 	deps := checkDAG(doc, p)
 	c := newChecker(doc, p, v.exprs, deps)
 	sites := c.check()
 	c.checkTaint(sites)
-	diags := SortDiagnostics(doc.diags)
+	ps, err := v.pipelineSchema()
+	if err != nil {
+		doc.errorAt(1, 1, "", "internal error: %v", err)
+	} else {
+		ps.check(doc)
+	}
+	diags = SortDiagnostics(doc.diags)
 	if HasErrors(diags) {
 		return nil, diags
 	}

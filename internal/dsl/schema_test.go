@@ -1,0 +1,145 @@
+package dsl
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/pipectl/pipectl/internal/domain"
+	"github.com/pipectl/pipectl/schemas"
+)
+
+func rawPipelineSchema(t *testing.T) map[string]any {
+	t.Helper()
+	var raw map[string]any
+	if err := json.Unmarshal(schemas.Pipeline, &raw); err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// The binary must validate with the very file that editors load.
+func TestEmbeddedSchemaIsTheFile(t *testing.T) {
+	onDisk, err := os.ReadFile("../../schemas/pipeline.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(onDisk, schemas.Pipeline) {
+		t.Fatal("the embedded pipeline schema differs from schemas/pipeline.schema.json")
+	}
+}
+
+func TestSchemaStepTypesMatchDomain(t *testing.T) {
+	raw := rawPipelineSchema(t)
+	enum := valueAt(raw, "/$defs/step/properties/type/enum").([]any)
+	var got, want []string
+	for _, e := range enum {
+		got = append(got, e.(string))
+		if valueAt(raw, "/$defs/"+e.(string)) == nil {
+			t.Errorf("step type %s has no $defs entry", e)
+		}
+	}
+	for _, s := range domain.StepTypes {
+		want = append(want, string(s))
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("schema step types %v, domain %v", got, want)
+	}
+}
+
+// schemaFieldNames lists every property name the pipeline schema declares.
+func schemaFieldNames(v any, out map[string]bool) {
+	switch x := v.(type) {
+	case map[string]any:
+		if props, ok := x["properties"].(map[string]any); ok {
+			for k := range props {
+				out[k] = true
+			}
+		}
+		for _, c := range x {
+			schemaFieldNames(c, out)
+		}
+	case []any:
+		for _, c := range x {
+			schemaFieldNames(c, out)
+		}
+	}
+}
+
+// Every field of the schema is set in the kitchen-sink fixture, which must validate and decode
+// with every domain field filled: a field added to the schema but not to the decoder (or the
+// other way round) fails here.
+func TestKitchenSinkCoversSchema(t *testing.T) {
+	fields := map[string]bool{}
+	schemaFieldNames(rawPipelineSchema(t), fields)
+	src, err := os.ReadFile("testdata/valid/kitchen-sink.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f := range fields {
+		if !regexp.MustCompile(`(?m)(^|[\s{,\-])` + regexp.QuoteMeta(f) + `:`).Match(src) {
+			t.Errorf("kitchen-sink.yaml never sets %q", f)
+		}
+	}
+	p, diags := newTestValidator(t).Parse("testdata/valid/kitchen-sink.yaml", src)
+	if p == nil {
+		t.Fatalf("kitchen sink invalid: %v", diags)
+	}
+	seen, filled := map[string]bool{}, map[string]bool{}
+	checkFilled(reflect.ValueOf(p).Elem(), "Pipeline", seen, filled)
+	for _, s := range p.Steps {
+		checkFilled(reflect.ValueOf(s).Elem(), "Step", seen, filled)
+	}
+	var zero []string
+	for f := range seen {
+		if !filled[f] {
+			zero = append(zero, f)
+		}
+	}
+	sort.Strings(zero)
+	if len(zero) > 0 {
+		t.Fatalf("decoded fields never filled:\n%s", strings.Join(zero, "\n"))
+	}
+}
+
+// checkFilled records every field of a struct and which of them hold a value, descending into
+// set pointers.
+func checkFilled(v reflect.Value, path string, seen, filled map[string]bool) {
+	for i := range v.NumField() {
+		f, name := v.Field(i), path+"."+v.Type().Field(i).Name
+		switch {
+		case name == "Pipeline.Steps" || strings.HasSuffix(name, ".Ref"):
+			continue
+		case f.Kind() == reflect.Pointer && f.Type().Elem().Kind() == reflect.Struct:
+			if !f.IsNil() {
+				checkFilled(f.Elem(), name, seen, filled)
+			}
+		case f.Kind() == reflect.Struct:
+			checkFilled(f, name, seen, filled)
+		default:
+			seen[name] = true
+			if !f.IsZero() {
+				filled[name] = true
+			}
+		}
+	}
+}
+
+func TestSchemaFieldsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/spec.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := map[string]bool{}
+	schemaFieldNames(rawPipelineSchema(t), fields)
+	for f := range fields {
+		if !bytes.Contains(doc, []byte("`"+f+"`")) {
+			t.Errorf("docs/spec.md does not document `%s`", f)
+		}
+	}
+}
