@@ -72,8 +72,8 @@ func TestValidateFormats(t *testing.T) {
 
 	code, out, _ = pipectl(t, "validate", "--format", "json", path, "../../pipelines/ticket-triage.yaml")
 	var rep struct {
-		Valid   bool
-		Summary struct{ Files, Invalid, Errors int }
+		Valid       bool
+		Summary     struct{ Files, Invalid, Errors int }
 		Diagnostics []struct {
 			File, Severity, Field, Message string
 			Line, Column                   int
