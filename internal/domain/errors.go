@@ -64,3 +64,14 @@ const (
 	ExitPaused  = 3
 	ExitRefused = 4
 )
+
+// Ledger errors that callers branch on.
+var (
+	// ErrNotFound: no such run.
+	ErrNotFound = errors.New("not found")
+	// ErrStateConflict: the run was not in a state from which the change is legal, or another
+	// process changed it first.
+	ErrStateConflict = errors.New("state conflict")
+	// ErrLeaseLost: another process owns the run now.
+	ErrLeaseLost = errors.New("lease lost")
+)

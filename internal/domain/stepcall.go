@@ -1,0 +1,40 @@
+package domain
+
+import "context"
+
+// StepCall is what a step executor receives for one attempt.
+type StepCall struct {
+	RunID          string
+	Pipeline       string
+	IdempotencyKey string
+	Step           *Step
+	// ItemIndex is the for_each index, or NoItem.
+	ItemIndex int
+	Attempt   int
+	// StepKey is stable across retries, resumes and replays: the side effect's idempotency key.
+	StepKey string
+	DryRun  bool
+	// Workdir anchors relative paths: the folder of the pipeline file.
+	Workdir string
+	// Render evaluates the ${{ }} templates inside a value with the step's variables in scope.
+	Render func(v any) (any, error)
+	// RenderWith is Render with extra variables, such as response for a guard's done_if.
+	RenderWith func(v any, extra map[string]any) (any, error)
+}
+
+// StepResult is what an attempt produced.
+type StepResult struct {
+	Output any
+	// Outcome is OutcomeSucceeded, OutcomeGuarded or OutcomeDryRun.
+	Outcome string
+	// Request and Response describe the exchange for the ledger; the engine redacts them.
+	Request  any
+	Response any
+}
+
+// StepExecutor runs one attempt of one step type. Errors must carry their class
+// (Transient, Permanent); an unclassified error counts as unknown. Implementations must stop
+// when ctx ends and must be safe for concurrent use.
+type StepExecutor interface {
+	Execute(ctx context.Context, call *StepCall) (StepResult, error)
+}

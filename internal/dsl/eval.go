@@ -1,0 +1,289 @@
+package dsl
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/common/types/traits"
+)
+
+// evalCostLimit bounds the work one expression may do at run time, so a pipeline cannot spin
+// a worker on a huge comprehension.
+const evalCostLimit = 10_000_000
+
+// Evaluator evaluates templates at run time. Programs are compiled once per expression text
+// and shared; it is safe for concurrent use.
+type Evaluator struct {
+	x        *Expressions
+	programs sync.Map // string -> cel.Program
+}
+
+// NewEvaluator builds an evaluator over an expression environment.
+func NewEvaluator(x *Expressions) *Evaluator { return &Evaluator{x: x} }
+
+func (e *Evaluator) program(src string) (cel.Program, error) {
+	if p, ok := e.programs.Load(src); ok {
+		return p.(cel.Program), nil
+	}
+	compiled, issues := e.x.Compile(src)
+	if len(issues) > 0 {
+		return nil, fmt.Errorf("expression %q: %s", src, issues[0].Msg)
+	}
+	p, err := e.x.env.Program(compiled, cel.CostLimit(evalCostLimit))
+	if err != nil {
+		return nil, fmt.Errorf("expression %q: %w", src, err)
+	}
+	e.programs.Store(src, p)
+	return p, nil
+}
+
+// Eval evaluates one CEL expression (no ${{ }}) and returns a JSON-compatible value.
+func (e *Evaluator) Eval(src string, vars map[string]any) (any, error) {
+	p, err := e.program(src)
+	if err != nil {
+		return nil, err
+	}
+	out, _, err := p.Eval(vars)
+	if err != nil {
+		return nil, fmt.Errorf("evaluating %s: %w", strings.TrimSpace(src), err)
+	}
+	return Native(out)
+}
+
+// Render evaluates every template inside v: a string that is exactly one placeholder becomes
+// the typed value; other strings get each result spliced in as text. Maps and lists are walked.
+func (e *Evaluator) Render(v any, vars map[string]any) (any, error) {
+	switch x := v.(type) {
+	case string:
+		if !strings.Contains(x, "${{") {
+			return x, nil
+		}
+		t, err := ParseTemplate(x)
+		if err != nil {
+			return nil, err
+		}
+		if t.Single() {
+			return e.Eval(t.Placeholders[0].Expr, vars)
+		}
+		var b strings.Builder
+		last := 0
+		for _, ph := range t.Placeholders {
+			b.WriteString(x[last:ph.Start])
+			val, err := e.Eval(ph.Expr, vars)
+			if err != nil {
+				return nil, err
+			}
+			b.WriteString(Text(val))
+			last = ph.End
+		}
+		b.WriteString(x[last:])
+		return b.String(), nil
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, val := range x {
+			r, err := e.Render(val, vars)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = r
+		}
+		return out, nil
+	case []any:
+		out := make([]any, len(x))
+		for i, val := range x {
+			r, err := e.Render(val, vars)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = r
+		}
+		return out, nil
+	}
+	return v, nil
+}
+
+// Text converts a value to the text a template splices in: strings as they are, null as
+// nothing, numbers in their shortest form, and maps and lists as JSON.
+func Text(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case bool:
+		return strconv.FormatBool(x)
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case float64:
+		return strconv.FormatFloat(x, 'g', -1, 64)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
+
+// Native converts a CEL value into plain JSON-compatible Go values, keeping integers as int64.
+func Native(v ref.Val) (any, error) {
+	switch x := v.(type) {
+	case types.Null:
+		return nil, nil
+	case types.Bool:
+		return bool(x), nil
+	case types.Int:
+		return int64(x), nil
+	case types.Uint:
+		return int64(x), nil
+	case types.Double:
+		if math.IsInf(float64(x), 0) || math.IsNaN(float64(x)) {
+			return nil, fmt.Errorf("expression yields %v, which JSON cannot hold", float64(x))
+		}
+		return float64(x), nil
+	case types.String:
+		return string(x), nil
+	case types.Bytes:
+		return base64.StdEncoding.EncodeToString(x), nil
+	case types.Timestamp:
+		return x.Time.UTC().Format(time.RFC3339Nano), nil
+	case types.Duration:
+		return x.Duration.String(), nil
+	case traits.Mapper:
+		out := map[string]any{}
+		it := x.Iterator()
+		for it.HasNext() == types.True {
+			k := it.Next()
+			val, err := Native(x.Get(k))
+			if err != nil {
+				return nil, err
+			}
+			key, err := Native(k)
+			if err != nil {
+				return nil, err
+			}
+			out[Text(key)] = val
+		}
+		return out, nil
+	case traits.Lister:
+		var out []any
+		it := x.Iterator()
+		for it.HasNext() == types.True {
+			val, err := Native(it.Next())
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, val)
+		}
+		if out == nil {
+			out = []any{}
+		}
+		return out, nil
+	}
+	if v.Type() == types.ErrType {
+		return nil, fmt.Errorf("%v", v)
+	}
+	// Anything else (optional values, types): its native form if JSON can hold it.
+	native := v.Value()
+	if _, err := json.Marshal(native); err != nil {
+		return nil, fmt.Errorf("expression yields a %s, which JSON cannot hold", v.Type())
+	}
+	return native, nil
+}
+
+// DecodeJSON decodes a JSON document into the values expressions expect: integers as int64,
+// other numbers as float64.
+func DecodeJSON(data []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("unexpected data after the JSON value")
+	}
+	return normalizeNumbers(v), nil
+}
+
+func normalizeNumbers(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i
+		}
+		f, _ := x.Float64()
+		return f
+	case map[string]any:
+		for k, val := range x {
+			x[k] = normalizeNumbers(val)
+		}
+	case []any:
+		for i, val := range x {
+			x[i] = normalizeNumbers(val)
+		}
+	}
+	return v
+}
+
+// CanonicalJSON encodes v with sorted keys and no insignificant space, so that equal values
+// hash equally.
+func CanonicalJSON(v any) ([]byte, error) {
+	var b bytes.Buffer
+	if err := writeCanonical(&b, v); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+func writeCanonical(b *bytes.Buffer, v any) error {
+	switch x := v.(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		b.WriteByte('{')
+		for i, k := range keys {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			kb, _ := json.Marshal(k)
+			b.Write(kb)
+			b.WriteByte(':')
+			if err := writeCanonical(b, x[k]); err != nil {
+				return err
+			}
+		}
+		b.WriteByte('}')
+	case []any:
+		b.WriteByte('[')
+		for i, e := range x {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			if err := writeCanonical(b, e); err != nil {
+				return err
+			}
+		}
+		b.WriteByte(']')
+	default:
+		enc, err := json.Marshal(x)
+		if err != nil {
+			return err
+		}
+		b.Write(enc)
+	}
+	return nil
+}

@@ -1,0 +1,151 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/pipectl/pipectl/internal/domain"
+)
+
+type attemptRow struct {
+	ID         int64  `db:"id"`
+	RunID      string `db:"run_id"`
+	StepID     string `db:"step_id"`
+	ItemIndex  int    `db:"item_index"`
+	Attempt    int    `db:"attempt"`
+	StepKey    string `db:"step_key"`
+	StartedAt  int64  `db:"started_at"`
+	FinishedAt int64  `db:"finished_at"`
+	DurationMS int64  `db:"duration_ms"`
+	Outcome    string `db:"outcome"`
+	ErrorClass string `db:"error_class"`
+	Error      string `db:"error"`
+	Request    string `db:"request"`
+	Response   string `db:"response"`
+	Output     string `db:"output"`
+}
+
+func toRow(a *domain.Attempt) attemptRow {
+	return attemptRow{
+		ID: a.ID, RunID: a.RunID, StepID: a.StepID, ItemIndex: a.ItemIndex, Attempt: a.Attempt,
+		StepKey: a.StepKey, StartedAt: ms(a.StartedAt), FinishedAt: ms(a.FinishedAt), DurationMS: a.DurationMS,
+		Outcome: a.Outcome, ErrorClass: string(a.ErrorClass), Error: a.Error,
+		Request: string(a.Request), Response: string(a.Response), Output: string(a.Output),
+	}
+}
+
+func (r attemptRow) domain() domain.Attempt {
+	raw := func(s string) []byte {
+		if s == "" {
+			return nil
+		}
+		return []byte(s)
+	}
+	return domain.Attempt{
+		ID: r.ID, RunID: r.RunID, StepID: r.StepID, ItemIndex: r.ItemIndex, Attempt: r.Attempt,
+		StepKey: r.StepKey, StartedAt: fromMS(r.StartedAt), FinishedAt: fromMS(r.FinishedAt), DurationMS: r.DurationMS,
+		Outcome: r.Outcome, ErrorClass: domain.ErrorClass(r.ErrorClass), Error: r.Error,
+		Request: raw(r.Request), Response: raw(r.Response), Output: raw(r.Output),
+	}
+}
+
+// StartAttempt commits the intent to run a side-effecting attempt before the effect happens, so
+// that a crash leaves a trace; it sets a.ID.
+func (s *Store) StartAttempt(ctx context.Context, owner string, a *domain.Attempt) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		if err := s.checkOwner(ctx, tx, a.RunID, owner); err != nil {
+			return err
+		}
+		return s.insertAttempt(ctx, tx, a)
+	})
+}
+
+func (s *Store) insertAttempt(ctx context.Context, tx *sqlx.Tx, a *domain.Attempt) error {
+	row := toRow(a)
+	q := `INSERT INTO step_attempts (run_id, step_id, item_index, attempt, step_key, started_at, finished_at,
+		duration_ms, outcome, error_class, error, request, response, output)
+		VALUES (:run_id, :step_id, :item_index, :attempt, :step_key, :started_at, :finished_at,
+		:duration_ms, :outcome, :error_class, :error, :request, :response, :output)`
+	if s.dialect == "postgres" {
+		rows, err := sqlx.NamedQueryContext(ctx, tx, q+` RETURNING id`, row)
+		if err != nil {
+			return fmt.Errorf("record attempt: %w", err)
+		}
+		defer rows.Close()
+		if rows.Next() {
+			return rows.Scan(&a.ID)
+		}
+		return rows.Err()
+	}
+	res, err := sqlx.NamedExecContext(ctx, tx, q, row)
+	if err != nil {
+		return fmt.Errorf("record attempt: %w", err)
+	}
+	a.ID, err = res.LastInsertId()
+	return err
+}
+
+// FinishAttempt records an attempt's result: it updates the intent row written by
+// StartAttempt, or inserts the attempt whole when there was none (steps without side effects).
+// A run transition, when given, commits together with it. Nothing is written when owner no
+// longer holds the run.
+func (s *Store) FinishAttempt(ctx context.Context, owner string, a *domain.Attempt, ch *Change) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		if err := s.checkOwner(ctx, tx, a.RunID, owner); err != nil {
+			return err
+		}
+		if a.ID == 0 {
+			if err := s.insertAttempt(ctx, tx, a); err != nil {
+				return err
+			}
+		} else {
+			res, err := sqlx.NamedExecContext(ctx, tx, `UPDATE step_attempts SET finished_at = :finished_at, duration_ms = :duration_ms,
+				outcome = :outcome, error_class = :error_class, error = :error, request = :request, response = :response,
+				output = :output WHERE id = :id AND outcome = 'running'`, toRow(a))
+			if err != nil {
+				return fmt.Errorf("record attempt result: %w", err)
+			}
+			if n, _ := res.RowsAffected(); n != 1 {
+				return fmt.Errorf("attempt %d of %s was closed by another process: %w", a.Attempt, a.StepID, domain.ErrLeaseLost)
+			}
+		}
+		if ch != nil {
+			return s.transitionTx(ctx, tx, a.RunID, *ch)
+		}
+		return nil
+	})
+}
+
+func (s *Store) checkOwner(ctx context.Context, tx *sqlx.Tx, runID, owner string) error {
+	if owner == "" {
+		return nil
+	}
+	var cur struct {
+		State string `db:"state"`
+		Owner string `db:"lease_owner"`
+	}
+	if err := tx.GetContext(ctx, &cur, s.db.Rebind(`SELECT state, lease_owner FROM runs WHERE id = ?`+s.forUpdate()), runID); err != nil {
+		return fmt.Errorf("run %s: %w", runID, err)
+	}
+	if cur.State != string(domain.StateProcessing) || cur.Owner != owner {
+		return fmt.Errorf("run %s is %s under %q: %w", runID, cur.State, cur.Owner, domain.ErrLeaseLost)
+	}
+	return nil
+}
+
+// Attempts returns every attempt of a run in the order they were recorded.
+func (s *Store) Attempts(ctx context.Context, runID string) ([]domain.Attempt, error) {
+	var rows []attemptRow
+	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(`SELECT id, run_id, step_id, item_index, attempt, step_key, started_at,
+		finished_at, duration_ms, outcome, error_class, error, request, response, output
+		FROM step_attempts WHERE run_id = ? ORDER BY id`), runID); err != nil {
+		return nil, err
+	}
+	out := make([]domain.Attempt, len(rows))
+	for i, r := range rows {
+		out[i] = r.domain()
+	}
+	return out, nil
+}

@@ -1,0 +1,150 @@
+// Package ledger stores runs, their transitions, step attempts and notes in SQL (SQLite or PostgreSQL) through sqlx.
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	_ "modernc.org/sqlite" // the pure-Go SQLite driver, so `go install` needs no C toolchain
+
+	"github.com/pipectl/pipectl/internal/domain"
+)
+
+// DefaultDSN is where the ledger lives when nothing else is configured.
+const DefaultDSN = "sqlite:.pipectl/ledger.db"
+
+// Store is the run ledger. It is safe for concurrent use.
+type Store struct {
+	db      *sqlx.DB
+	dialect string
+	// Synchronous is the SQLite synchronous mode in force ("FULL" or "NORMAL"); empty otherwise.
+	Synchronous string
+	now         func() time.Time
+}
+
+// Open connects to the ledger named by dsn (sqlite:PATH[?synchronous=normal] or
+// postgres://...) and applies pending migrations.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	switch {
+	case strings.HasPrefix(dsn, "sqlite:"):
+		return openSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"))
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return nil, fmt.Errorf("ledger %s: PostgreSQL is not supported by this build yet", redactDSN(dsn))
+	}
+	return nil, fmt.Errorf("ledger %q: expected sqlite:PATH or postgres://...", redactDSN(dsn))
+}
+
+// redactDSN hides a password in a DSN before it reaches a message.
+func redactDSN(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.User == nil {
+		return dsn
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), domain.Redacted)
+	}
+	return u.String()
+}
+
+// openSQLite opens a SQLite ledger. Durability: WAL with synchronous=FULL unless the DSN asks
+// for synchronous=normal; writes take the lock up front (BEGIN IMMEDIATE) so that concurrent
+// processes queue on busy_timeout instead of failing on lock upgrades; one connection per
+// process, since SQLite has one writer anyway.
+func openSQLite(ctx context.Context, spec string) (*Store, error) {
+	path, rawQuery, _ := strings.Cut(spec, "?")
+	if path == "" {
+		return nil, errors.New("ledger sqlite: empty path")
+	}
+	params, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return nil, fmt.Errorf("ledger sqlite:%s: %w", spec, err)
+	}
+	sync := "FULL"
+	busy := "10000"
+	for k, vs := range params {
+		v := vs[len(vs)-1]
+		switch k {
+		case "synchronous":
+			switch strings.ToUpper(v) {
+			case "FULL", "NORMAL":
+				sync = strings.ToUpper(v)
+			default:
+				return nil, fmt.Errorf("ledger sqlite: synchronous=%s: use full or normal", v)
+			}
+		case "busy_timeout":
+			busy = v
+		default:
+			return nil, fmt.Errorf("ledger sqlite: unknown option %q (known: synchronous, busy_timeout)", k)
+		}
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("ledger: %w", err)
+		}
+	}
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout("+busy+")")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous("+sync+")")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Set("_txlock", "immediate")
+	db, err := sqlx.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("ledger %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	s := &Store{db: db, dialect: "sqlite", Synchronous: sync, now: time.Now}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("ledger %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Close releases the connection.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Dialect is "sqlite" or "postgres".
+func (s *Store) Dialect() string { return s.dialect }
+
+// DB exposes the connection for benchmarks and tools.
+func (s *Store) DB() *sqlx.DB { return s.db }
+
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMS(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v)
+}
+
+// inTx runs fn in one transaction and commits it: one durable write.
+func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+var _ = sql.ErrNoRows

@@ -1,0 +1,368 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/pipectl/pipectl/internal/domain"
+)
+
+const runColumns = `id, pipeline, idempotency_key, input_hash, input, spec_text, spec_hash, spec_path,
+	pipectl_version, state, lease_owner, lease_expires_at, next_attempt_at, replay_of, dry_run,
+	error_class, error, failed_step, created_at, updated_at, finished_at`
+
+type runRow struct {
+	ID             string         `db:"id"`
+	Pipeline       string         `db:"pipeline"`
+	IdempotencyKey string         `db:"idempotency_key"`
+	InputHash      string         `db:"input_hash"`
+	Input          string         `db:"input"`
+	SpecText       string         `db:"spec_text"`
+	SpecHash       string         `db:"spec_hash"`
+	SpecPath       string         `db:"spec_path"`
+	Version        string         `db:"pipectl_version"`
+	State          string         `db:"state"`
+	LeaseOwner     string         `db:"lease_owner"`
+	LeaseExpires   int64          `db:"lease_expires_at"`
+	NextAttemptAt  int64          `db:"next_attempt_at"`
+	ReplayOf       sql.NullString `db:"replay_of"`
+	DryRun         bool           `db:"dry_run"`
+	ErrorClass     string         `db:"error_class"`
+	Error          string         `db:"error"`
+	FailedStep     string         `db:"failed_step"`
+	CreatedAt      int64          `db:"created_at"`
+	UpdatedAt      int64          `db:"updated_at"`
+	FinishedAt     int64          `db:"finished_at"`
+}
+
+func (r runRow) domain() *domain.Run {
+	return &domain.Run{
+		ID: r.ID, Pipeline: r.Pipeline, IdempotencyKey: r.IdempotencyKey, InputHash: r.InputHash,
+		Input: []byte(r.Input), SpecText: r.SpecText, SpecHash: r.SpecHash, SpecPath: r.SpecPath,
+		Version: r.Version, State: domain.RunState(r.State), LeaseOwner: r.LeaseOwner,
+		LeaseExpires: fromMS(r.LeaseExpires), NextAttemptAt: fromMS(r.NextAttemptAt),
+		ReplayOf: r.ReplayOf.String, DryRun: r.DryRun, ErrorClass: domain.ErrorClass(r.ErrorClass),
+		Error: r.Error, FailedStep: r.FailedStep, CreatedAt: fromMS(r.CreatedAt),
+		UpdatedAt: fromMS(r.UpdatedAt), FinishedAt: fromMS(r.FinishedAt),
+	}
+}
+
+// Claim asks CreateRun to move the new run straight to processing under an owner, in the same
+// commit.
+type Claim struct {
+	Owner      string
+	LeaseUntil time.Time
+}
+
+// CreateRun inserts a queued run with its creation event. When the pipeline already has a run
+// with the same idempotency key, nothing is written and that run is returned with
+// created=false. With a claim, the run also moves to processing in the same commit.
+func (s *Store) CreateRun(ctx context.Context, r *domain.Run, actor string, claim *Claim) (*domain.Run, bool, error) {
+	now := s.now()
+	created := false
+	var out *domain.Run
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		var replayOf any
+		if r.ReplayOf != "" {
+			replayOf = r.ReplayOf
+		}
+		res, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO runs (id, pipeline, idempotency_key, input_hash, input,
+			spec_text, spec_hash, spec_path, pipectl_version, state, replay_of, dry_run, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)
+			ON CONFLICT (pipeline, idempotency_key) DO NOTHING`),
+			r.ID, r.Pipeline, r.IdempotencyKey, r.InputHash, string(r.Input), r.SpecText, r.SpecHash, r.SpecPath,
+			r.Version, replayOf, r.DryRun, ms(now), ms(now))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			out, err = s.findRun(ctx, tx, r.Pipeline, r.IdempotencyKey)
+			return err
+		}
+		created = true
+		if err := s.insertEvent(ctx, tx, r.ID, "", domain.StateQueued, "created", actor, now); err != nil {
+			return err
+		}
+		if claim != nil {
+			if err := s.transitionTx(ctx, tx, r.ID, Change{To: domain.StateProcessing, Reason: "claimed by " + claim.Owner, Actor: actor, LeaseOwner: claim.Owner, LeaseUntil: claim.LeaseUntil}); err != nil {
+				return err
+			}
+		}
+		out, err = s.getRun(ctx, tx, r.ID)
+		return err
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("create run: %w", err)
+	}
+	return out, created, nil
+}
+
+// Change describes a state transition.
+type Change struct {
+	To     domain.RunState
+	Reason string
+	Actor  string
+	// Owner must hold the lease when the run leaves processing; empty skips the check (an
+	// operator acting on a paused run holds no lease).
+	Owner string
+	// LeaseOwner and LeaseUntil set the lease when the run enters processing.
+	LeaseOwner string
+	LeaseUntil time.Time
+	// NextAttemptAt is when a failed_transient run is due again.
+	NextAttemptAt time.Time
+	// ErrorClass, Error and FailedStep describe a failure.
+	ErrorClass domain.ErrorClass
+	Error      string
+	FailedStep string
+}
+
+// Transition moves a run to ch.To when its current state allows it, recording the event in the
+// same commit. It fails with domain.ErrStateConflict otherwise.
+func (s *Store) Transition(ctx context.Context, runID string, ch Change) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error { return s.transitionTx(ctx, tx, runID, ch) })
+}
+
+func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, runID string, ch Change) error {
+	var cur struct {
+		State string `db:"state"`
+		Owner string `db:"lease_owner"`
+	}
+	if err := tx.GetContext(ctx, &cur, s.db.Rebind(`SELECT state, lease_owner FROM runs WHERE id = ?`+s.forUpdate()), runID); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("run %s: %w", runID, domain.ErrNotFound)
+		}
+		return err
+	}
+	from := domain.RunState(cur.State)
+	if !domain.CanTransition(from, ch.To) {
+		return fmt.Errorf("run %s is %s; it cannot move to %s: %w", runID, from, ch.To, domain.ErrStateConflict)
+	}
+	if from == domain.StateProcessing && ch.Owner != "" && cur.Owner != ch.Owner {
+		return fmt.Errorf("run %s is owned by %s: %w", runID, cur.Owner, domain.ErrLeaseLost)
+	}
+	now := s.now()
+	set := []string{"state = ?", "updated_at = ?"}
+	args := []any{string(ch.To), ms(now)}
+	switch ch.To {
+	case domain.StateProcessing:
+		set = append(set, "lease_owner = ?", "lease_expires_at = ?", "next_attempt_at = 0")
+		args = append(args, ch.LeaseOwner, ms(ch.LeaseUntil))
+	case domain.StateQueued:
+		set = append(set, "lease_owner = ''", "lease_expires_at = 0", "next_attempt_at = 0", "error_class = ''", "error = ''", "failed_step = ''", "finished_at = 0")
+	default:
+		set = append(set, "lease_owner = ''", "lease_expires_at = 0", "next_attempt_at = ?", "error_class = ?", "error = ?", "failed_step = ?")
+		args = append(args, ms(ch.NextAttemptAt), string(ch.ErrorClass), ch.Error, ch.FailedStep)
+		if ch.To == domain.StateSucceeded || ch.To == domain.StateFailedPermanent {
+			set = append(set, "finished_at = ?")
+			args = append(args, ms(now))
+		}
+	}
+	// The state condition repeats the check above inside the database: a transition the state
+	// machine forbids cannot happen even if two writers race.
+	sources := domain.SourcesOf(ch.To)
+	placeholders := strings.TrimSuffix(strings.Repeat("?, ", len(sources)), ", ")
+	args = append(args, runID)
+	for _, src := range sources {
+		args = append(args, string(src))
+	}
+	q := `UPDATE runs SET ` + strings.Join(set, ", ") + ` WHERE id = ? AND state IN (` + placeholders + `) AND state = ?`
+	args = append(args, string(from))
+	res, err := tx.ExecContext(ctx, s.db.Rebind(q), args...)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("run %s changed under us: %w", runID, domain.ErrStateConflict)
+	}
+	return s.insertEvent(ctx, tx, runID, from, ch.To, ch.Reason, ch.Actor, now)
+}
+
+func (s *Store) forUpdate() string {
+	if s.dialect == "postgres" {
+		return " FOR UPDATE"
+	}
+	return "" // SQLite write transactions already hold the database lock (BEGIN IMMEDIATE)
+}
+
+func (s *Store) insertEvent(ctx context.Context, tx *sqlx.Tx, runID string, from, to domain.RunState, reason, actor string, at time.Time) error {
+	_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO run_events (run_id, from_state, to_state, reason, actor, at) VALUES (?, ?, ?, ?, ?, ?)`),
+		runID, string(from), string(to), reason, actor, ms(at))
+	return err
+}
+
+// RenewLease extends the lease of a run the owner still holds.
+func (s *Store) RenewLease(ctx context.Context, runID, owner string, until time.Time) error {
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? AND state = 'processing'`), ms(until), runID, owner)
+	if err != nil {
+		return fmt.Errorf("renew lease: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("run %s: %w", runID, domain.ErrLeaseLost)
+	}
+	return nil
+}
+
+// ReleaseLease lets a process that stops early hand the run back at once: the next process
+// treats the lease as expired.
+func (s *Store) ReleaseLease(ctx context.Context, runID, owner string) error {
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE runs SET lease_expires_at = 1 WHERE id = ? AND lease_owner = ? AND state = 'processing'`), runID, owner)
+	return err
+}
+
+// TakeOver moves the lease of a processing run from a previous owner that is gone to a new one.
+// The run stays in processing; the takeover is recorded as an event, and attempts the previous
+// owner left running are marked abandoned, all in one commit.
+func (s *Store) TakeOver(ctx context.Context, runID, previousOwner, owner string, until time.Time, reason, actor string) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		now := s.now()
+		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE runs SET lease_owner = ?, lease_expires_at = ?, updated_at = ? WHERE id = ? AND state = 'processing' AND lease_owner = ?`),
+			owner, ms(until), ms(now), runID, previousOwner)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("run %s: %w", runID, domain.ErrLeaseLost)
+		}
+		if _, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE step_attempts SET outcome = 'abandoned', finished_at = ?, error = ? WHERE run_id = ? AND outcome = 'running'`),
+			ms(now), "the process running this attempt died ("+previousOwner+")", runID); err != nil {
+			return err
+		}
+		return s.insertEvent(ctx, tx, runID, domain.StateProcessing, domain.StateProcessing, reason, actor, now)
+	})
+}
+
+// GetRun returns a run by id, or by a unique prefix of its id.
+func (s *Store) GetRun(ctx context.Context, id string) (*domain.Run, error) {
+	r, err := s.getRun(ctx, s.db, id)
+	if !errors.Is(err, domain.ErrNotFound) || len(id) < 4 {
+		return r, err
+	}
+	var ids []string
+	if err := s.db.SelectContext(ctx, &ids, s.db.Rebind(`SELECT id FROM runs WHERE id LIKE ? ORDER BY id LIMIT 2`), escapeLike(id)+"%"); err != nil {
+		return nil, err
+	}
+	switch len(ids) {
+	case 0:
+		return nil, fmt.Errorf("run %s: %w", id, domain.ErrNotFound)
+	case 1:
+		return s.getRun(ctx, s.db, ids[0])
+	}
+	return nil, fmt.Errorf("run id prefix %s is ambiguous (%s, %s, ...)", id, ids[0], ids[1])
+}
+
+func escapeLike(s string) string {
+	return strings.NewReplacer("%", "", "_", "").Replace(s)
+}
+
+func (s *Store) getRun(ctx context.Context, q sqlx.QueryerContext, id string) (*domain.Run, error) {
+	var row runRow
+	if err := sqlx.GetContext(ctx, q, &row, s.db.Rebind(`SELECT `+runColumns+` FROM runs WHERE id = ?`), id); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("run %s: %w", id, domain.ErrNotFound)
+		}
+		return nil, err
+	}
+	return row.domain(), nil
+}
+
+// FindRun returns the run of a pipeline with an idempotency key.
+func (s *Store) FindRun(ctx context.Context, pipeline, key string) (*domain.Run, error) {
+	return s.findRun(ctx, s.db, pipeline, key)
+}
+
+func (s *Store) findRun(ctx context.Context, q sqlx.QueryerContext, pipeline, key string) (*domain.Run, error) {
+	var row runRow
+	if err := sqlx.GetContext(ctx, q, &row, s.db.Rebind(`SELECT `+runColumns+` FROM runs WHERE pipeline = ? AND idempotency_key = ?`), pipeline, key); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("run of %s with key %s: %w", pipeline, key, domain.ErrNotFound)
+		}
+		return nil, err
+	}
+	return row.domain(), nil
+}
+
+// RunFilter narrows ListRuns.
+type RunFilter struct {
+	State    domain.RunState
+	Pipeline string
+	Limit    int
+}
+
+// ListRuns returns runs, newest first.
+func (s *Store) ListRuns(ctx context.Context, f RunFilter) ([]*domain.Run, error) {
+	q := `SELECT ` + runColumns + ` FROM runs WHERE 1 = 1`
+	var args []any
+	if f.State != "" {
+		q += ` AND state = ?`
+		args = append(args, string(f.State))
+	}
+	if f.Pipeline != "" {
+		q += ` AND pipeline = ?`
+		args = append(args, f.Pipeline)
+	}
+	q += ` ORDER BY created_at DESC, id DESC`
+	if f.Limit > 0 {
+		q += fmt.Sprintf(` LIMIT %d`, f.Limit)
+	}
+	var rows []runRow
+	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(q), args...); err != nil {
+		return nil, err
+	}
+	out := make([]*domain.Run, len(rows))
+	for i, r := range rows {
+		out[i] = r.domain()
+	}
+	return out, nil
+}
+
+// Events returns a run's transitions in order.
+func (s *Store) Events(ctx context.Context, runID string) ([]domain.Event, error) {
+	var rows []struct {
+		ID     int64  `db:"id"`
+		RunID  string `db:"run_id"`
+		From   string `db:"from_state"`
+		To     string `db:"to_state"`
+		Reason string `db:"reason"`
+		Actor  string `db:"actor"`
+		At     int64  `db:"at"`
+	}
+	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(`SELECT id, run_id, from_state, to_state, reason, actor, at FROM run_events WHERE run_id = ? ORDER BY id`), runID); err != nil {
+		return nil, err
+	}
+	out := make([]domain.Event, len(rows))
+	for i, r := range rows {
+		out[i] = domain.Event{ID: r.ID, RunID: r.RunID, From: domain.RunState(r.From), To: domain.RunState(r.To), Reason: r.Reason, Actor: r.Actor, At: fromMS(r.At)}
+	}
+	return out, nil
+}
+
+// AddNote records an operator's note on a run.
+func (s *Store) AddNote(ctx context.Context, runID, actor, text string) error {
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO notes (run_id, actor, text, at) VALUES (?, ?, ?, ?)`), runID, actor, text, ms(s.now()))
+	return err
+}
+
+// Notes returns a run's notes in order.
+func (s *Store) Notes(ctx context.Context, runID string) ([]domain.Note, error) {
+	var rows []struct {
+		ID    int64  `db:"id"`
+		RunID string `db:"run_id"`
+		Actor string `db:"actor"`
+		Text  string `db:"text"`
+		At    int64  `db:"at"`
+	}
+	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(`SELECT id, run_id, actor, text, at FROM notes WHERE run_id = ? ORDER BY id`), runID); err != nil {
+		return nil, err
+	}
+	out := make([]domain.Note, len(rows))
+	for i, r := range rows {
+		out[i] = domain.Note{ID: r.ID, RunID: r.RunID, Actor: r.Actor, Text: r.Text, At: fromMS(r.At)}
+	}
+	return out, nil
+}

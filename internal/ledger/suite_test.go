@@ -1,0 +1,221 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pipectl/pipectl/internal/domain"
+)
+
+// backends lists the ledgers the suite runs against; PostgreSQL joins when configured.
+func backends(t *testing.T) map[string]func(t *testing.T) *Store {
+	return map[string]func(t *testing.T) *Store{
+		"sqlite": func(t *testing.T) *Store {
+			s, err := Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+	}
+}
+
+func forEachBackend(t *testing.T, fn func(t *testing.T, s *Store)) {
+	for name, open := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, open(t))
+		})
+	}
+}
+
+var seq sync.Map
+
+func newRun(t *testing.T, pipeline, key string) *domain.Run {
+	n, _ := seq.LoadOrStore(t.Name(), new(int))
+	*n.(*int)++
+	return &domain.Run{
+		ID: fmt.Sprintf("r-%s-%d", key, *n.(*int)), Pipeline: pipeline, IdempotencyKey: key,
+		InputHash: "h-" + key, Input: []byte(`{"k":"` + key + `"}`), SpecText: "spec", SpecHash: "sh", Version: "test",
+	}
+}
+
+// force puts a run into a state directly, bypassing the state machine, to set up a case.
+func force(t *testing.T, s *Store, id string, state domain.RunState, owner string) {
+	t.Helper()
+	if _, err := s.db.Exec(s.db.Rebind(`UPDATE runs SET state = ?, lease_owner = ? WHERE id = ?`), string(state), owner, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The specification's transition table, written out independently of domain.CanTransition.
+var legal = map[[2]domain.RunState]bool{
+	{domain.StateQueued, domain.StateProcessing}:               true,
+	{domain.StateProcessing, domain.StateSucceeded}:            true,
+	{domain.StateProcessing, domain.StateFailedTransient}:      true,
+	{domain.StateProcessing, domain.StateFailedPermanent}:      true,
+	{domain.StateProcessing, domain.StateWaitingExternal}:      true,
+	{domain.StateProcessing, domain.StateNeedsReview}:          true,
+	{domain.StateFailedTransient, domain.StateProcessing}:      true,
+	{domain.StateFailedTransient, domain.StateFailedPermanent}: true,
+	{domain.StateWaitingExternal, domain.StateProcessing}:      true,
+	{domain.StateWaitingExternal, domain.StateFailedPermanent}: true,
+	{domain.StateNeedsReview, domain.StateProcessing}:          true,
+	{domain.StateNeedsReview, domain.StateFailedPermanent}:     true,
+	{domain.StateFailedPermanent, domain.StateQueued}:          true,
+}
+
+// TestStateMachineExhaustive tries every (from, to) pair of the seven states, in the code and in
+// the ledger: each is either allowed or refused, and a refusal changes nothing.
+func TestStateMachineExhaustive(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		for _, from := range domain.RunStates {
+			for _, to := range domain.RunStates {
+				want := legal[[2]domain.RunState{from, to}]
+				if got := domain.CanTransition(from, to); got != want {
+					t.Errorf("CanTransition(%s, %s) = %v, want %v", from, to, got, want)
+				}
+				r := newRun(t, "sm", string(from)+"-"+string(to))
+				if _, _, err := s.CreateRun(ctx, r, "test", nil); err != nil {
+					t.Fatal(err)
+				}
+				force(t, s, r.ID, from, "owner")
+				before, _ := s.Events(ctx, r.ID)
+				err := s.Transition(ctx, r.ID, Change{To: to, Reason: "test", Actor: "tester", Owner: "owner", LeaseOwner: "owner", LeaseUntil: time.Now().Add(time.Minute)})
+				after, _ := s.GetRun(ctx, r.ID)
+				events, _ := s.Events(ctx, r.ID)
+				if want {
+					if err != nil || after.State != to || len(events) != len(before)+1 {
+						t.Errorf("%s -> %s refused: %v (state %s)", from, to, err, after.State)
+					} else if e := events[len(events)-1]; e.From != from || e.To != to || e.Actor != "tester" || e.Reason != "test" {
+						t.Errorf("%s -> %s: event %+v", from, to, e)
+					}
+					continue
+				}
+				if !errors.Is(err, domain.ErrStateConflict) || after.State != from || len(events) != len(before) {
+					t.Errorf("%s -> %s allowed or changed the ledger: err=%v state=%s events %d->%d", from, to, err, after.State, len(before), len(events))
+				}
+			}
+		}
+	})
+}
+
+func TestLedgerRefusesUnknownStates(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *Store) {
+		r := newRun(t, "p", "k")
+		if _, _, err := s.CreateRun(context.Background(), r, "test", nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.db.Exec(s.db.Rebind(`UPDATE runs SET state = ? WHERE id = ?`), "paused", r.ID); err == nil {
+			t.Fatal("the CHECK constraint accepted an unknown state")
+		}
+		if _, err := s.db.Exec(s.db.Rebind(`INSERT INTO step_attempts (run_id, step_id, item_index, attempt, step_key, started_at, outcome) VALUES (?, 'a', -1, 1, 'k', 1, 'maybe')`), r.ID); err == nil {
+			t.Fatal("the CHECK constraint accepted an unknown outcome")
+		}
+	})
+}
+
+func TestCreateRunIdempotent(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		r := newRun(t, "p", "same")
+		first, created, err := s.CreateRun(ctx, r, "a", &Claim{Owner: "me", LeaseUntil: time.Now().Add(time.Minute)})
+		if err != nil || !created || first.State != domain.StateProcessing || first.LeaseOwner != "me" {
+			t.Fatalf("first create: %+v %v %v", first, created, err)
+		}
+		again := newRun(t, "p", "same")
+		got, created, err := s.CreateRun(ctx, again, "b", nil)
+		if err != nil || created || got.ID != first.ID {
+			t.Fatalf("duplicate create: %+v %v %v", got, created, err)
+		}
+		events, _ := s.Events(ctx, first.ID)
+		if len(events) != 2 || events[0].To != domain.StateQueued || events[1].To != domain.StateProcessing {
+			t.Fatalf("events %+v", events)
+		}
+		// Same key in another pipeline is another run.
+		other := newRun(t, "q", "same")
+		if _, created, err := s.CreateRun(ctx, other, "c", nil); err != nil || !created {
+			t.Fatalf("other pipeline: %v %v", created, err)
+		}
+	})
+}
+
+func TestConcurrentCreateOneWinner(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		ids := map[string]int{}
+		wins := 0
+		for i := range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := newRun(t, "p", "race")
+				r.ID = fmt.Sprintf("race-%d", i)
+				got, created, err := s.CreateRun(ctx, r, "t", nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				ids[got.ID]++
+				if created {
+					wins++
+				}
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		if wins != 1 || len(ids) != 1 {
+			t.Fatalf("wins %d, ids %v", wins, ids)
+		}
+	})
+}
+
+func TestLeaseOwnership(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		r := newRun(t, "p", "lease")
+		if _, _, err := s.CreateRun(ctx, r, "t", &Claim{Owner: "a", LeaseUntil: time.Now().Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RenewLease(ctx, r.ID, "b", time.Now().Add(time.Hour)); !errors.Is(err, domain.ErrLeaseLost) {
+			t.Fatalf("a stranger renewed the lease: %v", err)
+		}
+		att := &domain.Attempt{RunID: r.ID, StepID: "s", ItemIndex: domain.NoItem, Attempt: 1, StepKey: "k", StartedAt: time.Now(), Outcome: domain.OutcomeRunning}
+		if err := s.StartAttempt(ctx, "a", att); err != nil || att.ID == 0 {
+			t.Fatalf("start: %v id=%d", err, att.ID)
+		}
+		if err := s.Transition(ctx, r.ID, Change{To: domain.StateSucceeded, Owner: "b", Actor: "b"}); !errors.Is(err, domain.ErrLeaseLost) {
+			t.Fatalf("a stranger finished the run: %v", err)
+		}
+		if err := s.TakeOver(ctx, r.ID, "a", "b", time.Now().Add(time.Minute), "a died", "b"); err != nil {
+			t.Fatal(err)
+		}
+		// The old owner can no longer write its result.
+		att.Outcome = domain.OutcomeSucceeded
+		if err := s.FinishAttempt(ctx, "a", att, nil); !errors.Is(err, domain.ErrLeaseLost) {
+			t.Fatalf("the previous owner wrote after a takeover: %v", err)
+		}
+		attempts, _ := s.Attempts(ctx, r.ID)
+		if len(attempts) != 1 || attempts[0].Outcome != domain.OutcomeAbandoned {
+			t.Fatalf("attempts after takeover: %+v", attempts)
+		}
+		done := &domain.Attempt{RunID: r.ID, StepID: "s", ItemIndex: domain.NoItem, Attempt: 2, StepKey: "k", StartedAt: time.Now(), Outcome: domain.OutcomeSucceeded, Output: []byte(`{"ok":true}`)}
+		if err := s.FinishAttempt(ctx, "b", done, &Change{To: domain.StateSucceeded, Owner: "b", Actor: "b"}); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := s.GetRun(ctx, r.ID)
+		if got.State != domain.StateSucceeded || got.LeaseOwner != "" || got.FinishedAt.IsZero() {
+			t.Fatalf("final run %+v", got)
+		}
+	})
+}
