@@ -43,6 +43,7 @@ func exitCode(err error) int {
 
 // app holds what every command needs; nothing is package-level state.
 type app struct {
+	g      globals
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
@@ -76,7 +77,8 @@ func (a *app) rootCommand() *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{code: domain.ExitUsage, err: fmt.Errorf("%w\nrun '%s --help' for usage", err, c.CommandPath())}
 	})
-	root.AddCommand(a.versionCommand(), a.schemaCommand(), a.validateCommand())
+	a.g.register(root)
+	root.AddCommand(a.versionCommand(), a.schemaCommand(), a.validateCommand(), a.runCommand(), a.runsCommand())
 	return root
 }
 

@@ -91,7 +91,7 @@ func (s *Store) insertAttempt(ctx context.Context, tx *sqlx.Tx, a *domain.Attemp
 // StartAttempt, or inserts the attempt whole when there was none (steps without side effects).
 // A run transition, when given, commits together with it. Nothing is written when owner no
 // longer holds the run.
-func (s *Store) FinishAttempt(ctx context.Context, owner string, a *domain.Attempt, ch *Change) error {
+func (s *Store) FinishAttempt(ctx context.Context, owner string, a *domain.Attempt, ch *domain.Change) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
 		if err := s.checkOwner(ctx, tx, a.RunID, owner); err != nil {
 			return err

@@ -3,7 +3,6 @@ package ledger
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net/url"
@@ -27,8 +26,12 @@ type Store struct {
 	dialect string
 	// Synchronous is the SQLite synchronous mode in force ("FULL" or "NORMAL"); empty otherwise.
 	Synchronous string
+	desc        string
 	now         func() time.Time
 }
+
+// Description names the ledger for logs, without credentials.
+func (s *Store) Description() string { return s.desc }
 
 // Open connects to the ledger named by dsn (sqlite:PATH[?synchronous=normal] or
 // postgres://...) and applies pending migrations.
@@ -103,7 +106,7 @@ func openSQLite(ctx context.Context, spec string) (*Store, error) {
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
-	s := &Store{db: db, dialect: "sqlite", Synchronous: sync, now: time.Now}
+	s := &Store{db: db, dialect: "sqlite", Synchronous: sync, now: time.Now, desc: "sqlite:" + path + " (synchronous=" + sync + ")"}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("ledger %s: %w", path, err)
@@ -147,4 +150,3 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	return tx.Commit()
 }
 
-var _ = sql.ErrNoRows

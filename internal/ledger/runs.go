@@ -53,17 +53,10 @@ func (r runRow) domain() *domain.Run {
 	}
 }
 
-// Claim asks CreateRun to move the new run straight to processing under an owner, in the same
-// commit.
-type Claim struct {
-	Owner      string
-	LeaseUntil time.Time
-}
-
 // CreateRun inserts a queued run with its creation event. When the pipeline already has a run
 // with the same idempotency key, nothing is written and that run is returned with
 // created=false. With a claim, the run also moves to processing in the same commit.
-func (s *Store) CreateRun(ctx context.Context, r *domain.Run, actor string, claim *Claim) (*domain.Run, bool, error) {
+func (s *Store) CreateRun(ctx context.Context, r *domain.Run, actor string, claim *domain.Claim) (*domain.Run, bool, error) {
 	now := s.now()
 	created := false
 	var out *domain.Run
@@ -90,7 +83,7 @@ func (s *Store) CreateRun(ctx context.Context, r *domain.Run, actor string, clai
 			return err
 		}
 		if claim != nil {
-			if err := s.transitionTx(ctx, tx, r.ID, Change{To: domain.StateProcessing, Reason: "claimed by " + claim.Owner, Actor: actor, LeaseOwner: claim.Owner, LeaseUntil: claim.LeaseUntil}); err != nil {
+			if err := s.transitionTx(ctx, tx, r.ID, domain.Change{To: domain.StateProcessing, Reason: "claimed by " + claim.Owner, Actor: actor, LeaseOwner: claim.Owner, LeaseUntil: claim.LeaseUntil}); err != nil {
 				return err
 			}
 		}
@@ -103,32 +96,13 @@ func (s *Store) CreateRun(ctx context.Context, r *domain.Run, actor string, clai
 	return out, created, nil
 }
 
-// Change describes a state transition.
-type Change struct {
-	To     domain.RunState
-	Reason string
-	Actor  string
-	// Owner must hold the lease when the run leaves processing; empty skips the check (an
-	// operator acting on a paused run holds no lease).
-	Owner string
-	// LeaseOwner and LeaseUntil set the lease when the run enters processing.
-	LeaseOwner string
-	LeaseUntil time.Time
-	// NextAttemptAt is when a failed_transient run is due again.
-	NextAttemptAt time.Time
-	// ErrorClass, Error and FailedStep describe a failure.
-	ErrorClass domain.ErrorClass
-	Error      string
-	FailedStep string
-}
-
 // Transition moves a run to ch.To when its current state allows it, recording the event in the
 // same commit. It fails with domain.ErrStateConflict otherwise.
-func (s *Store) Transition(ctx context.Context, runID string, ch Change) error {
+func (s *Store) Transition(ctx context.Context, runID string, ch domain.Change) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error { return s.transitionTx(ctx, tx, runID, ch) })
 }
 
-func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, runID string, ch Change) error {
+func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, runID string, ch domain.Change) error {
 	var cur struct {
 		State string `db:"state"`
 		Owner string `db:"lease_owner"`

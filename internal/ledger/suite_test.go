@@ -88,7 +88,7 @@ func TestStateMachineExhaustive(t *testing.T) {
 				}
 				force(t, s, r.ID, from, "owner")
 				before, _ := s.Events(ctx, r.ID)
-				err := s.Transition(ctx, r.ID, Change{To: to, Reason: "test", Actor: "tester", Owner: "owner", LeaseOwner: "owner", LeaseUntil: time.Now().Add(time.Minute)})
+				err := s.Transition(ctx, r.ID, domain.Change{To: to, Reason: "test", Actor: "tester", Owner: "owner", LeaseOwner: "owner", LeaseUntil: time.Now().Add(time.Minute)})
 				after, _ := s.GetRun(ctx, r.ID)
 				events, _ := s.Events(ctx, r.ID)
 				if want {
@@ -126,7 +126,7 @@ func TestCreateRunIdempotent(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, s *Store) {
 		ctx := context.Background()
 		r := newRun(t, "p", "same")
-		first, created, err := s.CreateRun(ctx, r, "a", &Claim{Owner: "me", LeaseUntil: time.Now().Add(time.Minute)})
+		first, created, err := s.CreateRun(ctx, r, "a", &domain.Claim{Owner: "me", LeaseUntil: time.Now().Add(time.Minute)})
 		if err != nil || !created || first.State != domain.StateProcessing || first.LeaseOwner != "me" {
 			t.Fatalf("first create: %+v %v %v", first, created, err)
 		}
@@ -184,7 +184,7 @@ func TestLeaseOwnership(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, s *Store) {
 		ctx := context.Background()
 		r := newRun(t, "p", "lease")
-		if _, _, err := s.CreateRun(ctx, r, "t", &Claim{Owner: "a", LeaseUntil: time.Now().Add(time.Minute)}); err != nil {
+		if _, _, err := s.CreateRun(ctx, r, "t", &domain.Claim{Owner: "a", LeaseUntil: time.Now().Add(time.Minute)}); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.RenewLease(ctx, r.ID, "b", time.Now().Add(time.Hour)); !errors.Is(err, domain.ErrLeaseLost) {
@@ -194,7 +194,7 @@ func TestLeaseOwnership(t *testing.T) {
 		if err := s.StartAttempt(ctx, "a", att); err != nil || att.ID == 0 {
 			t.Fatalf("start: %v id=%d", err, att.ID)
 		}
-		if err := s.Transition(ctx, r.ID, Change{To: domain.StateSucceeded, Owner: "b", Actor: "b"}); !errors.Is(err, domain.ErrLeaseLost) {
+		if err := s.Transition(ctx, r.ID, domain.Change{To: domain.StateSucceeded, Owner: "b", Actor: "b"}); !errors.Is(err, domain.ErrLeaseLost) {
 			t.Fatalf("a stranger finished the run: %v", err)
 		}
 		if err := s.TakeOver(ctx, r.ID, "a", "b", time.Now().Add(time.Minute), "a died", "b"); err != nil {
@@ -210,7 +210,7 @@ func TestLeaseOwnership(t *testing.T) {
 			t.Fatalf("attempts after takeover: %+v", attempts)
 		}
 		done := &domain.Attempt{RunID: r.ID, StepID: "s", ItemIndex: domain.NoItem, Attempt: 2, StepKey: "k", StartedAt: time.Now(), Outcome: domain.OutcomeSucceeded, Output: []byte(`{"ok":true}`)}
-		if err := s.FinishAttempt(ctx, "b", done, &Change{To: domain.StateSucceeded, Owner: "b", Actor: "b"}); err != nil {
+		if err := s.FinishAttempt(ctx, "b", done, &domain.Change{To: domain.StateSucceeded, Owner: "b", Actor: "b"}); err != nil {
 			t.Fatal(err)
 		}
 		got, _ := s.GetRun(ctx, r.ID)

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pipectl/pipectl/internal/domain"
+	"github.com/pipectl/pipectl/internal/dsl"
+	"github.com/pipectl/pipectl/internal/engine"
+	"github.com/pipectl/pipectl/internal/ledger"
+)
+
+func (a *app) runCommand() *cobra.Command {
+	var inputArg string
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "run FILE --input FILE|-|JSON [--dry-run]",
+		Short: "Create a run and execute it in this process until it ends or pauses",
+		Long: "Creates the run for the input (or finds the one with the same idempotency key) and executes it.\n" +
+			"Exit 0 succeeded, 1 failed (dead-lettered) or invalid, 2 usage, 3 paused or live elsewhere,\n" +
+			"4 refused (idempotency key reused with another input).",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if inputArg == "" {
+				return usageErrorf("--input is required: a JSON file, - for stdin, or inline JSON")
+			}
+			ctx := cmd.Context()
+			log, err := a.logger()
+			if err != nil {
+				return err
+			}
+			v, err := dsl.NewValidator()
+			if err != nil {
+				return err
+			}
+			p, err := a.loadPipeline(v, args[0])
+			if err != nil {
+				return err
+			}
+			input, err := readInput(inputArg, a.stdin)
+			if err != nil {
+				return &exitError{code: domain.ExitUsage, err: err}
+			}
+			if err := dsl.ValidateInput(p, input); err != nil {
+				return &exitError{code: domain.ExitFailed, err: fmt.Errorf("input does not match %s's inputs schema: %w", p.Name, err)}
+			}
+			secrets, err := resolveSecrets(p)
+			if err != nil {
+				return &exitError{code: domain.ExitUsage, err: err}
+			}
+			store, err := a.openLedger(ctx)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			eng := a.newEngine(store, v, log)
+			a.logConfig(log, eng, store, map[string]any{"pipeline": p.Name, "file": args[0], "dry_run": dryRun})
+			started := time.Now()
+			res, err := eng.Run(ctx, p, input, engine.RunOptions{Secrets: secrets, DryRun: dryRun})
+			return a.reportRun(res, err, time.Since(started))
+		},
+	}
+	cmd.Flags().StringVar(&inputArg, "input", "", "run input: a JSON file, - for stdin, or inline JSON")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "execute up to side effects, which are rendered and recorded but not sent")
+	return cmd
+}
+
+// reportRun prints the outcome of a run and maps it to the exit code.
+func (a *app) reportRun(res *engine.Result, err error, took time.Duration) error {
+	switch {
+	case errors.Is(err, engine.ErrIdempotencyConflict):
+		return &exitError{code: domain.ExitRefused, err: err}
+	case errors.Is(err, engine.ErrLiveElsewhere):
+		fmt.Fprintf(a.stdout, "run %s is live under another process\n", res.Run.ID)
+		return &exitError{code: domain.ExitPaused, err: err}
+	case err != nil && res == nil:
+		return &exitError{code: domain.ExitFailed, err: err}
+	}
+	r := res.Run
+	switch {
+	case res.Duplicate && !res.Resumed && err == nil && r.State != domain.StateProcessing:
+		fmt.Fprintf(a.stdout, "duplicate: run %s with key %q already exists; it is %s\n", r.ID, r.IdempotencyKey, r.State)
+	case res.Resumed:
+		fmt.Fprintf(a.stdout, "run %s resumed and is %s (%s)\n", r.ID, r.State, took.Round(time.Millisecond))
+	default:
+		fmt.Fprintf(a.stdout, "run %s %s (%s)\n", r.ID, r.State, took.Round(time.Millisecond))
+	}
+	if r.State == domain.StateFailedPermanent {
+		fmt.Fprintf(a.stdout, "  failed step %s (%s): %s\n", r.FailedStep, r.ErrorClass, r.Error)
+	}
+	if err != nil {
+		return &exitError{code: domain.ExitFailed, err: err}
+	}
+	if code := exitForState(r.State); code != domain.ExitOK {
+		return &exitError{code: code}
+	}
+	return nil
+}
+
+// readInput reads --input: - for stdin, inline JSON when it starts with { or [, else a file.
+func readInput(arg string, stdin io.Reader) (any, error) {
+	var data []byte
+	var err error
+	trimmed := strings.TrimSpace(arg)
+	switch {
+	case arg == "-":
+		data, err = io.ReadAll(io.LimitReader(stdin, 64<<20))
+	case strings.HasPrefix(trimmed, "{") || strings.HasPrefix(trimmed, "["):
+		data = []byte(arg)
+	default:
+		data, err = os.ReadFile(arg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("input: %w", err)
+	}
+	v, err := domain.DecodeJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("input is not JSON: %w", err)
+	}
+	return v, nil
+}
+
+// resolveSecrets reads the declared secrets from the environment; a missing one refuses the
+// run before anything happens.
+func resolveSecrets(p *domain.Pipeline) (map[string]string, error) {
+	out := map[string]string{}
+	var missing []string
+	for _, name := range p.Secrets {
+		v, ok := os.LookupEnv(name)
+		if !ok || v == "" {
+			missing = append(missing, name)
+			continue
+		}
+		out[name] = v
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return nil, fmt.Errorf("pipeline %s needs the secret(s) %s in the environment", p.Name, strings.Join(missing, ", "))
+	}
+	return out, nil
+}
+
+// logConfig logs the effective configuration once, with secrets and passwords redacted.
+func (a *app) logConfig(log interface {
+	Info(msg string, args ...any)
+}, eng *engine.Engine, store *ledger.Store, extra map[string]any) {
+	args := []any{"version", version, "ledger", store.Description(), "owner", eng.Owner.String(), "actor", eng.Actor,
+		"lease_ttl", eng.LeaseTTL.String(), "log_format", a.g.logFormat}
+	for k, v := range extra {
+		args = append(args, k, v)
+	}
+	log.Info("effective configuration", args...)
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/user"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pipectl/pipectl/internal/domain"
+	"github.com/pipectl/pipectl/internal/dsl"
+	"github.com/pipectl/pipectl/internal/engine"
+	"github.com/pipectl/pipectl/internal/ledger"
+	"github.com/pipectl/pipectl/internal/steps"
+)
+
+// globals are the flags every command accepts.
+type globals struct {
+	ledgerDSN string
+	logFormat string
+	config    string
+	actor     string
+}
+
+func (g *globals) register(cmd *cobra.Command) {
+	cmd.PersistentFlags().StringVar(&g.ledgerDSN, "ledger", "", "run ledger: sqlite:PATH or postgres://... (default $PIPECTL_LEDGER or "+ledger.DefaultDSN+")")
+	cmd.PersistentFlags().StringVar(&g.logFormat, "log-format", "json", "log format on stderr: json or text")
+	cmd.PersistentFlags().StringVar(&g.config, "config", "", "configuration file (pipectl.yaml)")
+	cmd.PersistentFlags().StringVar(&g.actor, "as", "", "name recorded on operator actions (default: the OS user)")
+}
+
+func (g *globals) dsn() string {
+	if g.ledgerDSN != "" {
+		return g.ledgerDSN
+	}
+	if v := os.Getenv("PIPECTL_LEDGER"); v != "" {
+		return v
+	}
+	return ledger.DefaultDSN
+}
+
+func (g *globals) actorName() string {
+	if g.actor != "" {
+		return g.actor
+	}
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return "unknown"
+}
+
+func (a *app) logger() (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
+	switch a.g.logFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(a.stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(a.stderr, opts)), nil
+	}
+	return nil, usageErrorf("unknown --log-format %q: use json or text", a.g.logFormat)
+}
+
+func usageErrorf(format string, args ...any) error {
+	return &exitError{code: domain.ExitUsage, err: fmt.Errorf(format, args...)}
+}
+
+// openLedger opens the configured ledger.
+func (a *app) openLedger(ctx context.Context) (*ledger.Store, error) {
+	s, err := ledger.Open(ctx, a.g.dsn())
+	if err != nil {
+		return nil, &exitError{code: domain.ExitUsage, err: err}
+	}
+	return s, nil
+}
+
+// newEngine wires the engine to its concrete parts: the ledger, the step executors and the
+// expression evaluator. This is the one place that knows them all.
+func (a *app) newEngine(store *ledger.Store, v *dsl.Validator, log *slog.Logger) *engine.Engine {
+	return &engine.Engine{
+		Store:    store,
+		Renderer: dsl.NewEvaluator(v.Expressions()),
+		Steps: map[domain.StepType]domain.StepExecutor{
+			domain.StepTransform: steps.Transform{},
+			domain.StepHTTP:      steps.NewHTTP(),
+			domain.StepExec:      steps.Exec{},
+		},
+		Log:      log,
+		Owner:    engine.CurrentOwner(),
+		Actor:    a.g.actorName(),
+		Version:  version,
+		LeaseTTL: 30 * time.Second,
+	}
+}
+
+// loadPipeline validates a pipeline file and reports its diagnostics on stderr.
+func (a *app) loadPipeline(v *dsl.Validator, path string) (*domain.Pipeline, error) {
+	p, diags, err := v.ParseFile(path)
+	if err != nil {
+		return nil, &exitError{code: domain.ExitUsage, err: err}
+	}
+	for _, d := range diags {
+		fmt.Fprintln(a.stderr, d.String())
+	}
+	if p == nil {
+		return nil, &exitError{code: domain.ExitFailed, err: fmt.Errorf("%s is not a valid pipeline", path)}
+	}
+	return p, nil
+}
+
+// exitForState maps a run's state to the process exit code.
+func exitForState(s domain.RunState) int {
+	switch s {
+	case domain.StateSucceeded:
+		return domain.ExitOK
+	case domain.StateNeedsReview, domain.StateWaitingExternal, domain.StateQueued, domain.StateProcessing, domain.StateFailedTransient:
+		return domain.ExitPaused
+	}
+	return domain.ExitFailed
+}

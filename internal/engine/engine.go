@@ -1,0 +1,237 @@
+// Package engine executes runs: the step graph, attempts, retries with backoff, leases and the run state machine.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pipectl/pipectl/internal/domain"
+)
+
+// Store is the part of the run ledger the engine uses. Implementations must make every
+// transition conditional on the run's current state and lease, and must be safe for
+// concurrent use.
+type Store interface {
+	// CreateRun inserts a queued run, or returns the existing run of the same pipeline and
+	// idempotency key with created=false. A claim moves a new run to processing in the same commit.
+	CreateRun(ctx context.Context, r *domain.Run, actor string, claim *domain.Claim) (run *domain.Run, created bool, err error)
+	GetRun(ctx context.Context, id string) (*domain.Run, error)
+	Transition(ctx context.Context, runID string, ch domain.Change) error
+	RenewLease(ctx context.Context, runID, owner string, until time.Time) error
+	ReleaseLease(ctx context.Context, runID, owner string) error
+	TakeOver(ctx context.Context, runID, previousOwner, owner string, until time.Time, reason, actor string) error
+	// StartAttempt commits the intent to perform a side effect; FinishAttempt commits a result,
+	// optionally with a transition. Both refuse when owner no longer holds the run.
+	StartAttempt(ctx context.Context, owner string, a *domain.Attempt) error
+	FinishAttempt(ctx context.Context, owner string, a *domain.Attempt, ch *domain.Change) error
+	Attempts(ctx context.Context, runID string) ([]domain.Attempt, error)
+}
+
+// Renderer evaluates ${{ }} templates inside a value.
+type Renderer interface {
+	Render(v any, vars map[string]any) (any, error)
+}
+
+// Engine runs pipelines. Its zero value is not usable; fill the exported fields.
+type Engine struct {
+	Store    Store
+	Steps    map[domain.StepType]domain.StepExecutor
+	Renderer Renderer
+	Log      *slog.Logger
+	Owner    Owner
+	// Actor is recorded on the events this engine writes.
+	Actor   string
+	Version string
+	// LeaseTTL is how long a lease lasts without a heartbeat; heartbeats come every third of it.
+	LeaseTTL time.Duration
+	// UnknownRetryDelay is the short pause before the one retry of an unclassified error.
+	UnknownRetryDelay time.Duration
+
+	rndMu sync.Mutex
+	rnd   *rand.Rand
+}
+
+// Errors that map to exit codes.
+var (
+	// ErrIdempotencyConflict: the idempotency key belongs to a run with another input.
+	ErrIdempotencyConflict = errors.New("idempotency conflict")
+	// ErrLiveElsewhere: the run is being executed by another live process.
+	ErrLiveElsewhere = errors.New("run is live under another owner")
+	// ErrInterrupted: this process was asked to stop; the run can be resumed.
+	ErrInterrupted = errors.New("interrupted")
+)
+
+// RunOptions are the parameters of one submission.
+type RunOptions struct {
+	// Secrets are the values of the pipeline's declared secrets.
+	Secrets map[string]string
+	DryRun  bool
+	// Workdir anchors relative exec paths; default: the pipeline file's folder.
+	Workdir string
+}
+
+// Result is the end of Run.
+type Result struct {
+	Run *domain.Run
+	// Duplicate: the idempotency key already had a run; this call only reported it (or resumed it).
+	Duplicate bool
+	// Resumed: this process took over a run whose previous owner was gone.
+	Resumed bool
+}
+
+func (e *Engine) leaseTTL() time.Duration {
+	if e.LeaseTTL <= 0 {
+		return 30 * time.Second
+	}
+	return e.LeaseTTL
+}
+
+func (e *Engine) jitter() *rand.Rand {
+	e.rndMu.Lock()
+	defer e.rndMu.Unlock()
+	if e.rnd == nil {
+		e.rnd = rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(e.Owner.PID)))
+	}
+	return e.rnd
+}
+
+// RunKey computes a run's idempotency key: the pipeline's idempotency.key over the input, or
+// the SHA-256 of the canonical input.
+func (e *Engine) RunKey(p *domain.Pipeline, input any) (string, error) {
+	if p.Idempotency.Key == "" {
+		canon, err := domain.CanonicalJSON(input)
+		if err != nil {
+			return "", err
+		}
+		return "sha256:" + Hash(canon), nil
+	}
+	v, err := e.Renderer.Render(p.Idempotency.Key, map[string]any{"inputs": input})
+	if err != nil {
+		return "", fmt.Errorf("idempotency.key: %w", err)
+	}
+	key := strings.TrimSpace(fmt.Sprint(v))
+	if v == nil || key == "" {
+		return "", errors.New("idempotency.key evaluated to an empty key")
+	}
+	return key, nil
+}
+
+// Run creates the run for an input (or finds the existing one with the same key) and executes it
+// in this process until it ends or pauses.
+func (e *Engine) Run(ctx context.Context, p *domain.Pipeline, input any, opts RunOptions) (*Result, error) {
+	canon, err := domain.CanonicalJSON(input)
+	if err != nil {
+		return nil, fmt.Errorf("input: %w", err)
+	}
+	now := time.Now()
+	key := ""
+	if opts.DryRun {
+		// A dry run must never occupy the real run key.
+		key = "dry-run:" + NewRunID(now)
+	} else if key, err = e.RunKey(p, input); err != nil {
+		return nil, err
+	}
+	run := &domain.Run{
+		ID: NewRunID(now), Pipeline: p.Name, IdempotencyKey: key, InputHash: Hash(canon), Input: canon,
+		SpecText: string(p.Text), SpecHash: Hash(p.Text), SpecPath: p.Path, Version: e.Version, DryRun: opts.DryRun,
+	}
+	got, created, err := e.Store.CreateRun(ctx, run, e.Actor, &domain.Claim{Owner: e.Owner.String(), LeaseUntil: now.Add(e.leaseTTL())})
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Run: got, Duplicate: !created}
+	if !created {
+		if got.InputHash != run.InputHash {
+			return res, fmt.Errorf("run %s has idempotency key %q with a different input: %w", got.ID, key, ErrIdempotencyConflict)
+		}
+		proceed, resumed, err := e.adopt(ctx, got)
+		res.Resumed = resumed
+		if err != nil || !proceed {
+			if latest, gerr := e.Store.GetRun(ctx, got.ID); gerr == nil {
+				res.Run = latest
+			}
+			return res, err
+		}
+	}
+	final, err := e.execute(ctx, p, got.ID, input, opts)
+	if final != nil {
+		res.Run = final
+	}
+	return res, err
+}
+
+// adopt decides what a second submission of an existing run does: report a finished or
+// paused run, continue a queued or retry-pending one, take over a processing run whose owner is
+// gone, or refuse one that is live elsewhere.
+func (e *Engine) adopt(ctx context.Context, r *domain.Run) (proceed, resumed bool, err error) {
+	switch r.State {
+	case domain.StateQueued:
+		return true, false, e.claim(ctx, r.ID, "claimed by "+e.Owner.String())
+	case domain.StateFailedTransient:
+		if wait := time.Until(r.NextAttemptAt); wait > 0 {
+			if err := sleep(ctx, wait); err != nil {
+				return false, false, ErrInterrupted
+			}
+		}
+		return true, true, e.claim(ctx, r.ID, "retry due; continued by "+e.Owner.String())
+	case domain.StateProcessing:
+		prev, _ := ParseOwner(r.LeaseOwner)
+		gone := prev.Gone(e.Owner)
+		expired := !r.LeaseExpires.IsZero() && time.Now().After(r.LeaseExpires)
+		if !gone && !expired {
+			return false, false, fmt.Errorf("run %s is being executed by %s: %w", r.ID, r.LeaseOwner, ErrLiveElsewhere)
+		}
+		why := "lease expired"
+		if gone {
+			why = "owner process is gone"
+		}
+		reason := fmt.Sprintf("taken over from %s (%s)", r.LeaseOwner, why)
+		if err := e.Store.TakeOver(ctx, r.ID, r.LeaseOwner, e.Owner.String(), time.Now().Add(e.leaseTTL()), reason, e.Actor); err != nil {
+			return false, false, fmt.Errorf("taking over run %s: %w", r.ID, err)
+		}
+		e.Log.Info("run taken over", "run_id", r.ID, "pipeline", r.Pipeline, "idempotency_key", r.IdempotencyKey, "previous_owner", r.LeaseOwner, "reason", why)
+		return true, true, nil
+	}
+	return false, false, nil
+}
+
+func (e *Engine) claim(ctx context.Context, runID, reason string) error {
+	return e.Store.Transition(ctx, runID, domain.Change{To: domain.StateProcessing, Reason: reason, Actor: e.Actor, LeaseOwner: e.Owner.String(), LeaseUntil: time.Now().Add(e.leaseTTL())})
+}
+
+// Resume executes an existing run that this process has just claimed (workers, redrive).
+func (e *Engine) Resume(ctx context.Context, p *domain.Pipeline, runID string, input any, opts RunOptions) (*domain.Run, error) {
+	return e.execute(ctx, p, runID, input, opts)
+}
+
+func workdirOf(p *domain.Pipeline, opts RunOptions) string {
+	if opts.Workdir != "" {
+		return opts.Workdir
+	}
+	if p.Path == "" {
+		return "."
+	}
+	abs, err := filepath.Abs(filepath.Dir(p.Path))
+	if err != nil {
+		return filepath.Dir(p.Path)
+	}
+	return abs
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

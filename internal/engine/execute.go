@@ -1,0 +1,642 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/pipectl/pipectl/internal/domain"
+)
+
+// unitKey names one schedulable piece of work: a step, or one item of a for_each step.
+type unitKey struct {
+	step string
+	item int
+}
+
+// progress is what the ledger says about a run's steps, rebuilt at every (re)start so that
+// completed work is never redone.
+type progress struct {
+	outputs     map[string]any
+	done        map[string]bool
+	itemOutputs map[string]map[int]any
+	attempts    map[unitKey]int
+	failures    map[unitKey]int
+	unknowns    map[unitKey]int
+}
+
+func loadProgress(attempts []domain.Attempt) (*progress, error) {
+	pr := &progress{
+		outputs: map[string]any{}, done: map[string]bool{}, itemOutputs: map[string]map[int]any{},
+		attempts: map[unitKey]int{}, failures: map[unitKey]int{}, unknowns: map[unitKey]int{},
+	}
+	for _, a := range attempts {
+		k := unitKey{a.StepID, a.ItemIndex}
+		pr.attempts[k] = max(pr.attempts[k], a.Attempt)
+		switch {
+		case domain.Completed(a.Outcome):
+			var out any
+			if len(a.Output) > 0 {
+				v, err := domain.DecodeJSON(a.Output)
+				if err != nil {
+					return nil, fmt.Errorf("ledger output of %s: %w", a.StepID, err)
+				}
+				out = v
+			}
+			if a.ItemIndex == domain.NoItem {
+				pr.outputs[a.StepID] = out
+				pr.done[a.StepID] = true
+			} else {
+				if pr.itemOutputs[a.StepID] == nil {
+					pr.itemOutputs[a.StepID] = map[int]any{}
+				}
+				pr.itemOutputs[a.StepID][a.ItemIndex] = out
+			}
+		case a.Outcome == domain.OutcomeFailed:
+			pr.failures[k]++
+			if a.ErrorClass == domain.ClassUnknown {
+				pr.unknowns[k]++
+			}
+		}
+	}
+	return pr, nil
+}
+
+// session is one pass over a run while this process holds its lease.
+type session struct {
+	e       *Engine
+	p       *domain.Pipeline
+	run     *domain.Run
+	input   any
+	opts    RunOptions
+	owner   string
+	redact  *domain.Redactor
+	logger  *slog.Logger
+	secrets map[string]any
+	workdir string
+	pr      *progress
+
+	activated map[string]bool
+	items     map[string]int // for_each steps: how many items
+	pending   []*unit
+	inflight  int
+	perStep   map[string]int
+	results   chan *unitResult
+
+	stopping bool
+	// retryAt is set when a transient failure asks for the run to be retried.
+	retryAt time.Time
+	failure *failure
+}
+
+type failure struct {
+	step  string
+	class domain.ErrorClass
+	err   string
+}
+
+type unit struct {
+	step  *domain.Step
+	item  int
+	value any
+	vars  map[string]any
+	att   *domain.Attempt
+}
+
+type unitResult struct {
+	u   *unit
+	res domain.StepResult
+	err error
+}
+
+// execute runs a claimed run until it ends, pauses, or this process must stop.
+func (e *Engine) execute(ctx context.Context, p *domain.Pipeline, runID string, input any, opts RunOptions) (*domain.Run, error) {
+	values := make([]string, 0, len(opts.Secrets))
+	secrets := make(map[string]any, len(opts.Secrets))
+	for k, v := range opts.Secrets {
+		values = append(values, v)
+		secrets[k] = v
+	}
+	redact := domain.NewRedactor(values)
+	for {
+		run, err := e.Store.GetRun(ctx, runID)
+		if err != nil {
+			return nil, err
+		}
+		attempts, err := e.Store.Attempts(ctx, runID)
+		if err != nil {
+			return run, err
+		}
+		pr, err := loadProgress(attempts)
+		if err != nil {
+			return run, err
+		}
+		s := &session{
+			e: e, p: p, run: run, input: input, opts: opts, owner: e.Owner.String(), redact: redact, secrets: secrets,
+			logger: slog.New(RedactingHandler(e.Log.Handler(), redact)),
+			workdir: workdirOf(p, opts), pr: pr, activated: map[string]bool{}, items: map[string]int{},
+			perStep: map[string]int{}, results: make(chan *unitResult),
+		}
+		if err := s.pass(ctx); err != nil {
+			final, _ := e.Store.GetRun(context.WithoutCancel(ctx), runID)
+			return final, err
+		}
+		final, err := e.Store.GetRun(ctx, runID)
+		if err != nil || final.State != domain.StateFailedTransient || s.retryAt.IsZero() {
+			return final, err
+		}
+		// Same process continues when the retry is due, unless another process got there first.
+		if err := sleep(ctx, time.Until(s.retryAt)); err != nil {
+			return final, ErrInterrupted
+		}
+		if err := e.claim(ctx, runID, "retry due"); err != nil {
+			if errors.Is(err, domain.ErrStateConflict) {
+				latest, _ := e.Store.GetRun(ctx, runID)
+				return latest, nil
+			}
+			return final, err
+		}
+	}
+}
+
+// pass schedules and runs units until the run completes, fails, needs a retry, or stops.
+func (s *session) pass(parent context.Context) error {
+	deadline := s.run.CreatedAt.Add(s.p.Limits.RunTimeout)
+	ctx, cancel := context.WithDeadlineCause(parent, deadline, errRunTimeout)
+	defer cancel()
+	ctx, cancelLease := context.WithCancelCause(ctx)
+	stopHeartbeat := s.e.heartbeat(ctx, s.run.ID, s.owner, cancelLease)
+	defer stopHeartbeat()
+
+	for {
+		if !s.stopping && ctx.Err() == nil {
+			if err := s.activateReady(ctx); err != nil {
+				return err
+			}
+		}
+		s.dispatch(ctx)
+		if s.inflight == 0 {
+			break
+		}
+		r := <-s.results
+		s.inflight--
+		s.perStep[r.u.step.ID]--
+		if err := s.handle(ctx, r); err != nil {
+			s.drain()
+			return err
+		}
+	}
+	return s.finish(parent, ctx)
+}
+
+var errRunTimeout = errors.New("run timeout exceeded")
+
+// activateReady starts every step whose dependencies are complete: it evaluates if and for_each
+// and queues the units. Skips and empty fan-outs complete at once.
+func (s *session) activateReady(ctx context.Context) error {
+	for progressed := true; progressed && !s.stopping; {
+		progressed = false
+		for _, step := range s.p.Steps {
+			if s.activated[step.ID] || s.pr.done[step.ID] || !s.depsDone(step) {
+				continue
+			}
+			s.activated[step.ID] = true
+			progressed = true
+			if err := s.activate(ctx, step); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *session) depsDone(step *domain.Step) bool {
+	for _, n := range step.Needs {
+		if !s.pr.done[n] {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *session) activate(ctx context.Context, step *domain.Step) error {
+	vars := s.vars(nil, 0, false)
+	if step.If != "" {
+		v, err := s.e.Renderer.Render(step.If, vars)
+		if err != nil {
+			return s.stepFailed(ctx, step, domain.NoItem, domain.Permanent(fmt.Errorf("if: %w", err)))
+		}
+		b, ok := v.(bool)
+		if !ok {
+			return s.stepFailed(ctx, step, domain.NoItem, domain.Permanentf("if: yields %T, not a boolean", v))
+		}
+		if !b {
+			return s.complete(ctx, step, domain.NoItem, domain.OutcomeSkipped, nil, nil)
+		}
+	}
+	if step.ForEach == "" {
+		s.pending = append(s.pending, &unit{step: step, item: domain.NoItem, vars: vars})
+		return nil
+	}
+	v, err := s.e.Renderer.Render(step.ForEach, vars)
+	if err != nil {
+		return s.stepFailed(ctx, step, domain.NoItem, domain.Permanent(fmt.Errorf("for_each: %w", err)))
+	}
+	list, ok := v.([]any)
+	if !ok {
+		return s.stepFailed(ctx, step, domain.NoItem, domain.Permanentf("for_each: yields %T, not a list", v))
+	}
+	s.items[step.ID] = len(list)
+	queued := 0
+	for i, item := range list {
+		if _, done := s.pr.itemOutputs[step.ID][i]; done {
+			continue
+		}
+		s.pending = append(s.pending, &unit{step: step, item: i, value: item, vars: s.vars(item, i, true)})
+		queued++
+	}
+	if queued == 0 {
+		return s.completeForEach(ctx, step)
+	}
+	return nil
+}
+
+// vars builds the expression variables for a unit. The map is the unit's own: workers read it
+// while the loop goes on updating outputs.
+func (s *session) vars(item any, index int, withItem bool) map[string]any {
+	steps := make(map[string]any, len(s.pr.outputs))
+	for id, out := range s.pr.outputs {
+		steps[id] = map[string]any{"output": out}
+	}
+	v := map[string]any{
+		"inputs":  s.input,
+		"steps":   steps,
+		"run":     map[string]any{"id": s.run.ID, "idempotency_key": s.run.IdempotencyKey, "pipeline": s.run.Pipeline},
+		"secrets": s.secrets,
+	}
+	if withItem {
+		v["item"] = item
+		v["index"] = int64(index)
+	}
+	return v
+}
+
+func (s *session) maxParallel() int {
+	if s.p.Limits.MaxParallel > 0 {
+		return s.p.Limits.MaxParallel
+	}
+	return domain.DefaultMaxParallel
+}
+
+// dispatch starts pending units within the run's and each step's parallelism.
+func (s *session) dispatch(ctx context.Context) {
+	if s.stopping || ctx.Err() != nil {
+		return
+	}
+	kept := s.pending[:0]
+	for _, u := range s.pending {
+		limit := 1
+		if u.step.ForEach != "" {
+			limit = max(u.step.MaxParallel, 1)
+		}
+		if s.inflight >= s.maxParallel() || s.perStep[u.step.ID] >= limit {
+			kept = append(kept, u)
+			continue
+		}
+		k := unitKey{u.step.ID, u.item}
+		s.pr.attempts[k]++
+		u.att = &domain.Attempt{
+			RunID: s.run.ID, StepID: u.step.ID, ItemIndex: u.item, Attempt: s.pr.attempts[k],
+			StepKey:   StepKey(s.run.Pipeline, s.run.IdempotencyKey, u.step.ID, u.item),
+			StartedAt: time.Now(), Outcome: domain.OutcomeRunning,
+		}
+		s.inflight++
+		s.perStep[u.step.ID]++
+		go func(u *unit) { s.results <- s.e.runUnit(ctx, s, u) }(u)
+	}
+	s.pending = kept
+}
+
+// runUnit performs one attempt: the intent commit for side effects, then the executor.
+func (e *Engine) runUnit(ctx context.Context, s *session, u *unit) (r *unitResult) {
+	r = &unitResult{u: u}
+	exec := e.Steps[u.step.Type]
+	if exec == nil {
+		r.err = domain.Permanentf("step type %s is not available in this build", u.step.Type)
+		return r
+	}
+	if u.step.SideEffecting() && !s.run.DryRun {
+		if err := e.Store.StartAttempt(ctx, s.owner, u.att); err != nil {
+			r.err = fmt.Errorf("recording the attempt: %w", err)
+			return r
+		}
+	}
+	timeout := u.step.Timeout
+	if timeout == 0 {
+		timeout = s.p.Defaults.Timeout
+	}
+	attemptCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	call := &domain.StepCall{
+		RunID: s.run.ID, Pipeline: s.run.Pipeline, IdempotencyKey: s.run.IdempotencyKey, Step: u.step,
+		ItemIndex: u.item, Attempt: u.att.Attempt, StepKey: u.att.StepKey, DryRun: s.run.DryRun, Workdir: s.workdir,
+		Render: func(v any) (any, error) { return e.Renderer.Render(v, u.vars) },
+		RenderWith: func(v any, extra map[string]any) (any, error) {
+			vars := make(map[string]any, len(u.vars)+len(extra))
+			for k, x := range u.vars {
+				vars[k] = x
+			}
+			for k, x := range extra {
+				vars[k] = x
+			}
+			return e.Renderer.Render(v, vars)
+		},
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			r.err = &domain.ClassifiedError{Class: domain.ClassUnknown, Err: fmt.Errorf("panic in %s step: %v\n%s", u.step.Type, p, debug.Stack())}
+		}
+	}()
+	r.res, r.err = exec.Execute(attemptCtx, call)
+	return r
+}
+
+// handle records a unit's result and decides what follows.
+func (s *session) handle(ctx context.Context, r *unitResult) error {
+	u, att := r.u, r.u.att
+	att.FinishedAt = time.Now()
+	att.DurationMS = att.FinishedAt.Sub(att.StartedAt).Milliseconds()
+	att.Request = s.redactJSON(r.res.Request)
+	att.Response = s.redactJSON(r.res.Response)
+	if r.err == nil {
+		att.Outcome = r.res.Outcome
+		if att.Outcome == "" {
+			att.Outcome = domain.OutcomeSucceeded
+		}
+		att.Output = s.redactJSON(r.res.Output)
+		s.record(u, r.res.Output)
+		return s.commit(ctx, u.step, att)
+	}
+	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), errRunTimeout) {
+		// Stopping (interrupt or lost lease): the attempt stays as its intent row, if any,
+		// and a later owner marks it abandoned.
+		s.stopping = true
+		return nil
+	}
+	err := r.err
+	if errors.Is(context.Cause(ctx), errRunTimeout) {
+		err = domain.Permanent(fmt.Errorf("%w (%s): %v", errRunTimeout, s.p.Limits.RunTimeout, r.err))
+	}
+	return s.attemptFailed(ctx, u, att, err)
+}
+
+func (s *session) attemptFailed(ctx context.Context, u *unit, att *domain.Attempt, err error) error {
+	class := domain.ClassOf(err)
+	att.Outcome = domain.OutcomeFailed
+	att.ErrorClass = class
+	att.Error = s.redact.String(errorText(err, class))
+	k := unitKey{u.step.ID, u.item}
+	s.pr.failures[k]++
+	policy := s.p.Defaults.Retry
+	if u.step.Retry != nil {
+		policy = *u.step.Retry
+	}
+	var delay time.Duration
+	retry := false
+	switch class {
+	case domain.ClassTransient:
+		retry = s.pr.failures[k] < policy.MaxAttempts
+		delay = backoff(policy, s.pr.failures[k], domain.RetryAfterOf(err), s.e.jitter())
+	case domain.ClassUnknown:
+		s.pr.unknowns[k]++
+		retry = s.pr.unknowns[k] < 2 && s.pr.failures[k] < max(policy.MaxAttempts, 2)
+		delay = s.e.UnknownRetryDelay
+		if delay == 0 {
+			delay = time.Second
+		}
+	}
+	s.logAttempt(u, att)
+	s.stopping = true
+	if retry {
+		at := time.Now().Add(delay)
+		if deadline := s.run.CreatedAt.Add(s.p.Limits.RunTimeout); at.After(deadline) {
+			s.setFailure(u.step.ID, domain.ClassPermanent, fmt.Sprintf("the next attempt would start after the run timeout: %s", att.Error))
+		} else if at.After(s.retryAt) {
+			s.retryAt = at
+		}
+	} else {
+		msg := att.Error
+		if class == domain.ClassTransient {
+			msg = fmt.Sprintf("attempts exhausted (%d of %d): %s", s.pr.failures[k], policy.MaxAttempts, att.Error)
+		}
+		s.setFailure(u.step.ID, class, msg)
+	}
+	return s.writeAttempt(ctx, att, s.changeIfLast())
+}
+
+func (s *session) setFailure(step string, class domain.ErrorClass, msg string) {
+	if s.failure == nil {
+		s.failure = &failure{step: step, class: class, err: msg}
+	}
+}
+
+// errorText is what the ledger keeps of an error; unknown errors keep their whole chain, since
+// nobody classified them and the on-call engineer will need every detail.
+func errorText(err error, class domain.ErrorClass) string {
+	if class != domain.ClassUnknown {
+		return err.Error()
+	}
+	text := err.Error()
+	for e := errors.Unwrap(err); e != nil; e = errors.Unwrap(e) {
+		text += fmt.Sprintf("\n  caused by %T: %v", e, e)
+	}
+	return text
+}
+
+// stepFailed records a failure that happened before any attempt could start (if, for_each).
+func (s *session) stepFailed(ctx context.Context, step *domain.Step, item int, err error) error {
+	k := unitKey{step.ID, item}
+	s.pr.attempts[k]++
+	now := time.Now()
+	att := &domain.Attempt{RunID: s.run.ID, StepID: step.ID, ItemIndex: item, Attempt: s.pr.attempts[k],
+		StepKey: StepKey(s.run.Pipeline, s.run.IdempotencyKey, step.ID, item), StartedAt: now, FinishedAt: now}
+	return s.attemptFailed(ctx, &unit{step: step, item: item}, att, err)
+}
+
+// record keeps a completed unit's output for the steps that follow.
+func (s *session) record(u *unit, out any) {
+	if u.item == domain.NoItem {
+		s.pr.outputs[u.step.ID] = out
+		s.pr.done[u.step.ID] = true
+		return
+	}
+	if s.pr.itemOutputs[u.step.ID] == nil {
+		s.pr.itemOutputs[u.step.ID] = map[int]any{}
+	}
+	s.pr.itemOutputs[u.step.ID][u.item] = out
+}
+
+// commit writes a completed attempt; the last item of a for_each also writes the step's list.
+func (s *session) commit(ctx context.Context, step *domain.Step, att *domain.Attempt) error {
+	s.logAttempt(&unit{step: step, item: att.ItemIndex}, att)
+	if att.ItemIndex != domain.NoItem && len(s.pr.itemOutputs[step.ID]) == s.items[step.ID] {
+		if err := s.writeAttempt(ctx, att, nil); err != nil {
+			return err
+		}
+		return s.completeForEach(ctx, step)
+	}
+	return s.writeAttempt(ctx, att, s.changeIfLast())
+}
+
+// complete records a step that finished without an attempt of its executor (a skip).
+func (s *session) complete(ctx context.Context, step *domain.Step, item int, outcome string, out any, outJSON []byte) error {
+	k := unitKey{step.ID, item}
+	s.pr.attempts[k]++
+	now := time.Now()
+	att := &domain.Attempt{RunID: s.run.ID, StepID: step.ID, ItemIndex: item, Attempt: s.pr.attempts[k],
+		StepKey: StepKey(s.run.Pipeline, s.run.IdempotencyKey, step.ID, item), StartedAt: now, FinishedAt: now,
+		Outcome: outcome, Output: outJSON}
+	s.record(&unit{step: step, item: item}, out)
+	s.logAttempt(&unit{step: step, item: item}, att)
+	return s.writeAttempt(ctx, att, s.changeIfLast())
+}
+
+func (s *session) completeForEach(ctx context.Context, step *domain.Step) error {
+	list := make([]any, s.items[step.ID])
+	for i := range list {
+		list[i] = s.pr.itemOutputs[step.ID][i]
+	}
+	return s.complete(ctx, step, domain.NoItem, domain.OutcomeSucceeded, list, s.redactJSON(list))
+}
+
+func (s *session) writeAttempt(ctx context.Context, att *domain.Attempt, ch *domain.Change) error {
+	// Results are written even while the run is being stopped: the work was done.
+	wctx := context.WithoutCancel(ctx)
+	if err := s.e.Store.FinishAttempt(wctx, s.owner, att, ch); err != nil {
+		return fmt.Errorf("recording %s attempt %d: %w", att.StepID, att.Attempt, err)
+	}
+	if ch != nil {
+		s.run.State = ch.To
+	}
+	return nil
+}
+
+// changeIfLast returns the run's transition when nothing else is in flight or pending, so
+// that it shares the commit of the result that decides it.
+func (s *session) changeIfLast() *domain.Change {
+	if s.inflight > 0 {
+		return nil
+	}
+	if s.stopping {
+		return s.stopChange()
+	}
+	if len(s.pending) > 0 {
+		return nil
+	}
+	for _, step := range s.p.Steps {
+		if !s.pr.done[step.ID] {
+			return nil
+		}
+	}
+	return &domain.Change{To: domain.StateSucceeded, Reason: "all steps completed", Actor: s.e.Actor, Owner: s.owner}
+}
+
+func (s *session) stopChange() *domain.Change {
+	switch {
+	case s.failure != nil:
+		return &domain.Change{To: domain.StateFailedPermanent, Reason: "dead-lettered: " + truncate(s.failure.err, 200), Actor: s.e.Actor, Owner: s.owner,
+			ErrorClass: s.failure.class, Error: s.failure.err, FailedStep: s.failure.step}
+	case !s.retryAt.IsZero():
+		return &domain.Change{To: domain.StateFailedTransient, Reason: "retry at " + s.retryAt.UTC().Format(time.RFC3339Nano), Actor: s.e.Actor, Owner: s.owner,
+			NextAttemptAt: s.retryAt}
+	}
+	return nil
+}
+
+// finish applies the run's transition when no result commit carried it.
+func (s *session) finish(parent, ctx context.Context) error {
+	if s.run.State != domain.StateProcessing {
+		return nil
+	}
+	wctx := context.WithoutCancel(parent)
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, errRunTimeout) && s.failure == nil && s.retryAt.IsZero() {
+		// Interrupted or lease lost: hand the run back for the next owner.
+		s.e.Store.ReleaseLease(wctx, s.run.ID, s.owner)
+		if errors.Is(cause, domain.ErrLeaseLost) {
+			return fmt.Errorf("run %s: %w", s.run.ID, cause)
+		}
+		return fmt.Errorf("run %s stopped before it finished; the same command resumes it: %w", s.run.ID, ErrInterrupted)
+	}
+	if errors.Is(context.Cause(ctx), errRunTimeout) && s.failure == nil {
+		s.setFailure("", domain.ClassPermanent, fmt.Sprintf("%v (%s)", errRunTimeout, s.p.Limits.RunTimeout))
+	}
+	ch := s.changeIfLast()
+	if ch == nil && (s.failure != nil || !s.retryAt.IsZero()) {
+		ch = s.stopChange()
+	}
+	if ch == nil {
+		return nil
+	}
+	if err := s.e.Store.Transition(wctx, s.run.ID, *ch); err != nil {
+		return err
+	}
+	s.run.State = ch.To
+	return nil
+}
+
+// drain waits for units still in flight after an error, discarding their results.
+func (s *session) drain() {
+	for s.inflight > 0 {
+		<-s.results
+		s.inflight--
+	}
+}
+
+func (s *session) redactJSON(v any) []byte {
+	if v == nil {
+		return nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		b, _ = json.Marshal(fmt.Sprint(v))
+	}
+	return s.redact.Bytes(b)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// heartbeat renews the lease every third of its TTL until stopped; losing the lease cancels
+// the pass, since another process now owns the run.
+func (e *Engine) heartbeat(ctx context.Context, runID, owner string, lost context.CancelCauseFunc) (stop func()) {
+	ttl := e.leaseTTL()
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(ttl / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := e.Store.RenewLease(ctx, runID, owner, time.Now().Add(ttl)); errors.Is(err, domain.ErrLeaseLost) {
+					lost(err)
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}

@@ -1,0 +1,80 @@
+package engine
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/pipectl/pipectl/internal/domain"
+)
+
+// logAttempt writes the structured line every attempt gets.
+func (s *session) logAttempt(u *unit, att *domain.Attempt) {
+	attrs := []any{
+		"run_id", s.run.ID, "pipeline", s.run.Pipeline, "idempotency_key", s.run.IdempotencyKey,
+		"step", u.step.ID, "attempt", att.Attempt, "duration_ms", att.DurationMS, "outcome", att.Outcome,
+	}
+	if att.ItemIndex != domain.NoItem {
+		attrs = append(attrs, "item", att.ItemIndex)
+	}
+	level := slog.LevelInfo
+	if att.Outcome == domain.OutcomeFailed {
+		level = slog.LevelWarn
+		attrs = append(attrs, "error_class", string(att.ErrorClass), "error", att.Error)
+	}
+	s.logger.Log(context.Background(), level, "step attempt", attrs...)
+}
+
+// RedactingHandler wraps a slog handler so that no secret value reaches the log, whatever
+// attribute or message carries it.
+func RedactingHandler(h slog.Handler, r *domain.Redactor) slog.Handler {
+	return &redacting{inner: h, r: r}
+}
+
+type redacting struct {
+	inner slog.Handler
+	r     *domain.Redactor
+}
+
+func (h *redacting) Enabled(ctx context.Context, l slog.Level) bool { return h.inner.Enabled(ctx, l) }
+
+func (h *redacting) Handle(ctx context.Context, rec slog.Record) error {
+	out := slog.NewRecord(rec.Time, rec.Level, h.r.String(rec.Message), rec.PC)
+	rec.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(h.attr(a))
+		return true
+	})
+	return h.inner.Handle(ctx, out)
+}
+
+func (h *redacting) attr(a slog.Attr) slog.Attr {
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindString:
+		return slog.String(a.Key, h.r.String(v.String()))
+	case slog.KindGroup:
+		attrs := v.Group()
+		out := make([]any, len(attrs))
+		for i, g := range attrs {
+			out[i] = h.attr(g)
+		}
+		return slog.Group(a.Key, out...)
+	case slog.KindAny:
+		if err, ok := v.Any().(error); ok {
+			return slog.String(a.Key, h.r.String(err.Error()))
+		}
+		return slog.String(a.Key, h.r.String(v.String()))
+	}
+	return a
+}
+
+func (h *redacting) WithAttrs(attrs []slog.Attr) slog.Handler {
+	red := make([]slog.Attr, len(attrs))
+	for i, a := range attrs {
+		red[i] = h.attr(a)
+	}
+	return &redacting{inner: h.inner.WithAttrs(red), r: h.r}
+}
+
+func (h *redacting) WithGroup(name string) slog.Handler {
+	return &redacting{inner: h.inner.WithGroup(name), r: h.r}
+}

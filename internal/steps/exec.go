@@ -1,0 +1,238 @@
+package steps
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pipectl/pipectl/internal/domain"
+)
+
+// maxCapture bounds the stdout and stderr kept from a child process.
+const maxCapture = 1 << 20
+
+// inheritedEnv is the part of pipectl's own environment a child sees. The rest, including the
+// variables that hold secrets, is not passed on: a step names what it needs in env.
+var inheritedEnv = []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+
+// Exec runs one child process per attempt, directly from an argv list, in its own process
+// group so that a timeout kills everything it started.
+type Exec struct {
+	// KillGrace is how long a child may take to exit after its group was killed.
+	KillGrace time.Duration
+}
+
+var _ domain.StepExecutor = Exec{}
+
+type execRequest struct {
+	Command []string          `json:"command"`
+	Env     map[string]string `json:"env,omitempty"`
+	Workdir string            `json:"workdir"`
+	Stdin   string            `json:"stdin,omitempty"`
+}
+
+// Execute runs the guard, then the command.
+func (e Exec) Execute(ctx context.Context, call *domain.StepCall) (domain.StepResult, error) {
+	spec := call.Step.Exec
+	workdir := call.Workdir
+	if spec.Workdir != "" {
+		w, err := renderText(call, spec.Workdir, "workdir")
+		if err != nil {
+			return domain.StepResult{}, err
+		}
+		if !filepath.IsAbs(w) {
+			w = filepath.Join(call.Workdir, w)
+		}
+		workdir = w
+	}
+	if g := spec.Guard; g != nil {
+		probe, err := e.render(call, g.Command, g.Env, nil, workdir)
+		if err != nil {
+			return domain.StepResult{}, err
+		}
+		res, err := e.run(ctx, call, probe)
+		if err != nil && res == nil {
+			return domain.StepResult{Request: probe}, fmt.Errorf("guard: %w", err)
+		}
+		if res["exit_code"] == int64(0) {
+			return domain.StepResult{Output: res, Outcome: domain.OutcomeGuarded, Request: probe, Response: res}, nil
+		}
+	}
+	req, err := e.render(call, spec.Command, spec.Env, spec.Stdin, workdir)
+	if err != nil {
+		return domain.StepResult{}, err
+	}
+	if call.DryRun {
+		out := map[string]any{"exit_code": int64(0), "stdout": "", "stderr": ""}
+		return domain.StepResult{Output: out, Outcome: domain.OutcomeDryRun, Request: req}, nil
+	}
+	res, err := e.run(ctx, call, req)
+	result := domain.StepResult{Output: res, Outcome: domain.OutcomeSucceeded, Request: req, Response: res}
+	if err != nil {
+		return result, err
+	}
+	code := int(res["exit_code"].(int64))
+	if code != 0 {
+		err := fmt.Errorf("exit status %d: %s", code, tail(res["stderr"].(string), 500))
+		for _, t := range spec.TransientExitCodes {
+			if t == code {
+				return result, domain.Transient(err)
+			}
+		}
+		return result, domain.Permanent(err)
+	}
+	if spec.Output == domain.ExecOutputJSON {
+		v, err := domain.DecodeJSON([]byte(res["stdout"].(string)))
+		if err != nil {
+			return result, domain.Permanent(fmt.Errorf("output is json, but stdout is not: %w", err))
+		}
+		res["stdout"] = v
+	}
+	return result, nil
+}
+
+func (e Exec) render(call *domain.StepCall, command []string, env map[string]string, stdin any, workdir string) (*execRequest, error) {
+	req := &execRequest{Workdir: workdir}
+	for i, a := range command {
+		v, err := renderText(call, a, fmt.Sprintf("command[%d]", i))
+		if err != nil {
+			return nil, err
+		}
+		req.Command = append(req.Command, v)
+	}
+	var err error
+	if req.Env, err = renderTextMap(call, env, "env"); err != nil {
+		return nil, err
+	}
+	if stdin != nil {
+		v, err := call.Render(stdin)
+		if err != nil {
+			return nil, domain.Permanent(fmt.Errorf("stdin: %w", err))
+		}
+		if s, ok := v.(string); ok {
+			req.Stdin = s
+		} else {
+			b, err := jsonMarshal(v)
+			if err != nil {
+				return nil, domain.Permanent(fmt.Errorf("stdin: %w", err))
+			}
+			req.Stdin = string(b) + "\n"
+		}
+	}
+	return req, nil
+}
+
+// run starts the process and waits for it. The result is nil only when it did not start.
+func (e Exec) run(ctx context.Context, call *domain.StepCall, req *execRequest) (map[string]any, error) {
+	if len(req.Command) == 0 || req.Command[0] == "" {
+		return nil, domain.Permanentf("empty command")
+	}
+	cmd := exec.CommandContext(ctx, req.Command[0], req.Command[1:]...)
+	cmd.Dir = req.Workdir
+	cmd.Env = childEnv(call, req.Env)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		// The negative pid addresses the whole process group.
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	grace := e.KillGrace
+	if grace == 0 {
+		grace = 2 * time.Second
+	}
+	cmd.WaitDelay = grace
+	if req.Stdin != "" {
+		cmd.Stdin = strings.NewReader(req.Stdin)
+	}
+	stdout, stderr := &capped{max: maxCapture}, &capped{max: maxCapture}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	start := time.Now()
+	err := cmd.Run()
+	res := map[string]any{"exit_code": int64(0), "stdout": stdout.String(), "stderr": stderr.String()}
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		res["exit_code"] = int64(-1)
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return res, domain.Transient(fmt.Errorf("timed out after %s; process group killed", time.Since(start).Round(time.Millisecond)))
+		}
+		return res, ctx.Err()
+	case errors.As(err, &exitErr):
+		res["exit_code"] = int64(exitErr.ExitCode())
+	case errors.Is(err, exec.ErrNotFound), errors.Is(err, os.ErrNotExist), errors.Is(err, os.ErrPermission):
+		return nil, domain.Permanent(fmt.Errorf("cannot start %s: %w", req.Command[0], err))
+	default:
+		return nil, err
+	}
+	return res, nil
+}
+
+func childEnv(call *domain.StepCall, extra map[string]string) []string {
+	env := map[string]string{}
+	for _, k := range inheritedEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			env[k] = v
+		}
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	env["PIPECTL_RUN_ID"] = call.RunID
+	env["PIPECTL_PIPELINE"] = call.Pipeline
+	env["PIPECTL_STEP"] = call.Step.ID
+	env["PIPECTL_ATTEMPT"] = strconv.Itoa(call.Attempt)
+	env["PIPECTL_IDEMPOTENCY_KEY"] = call.StepKey
+	if call.ItemIndex != domain.NoItem {
+		env["PIPECTL_ITEM_INDEX"] = strconv.Itoa(call.ItemIndex)
+	}
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// capped keeps the first max bytes written and counts the rest.
+type capped struct {
+	buf     bytes.Buffer
+	max     int
+	dropped int
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	room := c.max - c.buf.Len()
+	if room > 0 {
+		if len(p) <= room {
+			c.buf.Write(p)
+			return len(p), nil
+		}
+		c.buf.Write(p[:room])
+	}
+	c.dropped += len(p) - max(room, 0)
+	return len(p), nil
+}
+
+func (c *capped) String() string {
+	if c.dropped > 0 {
+		return c.buf.String() + fmt.Sprintf("\n[%d more bytes not kept]", c.dropped)
+	}
+	return c.buf.String()
+}
+
+func tail(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) <= n {
+		return s
+	}
+	return "..." + s[len(s)-n:]
+}
