@@ -450,7 +450,7 @@ func errorText(err error, class domain.ErrorClass) string {
 	if class != domain.ClassUnknown {
 		return err.Error()
 	}
-	text := err.Error()
+	text := fmt.Sprintf("%v\n  error type %T", err, err)
 	for e := errors.Unwrap(err); e != nil; e = errors.Unwrap(e) {
 		text += fmt.Sprintf("\n  caused by %T: %v", e, e)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,13 +36,11 @@ func forEachBackend(t *testing.T, fn func(t *testing.T, s *Store)) {
 	}
 }
 
-var seq sync.Map
+var seq atomic.Int64
 
 func newRun(t *testing.T, pipeline, key string) *domain.Run {
-	n, _ := seq.LoadOrStore(t.Name(), new(int))
-	*n.(*int)++
 	return &domain.Run{
-		ID: fmt.Sprintf("r-%s-%d", key, *n.(*int)), Pipeline: pipeline, IdempotencyKey: key,
+		ID: fmt.Sprintf("r-%s-%d", key, seq.Add(1)), Pipeline: pipeline, IdempotencyKey: key,
 		InputHash: "h-" + key, Input: []byte(`{"k":"` + key + `"}`), SpecText: "spec", SpecHash: "sh", Version: "test",
 	}
 }
