@@ -198,4 +198,3 @@ func Native(v ref.Val) (any, error) {
 	}
 	return native, nil
 }
-

@@ -149,4 +149,3 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	}
 	return tx.Commit()
 }
-
