@@ -160,7 +160,11 @@ func (e *Engine) Run(ctx context.Context, p *domain.Pipeline, input any, opts Ru
 			return res, err
 		}
 	}
-	final, err := e.execute(ctx, p, got.ID, input, opts)
+	var fresh *domain.Run
+	if created {
+		fresh = got
+	}
+	final, err := e.execute(ctx, p, got.ID, fresh, input, opts)
 	if final != nil {
 		res.Run = final
 	}
@@ -208,7 +212,7 @@ func (e *Engine) claim(ctx context.Context, runID, reason string) error {
 
 // Resume executes an existing run that this process has just claimed (workers, redrive).
 func (e *Engine) Resume(ctx context.Context, p *domain.Pipeline, runID string, input any, opts RunOptions) (*domain.Run, error) {
-	return e.execute(ctx, p, runID, input, opts)
+	return e.execute(ctx, p, runID, nil, input, opts)
 }
 
 func workdirOf(p *domain.Pipeline, opts RunOptions) string {

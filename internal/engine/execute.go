@@ -29,11 +29,15 @@ type progress struct {
 	unknowns    map[unitKey]int
 }
 
-func loadProgress(attempts []domain.Attempt) (*progress, error) {
-	pr := &progress{
+func emptyProgress() *progress {
+	return &progress{
 		outputs: map[string]any{}, done: map[string]bool{}, itemOutputs: map[string]map[int]any{},
 		attempts: map[unitKey]int{}, failures: map[unitKey]int{}, unknowns: map[unitKey]int{},
 	}
+}
+
+func loadProgress(attempts []domain.Attempt) (*progress, error) {
+	pr := emptyProgress()
 	for _, a := range attempts {
 		k := unitKey{a.StepID, a.ItemIndex}
 		pr.attempts[k] = max(pr.attempts[k], a.Attempt)
@@ -114,7 +118,9 @@ type unitResult struct {
 }
 
 // execute runs a claimed run until it ends, pauses, or this process must stop.
-func (e *Engine) execute(ctx context.Context, p *domain.Pipeline, runID string, input any, opts RunOptions) (*domain.Run, error) {
+// A fresh run (just created and claimed by this process) is passed in, which saves reading
+// back what was just written; otherwise run is nil and the ledger is read.
+func (e *Engine) execute(ctx context.Context, p *domain.Pipeline, runID string, fresh *domain.Run, input any, opts RunOptions) (*domain.Run, error) {
 	values := make([]string, 0, len(opts.Secrets))
 	secrets := make(map[string]any, len(opts.Secrets))
 	for k, v := range opts.Secrets {
@@ -123,17 +129,20 @@ func (e *Engine) execute(ctx context.Context, p *domain.Pipeline, runID string, 
 	}
 	redact := domain.NewRedactor(values)
 	for {
-		run, err := e.Store.GetRun(ctx, runID)
-		if err != nil {
-			return nil, err
-		}
-		attempts, err := e.Store.Attempts(ctx, runID)
-		if err != nil {
-			return run, err
-		}
-		pr, err := loadProgress(attempts)
-		if err != nil {
-			return run, err
+		run, pr := fresh, emptyProgress()
+		fresh = nil
+		if run == nil {
+			var err error
+			if run, err = e.Store.GetRun(ctx, runID); err != nil {
+				return nil, err
+			}
+			attempts, err := e.Store.Attempts(ctx, runID)
+			if err != nil {
+				return run, err
+			}
+			if pr, err = loadProgress(attempts); err != nil {
+				return run, err
+			}
 		}
 		s := &session{
 			e: e, p: p, run: run, input: input, opts: opts, owner: e.Owner.String(), redact: redact, secrets: secrets,
@@ -145,9 +154,9 @@ func (e *Engine) execute(ctx context.Context, p *domain.Pipeline, runID string, 
 			final, _ := e.Store.GetRun(context.WithoutCancel(ctx), runID)
 			return final, err
 		}
-		final, err := e.Store.GetRun(ctx, runID)
-		if err != nil || final.State != domain.StateFailedTransient || s.retryAt.IsZero() {
-			return final, err
+		final := s.run
+		if final.State != domain.StateFailedTransient || s.retryAt.IsZero() {
+			return final, nil
 		}
 		// Same process continues when the retry is due, unless another process got there first.
 		if err := sleep(ctx, time.Until(s.retryAt)); err != nil {
@@ -519,9 +528,7 @@ func (s *session) writeAttempt(ctx context.Context, att *domain.Attempt, ch *dom
 	if err := s.e.Store.FinishAttempt(wctx, s.owner, att, ch); err != nil {
 		return fmt.Errorf("recording %s attempt %d: %w", att.StepID, att.Attempt, err)
 	}
-	if ch != nil {
-		s.run.State = ch.To
-	}
+	s.applied(ch)
 	return nil
 }
 
@@ -584,8 +591,24 @@ func (s *session) finish(parent, ctx context.Context) error {
 	if err := s.e.Store.Transition(wctx, s.run.ID, *ch); err != nil {
 		return err
 	}
-	s.run.State = ch.To
+	s.applied(ch)
 	return nil
+}
+
+// applied mirrors a committed transition on the session's copy of the run, which is what the
+// caller gets back.
+func (s *session) applied(ch *domain.Change) {
+	if ch == nil {
+		return
+	}
+	now := time.Now()
+	r := s.run
+	r.State, r.UpdatedAt = ch.To, now
+	r.LeaseOwner, r.NextAttemptAt = "", ch.NextAttemptAt
+	r.ErrorClass, r.Error, r.FailedStep = ch.ErrorClass, ch.Error, ch.FailedStep
+	if ch.To == domain.StateSucceeded || ch.To == domain.StateFailedPermanent {
+		r.FinishedAt = now
+	}
 }
 
 // drain waits for units still in flight after an error, discarding their results.

@@ -62,24 +62,43 @@ func (s *Store) StartAttempt(ctx context.Context, owner string, a *domain.Attemp
 	})
 }
 
+const insertAttemptSQL = `INSERT INTO step_attempts (run_id, step_id, item_index, attempt, step_key, started_at, finished_at,
+	duration_ms, outcome, error_class, error, request, response, output)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+const updateAttemptSQL = `UPDATE step_attempts SET finished_at = ?, duration_ms = ?, outcome = ?, error_class = ?,
+	error = ?, request = ?, response = ?, output = ? WHERE id = ? AND outcome = 'running'`
+
+const insertOwnedAttemptSQL = `INSERT INTO step_attempts (run_id, step_id, item_index, attempt, step_key, started_at, finished_at,
+	duration_ms, outcome, error_class, error, request, response, output)
+	SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+	WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND state = 'processing' AND lease_owner = ?)`
+
+func (s *Store) insertOwnedAttempt(ctx context.Context, tx *sqlx.Tx, owner string, a *domain.Attempt) error {
+	r := toRow(a)
+	res, err := s.txExec(ctx, tx, insertOwnedAttemptSQL, r.RunID, r.StepID, r.ItemIndex, r.Attempt, r.StepKey, r.StartedAt,
+		r.FinishedAt, r.DurationMS, r.Outcome, r.ErrorClass, r.Error, r.Request, r.Response, r.Output, r.RunID, owner)
+	if err != nil {
+		return fmt.Errorf("record attempt: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("run %s is no longer held by %s: %w", a.RunID, owner, domain.ErrLeaseLost)
+	}
+	a.ID, err = res.LastInsertId()
+	return err
+}
+
 func (s *Store) insertAttempt(ctx context.Context, tx *sqlx.Tx, a *domain.Attempt) error {
-	row := toRow(a)
-	q := `INSERT INTO step_attempts (run_id, step_id, item_index, attempt, step_key, started_at, finished_at,
-		duration_ms, outcome, error_class, error, request, response, output)
-		VALUES (:run_id, :step_id, :item_index, :attempt, :step_key, :started_at, :finished_at,
-		:duration_ms, :outcome, :error_class, :error, :request, :response, :output)`
+	r := toRow(a)
+	args := []any{r.RunID, r.StepID, r.ItemIndex, r.Attempt, r.StepKey, r.StartedAt, r.FinishedAt,
+		r.DurationMS, r.Outcome, r.ErrorClass, r.Error, r.Request, r.Response, r.Output}
 	if s.dialect == "postgres" {
-		rows, err := sqlx.NamedQueryContext(ctx, tx, q+` RETURNING id`, row)
-		if err != nil {
+		if err := s.txGet(ctx, tx, &a.ID, insertAttemptSQL+` RETURNING id`, args...); err != nil {
 			return fmt.Errorf("record attempt: %w", err)
 		}
-		defer rows.Close()
-		if rows.Next() {
-			return rows.Scan(&a.ID)
-		}
-		return rows.Err()
+		return nil
 	}
-	res, err := sqlx.NamedExecContext(ctx, tx, q, row)
+	res, err := s.txExec(ctx, tx, insertAttemptSQL, args...)
 	if err != nil {
 		return fmt.Errorf("record attempt: %w", err)
 	}
@@ -93,17 +112,21 @@ func (s *Store) insertAttempt(ctx context.Context, tx *sqlx.Tx, a *domain.Attemp
 // longer holds the run.
 func (s *Store) FinishAttempt(ctx context.Context, owner string, a *domain.Attempt, ch *domain.Change) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
-		if err := s.checkOwner(ctx, tx, a.RunID, owner); err != nil {
+		if a.ID == 0 && owner != "" && s.dialect == "sqlite" {
+			// The write transaction holds SQLite's lock, so checking the owner inside the
+			// insert is as safe as a separate read, and saves a statement per step.
+			if err := s.insertOwnedAttempt(ctx, tx, owner, a); err != nil {
+				return err
+			}
+		} else if err := s.checkOwner(ctx, tx, a.RunID, owner); err != nil {
 			return err
-		}
-		if a.ID == 0 {
+		} else if a.ID == 0 {
 			if err := s.insertAttempt(ctx, tx, a); err != nil {
 				return err
 			}
 		} else {
-			res, err := sqlx.NamedExecContext(ctx, tx, `UPDATE step_attempts SET finished_at = :finished_at, duration_ms = :duration_ms,
-				outcome = :outcome, error_class = :error_class, error = :error, request = :request, response = :response,
-				output = :output WHERE id = :id AND outcome = 'running'`, toRow(a))
+			r := toRow(a)
+			res, err := s.txExec(ctx, tx, updateAttemptSQL, r.FinishedAt, r.DurationMS, r.Outcome, r.ErrorClass, r.Error, r.Request, r.Response, r.Output, r.ID)
 			if err != nil {
 				return fmt.Errorf("record attempt result: %w", err)
 			}
@@ -126,7 +149,7 @@ func (s *Store) checkOwner(ctx context.Context, tx *sqlx.Tx, runID, owner string
 		State string `db:"state"`
 		Owner string `db:"lease_owner"`
 	}
-	if err := tx.GetContext(ctx, &cur, s.db.Rebind(`SELECT state, lease_owner FROM runs WHERE id = ?`+s.forUpdate()), runID); err != nil {
+	if err := s.txGet(ctx, tx, &cur, selectStateSQL+s.forUpdate(), runID); err != nil {
 		return fmt.Errorf("run %s: %w", runID, err)
 	}
 	if cur.State != string(domain.StateProcessing) || cur.Owner != owner {

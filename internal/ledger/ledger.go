@@ -3,6 +3,7 @@ package ledger
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net/url"
@@ -28,6 +29,44 @@ type Store struct {
 	Synchronous string
 	desc        string
 	now         func() time.Time
+
+	// stmts holds the prepared statements of the hot path, read-only once the store is open:
+	// re-parsing SQL costs more than the commit itself at synchronous=NORMAL.
+	stmts map[string]*sqlx.Stmt
+}
+
+// txExec runs a statement inside tx, through its prepared form when the store has one.
+func (s *Store) txExec(ctx context.Context, tx *sqlx.Tx, query string, args ...any) (sql.Result, error) {
+	if st := s.stmts[query]; st != nil {
+		return tx.StmtxContext(ctx, st).ExecContext(ctx, args...)
+	}
+	return tx.ExecContext(ctx, s.db.Rebind(query), args...)
+}
+
+// txGet runs a single-row query inside tx, through its prepared form when the store has one.
+func (s *Store) txGet(ctx context.Context, tx *sqlx.Tx, dest any, query string, args ...any) error {
+	if st := s.stmts[query]; st != nil {
+		return tx.StmtxContext(ctx, st).GetContext(ctx, dest, args...)
+	}
+	return tx.GetContext(ctx, dest, s.db.Rebind(query), args...)
+}
+
+// prepareHotPath prepares the statements every step commit runs. It must run before any
+// transaction: with one connection, preparing inside a transaction would wait for itself.
+func (s *Store) prepareHotPath(ctx context.Context) error {
+	queries := []string{selectStateSQL + s.forUpdate(), insertRunSQL, insertAttemptSQL, insertOwnedAttemptSQL, updateAttemptSQL, insertEventSQL}
+	for _, to := range domain.RunStates {
+		queries = append(queries, transitionSQL(to))
+	}
+	s.stmts = map[string]*sqlx.Stmt{}
+	for _, q := range queries {
+		st, err := s.db.PreparexContext(ctx, s.db.Rebind(q))
+		if err != nil {
+			return fmt.Errorf("preparing %q: %w", q, err)
+		}
+		s.stmts[q] = st
+	}
+	return nil
 }
 
 // Description names the ledger for logs, without credentials.
@@ -111,11 +150,20 @@ func openSQLite(ctx context.Context, spec string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("ledger %s: %w", path, err)
 	}
+	if err := s.prepareHotPath(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("ledger %s: %w", path, err)
+	}
 	return s, nil
 }
 
-// Close releases the connection.
-func (s *Store) Close() error { return s.db.Close() }
+// Close releases the prepared statements and the connection.
+func (s *Store) Close() error {
+	for _, st := range s.stmts {
+		st.Close()
+	}
+	return s.db.Close()
+}
 
 // Dialect is "sqlite" or "postgres".
 func (s *Store) Dialect() string { return s.dialect }

@@ -60,17 +60,17 @@ func (s *Store) CreateRun(ctx context.Context, r *domain.Run, actor string, clai
 	now := s.now()
 	created := false
 	var out *domain.Run
+	state, owner, until := domain.StateQueued, "", time.Time{}
+	if claim != nil {
+		state, owner, until = domain.StateProcessing, claim.Owner, claim.LeaseUntil
+	}
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		var replayOf any
 		if r.ReplayOf != "" {
 			replayOf = r.ReplayOf
 		}
-		res, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO runs (id, pipeline, idempotency_key, input_hash, input,
-			spec_text, spec_hash, spec_path, pipectl_version, state, replay_of, dry_run, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)
-			ON CONFLICT (pipeline, idempotency_key) DO NOTHING`),
-			r.ID, r.Pipeline, r.IdempotencyKey, r.InputHash, string(r.Input), r.SpecText, r.SpecHash, r.SpecPath,
-			r.Version, replayOf, r.DryRun, ms(now), ms(now))
+		res, err := s.txExec(ctx, tx, insertRunSQL, r.ID, r.Pipeline, r.IdempotencyKey, r.InputHash, string(r.Input),
+			r.SpecText, r.SpecHash, r.SpecPath, r.Version, string(state), owner, ms(until), replayOf, r.DryRun, ms(now), ms(now))
 		if err != nil {
 			return err
 		}
@@ -82,19 +82,28 @@ func (s *Store) CreateRun(ctx context.Context, r *domain.Run, actor string, clai
 		if err := s.insertEvent(ctx, tx, r.ID, "", domain.StateQueued, "created", actor, now); err != nil {
 			return err
 		}
+		// A claimed run is inserted in processing directly; the commit still records both
+		// transitions, so the history reads queued -> processing like any other run's.
 		if claim != nil {
-			if err := s.transitionTx(ctx, tx, r.ID, domain.Change{To: domain.StateProcessing, Reason: "claimed by " + claim.Owner, Actor: actor, LeaseOwner: claim.Owner, LeaseUntil: claim.LeaseUntil}); err != nil {
-				return err
-			}
+			return s.insertEvent(ctx, tx, r.ID, domain.StateQueued, domain.StateProcessing, "claimed by "+claim.Owner, actor, now)
 		}
-		out, err = s.getRun(ctx, tx, r.ID)
-		return err
+		return nil
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("create run: %w", err)
 	}
+	if created {
+		c := *r
+		c.State, c.LeaseOwner, c.LeaseExpires, c.CreatedAt, c.UpdatedAt = state, owner, until, now, now
+		out = &c
+	}
 	return out, created, nil
 }
+
+const insertRunSQL = `INSERT INTO runs (id, pipeline, idempotency_key, input_hash, input, spec_text, spec_hash, spec_path,
+	pipectl_version, state, lease_owner, lease_expires_at, replay_of, dry_run, created_at, updated_at)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT (pipeline, idempotency_key) DO NOTHING`
 
 // Transition moves a run to ch.To when its current state allows it, recording the event in the
 // same commit. It fails with domain.ErrStateConflict otherwise.
@@ -107,7 +116,7 @@ func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, runID string, ch 
 		State string `db:"state"`
 		Owner string `db:"lease_owner"`
 	}
-	if err := tx.GetContext(ctx, &cur, s.db.Rebind(`SELECT state, lease_owner FROM runs WHERE id = ?`+s.forUpdate()), runID); err != nil {
+	if err := s.txGet(ctx, tx, &cur, selectStateSQL+s.forUpdate(), runID); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("run %s: %w", runID, domain.ErrNotFound)
 		}
@@ -121,33 +130,23 @@ func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, runID string, ch 
 		return fmt.Errorf("run %s is owned by %s: %w", runID, cur.Owner, domain.ErrLeaseLost)
 	}
 	now := s.now()
-	set := []string{"state = ?", "updated_at = ?"}
 	args := []any{string(ch.To), ms(now)}
 	switch ch.To {
 	case domain.StateProcessing:
-		set = append(set, "lease_owner = ?", "lease_expires_at = ?", "next_attempt_at = 0")
 		args = append(args, ch.LeaseOwner, ms(ch.LeaseUntil))
 	case domain.StateQueued:
-		set = append(set, "lease_owner = ''", "lease_expires_at = 0", "next_attempt_at = 0", "error_class = ''", "error = ''", "failed_step = ''", "finished_at = 0")
 	default:
-		set = append(set, "lease_owner = ''", "lease_expires_at = 0", "next_attempt_at = ?", "error_class = ?", "error = ?", "failed_step = ?")
 		args = append(args, ms(ch.NextAttemptAt), string(ch.ErrorClass), ch.Error, ch.FailedStep)
 		if ch.To == domain.StateSucceeded || ch.To == domain.StateFailedPermanent {
-			set = append(set, "finished_at = ?")
 			args = append(args, ms(now))
 		}
 	}
-	// The state condition repeats the check above inside the database: a transition the state
-	// machine forbids cannot happen even if two writers race.
-	sources := domain.SourcesOf(ch.To)
-	placeholders := strings.TrimSuffix(strings.Repeat("?, ", len(sources)), ", ")
 	args = append(args, runID)
-	for _, src := range sources {
+	for _, src := range domain.SourcesOf(ch.To) {
 		args = append(args, string(src))
 	}
-	q := `UPDATE runs SET ` + strings.Join(set, ", ") + ` WHERE id = ? AND state IN (` + placeholders + `) AND state = ?`
 	args = append(args, string(from))
-	res, err := tx.ExecContext(ctx, s.db.Rebind(q), args...)
+	res, err := s.txExec(ctx, tx, transitionSQL(ch.To), args...)
 	if err != nil {
 		return err
 	}
@@ -155,6 +154,35 @@ func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, runID string, ch 
 		return fmt.Errorf("run %s changed under us: %w", runID, domain.ErrStateConflict)
 	}
 	return s.insertEvent(ctx, tx, runID, from, ch.To, ch.Reason, ch.Actor, now)
+}
+
+const selectStateSQL = `SELECT state, lease_owner FROM runs WHERE id = ?`
+
+const insertEventSQL = `INSERT INTO run_events (run_id, from_state, to_state, reason, actor, at) VALUES (?, ?, ?, ?, ?, ?)`
+
+// transitionSQL is the conditional update that moves a run to a state. Its WHERE clause
+// repeats the state machine inside the database: a transition it forbids cannot happen even
+// if two writers race. Arguments: the SET values, the run id, the legal source states, and
+// the state the caller read.
+func transitionSQL(to domain.RunState) string {
+	set := []string{"state = ?", "updated_at = ?"}
+	switch to {
+	case domain.StateProcessing:
+		set = append(set, "lease_owner = ?", "lease_expires_at = ?", "next_attempt_at = 0")
+	case domain.StateQueued:
+		set = append(set, "lease_owner = ''", "lease_expires_at = 0", "next_attempt_at = 0", "error_class = ''", "error = ''", "failed_step = ''", "finished_at = 0")
+	default:
+		set = append(set, "lease_owner = ''", "lease_expires_at = 0", "next_attempt_at = ?", "error_class = ?", "error = ?", "failed_step = ?")
+		if to == domain.StateSucceeded || to == domain.StateFailedPermanent {
+			set = append(set, "finished_at = ?")
+		}
+	}
+	sources := domain.SourcesOf(to)
+	placeholders := strings.TrimSuffix(strings.Repeat("?, ", len(sources)), ", ")
+	if placeholders == "" {
+		placeholders = "NULL"
+	}
+	return `UPDATE runs SET ` + strings.Join(set, ", ") + ` WHERE id = ? AND state IN (` + placeholders + `) AND state = ?`
 }
 
 func (s *Store) forUpdate() string {
@@ -165,8 +193,7 @@ func (s *Store) forUpdate() string {
 }
 
 func (s *Store) insertEvent(ctx context.Context, tx *sqlx.Tx, runID string, from, to domain.RunState, reason, actor string, at time.Time) error {
-	_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO run_events (run_id, from_state, to_state, reason, actor, at) VALUES (?, ?, ?, ?, ?, ?)`),
-		runID, string(from), string(to), reason, actor, ms(at))
+	_, err := s.txExec(ctx, tx, insertEventSQL, runID, string(from), string(to), reason, actor, ms(at))
 	return err
 }
 
