@@ -347,4 +347,3 @@ func TestSecretNeverInLedgerOrLogs(t *testing.T) {
 		t.Fatalf("no attempt logs to check:\n%s", stderr.String())
 	}
 }
-
