@@ -133,8 +133,10 @@ type cli struct {
 func newCLI(t *testing.T, spec string) *cli {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "pipeline.yaml")
-	if err := os.WriteFile(path, []byte(spec), 0o644); err != nil {
-		t.Fatal(err)
+	if spec != "" {
+		if err := os.WriteFile(path, []byte(spec), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return &cli{t: t, dir: dir, ledger: "sqlite:" + filepath.Join(dir, "ledger.db"), spec: path}
 }

@@ -50,7 +50,7 @@ func TestValidateExamples(t *testing.T) {
 	if code != 0 || out != "" {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
-	if !strings.Contains(errOut, "3 file(s) checked: 0 invalid") {
+	if !strings.Contains(errOut, "4 file(s) checked: 0 invalid") {
 		t.Fatalf("summary missing: %s", errOut)
 	}
 }

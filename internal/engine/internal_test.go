@@ -1,0 +1,77 @@
+package engine
+
+import (
+	"math/rand/v2"
+	"os"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/pipectl/pipectl/internal/domain"
+)
+
+func TestBackoffFullJitterWithinBounds(t *testing.T) {
+	p := domain.RetryPolicy{MaxAttempts: 10, InitialInterval: 100 * time.Millisecond, MaxInterval: time.Second, Multiplier: 2}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for failures, bound := range map[int]time.Duration{1: 100 * time.Millisecond, 2: 200 * time.Millisecond, 3: 400 * time.Millisecond, 5: time.Second, 50: time.Second} {
+		var lo, hi time.Duration = time.Hour, 0
+		for range 2000 {
+			d := backoff(p, failures, 0, rnd)
+			lo, hi = min(lo, d), max(hi, d)
+			if d < 0 || d > bound {
+				t.Fatalf("failures=%d: %s outside [0, %s]", failures, d, bound)
+			}
+		}
+		// Full jitter spreads over the whole range, not just near the bound.
+		if lo > bound/10 || hi < bound*9/10 {
+			t.Fatalf("failures=%d: draws span only [%s, %s] of [0, %s]", failures, lo, hi, bound)
+		}
+	}
+	if d := backoff(p, 1, 3*time.Second, rnd); d != 3*time.Second {
+		t.Fatalf("Retry-After must win when longer: %s", d)
+	}
+}
+
+func TestRunIDsSortByTime(t *testing.T) {
+	base := time.Now()
+	var ids []string
+	for i := range 100 {
+		ids = append(ids, NewRunID(base.Add(time.Duration(i)*time.Millisecond)))
+	}
+	sorted := append([]string(nil), ids...)
+	sort.Strings(sorted)
+	for i := range ids {
+		if ids[i] != sorted[i] || len(ids[i]) != 26 {
+			t.Fatalf("ids do not sort by creation: %v", ids[:3])
+		}
+	}
+	if NewRunID(base) == NewRunID(base) {
+		t.Fatal("two ids in the same millisecond are equal")
+	}
+}
+
+func TestStepKeyIsStable(t *testing.T) {
+	a := StepKey("p", "k", "s", -1)
+	if a != StepKey("p", "k", "s", -1) || a == StepKey("p", "k", "s", 0) || a == StepKey("p", "k2", "s", -1) || len(a) != 32 {
+		t.Fatal("step keys must depend on run key, step and item only")
+	}
+}
+
+func TestOwnerGone(t *testing.T) {
+	self := CurrentOwner()
+	if self.Start == "" {
+		t.Skip("no /proc on this system")
+	}
+	parsed, ok := ParseOwner(self.String())
+	if !ok || parsed != self || self.Gone(self) {
+		t.Fatalf("self: %+v %v", parsed, ok)
+	}
+	dead := Owner{Host: self.Host, PID: os.Getpid(), Start: "1"}
+	if !dead.Gone(self) {
+		t.Fatal("a recycled pid with another start time must count as gone")
+	}
+	elsewhere := Owner{Host: "other-host", PID: 1, Start: "1"}
+	if elsewhere.Gone(self) {
+		t.Fatal("an owner on another host can only expire, never be known gone")
+	}
+}
