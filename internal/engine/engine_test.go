@@ -605,6 +605,10 @@ steps:
   - {id: post, type: http, method: POST, url: "`+tg.URL+`/x"}
 `)
 	first := b.run(t, p, map[string]any{"id": "A", "v": int64(1)}, engine.RunOptions{})
+	// Create and claim, then the side effect's intent and its result (carrying the completion).
+	if got := b.store.commits.Load(); got != 3 {
+		t.Fatalf("commits for one side-effecting step: %d, want 3", got)
+	}
 	again := b.run(t, p, map[string]any{"id": "A", "v": int64(1)}, engine.RunOptions{})
 	if !again.Duplicate || again.Run.ID != first.Run.ID || len(tg.applied) != 1 || tg.total.Load() != 1 {
 		t.Fatalf("duplicate: %+v applied %v", again, tg.applied)
