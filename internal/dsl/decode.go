@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pipectl/pipectl/internal/domain"
+	"github.com/pipectl/pipectl/internal/gate"
 )
 
 // decoder turns the JSON-shaped document into domain types. The pipeline schema has already
@@ -330,7 +331,7 @@ func (dc *decoder) schema(ptr string) *domain.Schema {
 		}
 	}
 	loc := fileURL(dc.absPath + strings.ReplaceAll(ptr, "/", "~") + ".schema.json")
-	if _, err := CompileSchema(loc, v); err != nil {
+	if _, err := gate.CompileSchema(loc, v); err != nil {
 		dc.doc.errorf(ptr, "%s", strings.ReplaceAll(err.Error(), loc, "schema"))
 		return nil
 	}

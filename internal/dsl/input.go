@@ -3,12 +3,10 @@ package dsl
 import (
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 
-	"github.com/santhosh-tekuri/jsonschema/v5"
-
 	"github.com/pipectl/pipectl/internal/domain"
+	"github.com/pipectl/pipectl/internal/gate"
 )
 
 // ValidateInput checks a run input against the pipeline's inputs schema. The error lists every
@@ -17,34 +15,17 @@ func ValidateInput(p *domain.Pipeline, input any) error {
 	if p.Inputs == nil {
 		return nil
 	}
-	sch, err := CompileSchema(p.Inputs.Location, p.Inputs.Doc)
+	sch, err := gate.CompileSchema(p.Inputs.Location, p.Inputs.Doc)
 	if err != nil {
 		return fmt.Errorf("inputs schema: %w", err)
 	}
-	return SchemaViolations(sch.Validate(input))
-}
-
-// SchemaViolations renders a validation error as one line per violation, sorted by location.
-func SchemaViolations(err error) error {
-	var ve *jsonschema.ValidationError
-	if !errors.As(err, &ve) {
-		return err
+	reasons := gate.Violations(sch.Validate(input))
+	if len(reasons) == 0 {
+		return nil
 	}
-	var lines []string
-	var walk func(*jsonschema.ValidationError)
-	walk = func(e *jsonschema.ValidationError) {
-		if len(e.Causes) == 0 {
-			loc := e.InstanceLocation
-			if loc == "" {
-				loc = "/"
-			}
-			lines = append(lines, loc+": "+e.Message)
-		}
-		for _, c := range e.Causes {
-			walk(c)
-		}
+	parts := make([]string, len(reasons))
+	for i, r := range reasons {
+		parts[i] = r.String()
 	}
-	walk(ve)
-	sort.Strings(lines)
-	return errors.New(strings.Join(lines, "; "))
+	return errors.New(strings.Join(parts, "; "))
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v5"
 
+	"github.com/pipectl/pipectl/internal/gate"
 	"github.com/pipectl/pipectl/schemas"
 )
 
@@ -330,7 +331,7 @@ func (s *schemaStore) loadFile(abs string) (any, error) {
 	f.once.Do(func() {
 		f.doc, f.err = readSchemaFile(abs)
 		if f.err == nil {
-			_, f.err = CompileSchema(fileURL(abs), f.doc)
+			_, f.err = gate.CompileSchema(fileURL(abs), f.doc)
 		}
 	})
 	return f.doc, f.err
@@ -378,72 +379,3 @@ func fileURL(abs string) string {
 	return (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs)}).String()
 }
 
-// CompileSchema compiles a JSON Schema document under the given URL, draft 2020-12 unless it
-// says otherwise, asserting formats. Only file:// references are followed: a schema must not
-// make the validator or a run reach the network.
-func CompileSchema(location string, doc any) (*jsonschema.Schema, error) {
-	raw, err := json.Marshal(doc)
-	if err != nil {
-		return nil, err
-	}
-	c := jsonschema.NewCompiler()
-	c.Draft = jsonschema.Draft2020
-	c.AssertFormat = true
-	c.LoadURL = loadLocalOnly
-	if err := c.AddResource(location, bytes.NewReader(raw)); err != nil {
-		return nil, fmt.Errorf("invalid JSON Schema: %w", err)
-	}
-	sch, err := c.Compile(location)
-	if err != nil {
-		return nil, fmt.Errorf("invalid JSON Schema: %s", schemaErrorText(err))
-	}
-	return sch, nil
-}
-
-func loadLocalOnly(s string) (io.ReadCloser, error) {
-	u, err := url.Parse(s)
-	if err != nil {
-		return nil, err
-	}
-	if u.Scheme != "file" {
-		return nil, fmt.Errorf("remote $ref %s is not loaded: only files beside the pipeline are", s)
-	}
-	src, err := readLimited(u.Path)
-	if err != nil {
-		return nil, err
-	}
-	return io.NopCloser(bytes.NewReader(src)), nil
-}
-
-// schemaErrorText flattens a compile error into one readable line.
-func schemaErrorText(err error) string {
-	var se *jsonschema.SchemaError
-	if errors.As(err, &se) {
-		var ve *jsonschema.ValidationError
-		if errors.As(se.Err, &ve) {
-			var parts []string
-			var leaves func(*jsonschema.ValidationError)
-			leaves = func(e *jsonschema.ValidationError) {
-				if len(e.Causes) == 0 {
-					loc := e.InstanceLocation
-					if loc == "" {
-						loc = "/"
-					}
-					parts = append(parts, loc+": "+e.Message)
-				}
-				for _, c := range e.Causes {
-					leaves(c)
-				}
-			}
-			leaves(ve)
-			sort.Strings(parts)
-			if len(parts) > 0 {
-				return strings.Join(parts, "; ")
-			}
-		}
-		if se.Err != nil {
-			return se.Err.Error()
-		}
-	}
-	return err.Error()
-}
