@@ -18,7 +18,7 @@ import (
 )
 
 func (a *app) runCommand() *cobra.Command {
-	var inputArg string
+	var inputArg, recordPath, replayPath string
 	var dryRun bool
 	cmd := &cobra.Command{
 		Use:   "run FILE --input FILE|-|JSON [--dry-run]",
@@ -55,12 +55,16 @@ func (a *app) runCommand() *cobra.Command {
 			if err != nil {
 				return &exitError{code: domain.ExitUsage, err: err}
 			}
+			providers, err := a.modelProviders(recordPath, replayPath)
+			if err != nil {
+				return err
+			}
 			store, err := a.openLedger(ctx)
 			if err != nil {
 				return err
 			}
 			defer store.Close()
-			eng := a.newEngine(store, v, log)
+			eng := a.newEngine(store, v, log, providers, nil)
 			a.logConfig(log, eng, store, map[string]any{"pipeline": p.Name, "file": args[0], "dry_run": dryRun})
 			started := time.Now()
 			res, err := eng.Run(ctx, p, input, engine.RunOptions{Secrets: secrets, DryRun: dryRun})
@@ -69,6 +73,8 @@ func (a *app) runCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&inputArg, "input", "", "run input: a JSON file, - for stdin, or inline JSON")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "execute up to side effects, which are rendered and recorded but not sent")
+	cmd.Flags().StringVar(&recordPath, "llm-record", "", "write every model exchange of the run to this file")
+	cmd.Flags().StringVar(&replayPath, "llm-replay", "", "answer model calls from a recording; a request it lacks fails the step")
 	return cmd
 }
 

@@ -28,7 +28,7 @@ steps:
     type: llm
     model: m
     prompt: hi
-    output: {schema: {type: object, properties: {team: {type: string}}}}
+    output: {schema: {type: object, additionalProperties: false, required: [team], properties: {team: {type: string}}}}
   - id: call
     type: http
     method: POST

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/user"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/pipectl/pipectl/internal/dsl"
 	"github.com/pipectl/pipectl/internal/engine"
 	"github.com/pipectl/pipectl/internal/ledger"
+	"github.com/pipectl/pipectl/internal/llm"
 	"github.com/pipectl/pipectl/internal/steps"
 )
 
@@ -78,14 +80,18 @@ func (a *app) openLedger(ctx context.Context) (*ledger.Store, error) {
 
 // newEngine wires the engine to its concrete parts: the ledger, the step executors and the
 // expression evaluator. This is the one place that knows them all.
-func (a *app) newEngine(store *ledger.Store, v *dsl.Validator, log *slog.Logger) *engine.Engine {
+func (a *app) newEngine(store engine.Store, v *dsl.Validator, log *slog.Logger, providers func(string) (llm.Provider, error), transport http.RoundTripper) *engine.Engine {
+	gates := &steps.Gates{}
 	return &engine.Engine{
 		Store:    store,
 		Renderer: dsl.NewEvaluator(v.Expressions()),
 		Steps: map[domain.StepType]domain.StepExecutor{
 			domain.StepTransform: steps.Transform{},
-			domain.StepHTTP:      steps.NewHTTP(),
+			domain.StepHTTP:      steps.NewHTTP(transport),
 			domain.StepExec:      steps.Exec{},
+			domain.StepLLM:       steps.LLM{Provider: providers, Gates: gates},
+			domain.StepGate:      steps.Gate{Gates: gates},
+			domain.StepApproval:  steps.Approval{},
 		},
 		Log:      log,
 		Owner:    engine.CurrentOwner(),
@@ -119,4 +125,29 @@ func exitForState(s domain.RunState) int {
 		return domain.ExitPaused
 	}
 	return domain.ExitFailed
+}
+
+// modelProviders builds the provider resolver from the configuration and the record and
+// replay flags.
+func (a *app) modelProviders(recordPath, replayPath string) (func(string) (llm.Provider, error), error) {
+	if recordPath != "" && replayPath != "" {
+		return nil, usageErrorf("--llm-record and --llm-replay exclude each other")
+	}
+	var replay llm.Provider
+	if replayPath != "" {
+		r, err := llm.LoadReplayer(replayPath)
+		if err != nil {
+			return nil, &exitError{code: domain.ExitUsage, err: err}
+		}
+		replay = r
+	}
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	var rec *llm.Recorder
+	if recordPath != "" {
+		rec = llm.NewRecorder(recordPath)
+	}
+	return providerFunc(cfg.providers(), replay, rec), nil
 }

@@ -43,6 +43,9 @@ const (
 	OutcomeDryRun = "dry_run"
 	// OutcomeAbandoned: the process died while the attempt was running.
 	OutcomeAbandoned = "abandoned"
+	// OutcomeNeedsReview: the attempt produced something a person must decide on; the run
+	// pauses in needs_review.
+	OutcomeNeedsReview = "needs_review"
 )
 
 // Completed reports whether an outcome lets dependent steps proceed.
@@ -77,6 +80,31 @@ type Attempt struct {
 	Response json.RawMessage
 	// Output is the step output as JSON, set once the attempt completed.
 	Output json.RawMessage
+	// Calls are the model calls the attempt made, recorded with it.
+	Calls []ModelCall
+}
+
+// ModelCall is one request to a model and what became of its answer.
+type ModelCall struct {
+	Reask    int
+	Provider string
+	Model    string
+	// Request is the redacted JSON of the messages and settings sent.
+	Request json.RawMessage
+	// Response is the raw answer text; Parsed the JSON value, when it parsed.
+	Response     string
+	Parsed       json.RawMessage
+	FinishReason string
+	// Outcome: accepted, rejected, review, refused, truncated, filtered, invalid_json or error.
+	Outcome string
+	// Verdict is pass, reject or review when the gate ran; Reasons its JSON list of reasons.
+	Verdict          string
+	Reasons          json.RawMessage
+	PromptTokens     int
+	CompletionTokens int
+	LatencyMS        int64
+	Error            string
+	At               time.Time
 }
 
 // Event is one state transition of a run.

@@ -14,12 +14,17 @@ type StepCall struct {
 	// StepKey is stable across retries, resumes and replays: the side effect's idempotency key.
 	StepKey string
 	DryRun  bool
+	// Offline forbids all I/O with the outside world, reads and guards included (pipeline
+	// tests): reads are answered by the executor's fixtures, guards count as not done.
+	Offline bool
 	// Workdir anchors relative paths: the folder of the pipeline file.
 	Workdir string
 	// Render evaluates the ${{ }} templates inside a value with the step's variables in scope.
 	Render func(v any) (any, error)
 	// RenderWith is Render with extra variables, such as response for a guard's done_if.
 	RenderWith func(v any, extra map[string]any) (any, error)
+	// Vars are the step's expression variables (inputs, steps, run), for policy rules. Read only.
+	Vars map[string]any
 }
 
 // StepResult is what an attempt produced.
@@ -30,6 +35,10 @@ type StepResult struct {
 	// Request and Response describe the exchange for the ledger; the engine redacts them.
 	Request  any
 	Response any
+	// Calls are model calls to record with the attempt, also when it failed.
+	Calls []ModelCall
+	// Review explains an OutcomeNeedsReview result: why a person must look.
+	Review string
 }
 
 // StepExecutor runs one attempt of one step type. Errors must carry their class

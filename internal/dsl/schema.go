@@ -378,4 +378,3 @@ func readLimited(path string) ([]byte, error) {
 func fileURL(abs string) string {
 	return (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs)}).String()
 }
-

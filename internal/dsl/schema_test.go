@@ -143,3 +143,14 @@ func TestSchemaFieldsDocumented(t *testing.T) {
 		}
 	}
 }
+
+func TestStrictModeWarning(t *testing.T) {
+	p, diags, err := newTestValidator(t).ParseFile("testdata/strict-warning.yaml")
+	if err != nil || p == nil || len(diags) != 1 {
+		t.Fatalf("want a valid pipeline with one warning: %v %v", err, diags)
+	}
+	want := "testdata/strict-warning.yaml:11:9: warning: steps[0].output.schema: cannot be sent as strict structured output (/: needs additionalProperties: false; /: optional properties (note); strict mode needs every property in required (use a null type for optional values); /properties/note: keyword maxLength is not supported); the step will ask for JSON mode and the gate still enforces the schema on every answer"
+	if got := diags[0].String(); got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}

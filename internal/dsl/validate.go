@@ -99,6 +99,7 @@ func (v *Validator) Parse(path string, src []byte) (p *domain.Pipeline, diags []
 	c := newChecker(doc, p, v.exprs, deps)
 	sites := c.check()
 	c.checkTaint(sites)
+	strictWarnings(doc, p)
 	ps, err := v.pipelineSchema()
 	if err != nil {
 		doc.errorAt(1, 1, "", "internal error: %v", err)

@@ -73,6 +73,8 @@ type RunOptions struct {
 	// Secrets are the values of the pipeline's declared secrets.
 	Secrets map[string]string
 	DryRun  bool
+	// Offline (with DryRun) forbids all outside I/O: pipeline tests.
+	Offline bool
 	// Workdir anchors relative exec paths; default: the pipeline file's folder.
 	Workdir string
 }

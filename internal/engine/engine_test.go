@@ -92,7 +92,7 @@ func setup(t testing.TB) *bundle {
 		Renderer: dsl.NewEvaluator(v.Expressions()),
 		Steps: map[domain.StepType]domain.StepExecutor{
 			domain.StepTransform: steps.Transform{},
-			domain.StepHTTP:      steps.NewHTTP(),
+			domain.StepHTTP:      steps.NewHTTP(nil),
 			domain.StepExec:      steps.Exec{},
 		},
 		Log:               slog.New(slog.NewJSONHandler(logs, nil)),

@@ -95,6 +95,8 @@ type session struct {
 	// retryAt is set when a transient failure asks for the run to be retried.
 	retryAt time.Time
 	failure *failure
+	// review is set when a step needs a person's decision.
+	review string
 }
 
 type failure struct {
@@ -352,7 +354,8 @@ func (e *Engine) runUnit(ctx context.Context, s *session, u *unit) (r *unitResul
 	defer cancel()
 	call := &domain.StepCall{
 		RunID: s.run.ID, Pipeline: s.run.Pipeline, IdempotencyKey: s.run.IdempotencyKey, Step: u.step,
-		ItemIndex: u.item, Attempt: u.att.Attempt, StepKey: u.att.StepKey, DryRun: s.run.DryRun, Workdir: s.workdir,
+		ItemIndex: u.item, Attempt: u.att.Attempt, StepKey: u.att.StepKey, DryRun: s.run.DryRun, Offline: s.opts.Offline, Workdir: s.workdir,
+		Vars:   u.vars,
 		Render: func(v any) (any, error) { return e.Renderer.Render(v, u.vars) },
 		RenderWith: func(v any, extra map[string]any) (any, error) {
 			vars := make(map[string]any, len(u.vars)+len(extra))
@@ -381,6 +384,17 @@ func (s *session) handle(ctx context.Context, r *unitResult) error {
 	att.DurationMS = att.FinishedAt.Sub(att.StartedAt).Milliseconds()
 	att.Request = s.redactJSON(r.res.Request)
 	att.Response = s.redactJSON(r.res.Response)
+	att.Calls = s.redactCalls(r.res.Calls)
+	if r.err == nil && r.res.Outcome == domain.OutcomeNeedsReview {
+		att.Outcome = domain.OutcomeNeedsReview
+		att.Output = s.redactJSON(r.res.Output)
+		s.stopping = true
+		if s.review == "" {
+			s.review = fmt.Sprintf("step %s needs review: %s", u.step.ID, s.redact.String(r.res.Review))
+		}
+		s.logAttempt(u, att)
+		return s.writeAttempt(ctx, att, s.changeIfLast())
+	}
 	if r.err == nil {
 		att.Outcome = r.res.Outcome
 		if att.Outcome == "" {
@@ -554,6 +568,8 @@ func (s *session) changeIfLast() *domain.Change {
 
 func (s *session) stopChange() *domain.Change {
 	switch {
+	case s.failure == nil && s.review != "" && s.retryAt.IsZero():
+		return &domain.Change{To: domain.StateNeedsReview, Reason: truncate(s.review, 500), Actor: s.e.Actor, Owner: s.owner}
 	case s.failure != nil:
 		return &domain.Change{To: domain.StateFailedPermanent, Reason: "dead-lettered: " + truncate(s.failure.err, 200), Actor: s.e.Actor, Owner: s.owner,
 			ErrorClass: s.failure.class, Error: s.failure.err, FailedStep: s.failure.step}
@@ -570,7 +586,7 @@ func (s *session) finish(parent, ctx context.Context) error {
 		return nil
 	}
 	wctx := context.WithoutCancel(parent)
-	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, errRunTimeout) && s.failure == nil && s.retryAt.IsZero() {
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, errRunTimeout) && s.failure == nil && s.retryAt.IsZero() && s.review == "" {
 		// Interrupted or lease lost: hand the run back for the next owner.
 		s.e.Store.ReleaseLease(wctx, s.run.ID, s.owner)
 		if errors.Is(cause, domain.ErrLeaseLost) {
@@ -582,7 +598,7 @@ func (s *session) finish(parent, ctx context.Context) error {
 		s.setFailure("", domain.ClassPermanent, fmt.Sprintf("%v (%s)", errRunTimeout, s.p.Limits.RunTimeout))
 	}
 	ch := s.changeIfLast()
-	if ch == nil && (s.failure != nil || !s.retryAt.IsZero()) {
+	if ch == nil && (s.failure != nil || !s.retryAt.IsZero() || s.review != "") {
 		ch = s.stopChange()
 	}
 	if ch == nil {
@@ -628,6 +644,20 @@ func (s *session) redactJSON(v any) []byte {
 		b, _ = json.Marshal(fmt.Sprint(v))
 	}
 	return s.redact.Bytes(b)
+}
+
+// redactCalls prepares model calls for the ledger: secrets out of every text.
+func (s *session) redactCalls(calls []domain.ModelCall) []domain.ModelCall {
+	out := make([]domain.ModelCall, len(calls))
+	for i, c := range calls {
+		c.Request = s.redact.Bytes(c.Request)
+		c.Response = s.redact.String(c.Response)
+		c.Parsed = s.redact.Bytes(c.Parsed)
+		c.Reasons = s.redact.Bytes(c.Reasons)
+		c.Error = s.redact.String(c.Error)
+		out[i] = c
+	}
+	return out
 }
 
 func truncate(s string, n int) string {

@@ -134,11 +134,84 @@ func (s *Store) FinishAttempt(ctx context.Context, owner string, a *domain.Attem
 				return fmt.Errorf("attempt %d of %s was closed by another process: %w", a.Attempt, a.StepID, domain.ErrLeaseLost)
 			}
 		}
+		if err := s.insertCalls(ctx, tx, a); err != nil {
+			return err
+		}
 		if ch != nil {
 			return s.transitionTx(ctx, tx, a.RunID, *ch)
 		}
 		return nil
 	})
+}
+
+const insertCallSQL = `INSERT INTO model_calls (attempt_id, run_id, step_id, reask, provider, model, request, response, parsed,
+	finish_reason, outcome, verdict, reasons, prompt_tokens, completion_tokens, latency_ms, error, at)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+func (s *Store) insertCalls(ctx context.Context, tx *sqlx.Tx, a *domain.Attempt) error {
+	for _, c := range a.Calls {
+		if _, err := s.txExec(ctx, tx, insertCallSQL, a.ID, a.RunID, a.StepID, c.Reask, c.Provider, c.Model, string(c.Request),
+			c.Response, string(c.Parsed), c.FinishReason, c.Outcome, c.Verdict, string(c.Reasons), c.PromptTokens,
+			c.CompletionTokens, c.LatencyMS, c.Error, ms(c.At)); err != nil {
+			return fmt.Errorf("record model call: %w", err)
+		}
+	}
+	return nil
+}
+
+// ModelCalls returns every model call of a run in order, with the step and attempt they
+// belong to.
+func (s *Store) ModelCalls(ctx context.Context, runID string) ([]CallRecord, error) {
+	var rows []struct {
+		StepID           string `db:"step_id"`
+		Attempt          int    `db:"attempt"`
+		ItemIndex        int    `db:"item_index"`
+		Reask            int    `db:"reask"`
+		Provider         string `db:"provider"`
+		Model            string `db:"model"`
+		Request          string `db:"request"`
+		Response         string `db:"response"`
+		Parsed           string `db:"parsed"`
+		FinishReason     string `db:"finish_reason"`
+		Outcome          string `db:"outcome"`
+		Verdict          string `db:"verdict"`
+		Reasons          string `db:"reasons"`
+		PromptTokens     int    `db:"prompt_tokens"`
+		CompletionTokens int    `db:"completion_tokens"`
+		LatencyMS        int64  `db:"latency_ms"`
+		Error            string `db:"error"`
+		At               int64  `db:"at"`
+	}
+	err := s.db.SelectContext(ctx, &rows, s.db.Rebind(`SELECT c.step_id, a.attempt, a.item_index, c.reask, c.provider, c.model,
+		c.request, c.response, c.parsed, c.finish_reason, c.outcome, c.verdict, c.reasons, c.prompt_tokens,
+		c.completion_tokens, c.latency_ms, c.error, c.at
+		FROM model_calls c JOIN step_attempts a ON a.id = c.attempt_id WHERE c.run_id = ? ORDER BY c.id`), runID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]CallRecord, len(rows))
+	for i, r := range rows {
+		raw := func(s string) []byte {
+			if s == "" {
+				return nil
+			}
+			return []byte(s)
+		}
+		out[i] = CallRecord{StepID: r.StepID, Attempt: r.Attempt, ItemIndex: r.ItemIndex, ModelCall: domain.ModelCall{
+			Reask: r.Reask, Provider: r.Provider, Model: r.Model, Request: raw(r.Request), Response: r.Response,
+			Parsed: raw(r.Parsed), FinishReason: r.FinishReason, Outcome: r.Outcome, Verdict: r.Verdict, Reasons: raw(r.Reasons),
+			PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, LatencyMS: r.LatencyMS, Error: r.Error, At: fromMS(r.At),
+		}}
+	}
+	return out, nil
+}
+
+// CallRecord is a model call with the attempt it belongs to.
+type CallRecord struct {
+	StepID    string
+	Attempt   int
+	ItemIndex int
+	domain.ModelCall
 }
 
 func (s *Store) checkOwner(ctx context.Context, tx *sqlx.Tx, runID, owner string) error {

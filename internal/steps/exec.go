@@ -54,7 +54,7 @@ func (e Exec) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRe
 		}
 		workdir = w
 	}
-	if g := spec.Guard; g != nil {
+	if g := spec.Guard; g != nil && !call.Offline {
 		probe, err := e.render(call, g.Command, g.Env, nil, workdir)
 		if err != nil {
 			return domain.StepResult{}, err

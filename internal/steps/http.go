@@ -29,9 +29,13 @@ type HTTP struct {
 
 var _ domain.StepExecutor = (*HTTP)(nil)
 
-// NewHTTP builds the http step executor.
-func NewHTTP() *HTTP {
+// NewHTTP builds the http step executor. A nil transport means the default one; pipeline
+// tests pass one that answers from fixtures.
+func NewHTTP(transport http.RoundTripper) *HTTP {
 	c := retryablehttp.NewClient()
+	if transport != nil {
+		c.HTTPClient.Transport = transport
+	}
 	c.RetryMax = 0
 	c.Logger = nil
 	// Hand back the response or error of the single attempt untouched; classification is ours.

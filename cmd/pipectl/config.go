@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sort"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/pipectl/pipectl/internal/llm"
+)
+
+// config is pipectl.yaml.
+type config struct {
+	Providers map[string]providerConfig `yaml:"providers"`
+}
+
+type providerConfig struct {
+	BaseURL           string  `yaml:"base_url"`
+	APIKeyEnv         string  `yaml:"api_key_env"`
+	RequestsPerSecond float64 `yaml:"requests_per_second"`
+	Timeout           string  `yaml:"timeout"`
+}
+
+// loadConfig reads --config, or pipectl.yaml in the current directory when it exists.
+// Unknown keys are errors, as in pipelines.
+func (a *app) loadConfig() (*config, error) {
+	path, explicit := a.g.config, a.g.config != ""
+	if !explicit {
+		path = "pipectl.yaml"
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !explicit {
+		return &config{}, nil
+	}
+	if err != nil {
+		return nil, usageErrorf("config: %v", err)
+	}
+	var c config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, usageErrorf("config %s: %v", path, err)
+	}
+	for name, p := range c.Providers {
+		if p.Timeout != "" {
+			if _, err := time.ParseDuration(p.Timeout); err != nil {
+				return nil, usageErrorf("config %s: providers.%s.timeout: %v", path, name, err)
+			}
+		}
+	}
+	return &c, nil
+}
+
+// providers builds the named model providers. The default provider honours OPENAI_API_KEY and
+// OPENAI_BASE_URL, so OpenAI, gateways, Ollama, vLLM and llama.cpp servers work without a file.
+func (c *config) providers() map[string]llm.Provider {
+	out := map[string]llm.Provider{}
+	def := providerConfig{BaseURL: os.Getenv("OPENAI_BASE_URL"), APIKeyEnv: "OPENAI_API_KEY"}
+	if p, ok := c.Providers["default"]; ok {
+		def = p
+		if def.APIKeyEnv == "" {
+			def.APIKeyEnv = "OPENAI_API_KEY"
+		}
+	}
+	out[""] = newProvider("default", def)
+	for name, p := range c.Providers {
+		out[name] = newProvider(name, p)
+	}
+	return out
+}
+
+func newProvider(name string, p providerConfig) llm.Provider {
+	timeout, _ := time.ParseDuration(p.Timeout)
+	key := ""
+	if p.APIKeyEnv != "" {
+		key = os.Getenv(p.APIKeyEnv)
+	}
+	return llm.NewOpenAI(llm.Config{Name: name, BaseURL: p.BaseURL, APIKey: key, RequestsPerSecond: p.RequestsPerSecond, Timeout: timeout})
+}
+
+// providerFunc resolves step providers, answering from a recording with --llm-replay and
+// recording every exchange with --llm-record.
+func providerFunc(all map[string]llm.Provider, replay llm.Provider, record *llm.Recorder) func(string) (llm.Provider, error) {
+	return func(name string) (llm.Provider, error) {
+		if replay != nil {
+			return replay, nil
+		}
+		p, ok := all[name]
+		if !ok {
+			var names []string
+			for n := range all {
+				if n != "" {
+					names = append(names, n)
+				}
+			}
+			sort.Strings(names)
+			return nil, fmt.Errorf("unknown model provider %q (configured: %v)", name, names)
+		}
+		if record != nil {
+			return record.Wrap(p), nil
+		}
+		return p, nil
+	}
+}

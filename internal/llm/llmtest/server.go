@@ -1,0 +1,123 @@
+// Package llmtest runs a scripted OpenAI-compatible chat completions server over loopback, for tests that drive the real client.
+package llmtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Reply is one scripted answer: a completion, or an error status.
+type Reply struct {
+	// Status, when not 200, makes the reply an API error with ErrorType and ErrorCode.
+	Status     int
+	ErrorType  string
+	ErrorCode  string
+	RetryAfter string
+
+	Content          string
+	Refusal          string
+	FinishReason     string
+	PromptTokens     int
+	CompletionTokens int
+	Delay            time.Duration
+}
+
+// Server is a chat completions endpoint that answers from a script, in order, and keeps every
+// request it received. Its base URL for clients is URL + "/v1".
+type Server struct {
+	*httptest.Server
+	mu       sync.Mutex
+	script   []Reply
+	requests []map[string]any
+}
+
+// New starts a server; close it with Close.
+func New() *Server {
+	s := &Server{}
+	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
+	return s
+}
+
+// BaseURL is what OPENAI_BASE_URL should be set to.
+func (s *Server) BaseURL() string { return s.URL + "/v1" }
+
+// Push appends replies to the script.
+func (s *Server) Push(r ...Reply) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.script = append(s.script, r...)
+}
+
+// Requests returns the decoded bodies received so far.
+func (s *Server) Requests() []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]map[string]any(nil), s.requests...)
+}
+
+// Answer is a successful reply with content and plausible usage.
+func Answer(content string) Reply {
+	return Reply{Content: content, FinishReason: "stop", PromptTokens: 120, CompletionTokens: 40}
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/chat/completions") {
+		http.Error(w, `{"error": {"message": "not found", "type": "invalid_request_error"}}`, http.StatusNotFound)
+		return
+	}
+	body, _ := io.ReadAll(r.Body)
+	var req map[string]any
+	_ = json.Unmarshal(body, &req)
+	s.mu.Lock()
+	s.requests = append(s.requests, req)
+	var reply Reply
+	if len(s.script) > 0 {
+		reply, s.script = s.script[0], s.script[1:]
+	} else {
+		reply = Reply{Status: 500, ErrorType: "server_error", ErrorCode: "script_exhausted"}
+	}
+	s.mu.Unlock()
+	if reply.Delay > 0 {
+		select {
+		case <-time.After(reply.Delay):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if reply.RetryAfter != "" {
+		w.Header().Set("Retry-After", reply.RetryAfter)
+	}
+	if reply.Status != 0 && reply.Status != http.StatusOK {
+		w.WriteHeader(reply.Status)
+		json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{
+			"message": fmt.Sprintf("scripted %d", reply.Status), "type": reply.ErrorType, "code": nullable(reply.ErrorCode),
+		}})
+		return
+	}
+	model, _ := req["model"].(string)
+	msg := map[string]any{"role": "assistant", "content": reply.Content}
+	if reply.Refusal != "" {
+		msg["content"] = nil
+		msg["refusal"] = reply.Refusal
+	}
+	json.NewEncoder(w).Encode(map[string]any{
+		"id": "chatcmpl-test", "object": "chat.completion", "created": time.Now().Unix(), "model": model,
+		"choices": []any{map[string]any{"index": 0, "message": msg, "finish_reason": reply.FinishReason}},
+		"usage": map[string]any{"prompt_tokens": reply.PromptTokens, "completion_tokens": reply.CompletionTokens,
+			"total_tokens": reply.PromptTokens + reply.CompletionTokens},
+	})
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}

@@ -1,0 +1,207 @@
+package llm
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	openai "github.com/sashabaranov/go-openai"
+	"golang.org/x/time/rate"
+)
+
+// Config configures an OpenAI-compatible provider (OpenAI, Azure-compatible gateways, Ollama,
+// vLLM, llama.cpp servers).
+type Config struct {
+	Name    string
+	BaseURL string
+	APIKey  string
+	// RequestsPerSecond limits calls from this process; 0 means unlimited.
+	RequestsPerSecond float64
+	Timeout           time.Duration
+	// Transport is the HTTP transport underneath; nil means http.DefaultTransport.
+	Transport http.RoundTripper
+}
+
+// OpenAI is a Provider on github.com/sashabaranov/go-openai.
+type OpenAI struct {
+	name    string
+	client  *openai.Client
+	limiter *rate.Limiter
+	timeout time.Duration
+}
+
+var _ Provider = (*OpenAI)(nil)
+
+// NewOpenAI builds a provider.
+func NewOpenAI(cfg Config) *OpenAI {
+	c := openai.DefaultConfig(cfg.APIKey)
+	if cfg.BaseURL != "" {
+		c.BaseURL = strings.TrimSuffix(cfg.BaseURL, "/")
+	}
+	base := cfg.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	c.HTTPClient = &http.Client{Transport: &exchangeTransport{base: base}}
+	p := &OpenAI{name: cfg.Name, client: openai.NewClientWithConfig(c), timeout: cfg.Timeout}
+	if cfg.RequestsPerSecond > 0 {
+		p.limiter = rate.NewLimiter(rate.Limit(cfg.RequestsPerSecond), max(1, int(cfg.RequestsPerSecond)))
+	}
+	if p.timeout == 0 {
+		p.timeout = 2 * time.Minute
+	}
+	return p
+}
+
+// Complete sends one chat completion.
+func (p *OpenAI) Complete(ctx context.Context, req Request) (Response, error) {
+	if p.limiter != nil {
+		if err := p.limiter.Wait(ctx); err != nil {
+			return Response{}, &Error{Transient: true, Err: fmt.Errorf("rate limiter: %w", err)}
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	ex := &exchange{temperature: req.Temperature}
+	ctx = context.WithValue(ctx, exchangeKey{}, ex)
+
+	creq := openai.ChatCompletionRequest{Model: req.Model, MaxTokens: req.MaxTokens}
+	for _, m := range req.Messages {
+		creq.Messages = append(creq.Messages, openai.ChatCompletionMessage{Role: m.Role, Content: m.Content})
+	}
+	if req.Temperature != nil {
+		creq.Temperature = float32(*req.Temperature)
+	}
+	if len(req.Schema) > 0 && req.Strict {
+		creq.ResponseFormat = &openai.ChatCompletionResponseFormat{
+			Type:       openai.ChatCompletionResponseFormatTypeJSONSchema,
+			JSONSchema: &openai.ChatCompletionResponseFormatJSONSchema{Name: schemaName(req.SchemaName), Schema: req.Schema, Strict: true},
+		}
+	} else {
+		creq.ResponseFormat = &openai.ChatCompletionResponseFormat{Type: openai.ChatCompletionResponseFormatTypeJSONObject}
+	}
+	start := time.Now()
+	resp, err := p.client.CreateChatCompletion(ctx, creq)
+	latency := time.Since(start)
+	if err != nil {
+		return Response{Latency: latency}, classify(ctx, err, ex)
+	}
+	if len(resp.Choices) == 0 {
+		return Response{Latency: latency}, &Error{Err: errors.New("the answer has no choices")}
+	}
+	ch := resp.Choices[0]
+	return Response{
+		Content: ch.Message.Content, Refusal: ch.Message.Refusal, FinishReason: string(ch.FinishReason), Model: resp.Model,
+		PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens, Latency: latency,
+	}, nil
+}
+
+func schemaName(n string) string {
+	if n == "" {
+		return "output"
+	}
+	return n
+}
+
+// classify turns a go-openai error into an *Error: 408, 409, 429 (but not insufficient_quota)
+// and 5xx are transient, like timeouts and broken connections; 400, 401, 403, 404 and other
+// 4xx are permanent.
+func classify(ctx context.Context, err error, ex *exchange) error {
+	retryAfter := parseRetryAfter(ex.retryAfter)
+	var apiErr *openai.APIError
+	var reqErr *openai.RequestError
+	status, code := 0, ""
+	switch {
+	case errors.As(err, &apiErr):
+		status = apiErr.HTTPStatusCode
+		if s, ok := apiErr.Code.(string); ok {
+			code = s
+		}
+		if code == "" && apiErr.Type == "insufficient_quota" {
+			code = apiErr.Type
+		}
+	case errors.As(err, &reqErr):
+		status = reqErr.HTTPStatusCode
+	}
+	if status == 0 {
+		status = ex.status
+	}
+	if status != 0 {
+		transient := status == 408 || status == 409 || status == 425 || status == 429 || status >= 500
+		if code == "insufficient_quota" {
+			transient = false // no amount of waiting buys more quota
+		}
+		return &Error{Transient: transient, StatusCode: status, Code: code, RetryAfter: retryAfter, Err: err}
+	}
+	var netErr net.Error
+	if ctx.Err() != nil || errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || strings.Contains(err.Error(), "connection reset") {
+		return &Error{Transient: true, Err: err}
+	}
+	return &Error{Err: err}
+}
+
+func parseRetryAfter(v string) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseFloat(v, 64); err == nil && secs >= 0 {
+		return time.Duration(secs * float64(time.Second))
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := time.Until(t); d > 0 {
+			return d
+		}
+	}
+	return 0
+}
+
+type exchangeKey struct{}
+
+// exchange carries what go-openai does not expose: the exact temperature to send (its request
+// type drops a temperature of 0) and the response's status and Retry-After header.
+type exchange struct {
+	temperature *float64
+	status      int
+	retryAfter  string
+}
+
+type exchangeTransport struct {
+	base http.RoundTripper
+}
+
+func (t *exchangeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ex, _ := req.Context().Value(exchangeKey{}).(*exchange)
+	if ex != nil && ex.temperature != nil && req.Body != nil {
+		body, err := io.ReadAll(req.Body)
+		req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		var fields map[string]json.RawMessage
+		if json.Unmarshal(body, &fields) == nil {
+			fields["temperature"] = json.RawMessage(strconv.FormatFloat(*ex.temperature, 'g', -1, 64))
+			if patched, err := json.Marshal(fields); err == nil {
+				body = patched
+			}
+		}
+		req = req.Clone(req.Context())
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		req.ContentLength = int64(len(body))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	resp, err := t.base.RoundTrip(req)
+	if ex != nil && resp != nil {
+		ex.status = resp.StatusCode
+		ex.retryAfter = resp.Header.Get("Retry-After")
+	}
+	return resp, err
+}
