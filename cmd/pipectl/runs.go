@@ -102,7 +102,12 @@ func (a *app) runsShowCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			doc := showJSON{Run: toRunJSON(run), Steps: summarizeSteps(attempts), Attempts: attemptsJSON(attempts), Events: eventsJSON(events), Notes: notesJSON(notes)}
+			calls, err := store.ModelCalls(ctx, run.ID)
+			if err != nil {
+				return err
+			}
+			doc := showJSON{Run: toRunJSON(run), Steps: summarizeSteps(attempts), Attempts: attemptsJSON(attempts), Events: eventsJSON(events),
+				ModelCalls: callsJSON(calls), Notes: notesJSON(notes)}
 			if format == "json" {
 				doc.Run.Input = run.Input
 				return writeJSON(a.stdout, doc)
@@ -206,11 +211,48 @@ type noteJSON struct {
 }
 
 type showJSON struct {
-	Run      runJSON       `json:"run"`
-	Steps    []stepJSON    `json:"steps"`
-	Attempts []attemptJSON `json:"attempts"`
-	Events   []eventJSON   `json:"events"`
-	Notes    []noteJSON    `json:"notes"`
+	Run        runJSON       `json:"run"`
+	Steps      []stepJSON    `json:"steps"`
+	Attempts   []attemptJSON `json:"attempts"`
+	Events     []eventJSON   `json:"events"`
+	ModelCalls []callJSON    `json:"model_calls"`
+	Notes      []noteJSON    `json:"notes"`
+}
+
+type callJSON struct {
+	Step             string          `json:"step"`
+	Attempt          int             `json:"attempt"`
+	Item             *int            `json:"item,omitempty"`
+	Reask            int             `json:"reask"`
+	Provider         string          `json:"provider,omitempty"`
+	Model            string          `json:"model"`
+	Outcome          string          `json:"outcome"`
+	Verdict          string          `json:"verdict,omitempty"`
+	Reasons          json.RawMessage `json:"reasons,omitempty"`
+	FinishReason     string          `json:"finish_reason,omitempty"`
+	PromptTokens     int             `json:"prompt_tokens"`
+	CompletionTokens int             `json:"completion_tokens"`
+	LatencyMS        int64           `json:"latency_ms"`
+	Request          json.RawMessage `json:"request"`
+	Response         string          `json:"response"`
+	Parsed           json.RawMessage `json:"parsed,omitempty"`
+	Error            string          `json:"error,omitempty"`
+	At               time.Time       `json:"at"`
+}
+
+func callsJSON(cs []ledger.CallRecord) []callJSON {
+	out := make([]callJSON, len(cs))
+	for i, c := range cs {
+		out[i] = callJSON{Step: c.StepID, Attempt: c.Attempt, Reask: c.Reask, Provider: c.Provider, Model: c.Model, Outcome: c.Outcome,
+			Verdict: c.Verdict, Reasons: c.Reasons, FinishReason: c.FinishReason, PromptTokens: c.PromptTokens,
+			CompletionTokens: c.CompletionTokens, LatencyMS: c.LatencyMS, Request: c.Request, Response: c.Response,
+			Parsed: c.Parsed, Error: c.Error, At: c.At.UTC()}
+		if c.ItemIndex != domain.NoItem {
+			item := c.ItemIndex
+			out[i].Item = &item
+		}
+	}
+	return out
 }
 
 // summarizeSteps gives each step its latest outcome, in the order steps first appeared.
@@ -326,6 +368,13 @@ func writeShow(w io.Writer, r *domain.Run, doc showJSON) error {
 	}
 	for _, n := range doc.Notes {
 		lines = append(lines, line{n.At, fmt.Sprintf("note\tby %s\t%s", n.Actor, n.Text)})
+	}
+	for _, c := range doc.ModelCalls {
+		detail := fmt.Sprintf("%s, %d+%d tokens", c.Model, c.PromptTokens, c.CompletionTokens)
+		if len(c.Reasons) > 0 {
+			detail += " " + shorten(string(c.Reasons), 160)
+		}
+		lines = append(lines, line{c.At, fmt.Sprintf("  model call %s #%d re-ask %d\t%s %dms\t%s", c.Step, c.Attempt, c.Reask, c.Outcome, c.LatencyMS, detail)})
 	}
 	sort.SliceStable(lines, func(i, j int) bool { return lines[i].at.Before(lines[j].at) })
 	fmt.Fprintln(w, "\ntimeline")
