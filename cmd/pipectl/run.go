@@ -14,6 +14,7 @@ import (
 	"github.com/pipectl/pipectl/internal/domain"
 	"github.com/pipectl/pipectl/internal/dsl"
 	"github.com/pipectl/pipectl/internal/engine"
+	"github.com/pipectl/pipectl/internal/gate"
 	"github.com/pipectl/pipectl/internal/ledger"
 )
 
@@ -50,6 +51,9 @@ func (a *app) runCommand() *cobra.Command {
 			}
 			if err := dsl.ValidateInput(p, input); err != nil {
 				return &exitError{code: domain.ExitFailed, err: fmt.Errorf("input does not match %s's inputs schema: %w", p.Name, err)}
+			}
+			if p.Inputs != nil {
+				input = gate.Coerce(p.Inputs.Doc, input)
 			}
 			secrets, err := resolveSecrets(p)
 			if err != nil {

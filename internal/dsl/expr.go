@@ -50,6 +50,9 @@ func NewExpressions() (*Expressions, error) {
 		ext.Math(),
 		ext.Lists(),
 		ext.Sets(),
+		// JSON numbers reach expressions as int or double; comparing them must not depend on
+		// which one a producer happened to write.
+		cel.CrossTypeNumericComparisons(true),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("building the expression environment: %w", err)

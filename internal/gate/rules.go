@@ -40,6 +40,7 @@ func Env() (*cel.Env, error) {
 		cel.Variable("steps", cel.MapType(cel.StringType, cel.DynType)),
 		cel.Variable("run", cel.MapType(cel.StringType, cel.DynType)),
 		ext.Strings(), ext.Encoders(), ext.Math(), ext.Lists(), ext.Sets(),
+		cel.CrossTypeNumericComparisons(true),
 	)
 }
 

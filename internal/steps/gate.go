@@ -27,6 +27,9 @@ func (g Gate) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRe
 	if err != nil {
 		return domain.StepResult{}, domain.Permanent(fmt.Errorf("input: %w", err))
 	}
+	if spec.Schema != nil {
+		value = gate.Coerce(spec.Schema.Doc, value)
+	}
 	verdict := compiled.Check(value, ruleVars(call))
 	switch verdict.Decision {
 	case gate.Pass:

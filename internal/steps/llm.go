@@ -102,6 +102,7 @@ func (l LLM) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRes
 				last = gate.Verdict{Decision: gate.Reject, Reasons: []gate.Reason{{Keyword: "json", Message: "the answer is not one JSON value: " + perr.Error()}}}
 				break
 			}
+			value = gate.Coerce(spec.OutputSchema.Doc, value)
 			mc.Parsed, _ = json.Marshal(value)
 			last = compiled.Check(value, vars)
 			mc.Verdict = last.Decision

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pipectl/pipectl/internal/domain"
+	"github.com/pipectl/pipectl/internal/dsl"
+	"github.com/pipectl/pipectl/internal/engine"
+	"github.com/pipectl/pipectl/internal/gate"
+	"github.com/pipectl/pipectl/internal/ledger"
+	"github.com/pipectl/pipectl/internal/llm"
+	"github.com/pipectl/pipectl/internal/pipetest"
+)
+
+func (a *app) testCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "test [PATH...]",
+		Short: "Run pipeline test cases with scripted model answers and no real side effects",
+		Long: "Runs every case of every *.test.yaml file found in the paths (default: the current folder).\n" +
+			"Model answers come from the case, reads from its http fixtures; side effects are rendered\n" +
+			"and compared with the case's expectations, never sent. Exit 0 when every case passes, 1 otherwise.",
+		RunE: func(cmd *cobra.Command, paths []string) error {
+			if len(paths) == 0 {
+				paths = []string{"."}
+			}
+			files, err := pipetest.Discover(paths)
+			if err != nil {
+				return &exitError{code: domain.ExitUsage, err: err}
+			}
+			if len(files) == 0 {
+				return usageErrorf("no *.test.yaml files in %v", paths)
+			}
+			v, err := dsl.NewValidator()
+			if err != nil {
+				return err
+			}
+			passed, failed := 0, 0
+			for _, f := range files {
+				suite, err := pipetest.Load(f)
+				if err != nil {
+					fmt.Fprintf(a.stdout, "FAIL %s\n    %v\n", f, err)
+					failed++
+					continue
+				}
+				p, err := a.loadPipeline(v, suite.Pipeline)
+				if err != nil {
+					fmt.Fprintf(a.stdout, "FAIL %s\n    %v\n", f, err)
+					failed += len(suite.Cases)
+					continue
+				}
+				for _, c := range suite.Cases {
+					start := time.Now()
+					got, err := a.runCase(cmd.Context(), v, p, c)
+					var diffs []string
+					if err != nil {
+						diffs = []string{err.Error()}
+					} else {
+						diffs = pipetest.Compare(c.Expect, got)
+					}
+					took := time.Since(start).Round(time.Millisecond)
+					if len(diffs) == 0 {
+						passed++
+						fmt.Fprintf(a.stdout, "ok   %s: %s (%s)\n", f, c.Name, took)
+						continue
+					}
+					failed++
+					fmt.Fprintf(a.stdout, "FAIL %s: %s (%s)\n", f, c.Name, took)
+					for _, d := range diffs {
+						fmt.Fprintf(a.stdout, "    %s\n", d)
+					}
+				}
+			}
+			fmt.Fprintf(a.stdout, "%d passed, %d failed\n", passed, failed)
+			if failed > 0 {
+				return &exitError{code: domain.ExitFailed}
+			}
+			return nil
+		},
+	}
+}
+
+// runCase executes one case in a throw-away ledger, offline: scripted model, fixture reads,
+// side effects rendered and recorded but not sent.
+func (a *app) runCase(ctx context.Context, v *dsl.Validator, p *domain.Pipeline, c pipetest.Case) (pipetest.Observed, error) {
+	var got pipetest.Observed
+	if err := dsl.ValidateInput(p, c.Input); err != nil {
+		return got, fmt.Errorf("input does not match the pipeline's inputs schema: %w", err)
+	}
+	input := c.Input
+	if p.Inputs != nil {
+		input = gate.Coerce(p.Inputs.Doc, input)
+	}
+	dir, err := os.MkdirTemp("", "pipectl-test-")
+	if err != nil {
+		return got, err
+	}
+	defer os.RemoveAll(dir)
+	store, err := ledger.Open(ctx, "sqlite:"+filepath.Join(dir, "ledger.db")+"?synchronous=normal")
+	if err != nil {
+		return got, err
+	}
+	defer store.Close()
+	answers := map[string][]llm.Response{}
+	for step, list := range c.LLM {
+		for _, ans := range list {
+			text, err := ans.Text()
+			if err != nil {
+				return got, fmt.Errorf("llm.%s: %w", step, err)
+			}
+			answers[step] = append(answers[step], llm.Response{Content: text, Refusal: ans.Refusal, FinishReason: ans.FinishReason, PromptTokens: 100, CompletionTokens: 20})
+		}
+	}
+	scripted := llm.NewScripted(answers)
+	eng := a.newEngine(store, v, slog.New(slog.NewJSONHandler(io.Discard, nil)), func(string) (llm.Provider, error) { return scripted, nil }, fixtureTransport(c.HTTP))
+	eng.UnknownRetryDelay = time.Millisecond
+	secrets := map[string]string{}
+	for _, name := range p.Secrets {
+		secrets[name] = "test-" + strings.ToLower(name)
+		if s, ok := c.Secrets[name]; ok {
+			secrets[name] = s
+		}
+	}
+	res, err := eng.Run(ctx, p, input, engine.RunOptions{DryRun: true, Offline: true, Secrets: secrets})
+	if err != nil && res == nil {
+		return got, err
+	}
+	r := res.Run
+	got = pipetest.Observed{State: string(r.State), FailedStep: r.FailedStep, Error: r.Error,
+		Verdicts: map[string][]string{}, Requests: map[string][]any{}, Outputs: map[string]any{}}
+	calls, err := store.ModelCalls(ctx, r.ID)
+	if err != nil {
+		return got, err
+	}
+	for _, call := range calls {
+		got.Verdicts[call.StepID] = append(got.Verdicts[call.StepID], call.Outcome)
+	}
+	attempts, err := store.Attempts(ctx, r.ID)
+	if err != nil {
+		return got, err
+	}
+	for _, att := range attempts {
+		step := p.Step(att.StepID)
+		// A side effect is what a dry run rendered (or a real one sent); a guard's probe is not.
+		sent := att.Outcome == domain.OutcomeDryRun || att.Outcome == domain.OutcomeSucceeded
+		if step != nil && step.SideEffecting() && sent && len(att.Request) > 0 {
+			req, err := domain.DecodeJSON(att.Request)
+			if err == nil {
+				got.Requests[att.StepID] = append(got.Requests[att.StepID], req)
+			}
+		}
+		if att.ItemIndex == domain.NoItem && len(att.Output) > 0 && (domain.Completed(att.Outcome) || att.Outcome == domain.OutcomeNeedsReview) {
+			if out, err := domain.DecodeJSON(att.Output); err == nil {
+				got.Outputs[att.StepID] = out
+			}
+		}
+	}
+	return got, nil
+}
+
+// fixtureTransport answers reads from a case's fixtures and refuses everything else: a
+// pipeline test never reaches the network.
+func fixtureTransport(fixtures []pipetest.Fixture) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		for _, f := range fixtures {
+			method := f.Method
+			if method == "" {
+				method = http.MethodGet
+			}
+			if strings.EqualFold(method, req.Method) && f.URL == req.URL.String() {
+				status := f.Status
+				if status == 0 {
+					status = http.StatusOK
+				}
+				body, _ := json.Marshal(f.Body)
+				return &http.Response{StatusCode: status, Header: http.Header{"Content-Type": {"application/json"}},
+					Body: io.NopCloser(bytes.NewReader(body)), Request: req}, nil
+			}
+		}
+		msg := fmt.Sprintf(`{"error": "pipectl test: no http fixture for %s %s"}`, req.Method, req.URL)
+		return &http.Response{StatusCode: http.StatusNotFound, Header: http.Header{"Content-Type": {"application/json"}},
+			Body: io.NopCloser(strings.NewReader(msg)), Request: req}, nil
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
