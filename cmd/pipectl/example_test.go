@@ -2,10 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pipectl/pipectl/internal/llm/llmtest"
 )
 
 // TestWeeklyReportExample runs the README's example pipeline end to end: the report lands in
@@ -15,9 +18,8 @@ func TestWeeklyReportExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const first = "go run ./cmd/pipectl run pipelines/weekly-report.yaml --input pipelines/testdata/weekly-report.input.json"
-	if !strings.Contains(string(readme), first) {
-		t.Fatal("the README's first command is not the one this test exercises")
+	if !strings.Contains(string(readme), "pipelines/weekly-report.yaml") {
+		t.Fatal("the README no longer mentions the weekly-report example")
 	}
 	raw, err := os.ReadFile("../../pipelines/testdata/weekly-report.input.json")
 	if err != nil {
@@ -74,5 +76,72 @@ func TestWeeklyReportExample(t *testing.T) {
 	again, _ := os.ReadFile(filepath.Join(outbox, "payments-2026-W48.md"))
 	if string(again) != string(report) {
 		t.Fatal("the guarded run rewrote the report")
+	}
+}
+
+var updateRecording = flag.Bool("update-recording", false, "regenerate pipelines/testdata/invoice-extraction.llm.json from a scripted model server")
+
+const invoiceRecording = "../../pipelines/testdata/invoice-extraction.llm.json"
+
+// TestInvoiceExampleFromRecording runs the README's first command: the invoice example
+// answered from its recording, with no API key and no network, writing into the outbox; a
+// second run is a duplicate and writes nothing.
+func TestInvoiceExampleFromRecording(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const first = "go run ./cmd/pipectl run pipelines/invoice-extraction.yaml --input pipelines/testdata/invoice-extraction.input.json --llm-replay pipelines/testdata/invoice-extraction.llm.json"
+	lines := strings.SplitN(string(readme), "\n```sh\n", 2)
+	if len(lines) != 2 || !strings.HasPrefix(lines[1], first+"\n") {
+		t.Fatal("the README's first command is not the one this test exercises")
+	}
+	raw, err := os.ReadFile("../../pipelines/testdata/invoice-extraction.input.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var input map[string]any
+	if err := json.Unmarshal(raw, &input); err != nil {
+		t.Fatal(err)
+	}
+	outbox := t.TempDir()
+	input["outbox_dir"] = outbox
+	inputJSON, _ := json.Marshal(input)
+	spec, _ := filepath.Abs("../../pipelines/invoice-extraction.yaml")
+	recording, _ := filepath.Abs(invoiceRecording)
+	c := newCLI(t, "")
+
+	if *updateRecording {
+		model := llmtest.New()
+		defer model.Close()
+		model.Push(llmtest.Answer(`{"vendor": "ACME Office Supplies GmbH", "invoice_number": "AC-2026/1187", "issue_date": "2026-11-20", "currency": "EUR", "subtotal": 635.00, "tax": 120.65, "total": 755.65, "line_items": [{"description": "2 x Ergonomic chair", "amount": 540.00}, {"description": "5 x Desk lamp", "amount": 95.00}]}`))
+		cmd := c.command("run", spec, "--input", string(inputJSON), "--llm-record", recording)
+		cmd.Env = append(cmd.Env, "OPENAI_BASE_URL="+model.BaseURL(), "OPENAI_API_KEY=test-key")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("recording: %v\n%s", err, out)
+		}
+		t.Log("rewrote", invoiceRecording)
+		return
+	}
+	cmd := c.command("run", spec, "--input", string(inputJSON), "--llm-replay", recording)
+	cmd.Env = append(os.Environ(), "OPENAI_API_KEY=", "OPENAI_BASE_URL=http://127.0.0.1:9/unreachable")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("run: %v\n%s", err, out)
+	}
+	record, err := os.ReadFile(filepath.Join(outbox, "INV-20017.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(record, &got); err != nil || got["total"] != 755.65 || got["number"] != "AC-2026/1187" || got["lines"] != 2.0 {
+		t.Fatalf("outbox record %s (%v)", record, err)
+	}
+	out, err := c.command("run", spec, "--input", string(inputJSON), "--llm-replay", recording).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "duplicate: run") {
+		t.Fatalf("second run: %v\n%s", err, out)
+	}
+	doc := showRun(t, c)
+	if doc.Run.State != "succeeded" || len(doc.ModelCalls) != 1 || doc.ModelCalls[0].Verdict != "pass" {
+		t.Fatalf("run %+v", doc)
 	}
 }

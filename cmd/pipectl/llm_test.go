@@ -136,7 +136,7 @@ type shownRun struct {
 	}
 	ModelCalls []struct {
 		Step, Outcome, Verdict, Error string
-		Reasons                      json.RawMessage
+		Reasons                       json.RawMessage
 	} `json:"model_calls"`
 	Attempts []struct {
 		Step, Outcome string
@@ -167,4 +167,3 @@ func stderrOf(err error) string {
 	}
 	return ""
 }
-
