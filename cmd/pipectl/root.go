@@ -78,7 +78,8 @@ func (a *app) rootCommand() *cobra.Command {
 		return &exitError{code: domain.ExitUsage, err: fmt.Errorf("%w\nrun '%s --help' for usage", err, c.CommandPath())}
 	})
 	a.g.register(root)
-	root.AddCommand(a.versionCommand(), a.schemaCommand(), a.validateCommand(), a.runCommand(), a.runsCommand(), a.testCommand())
+	root.AddCommand(a.versionCommand(), a.schemaCommand(), a.validateCommand(), a.runCommand(), a.runsCommand(), a.testCommand(),
+		a.reviewCommand(), a.signalCommand(), a.noteCommand(), a.disableCommand(), a.enableCommand(), a.dlqCommand(), a.replayCommand(), a.statsCommand())
 	return root
 }
 

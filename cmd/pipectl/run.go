@@ -87,6 +87,11 @@ func (a *app) reportRun(res *engine.Result, err error, took time.Duration) error
 	switch {
 	case errors.Is(err, engine.ErrIdempotencyConflict):
 		return &exitError{code: domain.ExitRefused, err: err}
+	case errors.Is(err, engine.ErrDisabled) && (res == nil || res.Run == nil):
+		return &exitError{code: domain.ExitRefused, err: err}
+	case errors.Is(err, engine.ErrDisabled):
+		fmt.Fprintf(a.stdout, "run %s stopped and waits: %v\n", res.Run.ID, err)
+		return &exitError{code: domain.ExitPaused, err: err}
 	case errors.Is(err, engine.ErrLiveElsewhere):
 		fmt.Fprintf(a.stdout, "run %s is live under another process\n", res.Run.ID)
 		return &exitError{code: domain.ExitPaused, err: err}

@@ -21,7 +21,10 @@ type Run struct {
 	LeaseExpires   time.Time
 	NextAttemptAt  time.Time
 	ReplayOf       string
-	DryRun         bool
+	// StepKeyBase is the idempotency key step keys derive from: the run's own, or for a replay
+	// the original run's, so that effects already applied are deduplicated.
+	StepKeyBase string
+	DryRun      bool
 	ErrorClass     ErrorClass
 	Error          string
 	FailedStep     string
@@ -46,12 +49,16 @@ const (
 	// OutcomeNeedsReview: the attempt produced something a person must decide on; the run
 	// pauses in needs_review.
 	OutcomeNeedsReview = "needs_review"
+	// OutcomeWaiting: a wait step is waiting for its signal; the run pauses in waiting_external.
+	OutcomeWaiting = "waiting"
+	// OutcomeReused: a replay took the step's recorded output from the run it replays.
+	OutcomeReused = "reused"
 )
 
 // Completed reports whether an outcome lets dependent steps proceed.
 func Completed(outcome string) bool {
 	switch outcome {
-	case OutcomeSucceeded, OutcomeSkipped, OutcomeGuarded, OutcomeDryRun:
+	case OutcomeSucceeded, OutcomeSkipped, OutcomeGuarded, OutcomeDryRun, OutcomeReused:
 		return true
 	}
 	return false

@@ -32,6 +32,9 @@ type Store interface {
 	StartAttempt(ctx context.Context, owner string, a *domain.Attempt) error
 	FinishAttempt(ctx context.Context, owner string, a *domain.Attempt, ch *domain.Change) error
 	Attempts(ctx context.Context, runID string) ([]domain.Attempt, error)
+	Events(ctx context.Context, runID string) ([]domain.Event, error)
+	// PipelineDisabled reports the kill switch of a pipeline and the reason it was thrown.
+	PipelineDisabled(ctx context.Context, pipeline string) (disabled bool, reason string, err error)
 }
 
 // Renderer evaluates ${{ }} templates inside a value.
@@ -66,6 +69,8 @@ var (
 	ErrLiveElsewhere = errors.New("run is live under another owner")
 	// ErrInterrupted: this process was asked to stop; the run can be resumed.
 	ErrInterrupted = errors.New("interrupted")
+	// ErrDisabled: the pipeline's kill switch is thrown.
+	ErrDisabled = errors.New("pipeline disabled")
 )
 
 // RunOptions are the parameters of one submission.
@@ -128,6 +133,11 @@ func (e *Engine) RunKey(p *domain.Pipeline, input any) (string, error) {
 // Run creates the run for an input (or finds the existing one with the same key) and executes it
 // in this process until it ends or pauses.
 func (e *Engine) Run(ctx context.Context, p *domain.Pipeline, input any, opts RunOptions) (*Result, error) {
+	if off, reason, err := e.Store.PipelineDisabled(ctx, p.Name); err != nil {
+		return nil, err
+	} else if off {
+		return nil, fmt.Errorf("pipeline %s is disabled (%s); no new run is started: %w", p.Name, reason, ErrDisabled)
+	}
 	canon, err := domain.CanonicalJSON(input)
 	if err != nil {
 		return nil, fmt.Errorf("input: %w", err)
@@ -240,4 +250,24 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// Continue executes a run that an operator put back in motion: a queued run (redrive) is
+// claimed first; a run already in processing must be held by this process (review, signal).
+func (e *Engine) Continue(ctx context.Context, p *domain.Pipeline, r *domain.Run, input any, opts RunOptions) (*domain.Run, error) {
+	switch {
+	case r.State == domain.StateQueued:
+		if off, reason, err := e.Store.PipelineDisabled(ctx, p.Name); err != nil {
+			return r, err
+		} else if off {
+			return r, fmt.Errorf("run %s stays queued: pipeline %s is disabled (%s): %w", r.ID, p.Name, reason, ErrDisabled)
+		}
+		if err := e.claim(ctx, r.ID, "claimed by "+e.Owner.String()); err != nil {
+			return r, err
+		}
+	case r.State == domain.StateProcessing && r.LeaseOwner == e.Owner.String():
+	default:
+		return r, fmt.Errorf("run %s is %s under %q; it cannot be continued here: %w", r.ID, r.State, r.LeaseOwner, domain.ErrStateConflict)
+	}
+	return e.execute(ctx, p, r.ID, nil, input, opts)
 }

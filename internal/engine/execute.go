@@ -36,12 +36,15 @@ func emptyProgress() *progress {
 	}
 }
 
-func loadProgress(attempts []domain.Attempt) (*progress, error) {
+// loadProgress rebuilds progress from the ledger. Failures before since (the last redrive)
+// do not count against the retry budget: a redriven run gets its attempts back.
+func loadProgress(attempts []domain.Attempt, since time.Time) (*progress, error) {
 	pr := emptyProgress()
 	for _, a := range attempts {
 		k := unitKey{a.StepID, a.ItemIndex}
 		pr.attempts[k] = max(pr.attempts[k], a.Attempt)
 		switch {
+		case a.Outcome == domain.OutcomeFailed && a.StartedAt.Before(since):
 		case domain.Completed(a.Outcome):
 			var out any
 			if len(a.Output) > 0 {
@@ -68,6 +71,17 @@ func loadProgress(attempts []domain.Attempt) (*progress, error) {
 		}
 	}
 	return pr, nil
+}
+
+// lastRedrive is when the run last came back from the dead-letter queue.
+func lastRedrive(events []domain.Event) time.Time {
+	var at time.Time
+	for _, e := range events {
+		if e.From == domain.StateFailedPermanent && e.To == domain.StateQueued {
+			at = e.At
+		}
+	}
+	return at
 }
 
 // session is one pass over a run while this process holds its lease.
@@ -97,6 +111,12 @@ type session struct {
 	failure *failure
 	// review is set when a step needs a person's decision.
 	review string
+	// waitUntil is set when a wait step waits for its signal (zero deadline: forever).
+	waiting   string
+	waitUntil time.Time
+	// disabled is set when the kill switch was thrown during the pass.
+	disabled    string
+	checkedKill time.Time
 }
 
 type failure struct {
@@ -142,7 +162,11 @@ func (e *Engine) execute(ctx context.Context, p *domain.Pipeline, runID string, 
 			if err != nil {
 				return run, err
 			}
-			if pr, err = loadProgress(attempts); err != nil {
+			events, err := e.Store.Events(ctx, runID)
+			if err != nil {
+				return run, err
+			}
+			if pr, err = loadProgress(attempts, lastRedrive(events)); err != nil {
 				return run, err
 			}
 		}
@@ -305,7 +329,10 @@ func (s *session) maxParallel() int {
 
 // dispatch starts pending units within the run's and each step's parallelism.
 func (s *session) dispatch(ctx context.Context) {
-	if s.stopping || ctx.Err() != nil {
+	if s.stopping || ctx.Err() != nil || len(s.pending) == 0 {
+		return
+	}
+	if s.killSwitch(ctx) {
 		return
 	}
 	kept := s.pending[:0]
@@ -322,7 +349,7 @@ func (s *session) dispatch(ctx context.Context) {
 		s.pr.attempts[k]++
 		u.att = &domain.Attempt{
 			RunID: s.run.ID, StepID: u.step.ID, ItemIndex: u.item, Attempt: s.pr.attempts[k],
-			StepKey:   StepKey(s.run.Pipeline, s.run.IdempotencyKey, u.step.ID, u.item),
+			StepKey:   StepKey(s.run.Pipeline, s.stepKeyBase(), u.step.ID, u.item),
 			StartedAt: time.Now(), Outcome: domain.OutcomeRunning,
 		}
 		s.inflight++
@@ -330,6 +357,28 @@ func (s *session) dispatch(ctx context.Context) {
 		go func(u *unit) { s.results <- s.e.runUnit(ctx, s, u) }(u)
 	}
 	s.pending = kept
+}
+
+// killSwitch reports whether the pipeline was disabled; it asks the ledger at most once a
+// second, so the check costs nothing on the hot path of fast steps.
+func (s *session) killSwitch(ctx context.Context) bool {
+	if s.disabled != "" {
+		return true
+	}
+	if time.Since(s.checkedKill) < time.Second {
+		return false
+	}
+	s.checkedKill = time.Now()
+	off, reason, err := s.e.Store.PipelineDisabled(ctx, s.run.Pipeline)
+	if err != nil || !off {
+		return false
+	}
+	if reason == "" {
+		reason = "no reason given"
+	}
+	s.disabled = reason
+	s.stopping = true
+	return true
 }
 
 // runUnit performs one attempt: the intent commit for side effects, then the executor.
@@ -385,6 +434,20 @@ func (s *session) handle(ctx context.Context, r *unitResult) error {
 	att.Request = s.redactJSON(r.res.Request)
 	att.Response = s.redactJSON(r.res.Response)
 	att.Calls = s.redactCalls(r.res.Calls)
+	if r.err == nil && r.res.Outcome == domain.OutcomeWaiting {
+		att.Outcome = domain.OutcomeWaiting
+		att.Output = s.redactJSON(r.res.Output)
+		s.stopping = true
+		if s.waiting == "" {
+			s.waiting = fmt.Sprintf("step %s waits for a signal", u.step.ID)
+			if u.step.Timeout > 0 {
+				s.waitUntil = time.Now().Add(u.step.Timeout)
+				s.waiting += " until " + s.waitUntil.UTC().Format(time.RFC3339)
+			}
+		}
+		s.logAttempt(u, att)
+		return s.writeAttempt(ctx, att, s.changeIfLast())
+	}
 	if r.err == nil && r.res.Outcome == domain.OutcomeNeedsReview {
 		att.Outcome = domain.OutcomeNeedsReview
 		att.Output = s.redactJSON(r.res.Output)
@@ -486,7 +549,7 @@ func (s *session) stepFailed(ctx context.Context, step *domain.Step, item int, e
 	s.pr.attempts[k]++
 	now := time.Now()
 	att := &domain.Attempt{RunID: s.run.ID, StepID: step.ID, ItemIndex: item, Attempt: s.pr.attempts[k],
-		StepKey: StepKey(s.run.Pipeline, s.run.IdempotencyKey, step.ID, item), StartedAt: now, FinishedAt: now}
+		StepKey: StepKey(s.run.Pipeline, s.stepKeyBase(), step.ID, item), StartedAt: now, FinishedAt: now}
 	return s.attemptFailed(ctx, &unit{step: step, item: item}, att, err)
 }
 
@@ -521,7 +584,7 @@ func (s *session) complete(ctx context.Context, step *domain.Step, item int, out
 	s.pr.attempts[k]++
 	now := time.Now()
 	att := &domain.Attempt{RunID: s.run.ID, StepID: step.ID, ItemIndex: item, Attempt: s.pr.attempts[k],
-		StepKey: StepKey(s.run.Pipeline, s.run.IdempotencyKey, step.ID, item), StartedAt: now, FinishedAt: now,
+		StepKey: StepKey(s.run.Pipeline, s.stepKeyBase(), step.ID, item), StartedAt: now, FinishedAt: now,
 		Outcome: outcome, Output: outJSON}
 	s.record(&unit{step: step, item: item}, out)
 	s.logAttempt(&unit{step: step, item: item}, att)
@@ -570,6 +633,8 @@ func (s *session) stopChange() *domain.Change {
 	switch {
 	case s.failure == nil && s.review != "" && s.retryAt.IsZero():
 		return &domain.Change{To: domain.StateNeedsReview, Reason: truncate(s.review, 500), Actor: s.e.Actor, Owner: s.owner}
+	case s.failure == nil && s.waiting != "" && s.retryAt.IsZero():
+		return &domain.Change{To: domain.StateWaitingExternal, Reason: s.waiting, Actor: s.e.Actor, Owner: s.owner, NextAttemptAt: s.waitUntil}
 	case s.failure != nil:
 		return &domain.Change{To: domain.StateFailedPermanent, Reason: "dead-lettered: " + truncate(s.failure.err, 200), Actor: s.e.Actor, Owner: s.owner,
 			ErrorClass: s.failure.class, Error: s.failure.err, FailedStep: s.failure.step}
@@ -586,7 +651,12 @@ func (s *session) finish(parent, ctx context.Context) error {
 		return nil
 	}
 	wctx := context.WithoutCancel(parent)
-	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, errRunTimeout) && s.failure == nil && s.retryAt.IsZero() && s.review == "" {
+	paused := s.failure != nil || !s.retryAt.IsZero() || s.review != "" || s.waiting != ""
+	if s.disabled != "" && !paused {
+		s.e.Store.ReleaseLease(wctx, s.run.ID, s.owner)
+		return fmt.Errorf("run %s stopped after its current step and waits: pipeline %s is disabled (%s): %w", s.run.ID, s.run.Pipeline, s.disabled, ErrDisabled)
+	}
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, errRunTimeout) && !paused {
 		// Interrupted or lease lost: hand the run back for the next owner.
 		s.e.Store.ReleaseLease(wctx, s.run.ID, s.owner)
 		if errors.Is(cause, domain.ErrLeaseLost) {
@@ -598,7 +668,7 @@ func (s *session) finish(parent, ctx context.Context) error {
 		s.setFailure("", domain.ClassPermanent, fmt.Sprintf("%v (%s)", errRunTimeout, s.p.Limits.RunTimeout))
 	}
 	ch := s.changeIfLast()
-	if ch == nil && (s.failure != nil || !s.retryAt.IsZero() || s.review != "") {
+	if ch == nil && (s.failure != nil || !s.retryAt.IsZero() || s.review != "" || s.waiting != "") {
 		ch = s.stopChange()
 	}
 	if ch == nil {
@@ -658,6 +728,13 @@ func (s *session) redactCalls(calls []domain.ModelCall) []domain.ModelCall {
 		out[i] = c
 	}
 	return out
+}
+
+func (s *session) stepKeyBase() string {
+	if s.run.StepKeyBase != "" {
+		return s.run.StepKeyBase
+	}
+	return s.run.IdempotencyKey
 }
 
 func truncate(s string, n int) string {

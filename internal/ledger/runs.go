@@ -15,7 +15,7 @@ import (
 
 const runColumns = `id, pipeline, idempotency_key, input_hash, input, spec_text, spec_hash, spec_path,
 	pipectl_version, state, lease_owner, lease_expires_at, next_attempt_at, replay_of, dry_run,
-	error_class, error, failed_step, created_at, updated_at, finished_at`
+	error_class, error, failed_step, created_at, updated_at, finished_at, step_key_base`
 
 type runRow struct {
 	ID             string         `db:"id"`
@@ -39,6 +39,7 @@ type runRow struct {
 	CreatedAt      int64          `db:"created_at"`
 	UpdatedAt      int64          `db:"updated_at"`
 	FinishedAt     int64          `db:"finished_at"`
+	StepKeyBase    string         `db:"step_key_base"`
 }
 
 func (r runRow) domain() *domain.Run {
@@ -49,7 +50,7 @@ func (r runRow) domain() *domain.Run {
 		LeaseExpires: fromMS(r.LeaseExpires), NextAttemptAt: fromMS(r.NextAttemptAt),
 		ReplayOf: r.ReplayOf.String, DryRun: r.DryRun, ErrorClass: domain.ErrorClass(r.ErrorClass),
 		Error: r.Error, FailedStep: r.FailedStep, CreatedAt: fromMS(r.CreatedAt),
-		UpdatedAt: fromMS(r.UpdatedAt), FinishedAt: fromMS(r.FinishedAt),
+		UpdatedAt: fromMS(r.UpdatedAt), FinishedAt: fromMS(r.FinishedAt), StepKeyBase: r.StepKeyBase,
 	}
 }
 
@@ -69,8 +70,12 @@ func (s *Store) CreateRun(ctx context.Context, r *domain.Run, actor string, clai
 		if r.ReplayOf != "" {
 			replayOf = r.ReplayOf
 		}
+		base := r.StepKeyBase
+		if base == "" {
+			base = r.IdempotencyKey
+		}
 		res, err := s.txExec(ctx, tx, insertRunSQL, r.ID, r.Pipeline, r.IdempotencyKey, r.InputHash, string(r.Input),
-			r.SpecText, r.SpecHash, r.SpecPath, r.Version, string(state), owner, ms(until), replayOf, r.DryRun, ms(now), ms(now))
+			r.SpecText, r.SpecHash, r.SpecPath, r.Version, string(state), owner, ms(until), replayOf, r.DryRun, ms(now), ms(now), base)
 		if err != nil {
 			return err
 		}
@@ -95,14 +100,17 @@ func (s *Store) CreateRun(ctx context.Context, r *domain.Run, actor string, clai
 	if created {
 		c := *r
 		c.State, c.LeaseOwner, c.LeaseExpires, c.CreatedAt, c.UpdatedAt = state, owner, until, now, now
+		if c.StepKeyBase == "" {
+			c.StepKeyBase = c.IdempotencyKey
+		}
 		out = &c
 	}
 	return out, created, nil
 }
 
 const insertRunSQL = `INSERT INTO runs (id, pipeline, idempotency_key, input_hash, input, spec_text, spec_hash, spec_path,
-	pipectl_version, state, lease_owner, lease_expires_at, replay_of, dry_run, created_at, updated_at)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	pipectl_version, state, lease_owner, lease_expires_at, replay_of, dry_run, created_at, updated_at, step_key_base)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT (pipeline, idempotency_key) DO NOTHING`
 
 // Transition moves a run to ch.To when its current state allows it, recording the event in the

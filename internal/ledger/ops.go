@@ -1,0 +1,136 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/pipectl/pipectl/internal/domain"
+)
+
+// PipelineDisabled reports whether a pipeline's kill switch is thrown, and why.
+func (s *Store) PipelineDisabled(ctx context.Context, pipeline string) (bool, string, error) {
+	var row struct {
+		Disabled bool   `db:"disabled"`
+		Reason   string `db:"reason"`
+		Actor    string `db:"actor"`
+	}
+	err := s.db.GetContext(ctx, &row, s.db.Rebind(`SELECT disabled, reason, actor FROM pipeline_switches WHERE pipeline = ?`), pipeline)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, "", nil
+	}
+	if err != nil {
+		return false, "", err
+	}
+	if !row.Disabled {
+		return false, "", nil
+	}
+	return true, fmt.Sprintf("%s, by %s", row.Reason, row.Actor), nil
+}
+
+// SetPipelineDisabled throws or resets a pipeline's kill switch and logs who did it and why.
+func (s *Store) SetPipelineDisabled(ctx context.Context, pipeline string, disabled bool, reason, actor string) error {
+	now := ms(s.now())
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO pipeline_switches (pipeline, disabled, reason, actor, at) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (pipeline) DO UPDATE SET disabled = excluded.disabled, reason = excluded.reason, actor = excluded.actor, at = excluded.at`),
+			pipeline, disabled, reason, actor, now); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO pipeline_switch_log (pipeline, disabled, reason, actor, at) VALUES (?, ?, ?, ?, ?)`),
+			pipeline, disabled, reason, actor, now)
+		return err
+	})
+}
+
+// Switch is one toggle of a kill switch.
+type Switch struct {
+	Pipeline string    `db:"pipeline" json:"pipeline"`
+	Disabled bool      `db:"disabled" json:"disabled"`
+	Reason   string    `db:"reason" json:"reason"`
+	Actor    string    `db:"actor" json:"actor"`
+	AtMS     int64     `db:"at" json:"-"`
+	At       time.Time `db:"-" json:"at"`
+}
+
+// SwitchLog returns every toggle of a pipeline's kill switch, oldest first.
+func (s *Store) SwitchLog(ctx context.Context, pipeline string) ([]Switch, error) {
+	var rows []Switch
+	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(`SELECT pipeline, disabled, reason, actor, at FROM pipeline_switch_log WHERE pipeline = ? ORDER BY id`), pipeline); err != nil {
+		return nil, err
+	}
+	for i := range rows {
+		rows[i].At = fromMS(rows[i].AtMS)
+	}
+	return rows, nil
+}
+
+// Decision is an operator's answer to a paused run: a review or a signal. It is written with
+// the step's completing attempt and the run's transition in one commit.
+type Decision struct {
+	RunID string
+	// Attempt completes (or, rejected, closes) the paused step.
+	Attempt *domain.Attempt
+	Change  domain.Change
+	// Review, when set, records the review decision.
+	Review *Review
+}
+
+// Review is a recorded decision on a run in needs_review.
+type Review struct {
+	StepID       string
+	ItemIndex    int
+	Decision     string // approved or rejected
+	ProposalHash string
+	Actor        string
+	Note         string
+}
+
+// Decide applies an operator's decision atomically: the step's attempt, the review row and
+// the transition; it fails, writing nothing, when the run is no longer in the state the
+// change leaves.
+func (s *Store) Decide(ctx context.Context, d Decision) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		if err := s.transitionTx(ctx, tx, d.RunID, d.Change); err != nil {
+			return err
+		}
+		if d.Attempt != nil {
+			if err := s.insertAttempt(ctx, tx, d.Attempt); err != nil {
+				return err
+			}
+		}
+		if r := d.Review; r != nil {
+			if _, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO reviews (run_id, step_id, item_index, decision, proposal_hash, actor, note, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+				d.RunID, r.StepID, r.ItemIndex, r.Decision, r.ProposalHash, r.Actor, r.Note, ms(s.now())); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ExpireWaits moves runs whose wait deadline passed to failed_permanent, each in its own
+// commit, and returns how many it moved.
+func (s *Store) ExpireWaits(ctx context.Context, actor string) (int, error) {
+	var ids []string
+	if err := s.db.SelectContext(ctx, &ids, s.db.Rebind(`SELECT id FROM runs WHERE state = 'waiting_external' AND next_attempt_at > 0 AND next_attempt_at <= ?`), ms(s.now())); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, id := range ids {
+		var step string
+		_ = s.db.GetContext(ctx, &step, s.db.Rebind(`SELECT step_id FROM step_attempts WHERE run_id = ? AND outcome = 'waiting' ORDER BY id DESC LIMIT 1`), id)
+		err := s.Transition(ctx, id, domain.Change{To: domain.StateFailedPermanent, Reason: "wait timed out", Actor: actor,
+			ErrorClass: domain.ClassPermanent, Error: "the wait step's timeout passed without a signal", FailedStep: step})
+		if err == nil {
+			n++
+		} else if !errors.Is(err, domain.ErrStateConflict) {
+			return n, err
+		}
+	}
+	return n, nil
+}
