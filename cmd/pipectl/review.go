@@ -228,4 +228,3 @@ func (a *app) signalCommand() *cobra.Command {
 	cmd.Flags().BoolVar(&enqueue, "enqueue", false, "only queue the run for workers")
 	return cmd
 }
-

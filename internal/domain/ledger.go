@@ -25,12 +25,12 @@ type Run struct {
 	// the original run's, so that effects already applied are deduplicated.
 	StepKeyBase string
 	DryRun      bool
-	ErrorClass     ErrorClass
-	Error          string
-	FailedStep     string
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
-	FinishedAt     time.Time
+	ErrorClass  ErrorClass
+	Error       string
+	FailedStep  string
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	FinishedAt  time.Time
 }
 
 // Attempt outcomes recorded for a step.
