@@ -63,16 +63,16 @@ func (s *Store) StartAttempt(ctx context.Context, owner string, a *domain.Attemp
 }
 
 const insertAttemptSQL = `INSERT INTO step_attempts (run_id, step_id, item_index, attempt, step_key, started_at, finished_at,
-	duration_ms, outcome, error_class, error, request, response, output)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	duration_ms, outcome, error_class, error, request, response, output, pipeline)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT pipeline FROM runs WHERE id = ?))`
 
 const updateAttemptSQL = `UPDATE step_attempts SET finished_at = ?, duration_ms = ?, outcome = ?, error_class = ?,
 	error = ?, request = ?, response = ?, output = ? WHERE id = ? AND outcome = 'running'`
 
 const insertOwnedAttemptSQL = `INSERT INTO step_attempts (run_id, step_id, item_index, attempt, step_key, started_at, finished_at,
-	duration_ms, outcome, error_class, error, request, response, output)
-	SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
-	WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND state = 'processing' AND lease_owner = ?)`
+	duration_ms, outcome, error_class, error, request, response, output, pipeline)
+	SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, pipeline FROM runs
+	WHERE id = ? AND state = 'processing' AND lease_owner = ?`
 
 func (s *Store) insertOwnedAttempt(ctx context.Context, tx *sqlx.Tx, owner string, a *domain.Attempt) error {
 	r := toRow(a)
@@ -91,7 +91,7 @@ func (s *Store) insertOwnedAttempt(ctx context.Context, tx *sqlx.Tx, owner strin
 func (s *Store) insertAttempt(ctx context.Context, tx *sqlx.Tx, a *domain.Attempt) error {
 	r := toRow(a)
 	args := []any{r.RunID, r.StepID, r.ItemIndex, r.Attempt, r.StepKey, r.StartedAt, r.FinishedAt,
-		r.DurationMS, r.Outcome, r.ErrorClass, r.Error, r.Request, r.Response, r.Output}
+		r.DurationMS, r.Outcome, r.ErrorClass, r.Error, r.Request, r.Response, r.Output, r.RunID}
 	if s.dialect == "postgres" {
 		if err := s.txGet(ctx, tx, &a.ID, insertAttemptSQL+` RETURNING id`, args...); err != nil {
 			return fmt.Errorf("record attempt: %w", err)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -29,6 +30,11 @@ type Store struct {
 	Synchronous string
 	desc        string
 	now         func() time.Time
+
+	readDSN  string
+	readOnce sync.Once
+	reads    *sqlx.DB
+	readErr  error
 
 	// stmts holds the prepared statements of the hot path, read-only once the store is open:
 	// re-parsing SQL costs more than the commit itself at synchronous=NORMAL.
@@ -137,6 +143,10 @@ func openSQLite(ctx context.Context, spec string) (*Store, error) {
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous("+sync+")")
 	q.Add("_pragma", "foreign_keys(1)")
+	// A 64 MiB page cache and memory-mapped reads keep statistics over large ledgers off the
+	// read syscalls; writes still go through the WAL.
+	q.Add("_pragma", "cache_size(-65536)")
+	q.Add("_pragma", "mmap_size(268435456)")
 	q.Set("_txlock", "immediate")
 	db, err := sqlx.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
@@ -146,6 +156,14 @@ func openSQLite(ctx context.Context, spec string) (*Store, error) {
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
 	s := &Store{db: db, dialect: "sqlite", Synchronous: sync, now: time.Now, desc: "sqlite:" + path + " (synchronous=" + sync + ")"}
+	// Statistics read through their own connections: in WAL mode readers never wait for the
+	// writer, and two of them rank in parallel. They open lazily; most commands never read.
+	ro := url.Values{}
+	for _, p := range q["_pragma"] {
+		ro.Add("_pragma", p)
+	}
+	ro.Add("_pragma", "query_only(1)")
+	s.readDSN = "file:" + path + "?" + ro.Encode()
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("ledger %s: %w", path, err)
@@ -157,12 +175,31 @@ func openSQLite(ctx context.Context, spec string) (*Store, error) {
 	return s, nil
 }
 
-// Close releases the prepared statements and the connection.
+// Close releases the prepared statements and the connections.
 func (s *Store) Close() error {
 	for _, st := range s.stmts {
 		st.Close()
 	}
+	if s.reads != nil {
+		s.reads.Close()
+	}
 	return s.db.Close()
+}
+
+// readers returns the connections for long reads: a read-only pool beside the writer where the
+// database allows it, else the main connection.
+func (s *Store) readers() (*sqlx.DB, error) {
+	if s.readDSN == "" {
+		return s.db, nil
+	}
+	s.readOnce.Do(func() {
+		s.reads, s.readErr = sqlx.Open("sqlite", s.readDSN)
+		if s.readErr == nil {
+			s.reads.SetMaxOpenConns(2)
+			s.reads.SetMaxIdleConns(2)
+		}
+	})
+	return s.reads, s.readErr
 }
 
 // Dialect is "sqlite" or "postgres".

@@ -5,6 +5,8 @@ import (
 	"math"
 	"sort"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 )
 
 // Stats are the operational figures of one pipeline, or of one step of it, over a window.
@@ -31,133 +33,177 @@ type PipelineStats struct {
 	Steps []Stats `json:"steps"`
 }
 
-// Stats computes, for runs created since a time (optionally of one pipeline):
-//   - success and dead-letter rates over the runs that finished (succeeded or failed_permanent);
-//   - the retry rate: retries over all step attempts;
-//   - p50 and p95 of the run latency (finished_at - created_at of finished runs) and, per step,
-//     of attempt durations, by the nearest-rank method: the value at rank ceil(p*n) of the
-//     sorted values.
+// Stats computes, for the window since a time (optionally for one pipeline):
+//   - per pipeline, over runs created in the window: success and dead-letter rates over the runs
+//     that finished (succeeded or failed_permanent), and p50 and p95 of their latency
+//     (finished_at - created_at);
+//   - per step, over attempts started in the window: attempts, retries (attempts after the
+//     first of their step and item), the share that succeeded, and p50 and p95 of their duration;
+//   - the pipeline's retry rate: its retries over its attempts.
 //
-// Two scans over indexed columns; the percentiles are computed here, since SQLite has none.
+// Percentiles use the nearest-rank method: the value at rank ceil(p*n) of the sorted values.
+// Counting and ranking happen in SQL over covering indexes, so the cost grows with the number
+// of pipelines and steps, not with rows shipped to the process.
 func (s *Store) Stats(ctx context.Context, since time.Time, pipeline string) ([]PipelineStats, error) {
-	q := `SELECT pipeline, state, created_at, finished_at FROM runs WHERE created_at >= ?`
-	args := []any{ms(since)}
-	if pipeline != "" {
-		q += ` AND pipeline = ?`
-		args = append(args, pipeline)
-	}
-	rows, err := s.db.QueryContext(ctx, s.db.Rebind(q), args...)
+	db, err := s.readers()
 	if err != nil {
 		return nil, err
 	}
-	type acc struct {
-		Stats
-		latencies []int64
-		steps     map[string]*acc
+	from := ms(since)
+	filter, args := "", []any{from}
+	if pipeline != "" {
+		filter, args = " AND pipeline = ?", append(args, pipeline)
 	}
-	byPipeline := map[string]*acc{}
-	get := func(name string) *acc {
-		a := byPipeline[name]
-		if a == nil {
-			a = &acc{Stats: Stats{Pipeline: name}, steps: map[string]*acc{}}
-			byPipeline[name] = a
+	byPipeline := map[string]*PipelineStats{}
+	get := func(name string) *PipelineStats {
+		p := byPipeline[name]
+		if p == nil {
+			p = &PipelineStats{Stats: Stats{Pipeline: name}}
+			byPipeline[name] = p
 		}
-		return a
+		return p
 	}
-	for rows.Next() {
-		var name, state string
-		var created, finished int64
-		if err := rows.Scan(&name, &state, &created, &finished); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		a := get(name)
-		a.Runs++
-		switch state {
+	var runCounts []struct {
+		Pipeline string `db:"pipeline"`
+		State    string `db:"state"`
+		N        int    `db:"n"`
+	}
+	var stepCounts []struct {
+		Pipeline  string `db:"pipeline"`
+		Step      string `db:"step_id"`
+		N         int    `db:"n"`
+		Retries   int    `db:"retries"`
+		Succeeded int    `db:"succeeded"`
+	}
+	// The two counting scans are independent: they run side by side.
+	err = runParallel(2, []func() error{
+		func() error {
+			return db.SelectContext(ctx, &runCounts, s.db.Rebind(`SELECT pipeline, state, COUNT(*) AS n FROM runs
+				WHERE created_at >= ?`+filter+` GROUP BY pipeline, state`), args...)
+		},
+		func() error {
+			return db.SelectContext(ctx, &stepCounts, s.db.Rebind(`SELECT pipeline, step_id, COUNT(*) AS n,
+				COALESCE(SUM(CASE WHEN attempt > 1 THEN 1 ELSE 0 END), 0) AS retries,
+				COALESCE(SUM(CASE WHEN outcome IN ('failed', 'abandoned') THEN 0 ELSE 1 END), 0) AS succeeded
+				FROM step_attempts WHERE started_at >= ?`+filter+` AND `+countedOutcomes+`
+				GROUP BY pipeline, step_id`), args...)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range runCounts {
+		p := get(c.Pipeline)
+		p.Runs += c.N
+		switch c.State {
 		case "succeeded":
-			a.Succeeded++
+			p.Succeeded += c.N
 		case "failed_permanent":
-			a.DeadLettered++
-		}
-		if finished > 0 && (state == "succeeded" || state == "failed_permanent") {
-			a.latencies = append(a.latencies, finished-created)
+			p.DeadLettered += c.N
 		}
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
+	// Every percentile is an index walk of its own; they run two at a time.
+	var jobs []func() error
+	for _, c := range stepCounts {
+		p := get(c.Pipeline)
+		p.Steps = append(p.Steps, Stats{Pipeline: c.Pipeline, Step: c.Step, Attempts: c.N, Retries: c.Retries, Succeeded: c.Succeeded,
+			SuccessRate: float64(c.Succeeded) / float64(c.N), RetryRate: float64(c.Retries) / float64(c.N)})
+		p.Attempts += c.N
+		p.Retries += c.Retries
 	}
-	q = `SELECT r.pipeline, a.step_id, a.attempt, a.duration_ms, a.outcome FROM step_attempts a JOIN runs r ON r.id = a.run_id
-		WHERE r.created_at >= ? AND a.outcome NOT IN ('running', 'reused', 'skipped', 'needs_review', 'waiting')`
-	if pipeline != "" {
-		q += ` AND r.pipeline = ?`
+	for _, p := range byPipeline {
+		for i := range p.Steps {
+			st := &p.Steps[i]
+			jobs = append(jobs, func() (err error) {
+				st.P50Seconds, st.P95Seconds, err = percentiles(ctx, db, `SELECT duration_ms FROM step_attempts
+					WHERE pipeline = ? AND step_id = ? AND started_at >= ? AND `+countedOutcomes+` ORDER BY duration_ms`, st.Attempts, st.Pipeline, st.Step, from)
+				return err
+			})
+		}
+		if finished := p.Succeeded + p.DeadLettered; finished > 0 {
+			p.SuccessRate = float64(p.Succeeded) / float64(finished)
+			p.DeadLetterRate = float64(p.DeadLettered) / float64(finished)
+			jobs = append(jobs, func() (err error) {
+				p.P50Seconds, p.P95Seconds, err = percentiles(ctx, db, `SELECT finished_at - created_at FROM runs`+s.latencyIndex()+`
+					WHERE pipeline = ? AND finished_at > 0 AND created_at >= ? AND state IN ('succeeded', 'failed_permanent')
+					ORDER BY finished_at - created_at`, finished, p.Pipeline, from)
+				return err
+			})
+		}
+		if p.Attempts > 0 {
+			p.RetryRate = float64(p.Retries) / float64(p.Attempts)
+		}
 	}
-	rows, err = s.db.QueryContext(ctx, s.db.Rebind(q), args...)
-	if err != nil {
-		return nil, err
-	}
-	for rows.Next() {
-		var name, step, outcome string
-		var attempt int
-		var duration int64
-		if err := rows.Scan(&name, &step, &attempt, &duration, &outcome); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		a := get(name)
-		st := a.steps[step]
-		if st == nil {
-			st = &acc{Stats: Stats{Pipeline: name, Step: step}}
-			a.steps[step] = st
-		}
-		st.Attempts++
-		a.Attempts++
-		if attempt > 1 {
-			st.Retries++
-			a.Retries++
-		}
-		switch outcome {
-		case "failed", "abandoned":
-		default:
-			st.Succeeded++
-		}
-		st.latencies = append(st.latencies, duration)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	if err := runParallel(2, jobs); err != nil {
 		return nil, err
 	}
 	out := make([]PipelineStats, 0, len(byPipeline))
-	for _, a := range byPipeline {
-		finish(&a.Stats, a.latencies, a.Succeeded+a.DeadLettered)
-		ps := PipelineStats{Stats: a.Stats}
-		for _, st := range a.steps {
-			finish(&st.Stats, st.latencies, st.Attempts)
-			st.DeadLettered = 0
-			ps.Steps = append(ps.Steps, st.Stats)
+	for _, p := range byPipeline {
+		sort.Slice(p.Steps, func(i, j int) bool { return p.Steps[i].Step < p.Steps[j].Step })
+		if p.Steps == nil {
+			p.Steps = []Stats{}
 		}
-		sort.Slice(ps.Steps, func(i, j int) bool { return ps.Steps[i].Step < ps.Steps[j].Step })
-		out = append(out, ps)
+		out = append(out, *p)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Pipeline < out[j].Pipeline })
 	return out, nil
 }
 
-func finish(st *Stats, latenciesMS []int64, finished int) {
-	if finished > 0 {
-		if st.Step == "" {
-			st.SuccessRate = float64(st.Succeeded) / float64(finished)
-			st.DeadLetterRate = float64(st.DeadLettered) / float64(finished)
-		} else {
-			st.SuccessRate = float64(st.Succeeded) / float64(finished)
+// runParallel runs jobs with at most n at a time and returns the first error.
+func runParallel(n int, jobs []func() error) error {
+	sem := make(chan struct{}, n)
+	errs := make(chan error, len(jobs))
+	for _, job := range jobs {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			errs <- job()
+		}()
+	}
+	for range n {
+		sem <- struct{}{}
+	}
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return err
 		}
 	}
-	if st.Attempts > 0 {
-		st.RetryRate = float64(st.Retries) / float64(st.Attempts)
+	return nil
+}
+
+// latencyIndex steers SQLite to walk runs in latency order: its planner prefers the window
+// index and would sort instead.
+func (s *Store) latencyIndex() string {
+	if s.dialect == "sqlite" {
+		return " INDEXED BY runs_latency"
 	}
-	sort.Slice(latenciesMS, func(i, j int) bool { return latenciesMS[i] < latenciesMS[j] })
-	st.P50Seconds = Percentile(latenciesMS, 0.50)
-	st.P95Seconds = Percentile(latenciesMS, 0.95)
+	return ""
+}
+
+// countedOutcomes leaves out attempts that did no work of their own.
+const countedOutcomes = `outcome NOT IN ('running', 'reused', 'skipped', 'needs_review', 'waiting')`
+
+// percentiles returns the p50 and p95 of a query's values by nearest rank, in seconds; the
+// query must select one column ordered by an index, so each rank is an index walk with no sort;
+// n is the number of values.
+func percentiles(ctx context.Context, db *sqlx.DB, orderedQuery string, n int, args ...any) (float64, float64, error) {
+	if n == 0 {
+		return 0, 0, nil
+	}
+	var out [2]float64
+	for i, p := range []float64{0.50, 0.95} {
+		var v int64
+		if err := db.GetContext(ctx, &v, db.Rebind(orderedQuery+` LIMIT 1 OFFSET ?`), append(args, rank(p, n)-1)...); err != nil {
+			return 0, 0, err
+		}
+		out[i] = float64(v) / 1000
+	}
+	return out[0], out[1], nil
+}
+
+func rank(p float64, n int) int {
+	return min(max(int(math.Ceil(p*float64(n))), 1), n)
 }
 
 // Percentile is the nearest-rank percentile of sorted millisecond values, in seconds.
