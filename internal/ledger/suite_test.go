@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/pipectl/pipectl/internal/domain"
 )
 
@@ -217,4 +219,47 @@ func TestLeaseOwnership(t *testing.T) {
 			t.Fatalf("final run %+v", got)
 		}
 	})
+}
+
+// TestMigrateKeepsOlderLedgers opens a ledger written by the first schema version and checks
+// that the later migrations keep its rows.
+func TestMigrateKeepsOlderLedgers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	old, err := sqlx.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := migrations.ReadFile("migrations/sqlite/0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`,
+		string(first),
+		`INSERT INTO schema_migrations VALUES (1, '0001_init.sql', 1)`,
+		`INSERT INTO runs (id, pipeline, idempotency_key, input_hash, input, spec_text, spec_hash, pipectl_version, state, created_at, updated_at, finished_at) VALUES ('r1', 'p', 'k', 'h', '{}', 's', 'h', 'v', 'succeeded', 1000, 2000, 2000)`,
+		`INSERT INTO step_attempts (run_id, step_id, item_index, attempt, step_key, started_at, finished_at, duration_ms, outcome, output) VALUES ('r1', 'a', -1, 1, 'k', 1000, 1500, 500, 'succeeded', '"out"')`,
+	} {
+		if _, err := old.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old.Close()
+	s, err := Open(context.Background(), "sqlite:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, err := s.GetRun(context.Background(), "r1")
+	if err != nil || r.State != domain.StateSucceeded || r.StepKeyBase != "" {
+		t.Fatalf("run after migration: %+v %v", r, err)
+	}
+	as, err := s.Attempts(context.Background(), "r1")
+	if err != nil || len(as) != 1 || string(as[0].Output) != `"out"` || as[0].DurationMS != 500 {
+		t.Fatalf("attempts after migration: %+v %v", as, err)
+	}
+	stats, err := s.Stats(context.Background(), time.UnixMilli(0), "")
+	if err != nil || len(stats) != 1 || stats[0].Steps[0].Attempts != 1 {
+		t.Fatalf("the backfilled attempt is not counted: %+v %v", stats, err)
+	}
 }
