@@ -29,6 +29,7 @@ type Store struct {
 	// Synchronous is the SQLite synchronous mode in force ("FULL" or "NORMAL"); empty otherwise.
 	Synchronous string
 	desc        string
+	dsn         string
 	now         func() time.Time
 
 	readDSN  string
@@ -85,7 +86,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	case strings.HasPrefix(dsn, "sqlite:"):
 		return openSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"))
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		return nil, fmt.Errorf("ledger %s: PostgreSQL is not supported by this build yet", redactDSN(dsn))
+		return openPostgres(ctx, dsn)
 	}
 	return nil, fmt.Errorf("ledger %q: expected sqlite:PATH or postgres://...", redactDSN(dsn))
 }

@@ -56,6 +56,12 @@ func (s *Store) migrate(ctx context.Context) error {
 	}
 	for _, m := range all {
 		err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+			if s.dialect == "postgres" {
+				// Workers starting together on a fresh database take turns.
+				if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7413245)`); err != nil {
+					return err
+				}
+			}
 			var applied int
 			if err := tx.GetContext(ctx, &applied, s.db.Rebind(`SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), m.version); err != nil {
 				return err

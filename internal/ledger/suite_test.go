@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -15,9 +16,10 @@ import (
 	"github.com/pipectl/pipectl/internal/domain"
 )
 
-// backends lists the ledgers the suite runs against; PostgreSQL joins when configured.
+// backends lists the ledgers the suite runs against: SQLite always, PostgreSQL when
+// PIPECTL_TEST_POSTGRES names a server (each test then gets a schema of its own).
 func backends(t *testing.T) map[string]func(t *testing.T) *Store {
-	return map[string]func(t *testing.T) *Store{
+	out := map[string]func(t *testing.T) *Store{
 		"sqlite": func(t *testing.T) *Store {
 			s, err := Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"))
 			if err != nil {
@@ -27,6 +29,19 @@ func backends(t *testing.T) map[string]func(t *testing.T) *Store {
 			return s
 		},
 	}
+	if dsn := os.Getenv("PIPECTL_TEST_POSTGRES"); dsn != "" {
+		out["postgres"] = func(t *testing.T) *Store {
+			s, err := Open(context.Background(), PostgresTestSchema(t, dsn))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		}
+	} else {
+		t.Log("PIPECTL_TEST_POSTGRES is not set: the ledger suite runs against SQLite only")
+	}
+	return out
 }
 
 func forEachBackend(t *testing.T, fn func(t *testing.T, s *Store)) {
