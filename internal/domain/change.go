@@ -27,3 +27,12 @@ type Change struct {
 	Error      string
 	FailedStep string
 }
+
+// ClaimFilter narrows what a worker takes from the queue.
+type ClaimFilter struct {
+	// Pipelines restricts claims to these pipelines; empty means all.
+	Pipelines []string
+	// MaxPerPipeline caps the runs of one pipeline in processing across all workers; 0 means
+	// no cap.
+	MaxPerPipeline int
+}

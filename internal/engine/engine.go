@@ -37,6 +37,12 @@ type Store interface {
 	PipelineDisabled(ctx context.Context, pipeline string) (disabled bool, reason string, err error)
 }
 
+// Observer is told what the engine did; implementations must be safe for concurrent use.
+type Observer interface {
+	AttemptFinished(pipeline, step string, attempt int, outcome string, class domain.ErrorClass, d time.Duration)
+	RunChanged(pipeline string, to domain.RunState)
+}
+
 // Renderer evaluates ${{ }} templates inside a value.
 type Renderer interface {
 	Render(v any, vars map[string]any) (any, error)
@@ -56,6 +62,8 @@ type Engine struct {
 	LeaseTTL time.Duration
 	// UnknownRetryDelay is the short pause before the one retry of an unclassified error.
 	UnknownRetryDelay time.Duration
+	// Observer, when set, hears of every attempt and transition (metrics).
+	Observer Observer
 
 	rndMu sync.Mutex
 	rnd   *rand.Rand

@@ -690,6 +690,9 @@ func (s *session) applied(ch *domain.Change) {
 	now := time.Now()
 	r := s.run
 	r.State, r.UpdatedAt = ch.To, now
+	if o := s.e.Observer; o != nil {
+		o.RunChanged(r.Pipeline, ch.To)
+	}
 	r.LeaseOwner, r.NextAttemptAt = "", ch.NextAttemptAt
 	r.ErrorClass, r.Error, r.FailedStep = ch.ErrorClass, ch.Error, ch.FailedStep
 	if ch.To == domain.StateSucceeded || ch.To == domain.StateFailedPermanent {

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/pipectl/pipectl/internal/domain"
 )
@@ -22,6 +23,9 @@ func (s *session) logAttempt(u *unit, att *domain.Attempt) {
 		attrs = append(attrs, "error_class", string(att.ErrorClass), "error", att.Error)
 	}
 	s.logger.Log(context.Background(), level, "step attempt", attrs...)
+	if o := s.e.Observer; o != nil {
+		o.AttemptFinished(s.run.Pipeline, u.step.ID, att.Attempt, att.Outcome, att.ErrorClass, time.Duration(att.DurationMS)*time.Millisecond)
+	}
 }
 
 // RedactingHandler wraps a slog handler so that no secret value reaches the log, whatever

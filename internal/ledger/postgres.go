@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the pgx driver under database/sql as "pgx"
 	"github.com/jmoiron/sqlx"
 )
@@ -37,3 +38,47 @@ func openPostgres(ctx context.Context, dsn string) (*Store, error) {
 // DSN returns the connection string for components that need their own connection (LISTEN).
 func (s *Store) DSN() string { return s.dsn }
 
+
+// Listen delivers a wake-up whenever a run is queued (PostgreSQL LISTEN/NOTIFY), on a
+// connection of its own that is re-established after errors. The channel closes when ctx ends.
+// SQLite has no notifications: the channel then never fires and workers poll.
+func (s *Store) Listen(ctx context.Context, log func(msg string, args ...any)) <-chan struct{} {
+	wake := make(chan struct{}, 1)
+	if s.dialect != "postgres" {
+		go func() { <-ctx.Done(); close(wake) }()
+		return wake
+	}
+	go func() {
+		defer close(wake)
+		for ctx.Err() == nil {
+			if err := s.listenOnce(ctx, wake); err != nil && ctx.Err() == nil {
+				log("listen for queued runs failed; polling until it is back", "error", err)
+				select {
+				case <-time.After(2 * time.Second):
+				case <-ctx.Done():
+				}
+			}
+		}
+	}()
+	return wake
+}
+
+func (s *Store) listenOnce(ctx context.Context, wake chan<- struct{}) error {
+	conn, err := pgx.Connect(ctx, s.dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
+		return err
+	}
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		select {
+		case wake <- struct{}{}:
+		default: // a wake-up is already pending
+		}
+	}
+}

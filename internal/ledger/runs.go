@@ -92,6 +92,11 @@ func (s *Store) CreateRun(ctx context.Context, r *domain.Run, actor string, clai
 		if claim != nil {
 			return s.insertEvent(ctx, tx, r.ID, domain.StateQueued, domain.StateProcessing, "claimed by "+claim.Owner, actor, now)
 		}
+		if s.dialect == "postgres" {
+			// Listening workers wake up at once; the notification is sent at commit.
+			_, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, r.ID)
+			return err
+		}
 		return nil
 	})
 	if err != nil {
@@ -160,6 +165,11 @@ func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, runID string, ch 
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
 		return fmt.Errorf("run %s changed under us: %w", runID, domain.ErrStateConflict)
+	}
+	if ch.To == domain.StateQueued && s.dialect == "postgres" {
+		if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, runID); err != nil {
+			return err
+		}
 	}
 	return s.insertEvent(ctx, tx, runID, from, ch.To, ch.Reason, ch.Actor, now)
 }
