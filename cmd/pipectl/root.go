@@ -79,7 +79,7 @@ func (a *app) rootCommand() *cobra.Command {
 	})
 	a.g.register(root)
 	root.AddCommand(a.versionCommand(), a.schemaCommand(), a.validateCommand(), a.runCommand(), a.runsCommand(), a.testCommand(),
-		a.reviewCommand(), a.signalCommand(), a.noteCommand(), a.disableCommand(), a.enableCommand(), a.dlqCommand(), a.replayCommand(), a.statsCommand())
+		a.reviewCommand(), a.signalCommand(), a.noteCommand(), a.disableCommand(), a.enableCommand(), a.dlqCommand(), a.replayCommand(), a.statsCommand(), a.submitCommand(), a.workerCommand())
 	return root
 }
 

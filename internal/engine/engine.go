@@ -279,3 +279,33 @@ func (e *Engine) Continue(ctx context.Context, p *domain.Pipeline, r *domain.Run
 	}
 	return e.execute(ctx, p, r.ID, nil, input, opts)
 }
+
+// Submit creates a run as queued for workers, or reports the existing run with the same key.
+func (e *Engine) Submit(ctx context.Context, p *domain.Pipeline, input any) (*Result, error) {
+	if off, reason, err := e.Store.PipelineDisabled(ctx, p.Name); err != nil {
+		return nil, err
+	} else if off {
+		return nil, fmt.Errorf("pipeline %s is disabled (%s); no new run is queued: %w", p.Name, reason, ErrDisabled)
+	}
+	canon, err := domain.CanonicalJSON(input)
+	if err != nil {
+		return nil, fmt.Errorf("input: %w", err)
+	}
+	key, err := e.RunKey(p, input)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	run := &domain.Run{
+		ID: NewRunID(now), Pipeline: p.Name, IdempotencyKey: key, InputHash: Hash(canon), Input: canon,
+		SpecText: string(p.Text), SpecHash: Hash(p.Text), SpecPath: p.Path, Version: e.Version,
+	}
+	got, created, err := e.Store.CreateRun(ctx, run, e.Actor, nil)
+	if err != nil {
+		return nil, err
+	}
+	if !created && got.InputHash != run.InputHash {
+		return &Result{Run: got, Duplicate: true}, fmt.Errorf("run %s has idempotency key %q with a different input: %w", got.ID, key, ErrIdempotencyConflict)
+	}
+	return &Result{Run: got, Duplicate: !created}, nil
+}

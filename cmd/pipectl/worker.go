@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/pipectl/pipectl/internal/domain"
+	"github.com/pipectl/pipectl/internal/dsl"
+	"github.com/pipectl/pipectl/internal/engine"
+	"github.com/pipectl/pipectl/internal/gate"
+	"github.com/pipectl/pipectl/internal/worker"
+)
+
+func (a *app) submitCommand() *cobra.Command {
+	var inputArg string
+	cmd := &cobra.Command{
+		Use:   "submit FILE --input FILE|-|JSON",
+		Short: "Create a run as queued, for workers; prints its id",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if inputArg == "" {
+				return usageErrorf("--input is required: a JSON file, - for stdin, or inline JSON")
+			}
+			ctx := cmd.Context()
+			v, err := dsl.NewValidator()
+			if err != nil {
+				return err
+			}
+			p, err := a.loadPipeline(v, args[0])
+			if err != nil {
+				return err
+			}
+			input, err := readInput(inputArg, a.stdin)
+			if err != nil {
+				return &exitError{code: domain.ExitUsage, err: err}
+			}
+			if err := dsl.ValidateInput(p, input); err != nil {
+				return &exitError{code: domain.ExitFailed, err: fmt.Errorf("input does not match %s's inputs schema: %w", p.Name, err)}
+			}
+			if p.Inputs != nil {
+				input = gate.Coerce(p.Inputs.Doc, input)
+			}
+			store, err := a.openLedger(ctx)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			log, err := a.logger()
+			if err != nil {
+				return err
+			}
+			eng := a.newEngine(store, v, log, nil, nil)
+			res, err := eng.Submit(ctx, p, input)
+			switch {
+			case errors.Is(err, engine.ErrIdempotencyConflict), errors.Is(err, engine.ErrDisabled):
+				return &exitError{code: domain.ExitRefused, err: err}
+			case err != nil:
+				return err
+			}
+			if res.Duplicate {
+				fmt.Fprintf(a.stdout, "duplicate: run %s with key %q already exists; it is %s\n", res.Run.ID, res.Run.IdempotencyKey, res.Run.State)
+				if code := exitForState(res.Run.State); code != domain.ExitOK && res.Run.State != domain.StateQueued && res.Run.State != domain.StateProcessing {
+					return &exitError{code: code}
+				}
+				return nil
+			}
+			fmt.Fprintln(a.stdout, res.Run.ID)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&inputArg, "input", "", "run input: a JSON file, - for stdin, or inline JSON")
+	return cmd
+}
+
+func (a *app) workerCommand() *cobra.Command {
+	var concurrency, maxPerPipeline int
+	var pipelines, metricsAddr string
+	var leaseTTL, poll, drain time.Duration
+	cmd := &cobra.Command{
+		Use:   "worker [--concurrency N] [--pipelines a,b] [--metrics-addr :9090]",
+		Short: "Claim and execute queued and due runs; drain gracefully on SIGTERM",
+		Long: "A worker holds no state of its own: each run's spec and input come from the ledger. Run as\n" +
+			"many as the ledger can take (PostgreSQL for several machines). On SIGTERM a worker stops\n" +
+			"claiming, lets runs in flight finish for --drain, then hands the rest back.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			log, err := a.logger()
+			if err != nil {
+				return err
+			}
+			store, err := a.openLedger(ctx)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			v, err := dsl.NewValidator()
+			if err != nil {
+				return err
+			}
+			providers, err := a.modelProviders("", "")
+			if err != nil {
+				return err
+			}
+			metrics := worker.NewMetrics()
+			eng := a.newEngine(store, v, log, providers, nil)
+			eng.LeaseTTL = leaseTTL
+			eng.Observer = metrics
+			a.logConfig(log, eng, store, map[string]any{"command": "worker", "concurrency": concurrency, "pipelines": pipelines,
+				"max_per_pipeline": maxPerPipeline, "poll": poll.String(), "drain": drain.String(), "metrics_addr": metricsAddr})
+			if metricsAddr != "" {
+				srv := &http.Server{Addr: metricsAddr, Handler: promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+				go func() {
+					if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+						log.Error("metrics server", "error", err)
+					}
+				}()
+				defer srv.Close()
+			}
+			specs := &specCache{v: v}
+			w := &worker.Worker{
+				Queue: store, Owner: eng.Owner.String(), LeaseTTL: leaseTTL, Concurrency: concurrency, Poll: poll, Log: log, Metrics: metrics,
+				Filter: domain.ClaimFilter{Pipelines: splitList(pipelines), MaxPerPipeline: maxPerPipeline},
+				Wake:   store.Listen(ctx, log.Warn),
+				Run: func(ctx context.Context, r *domain.Run) error {
+					p, err := specs.get(r)
+					if err != nil {
+						return deadLetterUnparsable(ctx, store, eng, r, err)
+					}
+					in, err := domain.DecodeJSON(r.Input)
+					if err != nil {
+						return err
+					}
+					if p.Inputs != nil {
+						in = gate.Coerce(p.Inputs.Doc, in)
+					}
+					secrets, err := resolveSecrets(p)
+					if err != nil {
+						// Another worker may hold the secret: hand the run back.
+						store.ReleaseLease(context.WithoutCancel(ctx), r.ID, eng.Owner.String())
+						return err
+					}
+					_, err = eng.Continue(ctx, p, r, in, engine.RunOptions{Secrets: secrets})
+					return err
+				},
+			}
+			return w.Serve(ctx, drain)
+		},
+	}
+	cmd.Flags().IntVar(&concurrency, "concurrency", 4, "runs this worker executes at once")
+	cmd.Flags().StringVar(&pipelines, "pipelines", "", "only these pipelines (comma-separated)")
+	cmd.Flags().IntVar(&maxPerPipeline, "max-per-pipeline", 0, "at most this many runs of one pipeline in processing across all workers (0: no cap)")
+	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090")
+	cmd.Flags().DurationVar(&leaseTTL, "lease-ttl", 30*time.Second, "how long a claim lasts without a heartbeat; a dead worker's runs are taken over after it")
+	cmd.Flags().DurationVar(&poll, "poll", time.Second, "how often to look for due runs when no notification arrives")
+	cmd.Flags().DurationVar(&drain, "drain", 30*time.Second, "on SIGTERM, how long runs in flight may take to finish before they are handed back")
+	return cmd
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// specCache parses each stored spec once per worker.
+type specCache struct {
+	v  *dsl.Validator
+	mu sync.Mutex
+	m  map[string]*domain.Pipeline
+}
+
+func (c *specCache) get(r *domain.Run) (*domain.Pipeline, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.m[r.SpecHash]; ok {
+		return p, nil
+	}
+	p, diags := c.v.Parse(r.SpecPath, []byte(r.SpecText))
+	if p == nil {
+		msg := "invalid"
+		if len(diags) > 0 {
+			msg = diags[0].String()
+		}
+		return nil, fmt.Errorf("the stored spec of run %s no longer validates here: %s", r.ID, msg)
+	}
+	if c.m == nil {
+		c.m = map[string]*domain.Pipeline{}
+	}
+	c.m[r.SpecHash] = p
+	return p, nil
+}
+
+// deadLetterUnparsable dead-letters a run whose stored spec cannot be executed by this build,
+// rather than passing it from worker to worker forever.
+func deadLetterUnparsable(ctx context.Context, store interface {
+	Transition(context.Context, string, domain.Change) error
+}, eng *engine.Engine, r *domain.Run, cause error) error {
+	err := store.Transition(context.WithoutCancel(ctx), r.ID, domain.Change{To: domain.StateFailedPermanent, Actor: eng.Actor, Owner: eng.Owner.String(),
+		Reason: "dead-lettered: " + cause.Error(), ErrorClass: domain.ClassPermanent, Error: cause.Error()})
+	if err != nil {
+		return err
+	}
+	return cause
+}
