@@ -38,7 +38,6 @@ func openPostgres(ctx context.Context, dsn string) (*Store, error) {
 // DSN returns the connection string for components that need their own connection (LISTEN).
 func (s *Store) DSN() string { return s.dsn }
 
-
 // Listen delivers a wake-up whenever a run is queued (PostgreSQL LISTEN/NOTIFY), on a
 // connection of its own that is re-established after errors. The channel closes when ctx ends.
 // SQLite has no notifications: the channel then never fires and workers poll.
