@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pipectl/pipectl/internal/domain"
+	"github.com/pipectl/pipectl/internal/engine"
+	"github.com/pipectl/pipectl/internal/ledger"
+)
+
+const workerSpec = `apiVersion: pipectl/v1
+kind: Pipeline
+name: fulfil
+inputs: {type: object, properties: {id: {type: string}, url: {type: string}}}
+idempotency: {key: "${{ inputs.id }}"}
+defaults:
+  retry: {max_attempts: 5, initial_interval: 50ms, max_interval: 200ms}
+steps:
+  - {id: reserve, type: http, method: POST, url: "${{ inputs.url }}/reserve", body: {order: "${{ inputs.id }}"}}
+  - {id: ship, type: http, method: POST, url: "${{ inputs.url }}/ship", body: {order: "${{ inputs.id }}"}}
+  - {id: done, type: transform, output: "${{ steps.ship.output.status }}"}
+`
+
+func postgresDSN(t *testing.T) string {
+	dsn := os.Getenv("PIPECTL_TEST_POSTGRES")
+	if dsn == "" {
+		t.Skip("PIPECTL_TEST_POSTGRES is not set: skipping the PostgreSQL worker tests")
+	}
+	return ledger.PostgresTestSchema(t, dsn)
+}
+
+// submitAll queues runs in-process through the real submit command.
+func submitAll(t *testing.T, ledgerDSN, spec string, inputs []string) {
+	t.Helper()
+	for _, in := range inputs {
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), []string{"--ledger", ledgerDSN, "submit", spec, "--input", in}, strings.NewReader(""), &out, &errOut); code != 0 {
+			t.Fatalf("submit exit %d: %s%s", code, out.String(), errOut.String())
+		}
+	}
+}
+
+type workerProc struct {
+	cmd   *exec.Cmd
+	owner string
+	log   *bytes.Buffer
+}
+
+func startWorker(t *testing.T, dir, ledgerDSN string, extra ...string) *workerProc {
+	t.Helper()
+	args := append([]string{"--ledger", ledgerDSN, "worker", "--concurrency", "4", "--lease-ttl", "2s", "--poll", "200ms", "--drain", "5s"}, extra...)
+	cmd := exec.Command(binary, args...)
+	cmd.Dir = dir
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return &workerProc{cmd: cmd, owner: engine.Owner{Host: engine.CurrentOwner().Host, PID: cmd.Process.Pid}.String(), log: &log}
+}
+
+func waitForStates(t *testing.T, store *ledger.Store, want int, deadline time.Duration, tick func()) map[domain.RunState]int {
+	t.Helper()
+	end := time.Now().Add(deadline)
+	for {
+		counts := map[domain.RunState]int{}
+		runs, err := store.ListRuns(context.Background(), ledger.RunFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range runs {
+			counts[r.State]++
+		}
+		if counts[domain.StateSucceeded]+counts[domain.StateFailedPermanent] == want || time.Now().After(end) {
+			return counts
+		}
+		if tick != nil {
+			tick()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestWorkersChaos runs 500 runs of a pipeline with two side effects on three worker
+// processes against PostgreSQL, SIGKILLing two of them at random moments and restarting them.
+// Every run must succeed, every step key must be applied exactly once at the target, and no
+// run may stay claimed by a dead worker longer than its lease.
+func TestWorkersChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos test")
+	}
+	dsn := postgresDSN(t)
+	target := newApplyTarget(t)
+	target.delay = 5 * time.Millisecond
+	c := newCLI(t, workerSpec)
+	const runs = 500
+	inputs := make([]string, runs)
+	for i := range inputs {
+		inputs[i] = fmt.Sprintf(`{"id": "order-%04d", "url": %q}`, i, target.URL)
+	}
+	submitAll(t, dsn, c.spec, inputs)
+	store, err := ledger.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+
+	workers := []*workerProc{startWorker(t, c.dir, dsn), startWorker(t, c.dir, dsn), startWorker(t, c.dir, dsn)}
+	kills := map[string]time.Time{}
+	rnd := rand.New(rand.NewPCG(7, uint64(time.Now().UnixNano())))
+	next := time.Now().Add(300 * time.Millisecond)
+	chaos := func() {
+		if time.Now().Before(next) || len(kills) >= 12 {
+			return
+		}
+		i := 1 + rnd.IntN(2) // worker 0 is never killed, so progress is guaranteed
+		w := workers[i]
+		w.cmd.Process.Signal(syscall.SIGKILL)
+		w.cmd.Wait()
+		kills[w.owner] = time.Now()
+		time.Sleep(time.Duration(100+rnd.IntN(400)) * time.Millisecond)
+		workers[i] = startWorker(t, c.dir, dsn)
+		next = time.Now().Add(time.Duration(200+rnd.IntN(700)) * time.Millisecond)
+	}
+	counts := waitForStates(t, store, runs, 3*time.Minute, chaos)
+	for _, w := range workers {
+		w.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, w := range workers {
+		w.cmd.Wait()
+	}
+	if counts[domain.StateSucceeded] != runs {
+		t.Fatalf("states %v after the chaos (want %d succeeded)", counts, runs)
+	}
+	if len(kills) < 5 {
+		t.Fatalf("only %d workers were killed", len(kills))
+	}
+	applied, requests := target.snapshot()
+	if len(applied) != 2*runs {
+		t.Fatalf("%d step keys applied at the target, want %d", len(applied), 2*runs)
+	}
+	replays := 0
+	for key, n := range applied {
+		if n != 1 {
+			t.Fatalf("step key %s applied %d times", key, n)
+		}
+		replays += requests[key] - 1
+	}
+	// Every takeover of a killed worker's run happened within its lease, plus the poll
+	// interval and scheduling slack.
+	all, _ := store.ListRuns(context.Background(), ledger.RunFilter{})
+	takeovers, worst := 0, time.Duration(0)
+	for _, r := range all {
+		events, err := store.Events(context.Background(), r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range events {
+			if e.From != domain.StateProcessing || e.To != domain.StateProcessing {
+				continue
+			}
+			for owner, killedAt := range kills {
+				if strings.Contains(e.Reason, "taken over from "+owner) { // owner is host:pid:
+
+					takeovers++
+					if d := e.At.Sub(killedAt); d > worst {
+						worst = d
+					}
+				}
+			}
+		}
+	}
+	if worst > 2*time.Second+2*time.Second {
+		t.Fatalf("a killed worker's run waited %s for a takeover; the lease is 2s", worst)
+	}
+	t.Logf("%d runs on 3 workers, %d SIGKILLs, %d takeovers (slowest %s after the kill), %d requests replayed with their step key and deduplicated",
+		runs, len(kills), takeovers, worst.Round(time.Millisecond), replays)
+}
+
+// TestWorkerOnSQLiteAndRunOnPostgres checks the two mixed set-ups: a worker on a SQLite ledger
+// (one host), and pipectl run against PostgreSQL.
+func TestWorkerOnSQLiteAndRunOnPostgres(t *testing.T) {
+	target := newApplyTarget(t)
+	c := newCLI(t, workerSpec)
+	submitAll(t, c.ledger, c.spec, []string{fmt.Sprintf(`{"id": "lite-1", "url": %q}`, target.URL), fmt.Sprintf(`{"id": "lite-2", "url": %q}`, target.URL)})
+	w := startWorker(t, c.dir, c.ledger)
+	store, err := ledger.Open(context.Background(), c.ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := waitForStates(t, store, 2, 30*time.Second, nil)
+	store.Close()
+	w.cmd.Process.Signal(syscall.SIGTERM)
+	if err := w.cmd.Wait(); err != nil {
+		t.Fatalf("worker did not drain cleanly: %v\n%s", err, w.log)
+	}
+	if counts[domain.StateSucceeded] != 2 {
+		t.Fatalf("sqlite worker: %v\n%s", counts, w.log)
+	}
+
+	dsn := postgresDSN(t)
+	pg := &cli{t: t, dir: c.dir, ledger: dsn, spec: c.spec}
+	if code, out := pg.exec(t, nil, "run", c.spec, "--input", fmt.Sprintf(`{"id": "pg-1", "url": %q}`, target.URL)); code != 0 {
+		t.Fatalf("pipectl run on PostgreSQL: exit %d\n%s", code, out)
+	}
+	if code, out := pg.exec(t, nil, "run", c.spec, "--input", fmt.Sprintf(`{"id": "pg-1", "url": %q}`, target.URL)); code != 0 || !strings.Contains(out, "duplicate") {
+		t.Fatalf("duplicate on PostgreSQL: exit %d\n%s", code, out)
+	}
+}
