@@ -1,0 +1,74 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/pipectl/pipectl/internal/domain"
+)
+
+// seedQueued bulk-inserts queued runs.
+func seedQueued(b testing.TB, s *Store, n int) {
+	b.Helper()
+	now := time.Now().UnixMilli() - int64(n)
+	err := s.inTx(context.Background(), func(tx *sqlx.Tx) error {
+		for start := 0; start < n; start += 1000 {
+			q := `INSERT INTO runs (id, pipeline, idempotency_key, input_hash, input, spec_text, spec_hash, pipectl_version, state, created_at, updated_at) VALUES `
+			var args []any
+			for i := start; i < min(start+1000, n); i++ {
+				if i > start {
+					q += ", "
+				}
+				q += "(?, 'bench', ?, 'h', '{}', 's', 'h', 'b', 'queued', ?, ?)"
+				id := fmt.Sprintf("q%07d", i)
+				args = append(args, id, id, now+int64(i), now+int64(i))
+			}
+			if _, err := tx.ExecContext(context.Background(), s.db.Rebind(q), args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if s.dialect == "postgres" {
+		s.db.Exec(`ANALYZE runs`)
+	}
+}
+
+func benchClaim(b *testing.B, queued int) {
+	dsn := os.Getenv("PIPECTL_TEST_POSTGRES")
+	if dsn == "" {
+		b.Skip("PIPECTL_TEST_POSTGRES is not set")
+	}
+	s, err := Open(context.Background(), PostgresTestSchema(b, dsn))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	seedQueued(b, s, queued+b.N+10)
+	var times []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		r, err := s.ClaimNext(context.Background(), "bench-worker", time.Now().Add(time.Minute), domain.ClaimFilter{})
+		if err != nil || r == nil {
+			b.Fatalf("%v %v", r, err)
+		}
+		times = append(times, time.Since(start))
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	b.ReportMetric(float64(times[len(times)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(times[len(times)*95/100].Microseconds())/1000, "p95-ms")
+}
+
+// BenchmarkClaim1kQueued and BenchmarkClaim100kQueued compare the claim latency of a worker
+// with a short and a long queue (PostgreSQL).
+func BenchmarkClaim1kQueued(b *testing.B)   { benchClaim(b, 1_000) }
+func BenchmarkClaim100kQueued(b *testing.B) { benchClaim(b, 100_000) }
