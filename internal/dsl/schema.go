@@ -27,14 +27,24 @@ type pipelineSchema struct {
 	raw      map[string]any
 }
 
+// loadPipelineSchema compiles the embedded schema of pipeline files. The file declares draft
+// 2020-12 for editors; the binary compiles it under draft-07 rules, which mean the same for
+// every keyword it uses (TestPipelineSchemaIsDraft7Compatible keeps it so), because checking a
+// schema against the 2020-12 meta-schema costs more than validating a pipeline does, at
+// every start of every `pipectl validate`.
 func loadPipelineSchema() (*pipelineSchema, error) {
 	var raw map[string]any
 	if err := json.Unmarshal(schemas.Pipeline, &raw); err != nil {
 		return nil, fmt.Errorf("embedded pipeline schema: %w", err)
 	}
+	delete(raw, "$schema")
+	doc, err := json.Marshal(raw)
+	if err != nil {
+		return nil, err
+	}
 	c := jsonschema.NewCompiler()
-	c.Draft = jsonschema.Draft2020
-	if err := c.AddResource(schemas.PipelineURL, bytes.NewReader(schemas.Pipeline)); err != nil {
+	c.Draft = jsonschema.Draft7
+	if err := c.AddResource(schemas.PipelineURL, bytes.NewReader(doc)); err != nil {
 		return nil, fmt.Errorf("embedded pipeline schema: %w", err)
 	}
 	compiled, err := c.Compile(schemas.PipelineURL)

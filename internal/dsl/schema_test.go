@@ -3,6 +3,7 @@ package dsl
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"reflect"
 	"regexp"
@@ -153,4 +154,34 @@ func TestStrictModeWarning(t *testing.T) {
 	if got := diags[0].String(); got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
+}
+
+// The binary compiles the pipeline schema under draft-07 rules (see loadPipelineSchema): it
+// must use no keyword that draft-07 does not know or reads differently.
+func TestPipelineSchemaIsDraft7Compatible(t *testing.T) {
+	newer := map[string]bool{"unevaluatedProperties": true, "unevaluatedItems": true, "dependentRequired": true,
+		"dependentSchemas": true, "prefixItems": true, "$dynamicRef": true, "$dynamicAnchor": true, "$recursiveRef": true,
+		"minContains": true, "maxContains": true, "$anchor": true}
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, c := range x {
+				if newer[k] && !strings.HasSuffix(path, "/properties") {
+					t.Errorf("%s uses %s, which draft-07 does not know", path, k)
+				}
+				if k == "items" {
+					if _, isList := c.([]any); isList {
+						t.Errorf("%s: items as a list means something else in 2020-12", path)
+					}
+				}
+				walk(path+"/"+k, c)
+			}
+		case []any:
+			for i, c := range x {
+				walk(fmt.Sprintf("%s/%d", path, i), c)
+			}
+		}
+	}
+	walk("", rawPipelineSchema(t))
 }

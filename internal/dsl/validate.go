@@ -93,6 +93,7 @@ func (v *Validator) Parse(path string, src []byte) (p *domain.Pipeline, diags []
 	if err != nil {
 		abs = path
 	}
+	v.prefetchSchemas(doc, filepath.Dir(abs))
 	dc := &decoder{doc: doc, schemas: v.schemas, dir: filepath.Dir(abs), absPath: abs}
 	p = dc.decode()
 	deps := checkDAG(doc, p)
@@ -111,6 +112,23 @@ func (v *Validator) Parse(path string, src []byte) (p *domain.Pipeline, diags []
 		return nil, diags
 	}
 	return p, diags
+}
+
+// prefetchSchemas starts compiling the schema files a document references, each on its own
+// goroutine, so that a cold process compiles them side by side instead of one after another.
+func (v *Validator) prefetchSchemas(doc *document, dir string) {
+	root, _ := doc.root.(map[string]any)
+	refs := []any{valueAt(root, "/inputs/$ref")}
+	for _, s := range list(root["steps"]) {
+		refs = append(refs, valueAt(s, "/output/schema/$ref"), valueAt(s, "/schema/$ref"))
+	}
+	for _, r := range refs {
+		ref, ok := r.(string)
+		if !ok || ref == "" || strings.HasPrefix(ref, "#") || strings.Contains(ref, "://") {
+			continue
+		}
+		go v.schemas.loadFile(filepath.Clean(filepath.Join(dir, filepath.FromSlash(ref))))
+	}
 }
 
 // FileResult is the outcome of validating one file.
