@@ -29,31 +29,14 @@ func (a *app) runCommand() *cobra.Command {
 			"4 refused (idempotency key reused with another input).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if inputArg == "" {
-				return usageErrorf("--input is required: a JSON file, - for stdin, or inline JSON")
-			}
 			ctx := cmd.Context()
 			log, err := a.logger()
 			if err != nil {
 				return err
 			}
-			v, err := dsl.NewValidator()
+			v, p, input, err := a.pipelineAndInput(args[0], inputArg)
 			if err != nil {
 				return err
-			}
-			p, err := a.loadPipeline(v, args[0])
-			if err != nil {
-				return err
-			}
-			input, err := readInput(inputArg, a.stdin)
-			if err != nil {
-				return &exitError{code: domain.ExitUsage, err: err}
-			}
-			if err := dsl.ValidateInput(p, input); err != nil {
-				return &exitError{code: domain.ExitFailed, err: fmt.Errorf("input does not match %s's inputs schema: %w", p.Name, err)}
-			}
-			if p.Inputs != nil {
-				input = gate.Coerce(p.Inputs.Doc, input)
 			}
 			secrets, err := resolveSecrets(p)
 			if err != nil {
@@ -80,6 +63,33 @@ func (a *app) runCommand() *cobra.Command {
 	cmd.Flags().StringVar(&recordPath, "llm-record", "", "write every model exchange of the run to this file")
 	cmd.Flags().StringVar(&replayPath, "llm-replay", "", "answer model calls from a recording; a request it lacks fails the step")
 	return cmd
+}
+
+// pipelineAndInput validates a pipeline file and reads the --input for it: checked against the
+// inputs schema, with numbers as the schema declares them.
+func (a *app) pipelineAndInput(path, inputArg string) (*dsl.Validator, *domain.Pipeline, any, error) {
+	if inputArg == "" {
+		return nil, nil, nil, usageErrorf("--input is required: a JSON file, - for stdin, or inline JSON")
+	}
+	v, err := dsl.NewValidator()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	p, err := a.loadPipeline(v, path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	input, err := readInput(inputArg, a.stdin)
+	if err != nil {
+		return nil, nil, nil, &exitError{code: domain.ExitUsage, err: err}
+	}
+	if err := dsl.ValidateInput(p, input); err != nil {
+		return nil, nil, nil, &exitError{code: domain.ExitFailed, err: fmt.Errorf("input does not match %s's inputs schema: %w", p.Name, err)}
+	}
+	if p.Inputs != nil {
+		input = gate.Coerce(p.Inputs.Doc, input)
+	}
+	return v, p, input, nil
 }
 
 // reportRun prints the outcome of a run and maps it to the exit code.

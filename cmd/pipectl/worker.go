@@ -26,27 +26,10 @@ func (a *app) submitCommand() *cobra.Command {
 		Short: "Create a run as queued, for workers; prints its id",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if inputArg == "" {
-				return usageErrorf("--input is required: a JSON file, - for stdin, or inline JSON")
-			}
 			ctx := cmd.Context()
-			v, err := dsl.NewValidator()
+			v, p, input, err := a.pipelineAndInput(args[0], inputArg)
 			if err != nil {
 				return err
-			}
-			p, err := a.loadPipeline(v, args[0])
-			if err != nil {
-				return err
-			}
-			input, err := readInput(inputArg, a.stdin)
-			if err != nil {
-				return &exitError{code: domain.ExitUsage, err: err}
-			}
-			if err := dsl.ValidateInput(p, input); err != nil {
-				return &exitError{code: domain.ExitFailed, err: fmt.Errorf("input does not match %s's inputs schema: %w", p.Name, err)}
-			}
-			if p.Inputs != nil {
-				input = gate.Coerce(p.Inputs.Doc, input)
 			}
 			store, err := a.openLedger(ctx)
 			if err != nil {
