@@ -278,3 +278,53 @@ func TestMigrateKeepsOlderLedgers(t *testing.T) {
 		t.Fatalf("the backfilled attempt is not counted: %+v %v", stats, err)
 	}
 }
+
+func TestClaimNextRespectsCapsAndKillSwitch(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		for i := range 3 {
+			r := newRun(t, "capped", fmt.Sprint("c", i))
+			if _, _, err := s.CreateRun(ctx, r, "t", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		other := newRun(t, "other", "o1")
+		if _, _, err := s.CreateRun(ctx, other, "t", nil); err != nil {
+			t.Fatal(err)
+		}
+		until := time.Now().Add(time.Minute)
+		cap1 := domain.ClaimFilter{Pipelines: []string{"capped"}, MaxPerPipeline: 1}
+		first, err := s.ClaimNext(ctx, "w1", until, cap1)
+		if err != nil || first == nil || first.State != domain.StateProcessing || first.LeaseOwner != "w1" {
+			t.Fatalf("first claim: %+v %v", first, err)
+		}
+		if again, err := s.ClaimNext(ctx, "w2", until, cap1); err != nil || again != nil {
+			t.Fatalf("the cap of one was exceeded: %+v %v", again, err)
+		}
+		if err := s.SetPipelineDisabled(ctx, "other", true, "maintenance", "ops"); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.ClaimNext(ctx, "w2", until, domain.ClaimFilter{Pipelines: []string{"other"}}); err != nil || got != nil {
+			t.Fatalf("a disabled pipeline's run was claimed: %+v %v", got, err)
+		}
+		if err := s.Transition(ctx, first.ID, domain.Change{To: domain.StateSucceeded, Owner: "w1", Actor: "w1"}); err != nil {
+			t.Fatal(err)
+		}
+		second, err := s.ClaimNext(ctx, "w2", until, cap1)
+		if err != nil || second == nil || second.ID == first.ID {
+			t.Fatalf("after the first finished, the next was not claimed: %+v %v", second, err)
+		}
+		// An expired lease is taken over, and the takeover is an event.
+		if _, err := s.db.Exec(s.db.Rebind(`UPDATE runs SET lease_expires_at = 1 WHERE id = ?`), second.ID); err != nil {
+			t.Fatal(err)
+		}
+		taken, err := s.ClaimNext(ctx, "w3", until, domain.ClaimFilter{Pipelines: []string{"capped"}})
+		if err != nil || taken == nil || taken.ID != second.ID || taken.LeaseOwner != "w3" {
+			t.Fatalf("takeover: %+v %v", taken, err)
+		}
+		events, _ := s.Events(ctx, second.ID)
+		if last := events[len(events)-1]; last.From != domain.StateProcessing || last.To != domain.StateProcessing || last.Actor != "w3" {
+			t.Fatalf("takeover event %+v", last)
+		}
+	})
+}
