@@ -46,14 +46,11 @@ func (dc *decoder) decode() *domain.Pipeline {
 	}
 	p.Defaults.Timeout = domain.DefaultStepTimeout
 	p.Defaults.Retry = domain.DefaultRetry
-	if defs, ok := root["defaults"].(map[string]any); ok {
-		if t, ok := dc.duration("/defaults/timeout"); ok {
-			p.Defaults.Timeout = t
-		}
-		if r := dc.retry("/defaults/retry", domain.DefaultRetry); r != nil {
-			p.Defaults.Retry = *r
-		}
-		_ = defs
+	if t, ok := dc.duration("/defaults/timeout"); ok {
+		p.Defaults.Timeout = t
+	}
+	if r := dc.retry("/defaults/retry", domain.DefaultRetry); r != nil {
+		p.Defaults.Retry = *r
 	}
 	p.Limits = domain.Limits{RunTimeout: domain.DefaultRunTimeout, MaxParallel: domain.DefaultMaxParallel}
 	if t, ok := dc.duration("/limits/run_timeout"); ok {
@@ -131,13 +128,13 @@ func (dc *decoder) step(ptr string, m map[string]any, p *domain.Pipeline) *domai
 		if _, ok := valueAt(m, "/output/schema").(map[string]any); ok {
 			l.OutputSchema = dc.schema(ptr + "/output/schema")
 		}
-		l.Rules = dc.rules(ptr+"/rules", m["rules"])
+		l.Rules = dc.rules(m["rules"])
 		if l.MaxTokens > 0 && l.MaxTokensTotal > 0 && l.MaxTokensTotal < l.MaxTokens {
 			dc.doc.errorf(ptr+"/max_tokens_total", "max_tokens_total %d is below max_tokens %d", l.MaxTokensTotal, l.MaxTokens)
 		}
 		s.LLM = l
 	case domain.StepGate:
-		s.Gate = &domain.GateStep{Input: m["input"], Rules: dc.rules(ptr+"/rules", m["rules"])}
+		s.Gate = &domain.GateStep{Input: m["input"], Rules: dc.rules(m["rules"])}
 		if _, ok := m["schema"]; ok {
 			s.Gate.Schema = dc.schema(ptr + "/schema")
 		}
@@ -241,9 +238,9 @@ func (dc *decoder) headerCase(ptr string, headers map[string]string) {
 	}
 }
 
-func (dc *decoder) rules(ptr string, v any) []domain.Rule {
+func (dc *decoder) rules(v any) []domain.Rule {
 	var out []domain.Rule
-	for i, r := range list(v) {
+	for _, r := range list(v) {
 		m, ok := r.(map[string]any)
 		if !ok {
 			continue
@@ -252,7 +249,6 @@ func (dc *decoder) rules(ptr string, v any) []domain.Rule {
 		if of := str(m["on_fail"]); of != "" {
 			rule.OnFail = domain.OnFail(of)
 		}
-		_ = i
 		out = append(out, rule)
 	}
 	return out
