@@ -3,7 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -166,4 +168,35 @@ func stderrOf(err error) string {
 		return string(ee.Stderr)
 	}
 	return ""
+}
+
+func TestProvidersFromConfig(t *testing.T) {
+	model := llmtest.New()
+	defer model.Close()
+	model.Push(llmtest.Answer(good))
+	target := newApplyTarget(t)
+	spec := strings.Replace(triageSpec, "    model: test-model\n", "    model: test-model\n    provider: local\n", 1)
+	c := newCLI(t, spec)
+	cfg := fmt.Sprintf("providers:\n  local:\n    base_url: %s\n    requests_per_second: 50\n    timeout: 5s\n", model.BaseURL())
+	if err := os.WriteFile(filepath.Join(c.dir, "pipectl.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	input := fmt.Sprintf(`{"id": "P-1", "url": %q}`, target.URL)
+	// OPENAI_BASE_URL points nowhere: only the configured provider can answer.
+	cmd := c.command("run", c.spec, "--input", input)
+	cmd.Env = append(cmd.Env, "OPENAI_BASE_URL=http://127.0.0.1:9/nowhere")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("run with a configured provider: %v\n%s", err, out)
+	}
+	if len(model.Requests()) != 1 {
+		t.Fatalf("the configured provider got %d requests", len(model.Requests()))
+	}
+	os.WriteFile(filepath.Join(c.dir, "pipectl.yaml"), []byte("providers:\n  local:\n    base_ur1: x\n"), 0o644)
+	if code, out := c.exec(t, nil, "run", c.spec, "--input", strings.Replace(input, "P-1", "P-2", 1)); code != 2 || !strings.Contains(out, "field base_ur1 not found") {
+		t.Fatalf("unknown config key: exit %d\n%s", code, out)
+	}
+	os.WriteFile(filepath.Join(c.dir, "pipectl.yaml"), []byte("providers: {}\n"), 0o644)
+	if code, out := c.exec(t, nil, "run", c.spec, "--input", strings.Replace(input, "P-1", "P-3", 1)); code != 1 || !strings.Contains(out, `unknown model provider "local"`) {
+		t.Fatalf("unknown provider: exit %d\n%s", code, out)
+	}
 }
