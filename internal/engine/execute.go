@@ -581,13 +581,19 @@ func (s *session) commit(ctx context.Context, step *domain.Step, att *domain.Att
 // complete records a step that finished without an attempt of its executor (a skip).
 func (s *session) complete(ctx context.Context, step *domain.Step, item int, outcome string, out any, outJSON []byte) error {
 	k := unitKey{step.ID, item}
-	s.pr.attempts[k]++
+	number := 0 // a for_each step's collected output is attempt 0: no work of its own
+	if step.ForEach == "" || outcome == domain.OutcomeSkipped {
+		s.pr.attempts[k]++
+		number = s.pr.attempts[k]
+	}
 	now := time.Now()
-	att := &domain.Attempt{RunID: s.run.ID, StepID: step.ID, ItemIndex: item, Attempt: s.pr.attempts[k],
+	att := &domain.Attempt{RunID: s.run.ID, StepID: step.ID, ItemIndex: item, Attempt: number,
 		StepKey: StepKey(s.run.Pipeline, s.stepKeyBase(), step.ID, item), StartedAt: now, FinishedAt: now,
 		Outcome: outcome, Output: outJSON}
 	s.record(&unit{step: step, item: item}, out)
-	s.logAttempt(&unit{step: step, item: item}, att)
+	if number > 0 {
+		s.logAttempt(&unit{step: step, item: item}, att)
+	}
 	return s.writeAttempt(ctx, att, s.changeIfLast())
 }
 

@@ -182,7 +182,8 @@ func (s *Store) latencyIndex() string {
 }
 
 // countedOutcomes leaves out attempts that did no work of their own.
-const countedOutcomes = `outcome NOT IN ('running', 'reused', 'skipped', 'needs_review', 'waiting')`
+// Attempt 0 is a for_each step's collected output.
+const countedOutcomes = `attempt > 0 AND outcome NOT IN ('running', 'reused', 'skipped', 'needs_review', 'waiting')`
 
 // percentiles returns the p50 and p95 of a query's values by nearest rank, in seconds; the
 // query must select one column ordered by an index, so each rank is an index walk with no sort;
