@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 
@@ -38,6 +39,9 @@ func (a *app) validateCommand() *cobra.Command {
 			default:
 				return &exitError{code: domain.ExitUsage, err: fmt.Errorf("unknown --format %q: use text, json or github", format)}
 			}
+			// A validate process lives for a moment and keeps little: collecting garbage less
+			// often takes a few milliseconds off every CI and pre-commit call.
+			debug.SetGCPercent(400)
 			v, err := dsl.NewValidator()
 			if err != nil {
 				return err
