@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -147,9 +148,28 @@ func readInput(arg string, stdin io.Reader) (any, error) {
 	}
 	v, err := domain.DecodeJSON(data)
 	if err != nil {
-		return nil, fmt.Errorf("input is not JSON: %w", err)
+		name := arg
+		switch {
+		case arg == "-":
+			name = "stdin"
+		case strings.HasPrefix(trimmed, "{") || strings.HasPrefix(trimmed, "["):
+			name = "--input"
+		}
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			line, col := lineCol(data, int(se.Offset))
+			return nil, fmt.Errorf("%s:%d:%d: input is not JSON: %v", name, line, col, err)
+		}
+		return nil, fmt.Errorf("%s: input is not JSON: %w", name, err)
 	}
 	return v, nil
+}
+
+// lineCol turns a byte offset into a 1-based line and column.
+func lineCol(data []byte, off int) (int, int) {
+	off = min(max(off, 0), len(data))
+	line := 1 + strings.Count(string(data[:off]), "\n")
+	return line, off - strings.LastIndex(string(data[:off]), "\n")
 }
 
 // resolveSecrets reads the declared secrets from the environment; a missing one refuses the

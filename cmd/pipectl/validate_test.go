@@ -127,3 +127,17 @@ func TestSchemaAndVersion(t *testing.T) {
 		t.Fatalf("version: exit %d %q", code, out)
 	}
 }
+
+func TestBadInputNamesFileLineAndColumn(t *testing.T) {
+	dir := t.TempDir()
+	spec := writeFile(t, dir, "p.yaml", "apiVersion: pipectl/v1\nkind: Pipeline\nname: p\nsteps:\n  - {id: a, type: transform, output: 1}\n")
+	bad := writeFile(t, dir, "in.json", "{\n  \"n\": 1,\n  \"x\": ,\n}\n")
+	code, _, errOut := pipectl(t, "--ledger", "sqlite:"+filepath.Join(dir, "l.db"), "run", spec, "--input", bad)
+	if code != 2 || !strings.Contains(errOut, bad+":3:9: input is not JSON") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	code, _, errOut = pipectl(t, "--ledger", "sqlite:"+filepath.Join(dir, "l.db"), "run", spec, "--input", `{"n": }`)
+	if code != 2 || !strings.Contains(errOut, "--input:1:8: input is not JSON") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}
