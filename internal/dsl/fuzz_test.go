@@ -27,7 +27,8 @@ func FuzzValidate(f *testing.F) {
 		if p == nil && !HasErrors(diags) {
 			t.Fatal("no pipeline and no error")
 		}
-		lines := strings.Count(string(src), "\n") + 2
+		// YAML breaks lines at \n, \r and \r\n; counting both gives an upper bound.
+		lines := strings.Count(string(src), "\n") + strings.Count(string(src), "\r") + 2
 		for _, d := range diags {
 			if d.Line < 1 || d.Column < 1 || d.Line > lines || d.Message == "" {
 				t.Fatalf("diagnostic without a real position: %+v", d)
