@@ -100,7 +100,7 @@ func TestWorkersChaos(t *testing.T) {
 	}
 	dsn := postgresDSN(t)
 	target := newApplyTarget(t)
-	target.delay = 5 * time.Millisecond
+	target.delay = 15 * time.Millisecond
 	c := newCLI(t, workerSpec)
 	const runs = 500
 	inputs := make([]string, runs)
@@ -127,9 +127,9 @@ func TestWorkersChaos(t *testing.T) {
 		w.cmd.Process.Signal(syscall.SIGKILL)
 		w.cmd.Wait()
 		kills[w.owner] = time.Now()
-		time.Sleep(time.Duration(100+rnd.IntN(400)) * time.Millisecond)
+		time.Sleep(time.Duration(50+rnd.IntN(250)) * time.Millisecond)
 		workers[i] = startWorker(t, c.dir, dsn)
-		next = time.Now().Add(time.Duration(200+rnd.IntN(700)) * time.Millisecond)
+		next = time.Now().Add(time.Duration(100+rnd.IntN(400)) * time.Millisecond)
 	}
 	counts := waitForStates(t, store, runs, 3*time.Minute, chaos)
 	for _, w := range workers {
