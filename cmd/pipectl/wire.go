@@ -17,6 +17,7 @@ import (
 	"github.com/pipectl/pipectl/internal/ledger"
 	"github.com/pipectl/pipectl/internal/llm"
 	"github.com/pipectl/pipectl/internal/steps"
+	"github.com/pipectl/pipectl/internal/worker"
 )
 
 // globals are the flags every command accepts.
@@ -152,3 +153,9 @@ func (a *app) modelProviders(recordPath, replayPath string) (func(string) (llm.P
 	}
 	return providerFunc(cfg.providers(), replay, rec), nil
 }
+
+// The ledger satisfies the interfaces the engine and the worker define where they use them.
+var (
+	_ engine.Store = (*ledger.Store)(nil)
+	_ worker.Queue = (*ledger.Store)(nil)
+)
