@@ -6,9 +6,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -453,5 +455,73 @@ func TestStatsCheck(t *testing.T) {
 	}
 	if err := json.Unmarshal(raw, &doc); err != nil || len(doc.Pipelines) != 1 || len(doc.Pipelines[0].Steps) != 2 {
 		t.Fatalf("stats json: %v\n%s", err, raw)
+	}
+}
+
+func TestMissingSecretRefusesBeforeAnything(t *testing.T) {
+	c := newCLI(t, sideEffectSpec)
+	target := newApplyTarget(t)
+	cmd := exec.Command(binary, "--ledger", c.ledger, "run", c.spec, "--input", fmt.Sprintf(`{"id": "m-1", "url": %q}`, target.URL))
+	cmd.Dir = c.dir
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + c.dir}
+	out, err := cmd.CombinedOutput()
+	if code := exitCodeOf(err); code != 2 || !strings.Contains(string(out), "needs the secret(s) TARGET_TOKEN") {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	if len(c.runsJSON()) != 0 {
+		t.Fatal("a run was created without its secret")
+	}
+	if _, requests := target.snapshot(); len(requests) != 0 {
+		t.Fatal("a step ran without its secret")
+	}
+}
+
+func TestReplayWithFixedSpec(t *testing.T) {
+	target := newFlakyShipping(t)
+	target.down.Store(true)
+	c := newCLI(t, dlqSpec)
+	c.exec(t, nil, "run", c.spec, "--input", fmt.Sprintf(`{"id": "f-1", "url": %q}`, target.URL))
+	id := c.runsJSON()[0]["id"].(string)
+	// The fix: ship to another endpoint that works.
+	fixed := filepath.Join(c.dir, "fixed.yaml")
+	os.WriteFile(fixed, []byte(strings.Replace(dlqSpec, `/ship"`, `/ship-v2"`, 1)), 0o644)
+	other := filepath.Join(c.dir, "other.yaml")
+	os.WriteFile(other, []byte(strings.Replace(dlqSpec, "name: orders", "name: invoices", 1)), 0o644)
+	if code, out := c.exec(t, nil, "replay", id, "--spec", other); code != 2 || !strings.Contains(out, "belongs to orders") {
+		t.Fatalf("replay with another pipeline's spec: exit %d\n%s", code, out)
+	}
+	code, out := c.exec(t, nil, "replay", id, "--spec", fixed, "--from", "ship")
+	if code != 0 || !strings.Contains(out, "reused the recorded outputs of charge") {
+		t.Fatalf("replay --spec: exit %d\n%s", code, out)
+	}
+	counts := target.counts()
+	shipped := false
+	for k := range counts {
+		shipped = shipped || strings.HasPrefix(k, "/ship-v2 ")
+	}
+	if !shipped {
+		t.Fatalf("the fixed spec was not used: %v", counts)
+	}
+}
+
+// TestEnqueuedDecisionIsTakenByAWorker: review --enqueue hands the approved run to workers.
+func TestEnqueuedDecisionIsTakenByAWorker(t *testing.T) {
+	c := newCLI(t, fmt.Sprintf(waitSpec, "1h"))
+	c.exec(t, nil, "run", c.spec, "--input", `{"id": "e-1"}`)
+	id := c.runsJSON()[0]["id"].(string)
+	if code, out := c.exec(t, nil, "signal", id, "callback", "--data", `{"status": "ok"}`, "--enqueue"); code != 0 {
+		t.Fatalf("signal --enqueue: exit %d\n%s", code, out)
+	}
+	if got := c.show(t, id).Run.State; got != "processing" {
+		t.Fatalf("after --enqueue the run is %s", got)
+	}
+	w := startWorker(t, c.dir, c.ledger)
+	defer func() { w.cmd.Process.Signal(syscall.SIGTERM); w.cmd.Wait() }()
+	deadline := time.Now().Add(15 * time.Second)
+	for c.show(t, id).Run.State != "succeeded" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker did not finish the run:\n%s", w.log)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
