@@ -35,14 +35,7 @@ func (a *app) reviewCommand() *cobra.Command {
 				return err
 			}
 			defer o.Close()
-			r, err := o.run(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if r.State != domain.StateNeedsReview {
-				return refused("run %s is %s, not needs_review", r.ID, r.State)
-			}
-			held, err := heldAttempt(ctx, o, r, domain.OutcomeNeedsReview)
+			r, held, err := o.paused(ctx, args[0], domain.StateNeedsReview, domain.OutcomeNeedsReview)
 			if err != nil {
 				return err
 			}
@@ -129,18 +122,26 @@ func decisionError(r *domain.Run, err error) error {
 	return err
 }
 
-// heldAttempt finds the attempt a paused run waits on.
-func heldAttempt(ctx context.Context, o *operator, r *domain.Run, outcome string) (*domain.Attempt, error) {
+// paused loads a run that must be paused in a state, and the attempt it waits on; any other
+// state is a refusal that changes nothing.
+func (o *operator) paused(ctx context.Context, id string, state domain.RunState, outcome string) (*domain.Run, *domain.Attempt, error) {
+	r, err := o.run(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if r.State != state {
+		return nil, nil, refused("run %s is %s, not %s", r.ID, r.State, state)
+	}
 	attempts, err := o.store.Attempts(ctx, r.ID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for i := len(attempts) - 1; i >= 0; i-- {
 		if attempts[i].Outcome == outcome {
-			return &attempts[i], nil
+			return r, &attempts[i], nil
 		}
 	}
-	return nil, fmt.Errorf("run %s is %s but holds no %s attempt", r.ID, r.State, outcome)
+	return nil, nil, fmt.Errorf("run %s is %s but holds no %s attempt", r.ID, r.State, outcome)
 }
 
 func (a *app) signalCommand() *cobra.Command {
@@ -164,14 +165,7 @@ func (a *app) signalCommand() *cobra.Command {
 				return err
 			}
 			defer o.Close()
-			r, err := o.run(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if r.State != domain.StateWaitingExternal {
-				return refused("run %s is %s, not waiting_external", r.ID, r.State)
-			}
-			held, err := heldAttempt(ctx, o, r, domain.OutcomeWaiting)
+			r, held, err := o.paused(ctx, args[0], domain.StateWaitingExternal, domain.OutcomeWaiting)
 			if err != nil {
 				return err
 			}
