@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/google/cel-go/cel"
@@ -32,6 +33,14 @@ var RunFields = []string{"id", "idempotency_key", "pipeline"}
 // value serves a whole process; it is safe for concurrent use.
 type Expressions struct {
 	env *cel.Env
+	// compiled caches Compile by source: compiling is deterministic, the same expressions recur
+	// across a repository's pipelines, and a cold process compiles ahead on another core.
+	compiled sync.Map // string -> compileResult
+}
+
+type compileResult struct {
+	ast    *cel.Ast
+	issues []ExprIssue
 }
 
 // NewExpressions builds the CEL environment with pipectl's variables and the standard extensions.
@@ -69,8 +78,17 @@ type ExprIssue struct {
 	Msg    string
 }
 
-// Compile parses and type-checks src.
+// Compile parses and type-checks src. Results are cached; the AST is shared and read-only.
 func (x *Expressions) Compile(src string) (*cel.Ast, []ExprIssue) {
+	if r, ok := x.compiled.Load(src); ok {
+		return r.(compileResult).ast, r.(compileResult).issues
+	}
+	ast, issues := x.compile(src)
+	x.compiled.Store(src, compileResult{ast: ast, issues: issues})
+	return ast, issues
+}
+
+func (x *Expressions) compile(src string) (*cel.Ast, []ExprIssue) {
 	checked, iss := x.env.Compile(src)
 	if iss == nil || iss.Err() == nil {
 		return checked, nil

@@ -94,6 +94,7 @@ func (v *Validator) Parse(path string, src []byte) (p *domain.Pipeline, diags []
 		abs = path
 	}
 	v.prefetchSchemas(doc, filepath.Dir(abs))
+	go v.precompile(doc.root)
 	dc := &decoder{doc: doc, schemas: v.schemas, dir: filepath.Dir(abs), absPath: abs}
 	p = dc.decode()
 	deps := checkDAG(doc, p)
@@ -129,6 +130,36 @@ func (v *Validator) prefetchSchemas(doc *document, dir string) {
 		}
 		go v.schemas.loadFile(filepath.Clean(filepath.Join(dir, filepath.FromSlash(ref))))
 	}
+}
+
+// precompile compiles every expression of a document into the cache while the decoder waits
+// for schema files, so that the checks find them ready. Rules are bare CEL; everything else is
+// a template.
+func (v *Validator) precompile(root any) {
+	var walk func(key string, val any)
+	walk = func(key string, val any) {
+		switch x := val.(type) {
+		case string:
+			if key == "expr" {
+				v.exprs.Compile(unwrapExpression(x))
+				return
+			}
+			if t, err := ParseTemplate(x); err == nil {
+				for _, ph := range t.Placeholders {
+					v.exprs.Compile(ph.Expr)
+				}
+			}
+		case map[string]any:
+			for k, e := range x {
+				walk(k, e)
+			}
+		case []any:
+			for _, e := range x {
+				walk(key, e)
+			}
+		}
+	}
+	walk("", root)
 }
 
 // FileResult is the outcome of validating one file.
