@@ -35,10 +35,12 @@ type Expressions struct {
 	env *cel.Env
 	// compiled caches Compile by source: compiling is deterministic, the same expressions recur
 	// across a repository's pipelines, and a cold process compiles ahead on another core.
-	compiled sync.Map // string -> compileResult
+	compiled sync.Map // string -> *compileResult
 }
 
+// compileResult is computed once per source, however many goroutines ask at once.
 type compileResult struct {
+	once   sync.Once
 	ast    *cel.Ast
 	issues []ExprIssue
 }
@@ -80,12 +82,10 @@ type ExprIssue struct {
 
 // Compile parses and type-checks src. Results are cached; the AST is shared and read-only.
 func (x *Expressions) Compile(src string) (*cel.Ast, []ExprIssue) {
-	if r, ok := x.compiled.Load(src); ok {
-		return r.(compileResult).ast, r.(compileResult).issues
-	}
-	ast, issues := x.compile(src)
-	x.compiled.Store(src, compileResult{ast: ast, issues: issues})
-	return ast, issues
+	v, _ := x.compiled.LoadOrStore(src, &compileResult{})
+	r := v.(*compileResult)
+	r.once.Do(func() { r.ast, r.issues = x.compile(src) })
+	return r.ast, r.issues
 }
 
 func (x *Expressions) compile(src string) (*cel.Ast, []ExprIssue) {
