@@ -618,3 +618,29 @@ steps:
 		t.Fatalf("same key, other input: %v", err)
 	}
 }
+
+// A permanent failure while another step is in flight: the other finishes and is recorded,
+// nothing new starts, and the run is dead-lettered in the commit of the last result.
+func TestFailureWaitsForStepsInFlight(t *testing.T) {
+	b := setup(t)
+	slow := writeScript(t, b.dir, "slow", "sleep 0.3; echo done\n")
+	p := b.pipeline(t, header+`
+limits: {max_parallel: 2}
+steps:
+  - {id: slow, type: exec, needs: [], command: ["`+slow+`"]}
+  - {id: broken, type: exec, needs: [], command: [sh, "-u", "/dev/stdin"], stdin: "exit 3", retry: {max_attempts: 1}}
+  - {id: after, type: transform, needs: [slow, broken], output: 1}
+`)
+	res := b.run(t, p, map[string]any{}, engine.RunOptions{})
+	if res.Run.State != domain.StateFailedPermanent || res.Run.FailedStep != "broken" {
+		t.Fatalf("state %s step %s", res.Run.State, res.Run.FailedStep)
+	}
+	as := b.attempts(t, res.Run.ID)
+	outcomes := map[string]string{}
+	for _, a := range as {
+		outcomes[a.StepID] = a.Outcome
+	}
+	if outcomes["slow"] != domain.OutcomeSucceeded || outcomes["broken"] != domain.OutcomeFailed || outcomes["after"] != "" {
+		t.Fatalf("outcomes %v", outcomes)
+	}
+}
