@@ -126,5 +126,5 @@ func (o *operator) heldLease(enqueue bool, eng *engine.Engine) (string, time.Tim
 	if enqueue {
 		return "", time.UnixMilli(1)
 	}
-	return eng.Owner.String(), time.Now().Add(30 * time.Second)
+	return eng.Owner.String(), time.Now().Add(eng.LeaseTTL)
 }

@@ -39,11 +39,7 @@ func (a *app) dlqListCommand() *cobra.Command {
 				return err
 			}
 			if format == "json" {
-				out := make([]runJSON, len(runs))
-				for i, r := range runs {
-					out[i] = toRunJSON(r)
-				}
-				return writeJSON(a.stdout, out)
+				return writeJSON(a.stdout, runsToJSON(runs))
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "RUN\tPIPELINE\tFAILED STEP\tCLASS\tAGE\tERROR")

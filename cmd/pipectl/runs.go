@@ -46,11 +46,7 @@ func (a *app) runsListCommand() *cobra.Command {
 				return err
 			}
 			if format == "json" {
-				out := make([]runJSON, len(runs))
-				for i, r := range runs {
-					out[i] = toRunJSON(r)
-				}
-				return writeJSON(a.stdout, out)
+				return writeJSON(a.stdout, runsToJSON(runs))
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "RUN\tPIPELINE\tSTATE\tKEY\tCREATED\tUPDATED")
@@ -162,6 +158,14 @@ func optTime(t time.Time) *time.Time {
 	}
 	u := t.UTC()
 	return &u
+}
+
+func runsToJSON(runs []*domain.Run) []runJSON {
+	out := make([]runJSON, len(runs))
+	for i, r := range runs {
+		out[i] = toRunJSON(r)
+	}
+	return out
 }
 
 func toRunJSON(r *domain.Run) runJSON {

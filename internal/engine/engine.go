@@ -230,11 +230,6 @@ func (e *Engine) claim(ctx context.Context, runID, reason string) error {
 	return e.Store.Transition(ctx, runID, domain.Change{To: domain.StateProcessing, Reason: reason, Actor: e.Actor, LeaseOwner: e.Owner.String(), LeaseUntil: time.Now().Add(e.leaseTTL())})
 }
 
-// Resume executes an existing run that this process has just claimed (workers, redrive).
-func (e *Engine) Resume(ctx context.Context, p *domain.Pipeline, runID string, input any, opts RunOptions) (*domain.Run, error) {
-	return e.execute(ctx, p, runID, nil, input, opts)
-}
-
 func workdirOf(p *domain.Pipeline, opts RunOptions) string {
 	if opts.Workdir != "" {
 		return opts.Workdir

@@ -207,16 +207,6 @@ func rank(p float64, n int) int {
 	return min(max(int(math.Ceil(p*float64(n))), 1), n)
 }
 
-// Percentile is the nearest-rank percentile of sorted millisecond values, in seconds.
-func Percentile(sortedMS []int64, p float64) float64 {
-	if len(sortedMS) == 0 {
-		return 0
-	}
-	rank := int(math.Ceil(p * float64(len(sortedMS))))
-	rank = min(max(rank, 1), len(sortedMS))
-	return float64(sortedMS[rank-1]) / 1000
-}
-
 // LatestSpec returns the spec text and path of a pipeline's newest run, where its alerts are.
 func (s *Store) LatestSpec(ctx context.Context, pipeline string) (text, path string, err error) {
 	var row struct {
