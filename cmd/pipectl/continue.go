@@ -26,17 +26,25 @@ func (a *app) operator(ctx context.Context) (*operator, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := dsl.NewValidator()
-	if err != nil {
-		store.Close()
-		return nil, err
-	}
 	// A wait whose deadline passed while nobody was looking ends here, before any decision.
 	if _, err := store.ExpireWaits(ctx, "pipectl (wait timeout)"); err != nil {
 		store.Close()
 		return nil, err
 	}
-	return &operator{a: a, store: store, v: v}, nil
+	return &operator{a: a, store: store}, nil
+}
+
+// validator builds the pipeline validator on first use: notes, listings and the kill switch
+// never parse a spec.
+func (o *operator) validator() (*dsl.Validator, error) {
+	if o.v == nil {
+		v, err := dsl.NewValidator()
+		if err != nil {
+			return nil, err
+		}
+		o.v = v
+	}
+	return o.v, nil
 }
 
 func (o *operator) Close() { o.store.Close() }
@@ -52,7 +60,11 @@ func (o *operator) run(ctx context.Context, id string) (*domain.Run, error) {
 
 // spec parses the pipeline text a run stored; a run continues with the spec it started with.
 func (o *operator) spec(r *domain.Run) (*domain.Pipeline, error) {
-	p, diags := o.v.Parse(r.SpecPath, []byte(r.SpecText))
+	v, err := o.validator()
+	if err != nil {
+		return nil, err
+	}
+	p, diags := v.Parse(r.SpecPath, []byte(r.SpecText))
 	if p == nil {
 		msg := "the stored spec no longer validates"
 		if len(diags) > 0 {
@@ -86,7 +98,11 @@ func (o *operator) engine(providers func(string) (llm.Provider, error)) (*engine
 			return nil, err
 		}
 	}
-	eng := o.a.newEngine(o.store, o.v, log, providers, nil)
+	v, err := o.validator()
+	if err != nil {
+		return nil, err
+	}
+	eng := o.a.newEngine(o.store, v, log, providers, nil)
 	o.a.logConfig(log, eng, o.store, map[string]any{"command": "operator"})
 	return eng, nil
 }

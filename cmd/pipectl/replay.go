@@ -46,7 +46,11 @@ func (a *app) replayCommand() *cobra.Command {
 				return err
 			}
 			if specPath != "" {
-				if p, err = a.loadPipeline(o.v, specPath); err != nil {
+				v, err := o.validator()
+				if err != nil {
+					return err
+				}
+				if p, err = a.loadPipeline(v, specPath); err != nil {
 					return err
 				}
 				if p.Name != orig.Pipeline {

@@ -70,19 +70,12 @@ func (s *Store) ClaimNext(ctx context.Context, owner string, until time.Time, f 
 			}
 		}
 		if cand.State == string(domain.StateProcessing) {
-			res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE runs SET lease_owner = ?, lease_expires_at = ?, updated_at = ? WHERE id = ? AND state = 'processing' AND lease_owner = ?`),
-				owner, ms(until), now, cand.ID, cand.Owner)
+			err := s.takeOverTx(ctx, tx, cand.ID, cand.Owner, owner, until, fmt.Sprintf("taken over from %s (lease expired) by %s", cand.Owner, owner), owner,
+				"the process running this attempt stopped renewing its lease")
+			if errors.Is(err, domain.ErrLeaseLost) {
+				return nil // another worker took it first
+			}
 			if err != nil {
-				return err
-			}
-			if n, _ := res.RowsAffected(); n != 1 {
-				return nil
-			}
-			if _, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE step_attempts SET outcome = 'abandoned', finished_at = ?, error = ? WHERE run_id = ? AND outcome = 'running'`),
-				now, "the process running this attempt stopped renewing its lease ("+cand.Owner+")", cand.ID); err != nil {
-				return err
-			}
-			if err := s.insertEvent(ctx, tx, cand.ID, domain.StateProcessing, domain.StateProcessing, fmt.Sprintf("taken over from %s (lease expired) by %s", cand.Owner, owner), owner, s.now()); err != nil {
 				return err
 			}
 		} else if err := s.transitionTx(ctx, tx, cand.ID, domain.Change{To: domain.StateProcessing, Reason: "claimed by " + owner, Actor: owner, LeaseOwner: owner, LeaseUntil: until}); err != nil {

@@ -239,21 +239,28 @@ func (s *Store) ReleaseLease(ctx context.Context, runID, owner string) error {
 // owner left running are marked abandoned, all in one commit.
 func (s *Store) TakeOver(ctx context.Context, runID, previousOwner, owner string, until time.Time, reason, actor string) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
-		now := s.now()
-		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE runs SET lease_owner = ?, lease_expires_at = ?, updated_at = ? WHERE id = ? AND state = 'processing' AND lease_owner = ?`),
-			owner, ms(until), ms(now), runID, previousOwner)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return fmt.Errorf("run %s: %w", runID, domain.ErrLeaseLost)
-		}
-		if _, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE step_attempts SET outcome = 'abandoned', finished_at = ?, error = ? WHERE run_id = ? AND outcome = 'running'`),
-			ms(now), "the process running this attempt died ("+previousOwner+")", runID); err != nil {
-			return err
-		}
-		return s.insertEvent(ctx, tx, runID, domain.StateProcessing, domain.StateProcessing, reason, actor, now)
+		return s.takeOverTx(ctx, tx, runID, previousOwner, owner, until, reason, actor, "the process running this attempt died")
 	})
+}
+
+// takeOverTx moves a processing run's lease from previousOwner to owner, marks the attempts
+// the previous owner left running abandoned (why says why), and records the event. It fails
+// with domain.ErrLeaseLost when the lease moved meanwhile.
+func (s *Store) takeOverTx(ctx context.Context, tx *sqlx.Tx, runID, previousOwner, owner string, until time.Time, reason, actor, why string) error {
+	now := s.now()
+	res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE runs SET lease_owner = ?, lease_expires_at = ?, updated_at = ? WHERE id = ? AND state = 'processing' AND lease_owner = ?`),
+		owner, ms(until), ms(now), runID, previousOwner)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("run %s: %w", runID, domain.ErrLeaseLost)
+	}
+	if _, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE step_attempts SET outcome = 'abandoned', finished_at = ?, error = ? WHERE run_id = ? AND outcome = 'running'`),
+		ms(now), why+" ("+previousOwner+")", runID); err != nil {
+		return err
+	}
+	return s.insertEvent(ctx, tx, runID, domain.StateProcessing, domain.StateProcessing, reason, actor, now)
 }
 
 // GetRun returns a run by id, or by a unique prefix of its id.
