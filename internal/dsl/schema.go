@@ -117,16 +117,9 @@ func (ps *pipelineSchema) collect(d *document, ve *jsonschema.ValidationError, o
 	value := valueAt(d.root, ptr)
 	switch keyword {
 	case "additionalProperties":
-		allowed := ps.allowedKeys(ve.AbsoluteKeywordLocation, d, ptr)
+		allowed := ps.allowedKeys(ve.AbsoluteKeywordLocation)
 		for _, m := range quotedName.FindAllStringSubmatch(ve.Message, -1) {
 			*out = append(*out, schemaFinding{ptr: pointerJoin(ptr, m[1]), msg: unknownKeyMessage(m[1], allowed), onKey: true})
-		}
-	case "unevaluatedProperties":
-		name := ptr[strings.LastIndex(ptr, "/")+1:]
-		allowed := ps.allowedKeys(ve.AbsoluteKeywordLocation, d, ptr[:strings.LastIndex(ptr, "/")])
-		// A known key is "unevaluated" only when its own branch failed; that failure is reported.
-		if !contains(allowed, unescapePointerToken(name)) {
-			*out = append(*out, schemaFinding{ptr: ptr, msg: unknownKeyMessage(unescapePointerToken(name), allowed), onKey: true})
 		}
 	case "required":
 		for _, m := range quotedName.FindAllStringSubmatch(ve.Message, -1) {
@@ -224,9 +217,9 @@ func unknownKeyMessage(name string, allowed []string) string {
 	return msg
 }
 
-// allowedKeys reads the property names the schema allows at the keyword's schema location; for
-// steps it adds the keys of the step's own type.
-func (ps *pipelineSchema) allowedKeys(absKeywordLoc string, d *document, objPtr string) []string {
+// allowedKeys reads the property names the schema allows at the keyword's schema location
+// (for a step, its type's definition, which lists the common keys too).
+func (ps *pipelineSchema) allowedKeys(absKeywordLoc string) []string {
 	i := strings.Index(absKeywordLoc, "#")
 	if i < 0 {
 		return nil
@@ -244,19 +237,8 @@ func (ps *pipelineSchema) allowedKeys(absKeywordLoc string, d *document, objPtr 
 		}
 	}
 	addProps(schemaPtr)
-	if schemaPtr == "/$defs/step" {
-		if obj, ok := valueAt(d.root, objPtr).(map[string]any); ok {
-			if t, ok := obj["type"].(string); ok {
-				addProps("/$defs/" + t)
-			}
-		}
-	}
 	sort.Strings(keys)
 	return keys
-}
-
-func unescapePointerToken(tok string) string {
-	return strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
 }
 
 // closest returns the candidate a typo most likely meant: within edit distance 2, and close
