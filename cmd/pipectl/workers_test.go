@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -186,19 +189,36 @@ func TestWorkersChaos(t *testing.T) {
 		runs, len(kills), takeovers, worst.Round(time.Millisecond), replays)
 }
 
-// TestWorkerOnSQLiteAndRunOnPostgres checks the two mixed set-ups: a worker on a SQLite ledger
-// (one host), and pipectl run against PostgreSQL.
-func TestWorkerOnSQLiteAndRunOnPostgres(t *testing.T) {
+// TestWorkerOnSQLite runs a worker on a SQLite ledger (one host) and reads its metrics endpoint;
+// TestRunOnPostgres runs pipectl run against PostgreSQL.
+func TestWorkerOnSQLite(t *testing.T) {
 	target := newApplyTarget(t)
 	c := newCLI(t, workerSpec)
 	submitAll(t, c.ledger, c.spec, []string{fmt.Sprintf(`{"id": "lite-1", "url": %q}`, target.URL), fmt.Sprintf(`{"id": "lite-2", "url": %q}`, target.URL)})
-	w := startWorker(t, c.dir, c.ledger)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	w := startWorker(t, c.dir, c.ledger, "--metrics-addr", addr)
 	store, err := ledger.Open(context.Background(), c.ledger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	counts := waitForStates(t, store, 2, 30*time.Second, nil)
 	store.Close()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics endpoint: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`pipectl_runs_total{pipeline="fulfil",state="succeeded"} 2`, `pipectl_step_attempts_total{class="",outcome="succeeded",pipeline="fulfil",step="ship"} 2`, "pipectl_claim_seconds_count", "pipectl_queue_depth"} {
+		if !strings.Contains(string(body), want) {
+			t.Fatalf("metrics lack %q:\n%s", want, body)
+		}
+	}
 	w.cmd.Process.Signal(syscall.SIGTERM)
 	if err := w.cmd.Wait(); err != nil {
 		t.Fatalf("worker did not drain cleanly: %v\n%s", err, w.log)
@@ -207,7 +227,12 @@ func TestWorkerOnSQLiteAndRunOnPostgres(t *testing.T) {
 		t.Fatalf("sqlite worker: %v\n%s", counts, w.log)
 	}
 
+}
+
+func TestRunOnPostgres(t *testing.T) {
 	dsn := postgresDSN(t)
+	target := newApplyTarget(t)
+	c := newCLI(t, workerSpec)
 	pg := &cli{t: t, dir: c.dir, ledger: dsn, spec: c.spec}
 	if code, out := pg.exec(t, nil, "run", c.spec, "--input", fmt.Sprintf(`{"id": "pg-1", "url": %q}`, target.URL)); code != 0 {
 		t.Fatalf("pipectl run on PostgreSQL: exit %d\n%s", code, out)
