@@ -19,34 +19,41 @@ func init() {
 		applied.Skipped = "GODEBUG=disablethp=1"
 		return
 	}
-	// A large allocation makes the runtime map fresh heap for it right away, without touching
-	// it (fresh mappings are known to be zero). The mapping is then advised while still
-	// untouched, so the first touch of each 2 MiB range faults in one huge page instead of 512
-	// small ones. A collection then frees the block: its pages go back to the page allocator,
-	// still mapped and advised, and the heap grows into them rather than past them (without
-	// waiting for it, allocations made while the collection that the block triggered still
-	// runs would map new heap above it).
-	block := make([]byte, Reserve)
-	start := uintptr(unsafe.Pointer(unsafe.SliceData(block)))
+	applied = advise()
+	// The collection that the block's allocation started usually frees it, but not when it
+	// scanned this goroutine while the block was still in hand. Until the block is free, new
+	// allocations map heap above it, unadvised, so wait for a full collection here: it costs
+	// 2-4 ms while the heap is this small, and the pages it frees save far more.
+	runtime.GC()
+}
+
+// advise maps heap ahead and marks it for huge pages.
+//
+// A large allocation makes the runtime map fresh heap for it right away, without touching it
+// (fresh mappings are known to be zero). The mapping is advised while still untouched, so the
+// first touch of each 2 MiB range faults in one huge page instead of 512 small ones. Once the
+// block is collected, its pages go back to the page allocator, still mapped and advised, and
+// the heap grows into them. Nothing keeps a pointer to the block past its allocation (its
+// address is kept as a uintptr, which the collector does not follow).
+func advise() Result {
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(make([]byte, Reserve))))
 	end := start + Reserve
 	advStart := alignDown(start, hugePage)
 	if err := madvise(advStart, end-advStart, madvHugePage); err != nil {
-		applied.Skipped = "madvise(MADV_HUGEPAGE): " + err.Error()
-		return
+		return Result{Skipped: "madvise(MADV_HUGEPAGE): " + err.Error()}
 	}
-	applied.Start, applied.End = advStart, end
+	r := Result{Start: advStart, End: end}
 	// The ranges of the runtime's first heap chunk below the block already hold small pages
 	// (what the runtime allocated before this init ran), and a range that holds small pages
 	// never gets a huge one on fault. Collapsing them (Linux 6.1+) lets their free remainder,
 	// and the block's own start, fill without faults. A failure here (older kernel, memory too
 	// fragmented) only leaves those ranges as they were.
-	for r := alignDown(start-1, heapChunk); r < alignUp(start, hugePage); r += hugePage {
-		if madvise(r, hugePage, madvCollapse) == nil {
-			applied.Collapsed++
+	for at := alignDown(start-1, heapChunk); at < alignUp(start, hugePage); at += hugePage {
+		if madvise(at, hugePage, madvCollapse) == nil {
+			r.Collapsed++
 		}
 	}
-	runtime.KeepAlive(block)
-	runtime.GC()
+	return r
 }
 
 func madvise(addr, length uintptr, advice int) error {
