@@ -10,10 +10,13 @@ import (
 )
 
 // buildBinary compiles pipectl once per benchmark so that process start-up is measured too.
-func buildBinary(b *testing.B) string {
+// The environment entries are added to go build's (CGO_ENABLED=0 for a static binary).
+func buildBinary(b *testing.B, env ...string) string {
 	b.Helper()
 	bin := filepath.Join(b.TempDir(), "pipectl")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), env...)
+	out, err := build.CombinedOutput()
 	if err != nil {
 		b.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -47,14 +50,35 @@ func copyExamples(b *testing.B, copies int) string {
 }
 
 // BenchmarkProcessValidateOne is `pipectl validate FILE` as CI runs it: one process per call,
-// wall time including start-up.
+// wall time including start-up. Cases: the default build (cgo on where a C compiler is
+// installed, so the binary loads libc), the static CGO_ENABLED=0 build that docs/ci.md
+// installs, the default build with the huge-page heap reservation turned off (what
+// internal/hugeheap saves), and `pipectl version`, the floor of any command.
 func BenchmarkProcessValidateOne(b *testing.B) {
-	bin := buildBinary(b)
+	dynamic := buildBinary(b)
+	static := buildBinary(b, "CGO_ENABLED=0")
 	file := filepath.Join(copyExamples(b, 1), "p000.yaml")
-	for b.Loop() {
-		if out, err := exec.Command(bin, "validate", file).CombinedOutput(); err != nil {
-			b.Fatalf("%v\n%s", err, out)
-		}
+	for _, bc := range []struct {
+		name string
+		bin  string
+		args []string
+		env  []string
+	}{
+		{"validate/build=default", dynamic, []string{"validate", file}, nil},
+		{"validate/build=CGO_ENABLED=0", static, []string{"validate", file}, nil},
+		{"validate/build=default/GODEBUG=disablethp=1", dynamic, []string{"validate", file}, []string{"GODEBUG=disablethp=1"}},
+		{"version/build=default", dynamic, []string{"version"}, nil},
+		{"version/build=CGO_ENABLED=0", static, []string{"version"}, nil},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				cmd := exec.Command(bc.bin, bc.args...)
+				cmd.Env = append(os.Environ(), bc.env...)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					b.Fatalf("%v\n%s", err, out)
+				}
+			}
+		})
 	}
 }
 
