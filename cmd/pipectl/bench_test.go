@@ -6,7 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"testing"
+	"time"
 )
 
 // buildBinary compiles pipectl once per benchmark so that process start-up is measured too.
@@ -54,31 +56,47 @@ func copyExamples(b *testing.B, copies int) string {
 // installed, so the binary loads libc), the static CGO_ENABLED=0 build that docs/ci.md
 // installs, the default build with the huge-page heap reservation turned off (what
 // internal/hugeheap saves), and `pipectl version`, the floor of any command.
+//
+// Each iteration runs every case once, in turn, so that the host's changing load weighs on all
+// of them alike; each case reports its median and mean in ms (ns/op is one round of all).
 func BenchmarkProcessValidateOne(b *testing.B) {
 	dynamic := buildBinary(b)
 	static := buildBinary(b, "CGO_ENABLED=0")
 	file := filepath.Join(copyExamples(b, 1), "p000.yaml")
-	for _, bc := range []struct {
+	cases := []struct {
 		name string
 		bin  string
 		args []string
 		env  []string
 	}{
-		{"validate/build=default", dynamic, []string{"validate", file}, nil},
-		{"validate/build=CGO_ENABLED=0", static, []string{"validate", file}, nil},
-		{"validate/build=default/GODEBUG=disablethp=1", dynamic, []string{"validate", file}, []string{"GODEBUG=disablethp=1"}},
-		{"version/build=default", dynamic, []string{"version"}, nil},
-		{"version/build=CGO_ENABLED=0", static, []string{"version"}, nil},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			for b.Loop() {
-				cmd := exec.Command(bc.bin, bc.args...)
-				cmd.Env = append(os.Environ(), bc.env...)
-				if out, err := cmd.CombinedOutput(); err != nil {
-					b.Fatalf("%v\n%s", err, out)
-				}
+		{"validate-default", dynamic, []string{"validate", file}, nil},
+		{"validate-static", static, []string{"validate", file}, nil},
+		{"validate-default-disablethp", dynamic, []string{"validate", file}, []string{"GODEBUG=disablethp=1"}},
+		{"version-default", dynamic, []string{"version"}, nil},
+		{"version-static", static, []string{"version"}, nil},
+	}
+	times := make([][]time.Duration, len(cases))
+	for b.Loop() {
+		for i, c := range cases {
+			cmd := exec.Command(c.bin, c.args...)
+			cmd.Env = append(os.Environ(), c.env...)
+			start := time.Now()
+			out, err := cmd.CombinedOutput()
+			times[i] = append(times[i], time.Since(start))
+			if err != nil {
+				b.Fatalf("%s: %v\n%s", c.name, err, out)
 			}
-		})
+		}
+	}
+	for i, c := range cases {
+		d := slices.Clone(times[i])
+		slices.Sort(d)
+		var sum time.Duration
+		for _, x := range d {
+			sum += x
+		}
+		b.ReportMetric(float64(d[len(d)/2])/1e6, "ms-median-"+c.name)
+		b.ReportMetric(float64(sum)/float64(len(d))/1e6, "ms-mean-"+c.name)
 	}
 }
 
