@@ -127,3 +127,22 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// FuzzDisabledByGODEBUG holds the hand-written GODEBUG scan (the package avoids importing
+// strings so that its init runs early) to the obvious reading of a comma-separated list.
+func FuzzDisabledByGODEBUG(f *testing.F) {
+	for _, seed := range []string{"", "disablethp=1", "a=1,disablethp=1", "disablethp=1,", ",,disablethp=1,,", "disablethp=0"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, godebug string) {
+		want := false
+		for _, setting := range strings.Split(godebug, ",") {
+			if setting == "disablethp=1" {
+				want = true
+			}
+		}
+		if got := disabledByGODEBUG(godebug); got != want {
+			t.Errorf("disabledByGODEBUG(%q) = %v, want %v", godebug, got, want)
+		}
+	})
+}
