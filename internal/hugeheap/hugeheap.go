@@ -12,8 +12,9 @@
 package hugeheap
 
 // Reserve is how much heap address space is mapped ahead and advised for huge pages. It covers
-// what validating a repository or starting a worker allocates; the kernel backs only the 2 MiB
-// ranges that are touched, so an idle reservation costs address space, not memory.
+// what any command allocates while starting and what validating a file allocates; the kernel
+// backs only the 2 MiB ranges that are touched, so an idle reservation costs address space, not
+// memory. Beyond it the heap grows as usual, in small pages.
 const Reserve = 16 << 20
 
 const (
@@ -22,14 +23,15 @@ const (
 	heapChunk = 4 << 20
 )
 
-// Result says what init did, for tests and for `pipectl version --debug`-style diagnostics.
+// Result says what init did.
 type Result struct {
-	// Advised is the heap range marked for huge pages, [Start, End); zero when skipped.
+	// Start and End bound the heap range marked for huge pages; zero when skipped.
 	Start, End uintptr
 	// Skipped names why nothing was done; empty when the advice was applied.
 	Skipped string
-	// Collapsed counts the 2 MiB ranges below Start that were already in use and were collapsed
-	// into huge pages so that their free remainder does not fault page by page.
+	// Collapsed counts the partly used 2 MiB ranges of the first heap chunk, up to the one
+	// holding Start, that were collapsed into huge pages so that their free remainder does not
+	// fault page by page.
 	Collapsed int
 }
 
