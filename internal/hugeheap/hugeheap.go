@@ -7,8 +7,9 @@
 // pages. The Go runtime no longer asks for huge pages for the heap itself, and Linux's default
 // transparent-huge-page mode ("madvise") only uses them where asked, so this package asks.
 //
-// It is a no-op where the kernel does not support it, and GODEBUG=disablethp=1 (the runtime's
-// own switch to keep huge pages off the Go heap) turns it off.
+// It acts only when the kernel's transparent-huge-page mode is "madvise" (under "always" the heap
+// gets huge pages anyway; under "never" it cannot), and GODEBUG=disablethp=1 (the runtime's own
+// switch to keep huge pages off the Go heap) turns it off.
 package hugeheap
 
 // Reserve is how much heap address space is mapped ahead and advised for huge pages. It covers
@@ -55,6 +56,20 @@ func disabledByGODEBUG(godebug string) bool {
 		}
 	}
 	return false
+}
+
+// selectedMode picks the bracketed word out of a sysfs choice list such as
+// "always [madvise] never".
+func selectedMode(list string) string {
+	left := indexByte(list, '[')
+	if left < 0 {
+		return "unknown (" + list + ")"
+	}
+	right := indexByte(list[left:], ']')
+	if right < 0 {
+		return "unknown (" + list + ")"
+	}
+	return list[left+1 : left+right]
 }
 
 func indexByte(s string, c byte) int {

@@ -19,6 +19,13 @@ func init() {
 		applied.Skipped = "GODEBUG=disablethp=1"
 		return
 	}
+	// Only the kernel's "madvise" mode needs asking: under "always" the heap gets huge pages
+	// anyway, under "never" (or without the file, a kernel without them) it cannot, and in both
+	// the collection below would be spent for nothing.
+	if mode := thpMode(); mode != "madvise" {
+		applied.Skipped = "transparent huge pages: " + mode
+		return
+	}
 	applied = advise()
 	// The collection that the block's allocation started usually frees it, but not when it
 	// scanned this goroutine while the block was still in hand. Until the block is free, new
@@ -54,6 +61,22 @@ func advise() Result {
 		}
 	}
 	return r
+}
+
+// thpMode reads the kernel's transparent huge page mode ("always", "madvise" or "never"), or
+// says why it could not.
+func thpMode() string {
+	fd, err := syscall.Open("/sys/kernel/mm/transparent_hugepage/enabled", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	defer syscall.Close(fd)
+	var buf [128]byte
+	n, err := syscall.Read(fd, buf[:])
+	if err != nil || n <= 0 {
+		return "unknown (unreadable)"
+	}
+	return selectedMode(string(buf[:n]))
 }
 
 func madvise(addr, length uintptr, advice int) error {

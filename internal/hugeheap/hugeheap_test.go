@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -30,8 +31,8 @@ func TestDisabledByGODEBUG(t *testing.T) {
 	}
 }
 
-// thpMode is the kernel's transparent huge page mode: always, madvise or never.
-func thpMode(t *testing.T) string {
+// thpModeForTest is the kernel's transparent huge page mode: always, madvise or never.
+func thpModeForTest(t *testing.T) string {
 	t.Helper()
 	b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
 	if err != nil {
@@ -73,12 +74,30 @@ func vmaFlags(t *testing.T, addr uintptr) []string {
 	return nil
 }
 
+func TestSelectedMode(t *testing.T) {
+	for _, tc := range []struct{ list, want string }{
+		{"always [madvise] never\n", "madvise"},
+		{"[always] madvise never\n", "always"},
+		{"always madvise [never]\n", "never"},
+		{"always madvise never\n", "unknown (always madvise never\n)"},
+		{"[always", "unknown ([always)"},
+		{"", "unknown ()"},
+	} {
+		if got := selectedMode(tc.list); got != tc.want {
+			t.Errorf("selectedMode(%q) = %q, want %q", tc.list, got, tc.want)
+		}
+	}
+}
+
 func TestHeapStartIsAdvisedForHugePages(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("Linux only")
 	}
-	if mode := thpMode(t); mode == "never" {
-		t.Skip("transparent huge pages are off on this machine")
+	if mode := thpModeForTest(t); mode != "madvise" {
+		if got := Applied(); got.Skipped != "transparent huge pages: "+mode {
+			t.Fatalf("THP mode %q: Applied() = %+v, want it skipped for that mode", mode, got)
+		}
+		t.Skipf("transparent huge pages are %q here: nothing to advise", mode)
 	}
 	if os.Getenv("GODEBUG") != "" && disabledByGODEBUG(os.Getenv("GODEBUG")) {
 		t.Skip("GODEBUG=disablethp=1 is set")
@@ -143,6 +162,23 @@ func FuzzDisabledByGODEBUG(f *testing.F) {
 		}
 		if got := disabledByGODEBUG(godebug); got != want {
 			t.Errorf("disabledByGODEBUG(%q) = %v, want %v", godebug, got, want)
+		}
+	})
+}
+
+// FuzzSelectedMode holds the sysfs choice-list scan to a regular-expression reading.
+func FuzzSelectedMode(f *testing.F) {
+	for _, seed := range []string{"always [madvise] never\n", "[always]", "[", "]", "a]b[c]", ""} {
+		f.Add(seed)
+	}
+	bracketed := regexp.MustCompile(`^[^\[]*\[([^\]]*)\]`)
+	f.Fuzz(func(t *testing.T, list string) {
+		want := "unknown (" + list + ")"
+		if m := bracketed.FindStringSubmatch(list); m != nil {
+			want = m[1]
+		}
+		if got := selectedMode(list); got != want {
+			t.Errorf("selectedMode(%q) = %q, want %q", list, got, want)
 		}
 	})
 }
