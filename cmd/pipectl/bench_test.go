@@ -86,7 +86,10 @@ func BenchmarkProcessValidateOne(b *testing.B) {
 			err := cmd.Run()
 			times[i] = append(times[i], time.Since(start))
 			if err != nil {
-				out, _ := exec.Command(c.bin, c.args...).CombinedOutput()
+				// Run it again to show what it said.
+				again := exec.Command(c.bin, c.args...)
+				again.Env = cmd.Env
+				out, _ := again.CombinedOutput()
 				b.Fatalf("%s: %v\n%s", c.name, err, out)
 			}
 		}

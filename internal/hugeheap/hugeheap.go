@@ -12,11 +12,11 @@
 // switch to keep huge pages off the Go heap) turns it off.
 package hugeheap
 
-// Reserve is how much heap address space is mapped ahead and advised for huge pages. It covers
+// reserve is how much heap address space is mapped ahead and advised for huge pages. It covers
 // what any command allocates while starting and what validating a file allocates; the kernel
 // backs only the 2 MiB ranges that are touched, so an idle reservation costs address space, not
 // memory. Beyond it the heap grows as usual, in small pages.
-const Reserve = 16 << 20
+const reserve = 16 << 20
 
 const (
 	hugePage = 2 << 20
@@ -24,8 +24,8 @@ const (
 	heapChunk = 4 << 20
 )
 
-// Result says what init did.
-type Result struct {
+// result says what init did, for the tests.
+type result struct {
 	// Start and End bound the heap range marked for huge pages; zero when skipped.
 	Start, End uintptr
 	// Skipped names why nothing was done; empty when the advice was applied.
@@ -34,12 +34,12 @@ type Result struct {
 	// holding Start, that were collapsed into huge pages so that their free remainder does not
 	// fault page by page.
 	Collapsed int
+	// heapAfter is the heap's object bytes when init returned: below reserve once the block is
+	// freed, as it must be before other packages allocate.
+	heapAfter uint64
 }
 
-var applied Result
-
-// Applied reports what this process's init did.
-func Applied() Result { return applied }
+var applied result
 
 func disabledByGODEBUG(godebug string) bool {
 	// Package strings is not imported: every import delays this package's init, and the point

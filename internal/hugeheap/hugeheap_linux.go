@@ -4,6 +4,7 @@ package hugeheap
 
 import (
 	"runtime"
+	"runtime/metrics"
 	"syscall"
 	"unsafe"
 )
@@ -32,6 +33,17 @@ func init() {
 	// allocations map heap above it, unadvised, so wait for a full collection here: it costs
 	// 2-4 ms while the heap is this small, and the pages it frees save far more.
 	runtime.GC()
+	applied.heapAfter = heapObjectBytes()
+}
+
+// heapObjectBytes is the heap occupied by objects, live or not yet swept.
+func heapObjectBytes() uint64 {
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return sample[0].Value.Uint64()
 }
 
 // advise maps heap ahead and marks it for huge pages.
@@ -42,14 +54,14 @@ func init() {
 // block is collected, its pages go back to the page allocator, still mapped and advised, and
 // the heap grows into them. Nothing keeps a pointer to the block past its allocation (its
 // address is kept as a uintptr, which the collector does not follow).
-func advise() Result {
-	start := uintptr(unsafe.Pointer(unsafe.SliceData(make([]byte, Reserve))))
-	end := start + Reserve
+func advise() result {
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(make([]byte, reserve))))
+	end := start + reserve
 	advStart := alignDown(start, hugePage)
 	if err := madvise(advStart, end-advStart, madvHugePage); err != nil {
-		return Result{Skipped: "madvise(MADV_HUGEPAGE): " + err.Error()}
+		return result{Skipped: "madvise(MADV_HUGEPAGE): " + err.Error()}
 	}
-	r := Result{Start: advStart, End: end}
+	r := result{Start: advStart, End: end}
 	// The ranges of the runtime's first heap chunk below the block already hold small pages
 	// (what the runtime allocated before this init ran), and a range that holds small pages
 	// never gets a huge one on fault. Collapsing them (Linux 6.1+) lets their free remainder,
