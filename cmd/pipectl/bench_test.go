@@ -54,8 +54,7 @@ func copyExamples(b *testing.B, copies int) string {
 // BenchmarkProcessValidateOne is `pipectl validate FILE` as CI runs it: one process per call,
 // wall time including start-up. Cases: the default build (cgo on where a C compiler is
 // installed, so the binary loads libc), the static CGO_ENABLED=0 build that docs/ci.md
-// installs, the default build with the huge-page heap reservation turned off (what
-// internal/hugeheap saves), and `pipectl version`, the floor of any command.
+// installs, and `pipectl version`, the floor of any command.
 //
 // Each iteration runs every case once, in turn, so that the host's changing load weighs on all
 // of them alike; each case reports its median and mean in ms (ns/op is one round of all).
@@ -71,7 +70,6 @@ func BenchmarkProcessValidateOne(b *testing.B) {
 	}{
 		{"validate-default", dynamic, []string{"validate", file}, nil},
 		{"validate-static", static, []string{"validate", file}, nil},
-		{"validate-default-disablethp", dynamic, []string{"validate", file}, []string{"GODEBUG=disablethp=1"}},
 		{"version-default", dynamic, []string{"version"}, nil},
 		{"version-static", static, []string{"version"}, nil},
 	}

@@ -6,10 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-
-	// Imported for its init, which runs before the libraries' own (it depends on almost
-	// nothing): their start-up allocations then land on huge pages.
-	_ "github.com/pipectl/pipectl/internal/hugeheap"
 )
 
 func main() {
