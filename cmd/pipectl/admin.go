@@ -19,16 +19,9 @@ func (a *app) noteCommand() *cobra.Command {
 				return err
 			}
 			defer o.Close()
-			r, err := o.run(ctx, args[0])
+			r, err := o.Note(ctx, a.g.actorName(), args[0], strings.Join(args[1:], " "))
 			if err != nil {
-				return err
-			}
-			text := strings.TrimSpace(strings.Join(args[1:], " "))
-			if text == "" {
-				return usageErrorf("the note is empty")
-			}
-			if err := o.store.AddNote(ctx, r.ID, a.g.actorName(), text); err != nil {
-				return err
+				return opError(err)
 			}
 			fmt.Fprintf(a.stdout, "note added to run %s by %s\n", r.ID, a.g.actorName())
 			return nil
@@ -72,8 +65,8 @@ func (a *app) toggle(cmd *cobra.Command, name string, disabled bool, reason stri
 		return err
 	}
 	defer store.Close()
-	if err := store.SetPipelineDisabled(ctx, name, disabled, reason, a.g.actorName()); err != nil {
-		return err
+	if err := a.ops(store, nil).SetDisabled(ctx, a.g.actorName(), name, disabled, reason); err != nil {
+		return opError(err)
 	}
 	state := "enabled"
 	if disabled {

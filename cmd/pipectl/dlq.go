@@ -9,6 +9,7 @@ import (
 
 	"github.com/pipectl/pipectl/internal/domain"
 	"github.com/pipectl/pipectl/internal/ledger"
+	"github.com/pipectl/pipectl/internal/operate"
 )
 
 func (a *app) dlqCommand() *cobra.Command {
@@ -39,7 +40,7 @@ func (a *app) dlqListCommand() *cobra.Command {
 				return err
 			}
 			if format == "json" {
-				return writeJSON(a.stdout, runsToJSON(runs))
+				return writeJSON(a.stdout, operate.RunViews(runs))
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "RUN\tPIPELINE\tFAILED STEP\tCLASS\tAGE\tERROR")
@@ -73,8 +74,8 @@ func (a *app) dlqRedriveCommand() *cobra.Command {
 			defer o.Close()
 			var runs []*domain.Run
 			if pipeline != "" {
-				if runs, err = o.store.ListRuns(ctx, ledger.RunFilter{State: domain.StateFailedPermanent, Pipeline: pipeline}); err != nil {
-					return err
+				if runs, err = o.List(ctx, ledger.RunFilter{State: domain.StateFailedPermanent, Pipeline: pipeline}); err != nil {
+					return opError(err)
 				}
 				if len(runs) == 0 {
 					fmt.Fprintf(a.stdout, "no dead-lettered runs of %s\n", pipeline)
@@ -82,27 +83,24 @@ func (a *app) dlqRedriveCommand() *cobra.Command {
 				}
 			}
 			for _, id := range args {
-				r, err := o.run(ctx, id)
+				r, err := o.Redrivable(ctx, id)
 				if err != nil {
-					return err
-				}
-				if r.State != domain.StateFailedPermanent {
-					return refused("run %s is %s; only dead-lettered (failed_permanent) runs can be redriven", r.ID, r.State)
+					return opError(err)
 				}
 				runs = append(runs, r)
 			}
 			actor := a.g.actorName()
 			worst := 0
 			for _, r := range runs {
-				if err := o.store.Transition(ctx, r.ID, domain.Change{To: domain.StateQueued, Actor: actor, Reason: "redriven by " + actor}); err != nil {
-					return decisionError(r, err)
+				queued, err := o.Redrive(ctx, actor, r)
+				if err != nil {
+					return opError(err)
 				}
 				fmt.Fprintf(a.stdout, "run %s redriven by %s (was: step %s, %s)\n", r.ID, actor, r.FailedStep, shorten(firstLine(r.Error), 80))
 				if enqueue {
 					continue
 				}
-				r.State = domain.StateQueued
-				if err := o.continueRun(ctx, r); err != nil {
+				if err := o.continueRun(ctx, queued); err != nil {
 					worst = max(worst, exitCode(err))
 					if ee, ok := err.(*exitError); ok && ee.err != nil {
 						fmt.Fprintf(a.stderr, "pipectl: %v\n", ee.err)

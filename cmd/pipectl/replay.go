@@ -1,18 +1,14 @@
 package main
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/pipectl/pipectl/internal/domain"
-	"github.com/pipectl/pipectl/internal/engine"
-	"github.com/pipectl/pipectl/internal/ledger"
-	"github.com/pipectl/pipectl/internal/llm"
+	"github.com/pipectl/pipectl/internal/dsl"
+	"github.com/pipectl/pipectl/internal/operate"
 )
 
 func (a *app) replayCommand() *cobra.Command {
@@ -37,59 +33,23 @@ func (a *app) replayCommand() *cobra.Command {
 				return err
 			}
 			defer o.Close()
-			orig, err := o.run(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			p, err := o.spec(orig)
-			if err != nil {
-				return err
-			}
+			req := operate.ReplayRequest{RunID: args[0], From: from, LLM: llmMode, Enqueue: enqueue}
 			if specPath != "" {
-				v, err := o.validator()
+				v, err := dsl.NewValidator()
 				if err != nil {
 					return err
 				}
-				if p, err = a.loadPipeline(v, specPath); err != nil {
+				o.Validator = v
+				if req.Spec, err = a.loadPipeline(v, specPath); err != nil {
 					return err
 				}
-				if p.Name != orig.Pipeline {
-					return usageErrorf("--spec is pipeline %s; run %s belongs to %s", p.Name, orig.ID, orig.Pipeline)
-				}
-			}
-			input, err := o.input(p, orig)
-			if err != nil {
-				return err
-			}
-			secrets, err := resolveSecrets(p)
-			if err != nil {
-				return &exitError{code: domain.ExitUsage, err: err}
-			}
-			var providers func(string) (llm.Provider, error)
-			if llmMode == "recorded" {
-				calls, err := o.store.ModelCalls(ctx, orig.ID)
-				if err != nil {
-					return err
-				}
-				replayer := llm.NewReplayer("the ledger (run "+orig.ID+")", recordingOf(calls))
-				providers = func(string) (llm.Provider, error) { return replayer, nil }
-			}
-			eng, err := o.engine(providers)
-			if err != nil {
-				return err
 			}
 			started := time.Now()
-			res, err := eng.Replay(ctx, p, orig, input, engine.ReplayOptions{From: from, Enqueue: enqueue}, engine.RunOptions{Secrets: secrets})
-			if errors.Is(err, domain.ErrStateConflict) && res == nil {
-				return refused("%v", err)
-			}
-			if errors.Is(err, engine.ErrDisabled) && res == nil {
-				return &exitError{code: domain.ExitRefused, err: err}
-			}
+			res, err := o.Replay(ctx, a.g.actorName(), req)
 			if res == nil {
-				return &exitError{code: domain.ExitFailed, err: err}
+				return opError(err)
 			}
-			fmt.Fprintf(a.stdout, "replay of run %s: new run %s with the stored input and spec sha256 %s\n", orig.ID, res.Run.ID, shorten(res.Run.SpecHash, 16))
+			fmt.Fprintf(a.stdout, "replay of run %s: new run %s with the stored input and spec sha256 %s\n", res.Run.ReplayOf, res.Run.ID, shorten(res.Run.SpecHash, 16))
 			if len(res.Reused) > 0 {
 				fmt.Fprintf(a.stdout, "  reused the recorded outputs of %s\n", strings.Join(res.Reused, ", "))
 			}
@@ -106,23 +66,4 @@ func (a *app) replayCommand() *cobra.Command {
 	cmd.Flags().StringVar(&llmMode, "llm", "recorded", "recorded: answer model calls from the original run; live: ask the providers")
 	cmd.Flags().BoolVar(&enqueue, "enqueue", false, "only create the replay run, queued for workers")
 	return cmd
-}
-
-// recordingOf turns a run's recorded model calls into a recording to replay from.
-func recordingOf(calls []ledger.CallRecord) llm.Recording {
-	rec := llm.Recording{Version: 1}
-	for _, c := range calls {
-		var req llm.Request
-		if err := json.Unmarshal(c.Request, &req); err != nil {
-			continue
-		}
-		ex := llm.Exchange{Key: req.Key(), Request: req}
-		if c.Outcome == "error" {
-			ex.Error = &llm.RecordedErr{Message: c.Error}
-		} else {
-			ex.Response = &llm.Response{Content: c.Response, FinishReason: c.FinishReason, PromptTokens: c.PromptTokens, CompletionTokens: c.CompletionTokens}
-		}
-		rec.Exchanges = append(rec.Exchanges, ex)
-	}
-	return rec
 }

@@ -15,8 +15,8 @@ import (
 	"github.com/pipectl/pipectl/internal/domain"
 	"github.com/pipectl/pipectl/internal/dsl"
 	"github.com/pipectl/pipectl/internal/engine"
-	"github.com/pipectl/pipectl/internal/gate"
 	"github.com/pipectl/pipectl/internal/ledger"
+	"github.com/pipectl/pipectl/internal/operate"
 )
 
 func (a *app) runCommand() *cobra.Command {
@@ -31,8 +31,7 @@ func (a *app) runCommand() *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			log, err := a.logger()
-			if err != nil {
+			if _, err := a.logger(); err != nil {
 				return err
 			}
 			v, p, input, err := a.pipelineAndInput(args[0], inputArg)
@@ -52,10 +51,10 @@ func (a *app) runCommand() *cobra.Command {
 				return err
 			}
 			defer store.Close()
-			eng := a.newEngine(store, v, log, providers, nil)
-			a.logConfig(log, eng, store, map[string]any{"pipeline": p.Name, "file": args[0], "dry_run": dryRun})
+			o := a.ops(store, map[string]any{"pipeline": p.Name, "file": args[0], "dry_run": dryRun})
+			o.Validator = v
 			started := time.Now()
-			res, err := eng.Run(ctx, p, input, engine.RunOptions{Secrets: secrets, DryRun: dryRun})
+			res, err := o.Start(ctx, a.g.actorName(), p, input, providers, engine.RunOptions{Secrets: secrets, DryRun: dryRun})
 			return a.reportRun(res, err, time.Since(started))
 		},
 	}
@@ -84,11 +83,8 @@ func (a *app) pipelineAndInput(path, inputArg string) (*dsl.Validator, *domain.P
 	if err != nil {
 		return nil, nil, nil, &exitError{code: domain.ExitUsage, err: err}
 	}
-	if err := dsl.ValidateInput(p, input); err != nil {
-		return nil, nil, nil, &exitError{code: domain.ExitFailed, err: fmt.Errorf("input does not match %s's inputs schema: %w", p.Name, err)}
-	}
-	if p.Inputs != nil {
-		input = gate.Coerce(p.Inputs.Doc, input)
+	if input, err = operate.CheckInput(p, input); err != nil {
+		return nil, nil, nil, opError(err)
 	}
 	return v, p, input, nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/pipectl/pipectl/internal/domain"
 	"github.com/pipectl/pipectl/internal/ledger"
+	"github.com/pipectl/pipectl/internal/operate"
 )
 
 func (a *app) runsCommand() *cobra.Command {
@@ -41,12 +41,12 @@ func (a *app) runsListCommand() *cobra.Command {
 				return err
 			}
 			defer store.Close()
-			runs, err := store.ListRuns(cmd.Context(), ledger.RunFilter{State: domain.RunState(state), Pipeline: pipeline, Limit: limit})
+			runs, err := a.ops(store, nil).List(cmd.Context(), ledger.RunFilter{State: domain.RunState(state), Pipeline: pipeline, Limit: limit})
 			if err != nil {
-				return err
+				return opError(err)
 			}
 			if format == "json" {
-				return writeJSON(a.stdout, runsToJSON(runs))
+				return writeJSON(a.stdout, operate.RunViews(runs))
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "RUN\tPIPELINE\tSTATE\tKEY\tCREATED\tUPDATED")
@@ -79,36 +79,14 @@ func (a *app) runsShowCommand() *cobra.Command {
 				return err
 			}
 			defer store.Close()
-			run, err := store.GetRun(ctx, args[0])
-			if errors.Is(err, domain.ErrNotFound) {
-				return &exitError{code: domain.ExitFailed, err: fmt.Errorf("no run %s in %s", args[0], store.Description())}
-			}
+			doc, run, err := a.ops(store, nil).Show(ctx, args[0])
 			if err != nil {
-				return err
+				return opError(err)
 			}
-			attempts, err := store.Attempts(ctx, run.ID)
-			if err != nil {
-				return err
-			}
-			events, err := store.Events(ctx, run.ID)
-			if err != nil {
-				return err
-			}
-			notes, err := store.Notes(ctx, run.ID)
-			if err != nil {
-				return err
-			}
-			calls, err := store.ModelCalls(ctx, run.ID)
-			if err != nil {
-				return err
-			}
-			doc := showJSON{Run: toRunJSON(run), Steps: summarizeSteps(attempts), Attempts: attemptsJSON(attempts), Events: eventsJSON(events),
-				ModelCalls: callsJSON(calls), Notes: notesJSON(notes)}
 			if format == "json" {
-				doc.Run.Input = run.Input
 				return writeJSON(a.stdout, doc)
 			}
-			return writeShow(a.stdout, run, doc)
+			return writeShow(a.stdout, run, *doc)
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "table", "table or json")
@@ -122,198 +100,7 @@ func checkFormat(f string) error {
 	return nil
 }
 
-func statesList() string {
-	var s []string
-	for _, st := range domain.RunStates {
-		s = append(s, string(st))
-	}
-	return strings.Join(s, ", ")
-}
-
-type runJSON struct {
-	ID             string          `json:"id"`
-	Pipeline       string          `json:"pipeline"`
-	State          domain.RunState `json:"state"`
-	IdempotencyKey string          `json:"idempotency_key"`
-	InputHash      string          `json:"input_hash"`
-	Input          json.RawMessage `json:"input,omitempty"`
-	SpecHash       string          `json:"spec_hash"`
-	SpecPath       string          `json:"spec_path,omitempty"`
-	Version        string          `json:"pipectl_version"`
-	DryRun         bool            `json:"dry_run,omitempty"`
-	ReplayOf       string          `json:"replay_of,omitempty"`
-	LeaseOwner     string          `json:"lease_owner,omitempty"`
-	NextAttemptAt  *time.Time      `json:"next_attempt_at,omitempty"`
-	ErrorClass     string          `json:"error_class,omitempty"`
-	Error          string          `json:"error,omitempty"`
-	FailedStep     string          `json:"failed_step,omitempty"`
-	CreatedAt      time.Time       `json:"created_at"`
-	UpdatedAt      time.Time       `json:"updated_at"`
-	FinishedAt     *time.Time      `json:"finished_at,omitempty"`
-}
-
-func optTime(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	u := t.UTC()
-	return &u
-}
-
-func runsToJSON(runs []*domain.Run) []runJSON {
-	out := make([]runJSON, len(runs))
-	for i, r := range runs {
-		out[i] = toRunJSON(r)
-	}
-	return out
-}
-
-func toRunJSON(r *domain.Run) runJSON {
-	return runJSON{
-		ID: r.ID, Pipeline: r.Pipeline, State: r.State, IdempotencyKey: r.IdempotencyKey, InputHash: r.InputHash,
-		SpecHash: r.SpecHash, SpecPath: r.SpecPath, Version: r.Version, DryRun: r.DryRun, ReplayOf: r.ReplayOf,
-		LeaseOwner: r.LeaseOwner, NextAttemptAt: optTime(r.NextAttemptAt), ErrorClass: string(r.ErrorClass),
-		Error: r.Error, FailedStep: r.FailedStep, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
-		FinishedAt: optTime(r.FinishedAt),
-	}
-}
-
-type stepJSON struct {
-	Step     string `json:"step"`
-	Outcome  string `json:"outcome"`
-	Attempts int    `json:"attempts"`
-	Items    int    `json:"items,omitempty"`
-}
-
-type attemptJSON struct {
-	Step       string          `json:"step"`
-	Item       *int            `json:"item,omitempty"`
-	Attempt    int             `json:"attempt"`
-	StepKey    string          `json:"step_key"`
-	Outcome    string          `json:"outcome"`
-	StartedAt  time.Time       `json:"started_at"`
-	DurationMS int64           `json:"duration_ms"`
-	ErrorClass string          `json:"error_class,omitempty"`
-	Error      string          `json:"error,omitempty"`
-	Request    json.RawMessage `json:"request,omitempty"`
-	Response   json.RawMessage `json:"response,omitempty"`
-	Output     json.RawMessage `json:"output,omitempty"`
-}
-
-type eventJSON struct {
-	From   string    `json:"from,omitempty"`
-	To     string    `json:"to"`
-	Reason string    `json:"reason,omitempty"`
-	Actor  string    `json:"actor"`
-	At     time.Time `json:"at"`
-}
-
-type noteJSON struct {
-	Actor string    `json:"actor"`
-	Text  string    `json:"text"`
-	At    time.Time `json:"at"`
-}
-
-type showJSON struct {
-	Run        runJSON       `json:"run"`
-	Steps      []stepJSON    `json:"steps"`
-	Attempts   []attemptJSON `json:"attempts"`
-	Events     []eventJSON   `json:"events"`
-	ModelCalls []callJSON    `json:"model_calls"`
-	Notes      []noteJSON    `json:"notes"`
-}
-
-type callJSON struct {
-	Step             string          `json:"step"`
-	Attempt          int             `json:"attempt"`
-	Item             *int            `json:"item,omitempty"`
-	Reask            int             `json:"reask"`
-	Provider         string          `json:"provider,omitempty"`
-	Model            string          `json:"model"`
-	Outcome          string          `json:"outcome"`
-	Verdict          string          `json:"verdict,omitempty"`
-	Reasons          json.RawMessage `json:"reasons,omitempty"`
-	FinishReason     string          `json:"finish_reason,omitempty"`
-	PromptTokens     int             `json:"prompt_tokens"`
-	CompletionTokens int             `json:"completion_tokens"`
-	LatencyMS        int64           `json:"latency_ms"`
-	Request          json.RawMessage `json:"request"`
-	Response         string          `json:"response"`
-	Parsed           json.RawMessage `json:"parsed,omitempty"`
-	Error            string          `json:"error,omitempty"`
-	At               time.Time       `json:"at"`
-}
-
-func callsJSON(cs []ledger.CallRecord) []callJSON {
-	out := make([]callJSON, len(cs))
-	for i, c := range cs {
-		out[i] = callJSON{Step: c.StepID, Attempt: c.Attempt, Reask: c.Reask, Provider: c.Provider, Model: c.Model, Outcome: c.Outcome,
-			Verdict: c.Verdict, Reasons: c.Reasons, FinishReason: c.FinishReason, PromptTokens: c.PromptTokens,
-			CompletionTokens: c.CompletionTokens, LatencyMS: c.LatencyMS, Request: c.Request, Response: c.Response,
-			Parsed: c.Parsed, Error: c.Error, At: c.At.UTC()}
-		if c.ItemIndex != domain.NoItem {
-			item := c.ItemIndex
-			out[i].Item = &item
-		}
-	}
-	return out
-}
-
-// summarizeSteps gives each step its latest outcome, in the order steps first appeared.
-func summarizeSteps(attempts []domain.Attempt) []stepJSON {
-	index := map[string]int{}
-	out := []stepJSON{}
-	for _, a := range attempts {
-		i, ok := index[a.StepID]
-		if !ok {
-			i = len(out)
-			index[a.StepID] = i
-			out = append(out, stepJSON{Step: a.StepID})
-		}
-		if a.ItemIndex == domain.NoItem {
-			out[i].Outcome = a.Outcome
-			if out[i].Items == 0 {
-				out[i].Attempts++ // a for_each step's own row collects its items; it is no attempt
-			}
-		} else {
-			out[i].Items = max(out[i].Items, a.ItemIndex+1)
-			if out[i].Outcome == "" || out[i].Outcome == domain.OutcomeRunning {
-				out[i].Outcome = "in progress"
-			}
-			out[i].Attempts++
-		}
-	}
-	return out
-}
-
-func attemptsJSON(as []domain.Attempt) []attemptJSON {
-	out := make([]attemptJSON, len(as))
-	for i, a := range as {
-		out[i] = attemptJSON{Step: a.StepID, Attempt: a.Attempt, StepKey: a.StepKey, Outcome: a.Outcome, StartedAt: a.StartedAt.UTC(),
-			DurationMS: a.DurationMS, ErrorClass: string(a.ErrorClass), Error: a.Error, Request: a.Request, Response: a.Response, Output: a.Output}
-		if a.ItemIndex != domain.NoItem {
-			item := a.ItemIndex
-			out[i].Item = &item
-		}
-	}
-	return out
-}
-
-func eventsJSON(es []domain.Event) []eventJSON {
-	out := make([]eventJSON, len(es))
-	for i, e := range es {
-		out[i] = eventJSON{From: string(e.From), To: string(e.To), Reason: e.Reason, Actor: e.Actor, At: e.At.UTC()}
-	}
-	return out
-}
-
-func notesJSON(ns []domain.Note) []noteJSON {
-	out := make([]noteJSON, len(ns))
-	for i, n := range ns {
-		out[i] = noteJSON{Actor: n.Actor, Text: n.Text, At: n.At.UTC()}
-	}
-	return out
-}
+func statesList() string { return operate.StatesList() }
 
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
@@ -322,7 +109,7 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 // writeShow prints a run as a header and one timeline of transitions, attempts and notes.
-func writeShow(w io.Writer, r *domain.Run, doc showJSON) error {
+func writeShow(w io.Writer, r *domain.Run, doc operate.RunDoc) error {
 	fmt.Fprintf(w, "run       %s\npipeline  %s\nstate     %s\nkey       %s\ninput     sha256 %s\nspec      sha256 %s (%s, pipectl %s)\ncreated   %s\n",
 		r.ID, r.Pipeline, r.State, r.IdempotencyKey, shorten(r.InputHash, 16), shorten(r.SpecHash, 16), r.SpecPath, r.Version, stamp(r.CreatedAt))
 	if r.ReplayOf != "" {

@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pipectl/pipectl/internal/domain"
-	"github.com/pipectl/pipectl/internal/dsl"
 	"github.com/pipectl/pipectl/internal/ledger"
 )
 
@@ -37,18 +36,12 @@ func (a *app) statsCommand() *cobra.Command {
 				return err
 			}
 			defer store.Close()
-			stats, err := store.Stats(ctx, time.Now().Add(-since), pipeline)
+			stats, breaches, err := a.ops(store, nil).Stats(ctx, time.Now().Add(-since), pipeline, check)
 			if err != nil {
 				return err
 			}
-			var breaches []string
-			if check {
-				if breaches, err = a.breaches(cmd, store, stats); err != nil {
-					return err
-				}
-			}
 			if format == "json" {
-				if err := writeJSON(a.stdout, map[string]any{"since": since.String(), "pipelines": stats, "breaches": nonNil(breaches)}); err != nil {
+				if err := writeJSON(a.stdout, map[string]any{"since": since.String(), "pipelines": stats, "breaches": breaches}); err != nil {
 					return err
 				}
 			} else {
@@ -70,13 +63,6 @@ func (a *app) statsCommand() *cobra.Command {
 	return cmd
 }
 
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
-}
-
 func writeStats(a *app, stats []ledger.PipelineStats, since time.Duration) {
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "PIPELINE / STEP\tRUNS\tSUCCESS\tRETRIES\tDEAD LETTERS\tP50\tP95\t(last %s)\n", since)
@@ -91,35 +77,4 @@ func writeStats(a *app, stats []ledger.PipelineStats, since time.Duration) {
 
 func secs(s float64) string {
 	return (time.Duration(s * float64(time.Second))).Round(time.Millisecond).String()
-}
-
-// breaches compares each pipeline with the alerts of its newest stored spec.
-func (a *app) breaches(cmd *cobra.Command, store *ledger.Store, stats []ledger.PipelineStats) ([]string, error) {
-	v, err := dsl.NewValidator()
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, ps := range stats {
-		text, path, err := store.LatestSpec(cmd.Context(), ps.Pipeline)
-		if err != nil {
-			return nil, err
-		}
-		p, _ := v.Parse(path, []byte(text))
-		if p == nil {
-			out = append(out, fmt.Sprintf("%s: its newest stored spec does not validate; alerts cannot be checked", ps.Pipeline))
-			continue
-		}
-		al := p.Alerts
-		if al.DeadLetterRate != nil && ps.DeadLetterRate > *al.DeadLetterRate {
-			out = append(out, fmt.Sprintf("%s: dead-letter rate %.2f%% > %.2f%%", ps.Pipeline, 100*ps.DeadLetterRate, 100**al.DeadLetterRate))
-		}
-		if al.RetryRate != nil && ps.RetryRate > *al.RetryRate {
-			out = append(out, fmt.Sprintf("%s: retry rate %.2f%% > %.2f%%", ps.Pipeline, 100*ps.RetryRate, 100**al.RetryRate))
-		}
-		if al.P95Seconds != nil && ps.P95Seconds > *al.P95Seconds {
-			out = append(out, fmt.Sprintf("%s: p95 latency %.3fs > %.3fs", ps.Pipeline, ps.P95Seconds, *al.P95Seconds))
-		}
-	}
-	return out, nil
 }

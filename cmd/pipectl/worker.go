@@ -16,6 +16,7 @@ import (
 	"github.com/pipectl/pipectl/internal/dsl"
 	"github.com/pipectl/pipectl/internal/engine"
 	"github.com/pipectl/pipectl/internal/gate"
+	"github.com/pipectl/pipectl/internal/operate"
 	"github.com/pipectl/pipectl/internal/worker"
 )
 
@@ -36,17 +37,11 @@ func (a *app) submitCommand() *cobra.Command {
 				return err
 			}
 			defer store.Close()
-			log, err := a.logger()
+			o := a.ops(store, nil)
+			o.Validator = v
+			res, err := o.Submit(ctx, a.g.actorName(), operate.SubmitRequest{Pipeline: p, Input: input})
 			if err != nil {
-				return err
-			}
-			eng := a.newEngine(store, v, log, nil, nil)
-			res, err := eng.Submit(ctx, p, input)
-			switch {
-			case errors.Is(err, engine.ErrIdempotencyConflict), errors.Is(err, engine.ErrDisabled):
-				return &exitError{code: domain.ExitRefused, err: err}
-			case err != nil:
-				return err
+				return opError(err)
 			}
 			if res.Duplicate {
 				fmt.Fprintf(a.stdout, "duplicate: run %s with key %q already exists; it is %s\n", res.Run.ID, res.Run.IdempotencyKey, res.Run.State)

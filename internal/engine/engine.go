@@ -277,6 +277,12 @@ func (e *Engine) Continue(ctx context.Context, p *domain.Pipeline, r *domain.Run
 
 // Submit creates a run as queued for workers, or reports the existing run with the same key.
 func (e *Engine) Submit(ctx context.Context, p *domain.Pipeline, input any) (*Result, error) {
+	return e.SubmitKeyed(ctx, p, input, "")
+}
+
+// SubmitKeyed is Submit with the run's idempotency key given by the caller (an API client's
+// Idempotency-Key, a webhook delivery, a schedule slot); an empty key is computed as RunKey does.
+func (e *Engine) SubmitKeyed(ctx context.Context, p *domain.Pipeline, input any, key string) (*Result, error) {
 	if off, reason, err := e.Store.PipelineDisabled(ctx, p.Name); err != nil {
 		return nil, err
 	} else if off {
@@ -286,9 +292,10 @@ func (e *Engine) Submit(ctx context.Context, p *domain.Pipeline, input any) (*Re
 	if err != nil {
 		return nil, fmt.Errorf("input: %w", err)
 	}
-	key, err := e.RunKey(p, input)
-	if err != nil {
-		return nil, err
+	if key == "" {
+		if key, err = e.RunKey(p, input); err != nil {
+			return nil, err
+		}
 	}
 	now := time.Now()
 	run := &domain.Run{
