@@ -254,4 +254,3 @@ func StatesList() string {
 	}
 	return s
 }
-
