@@ -66,7 +66,7 @@ func TestValidateFormats(t *testing.T) {
 	}
 
 	code, out, _ = pipectl(t, "validate", "--format", "github", path)
-	if code != 1 || !strings.Contains(out, "::error file="+path+",line=13,col=34::steps[1].url: model-proposed value") {
+	if code != 1 || !strings.Contains(out, "::error file="+path+",line=13,endLine=13,col=34,endColumn=63,title=pipectl%3A steps[1].url::steps[1].url: model-proposed value") {
 		t.Fatalf("github format: exit %d\n%s", code, out)
 	}
 

@@ -17,14 +17,21 @@ const (
 	SeverityWarning Severity = "warning"
 )
 
-// Diagnostic is one finding, pinned to a place in a file.
+// Diagnostic is one finding, pinned to a place in a file. Its JSON form is part of the
+// command line's contract (docs/ci.md lists the fields): every field is always present.
 type Diagnostic struct {
-	File     string   `json:"file"`
-	Line     int      `json:"line"`
-	Column   int      `json:"column"`
-	Severity Severity `json:"severity"`
-	// Field is the path of the offending value, such as steps[2].url.
-	Field   string `json:"field,omitempty"`
+	File string `json:"file"`
+	// Line and Column (1-based, columns in Unicode code points) are where the finding starts.
+	Line   int `json:"line"`
+	Column int `json:"column"`
+	// EndLine and EndColumn are just past the offending token (the end of its first line for
+	// values spanning lines), as in SARIF regions.
+	EndLine   int      `json:"end_line"`
+	EndColumn int      `json:"end_column"`
+	Severity  Severity `json:"severity"`
+	// Field is the path of the offending value, such as steps[2].url; empty for file-level
+	// findings.
+	Field   string `json:"field"`
 	Message string `json:"message"`
 }
 
@@ -94,12 +101,31 @@ func fieldPath(ptr string) string {
 			b.WriteString("[" + tok + "]")
 			continue
 		}
+		if !plainKey(tok) {
+			// A key with spaces, dots or control characters is quoted, so that the field
+			// stays on one line and reads unambiguously.
+			b.WriteString("[" + strconv.Quote(tok) + "]")
+			continue
+		}
 		if b.Len() > 0 {
 			b.WriteByte('.')
 		}
 		b.WriteString(tok)
 	}
 	return b.String()
+}
+
+// plainKey reports whether a key can stand in a field path as it is.
+func plainKey(k string) bool {
+	if k == "" {
+		return false
+	}
+	for _, r := range k {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '$') {
+			return false
+		}
+	}
+	return true
 }
 
 // pointerJoin appends one token to a JSON pointer, escaping it.

@@ -2,6 +2,7 @@ package dsl
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -12,6 +13,7 @@ const (
 	FormatText   = "text"
 	FormatJSON   = "json"
 	FormatGitHub = "github"
+	FormatSARIF  = "sarif"
 )
 
 // Summary counts what a validation found.
@@ -57,29 +59,49 @@ type jsonError struct {
 	Error string `json:"error"`
 }
 
+// unreadablePath is a path that could not be read, with the reason.
+type unreadablePath struct {
+	path string
+	err  error
+}
+
+// unreadablePaths lists what discovery and validation could not read, each with its path.
+func unreadablePaths(results []FileResult, discoverErrs []error) []unreadablePath {
+	var out []unreadablePath
+	add := func(fallback string, e error) {
+		path := fallback
+		var ue *UnreadableError
+		if errors.As(e, &ue) {
+			path = ue.Path
+		}
+		out = append(out, unreadablePath{path: path, err: e})
+	}
+	for _, e := range discoverErrs {
+		add("", e)
+	}
+	for _, r := range results {
+		if r.Err != nil {
+			add(r.Path, r.Err)
+		}
+	}
+	return out
+}
+
 // WriteReport writes diagnostics in one of the formats. Text and GitHub formats go to out;
 // unreadable paths go to errOut, since they are not findings about a pipeline.
 func WriteReport(out, errOut io.Writer, format string, results []FileResult, discoverErrs []error) error {
 	sum := Summarize(results, discoverErrs)
-	var unreadable []error
-	unreadable = append(unreadable, discoverErrs...)
-	for _, r := range results {
-		if r.Err != nil {
-			unreadable = append(unreadable, r.Err)
-		}
-	}
+	unreadable := unreadablePaths(results, discoverErrs)
 	switch format {
 	case FormatJSON:
 		rep := jsonReport{Valid: sum.Invalid == 0 && sum.Unreadable == 0, Summary: sum, Diagnostics: []Diagnostic{}, Unreadable: []jsonError{}}
 		for _, r := range results {
-			rep.Diagnostics = append(rep.Diagnostics, r.Diagnostics...)
-		}
-		for _, e := range unreadable {
-			path := ""
-			if ue, ok := e.(*UnreadableError); ok {
-				path = ue.Path
+			for _, d := range r.Diagnostics {
+				rep.Diagnostics = append(rep.Diagnostics, withEnd(d))
 			}
-			rep.Unreadable = append(rep.Unreadable, jsonError{Path: path, Error: e.Error()})
+		}
+		for _, u := range unreadable {
+			rep.Unreadable = append(rep.Unreadable, jsonError{Path: u.path, Error: u.err.Error()})
 		}
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
@@ -87,15 +109,23 @@ func WriteReport(out, errOut io.Writer, format string, results []FileResult, dis
 	case FormatGitHub:
 		for _, r := range results {
 			for _, d := range r.Diagnostics {
+				d = withEnd(d)
 				level := "error"
 				if d.Severity == SeverityWarning {
 					level = "warning"
 				}
-				fmt.Fprintf(out, "::%s file=%s,line=%d,col=%d::%s\n", level, ghEscapeProperty(d.File), d.Line, d.Column, ghEscapeData(d.Text()))
+				title := "pipectl"
+				if d.Field != "" {
+					title += ": " + d.Field
+				}
+				fmt.Fprintf(out, "::%s file=%s,line=%d,endLine=%d,col=%d,endColumn=%d,title=%s::%s\n", level,
+					ghEscapeProperty(d.File), d.Line, d.EndLine, d.Column, d.EndColumn, ghEscapeProperty(title), ghEscapeData(d.Text()))
 			}
 		}
-		for _, e := range unreadable {
-			fmt.Fprintf(out, "::error::%s\n", ghEscapeData(e.Error()))
+		// An unreadable path still names its file, so that the annotation lands on it (or, for
+		// a path that does not exist, at least says which).
+		for _, u := range unreadable {
+			fmt.Fprintf(out, "::error file=%s,title=%s::%s\n", ghEscapeProperty(u.path), ghEscapeProperty("pipectl: cannot read"), ghEscapeData(u.err.Error()))
 		}
 		return nil
 	default:
@@ -104,8 +134,8 @@ func WriteReport(out, errOut io.Writer, format string, results []FileResult, dis
 				fmt.Fprintln(out, d.String())
 			}
 		}
-		for _, e := range unreadable {
-			fmt.Fprintf(errOut, "pipectl: cannot read %s\n", e)
+		for _, u := range unreadable {
+			fmt.Fprintf(errOut, "pipectl: cannot read %s\n", u.err)
 		}
 		fmt.Fprintf(errOut, "%d file(s) checked: %d invalid, %d error(s), %d warning(s)\n", sum.Files, sum.Invalid, sum.Errors, sum.Warnings)
 		return nil

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -118,8 +119,19 @@ func (ps *pipelineSchema) collect(d *document, ve *jsonschema.ValidationError, o
 	switch keyword {
 	case "additionalProperties":
 		allowed := ps.allowedKeys(ve.AbsoluteKeywordLocation)
-		for _, m := range quotedName.FindAllStringSubmatch(ve.Message, -1) {
-			*out = append(*out, schemaFinding{ptr: pointerJoin(ptr, m[1]), msg: unknownKeyMessage(m[1], allowed), onKey: true})
+		// The unknown keys are read from the document, not from the library's message, which
+		// quotes them: a key holding a tab or a newline must be found at its own position and
+		// escaped once, by the message.
+		obj, _ := value.(map[string]any)
+		var unknown []string
+		for k := range obj {
+			if _, ok := slices.BinarySearch(allowed, k); !ok {
+				unknown = append(unknown, k)
+			}
+		}
+		sort.Strings(unknown)
+		for _, k := range unknown {
+			*out = append(*out, schemaFinding{ptr: pointerJoin(ptr, k), msg: unknownKeyMessage(k, allowed), onKey: true})
 		}
 	case "required":
 		for _, m := range quotedName.FindAllStringSubmatch(ve.Message, -1) {

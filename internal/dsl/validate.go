@@ -87,7 +87,9 @@ func (v *Validator) Parse(path string, src []byte) (p *domain.Pipeline, diags []
 	}()
 	doc := parseDocument(path, src)
 	if doc.root == nil {
-		return nil, SortDiagnostics(doc.diags)
+		diags = SortDiagnostics(doc.diags)
+		fillEnds(src, diags)
+		return nil, diags
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -109,6 +111,7 @@ func (v *Validator) Parse(path string, src []byte) (p *domain.Pipeline, diags []
 		ps.check(doc)
 	}
 	diags = SortDiagnostics(doc.diags)
+	fillEnds(src, diags)
 	if HasErrors(diags) {
 		return nil, diags
 	}
