@@ -74,6 +74,35 @@ func (c *config) providers() map[string]llm.Provider {
 	return out
 }
 
+// keys returns the API keys of the configured providers (the default one's included).
+func (c *config) keys() []string {
+	envs := []string{"OPENAI_API_KEY"}
+	for _, p := range c.Providers {
+		if p.APIKeyEnv != "" {
+			envs = append(envs, p.APIKeyEnv)
+		}
+	}
+	var out []string
+	for _, e := range envs {
+		if v := os.Getenv(e); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// heldSecrets are the secrets in pipectl's environment before any flag is read: the default
+// provider's key and a PostgreSQL password given the libpq way.
+func heldSecrets() []string {
+	var out []string
+	for _, e := range []string{"OPENAI_API_KEY", "PGPASSWORD"} {
+		if v := os.Getenv(e); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 func newProvider(name string, p providerConfig) llm.Provider {
 	timeout, _ := time.ParseDuration(p.Timeout)
 	key := ""

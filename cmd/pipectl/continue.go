@@ -40,7 +40,7 @@ func (a *app) operator(ctx context.Context) (*operator, error) {
 func (a *app) ops(store *ledger.Store, logged map[string]any) *operate.Ops {
 	return &operate.Ops{
 		Store:   store,
-		Secrets: resolveSecrets,
+		Secrets: a.resolveSecrets,
 		NewEngine: func(actor string, v *dsl.Validator, providers operate.Providers) (*engine.Engine, error) {
 			log, err := a.logger()
 			if err != nil {

@@ -40,7 +40,7 @@ func (a *app) dlqListCommand() *cobra.Command {
 				return err
 			}
 			if format == "json" {
-				return writeJSON(a.stdout, operate.RunViews(runs))
+				return writeJSON(a.jsonOut, operate.RunViews(runs))
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "RUN\tPIPELINE\tFAILED STEP\tCLASS\tAGE\tERROR")

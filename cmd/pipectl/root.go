@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pipectl/pipectl/internal/domain"
+	"github.com/pipectl/pipectl/internal/ledger"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -43,25 +44,33 @@ func exitCode(err error) int {
 
 // app holds what every command needs; nothing is package-level state.
 type app struct {
-	g      globals
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
+	g     globals
+	stdin io.Reader
+	// stdout and stderr are for people: secrets redacted, control characters made visible.
+	// jsonOut is stdout for machine-readable output: secrets redacted, nothing else changed.
+	stdout  io.Writer
+	stderr  io.Writer
+	jsonOut io.Writer
+	// red knows every secret this process holds: the pipelines' secrets, the model provider
+	// keys and the ledger's password. Logs, the ledger, recordings and output go through it.
+	red *domain.Redactor
 }
 
 // run executes the command line and returns the exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	red := domain.NewRedactor(heldSecrets())
+	a := &app{stdin: stdin, red: red, stdout: &safeWriter{w: stdout, red: red, text: true},
+		stderr: &safeWriter{w: stderr, red: red, text: true}, jsonOut: &safeWriter{w: stdout, red: red}}
 	root := a.rootCommand()
 	root.SetArgs(args)
 	root.SetIn(stdin)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
 	err := root.ExecuteContext(ctx)
 	if err != nil {
 		var ee *exitError
 		if !errors.As(err, &ee) || ee.err != nil {
-			fmt.Fprintf(stderr, "pipectl: %v\n", err)
+			fmt.Fprintf(a.stderr, "pipectl: %v\n", err)
 		}
 	}
 	return exitCode(err)
@@ -78,6 +87,14 @@ func (a *app) rootCommand() *cobra.Command {
 		return &exitError{code: domain.ExitUsage, err: fmt.Errorf("%w\nrun '%s --help' for usage", err, c.CommandPath())}
 	})
 	a.g.register(root)
+	root.PersistentPreRun = func(*cobra.Command, []string) {
+		// Flags are parsed now: the ledger's password and the configured providers' keys
+		// are secrets of this process from the start, whatever the command.
+		a.red.Add(ledger.DSNSecrets(a.g.dsn())...)
+		if c, err := a.loadConfig(); err == nil {
+			a.red.Add(c.keys()...)
+		}
+	}
 	root.AddCommand(a.versionCommand(), a.schemaCommand(), a.validateCommand(), a.runCommand(), a.runsCommand(), a.testCommand(),
 		a.reviewCommand(), a.signalCommand(), a.noteCommand(), a.disableCommand(), a.enableCommand(), a.dlqCommand(), a.replayCommand(), a.statsCommand(), a.submitCommand(), a.workerCommand())
 	return root

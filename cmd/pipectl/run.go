@@ -38,7 +38,7 @@ func (a *app) runCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			secrets, err := resolveSecrets(p)
+			secrets, err := a.resolveSecrets(p)
 			if err != nil {
 				return &exitError{code: domain.ExitUsage, err: err}
 			}
@@ -170,7 +170,7 @@ func lineCol(data []byte, off int) (int, int) {
 
 // resolveSecrets reads the declared secrets from the environment; a missing one refuses the
 // run before anything happens.
-func resolveSecrets(p *domain.Pipeline) (map[string]string, error) {
+func (a *app) resolveSecrets(p *domain.Pipeline) (map[string]string, error) {
 	out := map[string]string{}
 	var missing []string
 	for _, name := range p.Secrets {
@@ -180,6 +180,7 @@ func resolveSecrets(p *domain.Pipeline) (map[string]string, error) {
 			continue
 		}
 		out[name] = v
+		a.red.Add(v)
 	}
 	if len(missing) > 0 {
 		sort.Strings(missing)

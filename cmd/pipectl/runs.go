@@ -46,7 +46,7 @@ func (a *app) runsListCommand() *cobra.Command {
 				return opError(err)
 			}
 			if format == "json" {
-				return writeJSON(a.stdout, operate.RunViews(runs))
+				return writeJSON(a.jsonOut, operate.RunViews(runs))
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "RUN\tPIPELINE\tSTATE\tKEY\tCREATED\tUPDATED")
@@ -84,7 +84,7 @@ func (a *app) runsShowCommand() *cobra.Command {
 				return opError(err)
 			}
 			if format == "json" {
-				return writeJSON(a.stdout, doc)
+				return writeJSON(a.jsonOut, doc)
 			}
 			return writeShow(a.stdout, run, *doc)
 		},

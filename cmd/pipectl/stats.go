@@ -41,7 +41,7 @@ func (a *app) statsCommand() *cobra.Command {
 				return err
 			}
 			if format == "json" {
-				if err := writeJSON(a.stdout, map[string]any{"since": since.String(), "pipelines": stats, "breaches": breaches}); err != nil {
+				if err := writeJSON(a.jsonOut, map[string]any{"since": since.String(), "pipelines": stats, "breaches": breaches}); err != nil {
 					return err
 				}
 			} else {

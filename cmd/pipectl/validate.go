@@ -18,7 +18,7 @@ func (a *app) schemaCommand() *cobra.Command {
 		Short: "Print the JSON Schema of pipeline files (for editors)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := a.stdout.Write(schemas.Pipeline)
+			_, err := a.jsonOut.Write(schemas.Pipeline)
 			return err
 		},
 	}
@@ -66,9 +66,13 @@ func (a *app) validateCommand() *cobra.Command {
 				results = v.ValidateFiles(files)
 			}
 			if format == dsl.FormatSARIF {
-				err = dsl.WriteSARIF(a.stdout, version, results, discoverErrs)
+				err = dsl.WriteSARIF(a.jsonOut, version, results, discoverErrs)
 			} else {
-				err = dsl.WriteReport(a.stdout, a.stderr, format, results, discoverErrs)
+				out := a.stdout
+				if format == dsl.FormatJSON {
+					out = a.jsonOut // exact JSON; text and annotations are for people
+				}
+				err = dsl.WriteReport(out, a.stderr, format, results, discoverErrs)
 			}
 			if err != nil {
 				return err

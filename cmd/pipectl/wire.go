@@ -59,9 +59,9 @@ func (a *app) logger() (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
 	switch a.g.logFormat {
 	case "json":
-		return slog.New(slog.NewJSONHandler(a.stderr, opts)), nil
+		return slog.New(engine.RedactingHandler(slog.NewJSONHandler(a.stderr, opts), a.red)), nil
 	case "text":
-		return slog.New(slog.NewTextHandler(a.stderr, opts)), nil
+		return slog.New(engine.RedactingHandler(slog.NewTextHandler(a.stderr, opts), a.red)), nil
 	}
 	return nil, usageErrorf("unknown --log-format %q: use json or text", a.g.logFormat)
 }
@@ -96,6 +96,7 @@ func (a *app) newEngine(store engine.Store, v *dsl.Validator, log *slog.Logger, 
 			domain.StepWait:      steps.Wait{},
 		},
 		Log:      log,
+		Redactor: a.red,
 		Owner:    engine.CurrentOwner(),
 		Actor:    a.g.actorName(),
 		Version:  version,
@@ -150,7 +151,9 @@ func (a *app) modelProviders(recordPath, replayPath string) (func(string) (llm.P
 	var rec *llm.Recorder
 	if recordPath != "" {
 		rec = llm.NewRecorder(recordPath)
+		rec.Redact = a.red.JSON
 	}
+	a.red.Add(cfg.keys()...)
 	return providerFunc(cfg.providers(), replay, rec), nil
 }
 

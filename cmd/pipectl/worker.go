@@ -120,7 +120,7 @@ func (a *app) workerCommand() *cobra.Command {
 					if p.Inputs != nil {
 						in = gate.Coerce(p.Inputs.Doc, in)
 					}
-					secrets, err := resolveSecrets(p)
+					secrets, err := a.resolveSecrets(p)
 					if err != nil {
 						// Another worker may hold the secret: hand the run back.
 						store.ReleaseLease(context.WithoutCancel(ctx), r.ID, eng.Owner.String())

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
+	"strconv"
 )
 
 // DecodeJSON decodes a JSON document into the values expressions expect: integers as int64,
-// other numbers as float64.
+// other numbers as float64. A number beyond the range of a float64 (1e400) is an error: it would
+// become an infinity, which no JSON can carry back out.
 func DecodeJSON(data []byte) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -19,27 +22,110 @@ func DecodeJSON(data []byte) (any, error) {
 	if dec.More() {
 		return nil, fmt.Errorf("unexpected data after the JSON value")
 	}
-	return normalizeNumbers(v), nil
+	return normalizeNumbers(v, "")
 }
 
-func normalizeNumbers(v any) any {
+func normalizeNumbers(v any, path string) (any, error) {
 	switch x := v.(type) {
 	case json.Number:
 		if i, err := x.Int64(); err == nil {
-			return i
+			return i, nil
 		}
-		f, _ := x.Float64()
-		return f
+		f, err := x.Float64()
+		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+			return nil, fmt.Errorf("number %s at %q is out of the range of a 64-bit float", shortNumber(x.String()), path)
+		}
+		return f, nil
 	case map[string]any:
 		for k, val := range x {
-			x[k] = normalizeNumbers(val)
+			n, err := normalizeNumbers(val, path+"/"+k)
+			if err != nil {
+				return nil, err
+			}
+			x[k] = n
 		}
 	case []any:
 		for i, val := range x {
-			x[i] = normalizeNumbers(val)
+			n, err := normalizeNumbers(val, path+"/"+strconv.Itoa(i))
+			if err != nil {
+				return nil, err
+			}
+			x[i] = n
 		}
 	}
-	return v
+	return v, nil
+}
+
+func shortNumber(s string) string {
+	if len(s) > 40 {
+		return s[:20] + "..." + s[len(s)-10:]
+	}
+	return s
+}
+
+// MarshalJSON encodes v for the ledger so that it decodes back to the same Go types: a float64
+// holding a whole number is written 635.0, not 635, which DecodeJSON would read as an int64
+// (and CEL tells 635 from 635.0). Infinities and NaN are errors. Map keys come out sorted.
+func MarshalJSON(v any) ([]byte, error) {
+	var b bytes.Buffer
+	if err := writeTyped(&b, v); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+func writeTyped(b *bytes.Buffer, v any) error {
+	switch x := v.(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		b.WriteByte('{')
+		for i, k := range keys {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			kb, _ := json.Marshal(k)
+			b.Write(kb)
+			b.WriteByte(':')
+			if err := writeTyped(b, x[k]); err != nil {
+				return err
+			}
+		}
+		b.WriteByte('}')
+	case []any:
+		b.WriteByte('[')
+		for i, e := range x {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			if err := writeTyped(b, e); err != nil {
+				return err
+			}
+		}
+		b.WriteByte(']')
+	case float64:
+		if math.IsInf(x, 0) || math.IsNaN(x) {
+			return fmt.Errorf("%v is not a finite number and cannot be stored as JSON", x)
+		}
+		enc, err := json.Marshal(x)
+		if err != nil {
+			return err
+		}
+		b.Write(enc)
+		if !bytes.ContainsAny(enc, ".eE") {
+			b.WriteString(".0")
+		}
+	default:
+		enc, err := json.Marshal(x)
+		if err != nil {
+			return err
+		}
+		b.Write(enc)
+	}
+	return nil
 }
 
 // CanonicalJSON encodes v with sorted keys and no insignificant space, so that equal values

@@ -1,16 +1,26 @@
 package domain
 
-import "testing"
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"net/url"
+	"strings"
+	"testing"
+)
 
 func TestRedactorForms(t *testing.T) {
 	r := NewRedactor([]string{`p@ss "w/rd"`, "", "tok"})
 	tests := []struct{ in, want string }{
 		{`Authorization: Bearer p@ss "w/rd"`, "Authorization: Bearer ***"},
 		{`{"h":"p@ss \"w/rd\""}`, `{"h":"***"}`},
+		{`"{\"h\":\"p@ss \\\"w/rd\\\"\"}"`, `"{\"h\":\"***\"}"`},
 		{"https://x/?k=p%40ss+%22w%2Frd%22", "https://x/?k=***"},
 		{"/a/p@ss%20%22w%2Frd%22/b", "/a/***/b"},
 		{"tokens: tok", "***ens: ***"},
 		{"nothing here", "nothing here"},
+		{"b64 " + base64.StdEncoding.EncodeToString([]byte(`p@ss "w/rd"`)), "b64 ***"},
+		{"hex " + strings.ToUpper(hex.EncodeToString([]byte(`p@ss "w/rd"`))), "hex ***"},
 	}
 	for _, tc := range tests {
 		if got := r.String(tc.in); got != tc.want {
@@ -18,8 +28,131 @@ func TestRedactorForms(t *testing.T) {
 		}
 	}
 	var none *Redactor
+	none.Add("x")
 	if none.String("x") != "x" || string(NewRedactor(nil).Bytes([]byte("x"))) != "x" {
 		t.Fatal("an empty redactor changed its input")
+	}
+}
+
+// The attack: a header built as base64("user:" + secret) is echoed by a server. The redactor
+// only knows the secret, yet no 8 bytes of it may be decodable from what is left, whatever the
+// secret's alignment inside the encoded text.
+func TestRedactorEmbeddedEncodings(t *testing.T) {
+	secret := "s3cr3t-V4lue_with+slash/and=eq"
+	r := NewRedactor([]string{secret})
+	for pre := 0; pre < 6; pre++ {
+		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+			plain := strings.Repeat("u", pre) + ":" + secret + ":tail"
+			text := "Authorization: Basic " + enc.EncodeToString([]byte(plain))
+			assertNoSecretLeft(t, secret, r.String(text))
+			assertNoSecretLeft(t, secret, r.String(url.QueryEscape(text)))
+		}
+		text := "id=" + hex.EncodeToString([]byte(strings.Repeat("x", pre)+secret))
+		assertNoSecretLeft(t, secret, r.String(text))
+	}
+}
+
+// assertNoSecretLeft decodes every fragment between redactions at every alignment, as base64
+// and hex, and fails when 8 consecutive bytes of the secret come out.
+func assertNoSecretLeft(t *testing.T, secret, text string) {
+	t.Helper()
+	if leaks(secret, text) {
+		t.Errorf("secret recoverable from %q", text)
+	}
+}
+
+func leaks(secret, text string) bool {
+	var decoded []string
+	var runs []string
+	for _, frag := range strings.Split(text, Redacted) {
+		for _, f := range []string{frag, unescape(frag)} {
+			// Runs of the base64 alphabets (hex is a subset) are what could decode.
+			runs = append(runs, strings.FieldsFunc(f, func(c rune) bool {
+				return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("+/-_", c))
+			})...)
+		}
+	}
+	for _, frag := range runs {
+		for _, f := range []string{frag} {
+			decoded = append(decoded, f)
+			for off := 0; off < 4 && off < len(f); off++ {
+				s := f[off:]
+				for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
+					for n := len(s) - len(s)%4; n >= 4; n -= 4 {
+						if b, err := enc.DecodeString(s[:n]); err == nil {
+							decoded = append(decoded, string(b))
+							break
+						}
+					}
+				}
+			}
+			for off := 0; off < 2 && off < len(f); off++ {
+				s := strings.ToLower(f[off:])
+				if b, err := hex.DecodeString(s[:len(s)-len(s)%2]); err == nil {
+					decoded = append(decoded, string(b))
+				}
+			}
+		}
+	}
+	for i := 0; i+8 <= len(secret); i++ {
+		for _, d := range decoded {
+			if strings.Contains(d, secret[i:i+8]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func unescape(s string) string {
+	if u, err := url.QueryUnescape(s); err == nil {
+		return u
+	}
+	return s
+}
+
+func TestRedactorJSONStaysValid(t *testing.T) {
+	r := NewRedactor([]string{"12345678", `","x":"`})
+	for _, doc := range []string{`{"n":123456789,"s":"a12345678b"}`, `{"a":"","x":"b"}`, `[12345678.5]`} {
+		got := r.JSON([]byte(doc))
+		if !json.Valid(got) {
+			t.Errorf("JSON(%s) = %s: not JSON", doc, got)
+		}
+		if strings.Contains(string(got), "12345678") {
+			t.Errorf("JSON(%s) = %s: secret left", doc, got)
+		}
+	}
+}
+
+func TestRedactorCutsAfterRedacting(t *testing.T) {
+	secret := "abcdefghijklmnopqrstuvwxyz0123456789"
+	r := NewRedactor([]string{secret})
+	text := strings.Repeat("x", 290) + secret + strings.Repeat("y", 200)
+	for _, got := range []string{r.Head(text, 300), r.Tail(text, 220)} {
+		for i := 0; i+8 <= len(secret); i++ {
+			if strings.Contains(got, secret[i:i+8]) {
+				t.Fatalf("cut text %q keeps part of the secret", got)
+			}
+		}
+	}
+	if got := r.Head("héllo", 2); got != "h..." {
+		t.Fatalf("Head cut inside a character: %q", got)
+	}
+}
+
+func TestRedactorAddWhileInUse(t *testing.T) {
+	r := NewRedactor(nil)
+	done := make(chan bool)
+	go func() {
+		for i := 0; i < 100; i++ {
+			r.String("Basic dXNlcjpwYXNz")
+		}
+		done <- true
+	}()
+	r.Add("Basic dXNlcjpwYXNz")
+	<-done
+	if got := r.String("h: Basic dXNlcjpwYXNz"); got != "h: ***" {
+		t.Fatalf("added value not redacted: %q", got)
 	}
 }
 

@@ -64,6 +64,10 @@ type Engine struct {
 	UnknownRetryDelay time.Duration
 	// Observer, when set, hears of every attempt and transition (metrics).
 	Observer Observer
+	// Redactor, when set, knows the secrets this process holds besides the pipelines' own
+	// (model provider keys, the ledger's password); the engine adds each run's secrets to it.
+	// Everything the engine writes (ledger rows, logs) goes through it.
+	Redactor *domain.Redactor
 
 	rndMu sync.Mutex
 	rnd   *rand.Rand

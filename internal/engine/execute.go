@@ -37,8 +37,10 @@ func emptyProgress() *progress {
 }
 
 // loadProgress rebuilds progress from the ledger. Failures before since (the last redrive)
-// do not count against the retry budget: a redriven run gets its attempts back.
-func loadProgress(attempts []domain.Attempt, since time.Time) (*progress, error) {
+// do not count against the retry budget: a redriven run gets its attempts back. Outputs go
+// through their step's schema again, so that a resumed run sees the numbers the gate passed
+// (a proposal approved by a person included), not what JSON makes of them.
+func loadProgress(p *domain.Pipeline, attempts []domain.Attempt, since time.Time) (*progress, error) {
 	pr := emptyProgress()
 	for _, a := range attempts {
 		k := unitKey{a.StepID, a.ItemIndex}
@@ -52,7 +54,7 @@ func loadProgress(attempts []domain.Attempt, since time.Time) (*progress, error)
 				if err != nil {
 					return nil, fmt.Errorf("ledger output of %s: %w", a.StepID, err)
 				}
-				out = v
+				out = coerceOutput(p.Step(a.StepID), a.ItemIndex, v)
 			}
 			if a.ItemIndex == domain.NoItem {
 				pr.outputs[a.StepID] = out
@@ -71,6 +73,33 @@ func loadProgress(attempts []domain.Attempt, since time.Time) (*progress, error)
 		}
 	}
 	return pr, nil
+}
+
+// coerceOutput applies a step's output schema to an output read back from the ledger; a
+// for_each step's collected list gets it item by item.
+func coerceOutput(step *domain.Step, item int, v any) any {
+	if step == nil {
+		return v
+	}
+	var schema *domain.Schema
+	switch {
+	case step.LLM != nil:
+		schema = step.LLM.OutputSchema
+	case step.Gate != nil:
+		schema = step.Gate.Schema
+	case step.Wait != nil:
+		schema = step.Wait.Schema
+	}
+	if schema == nil {
+		return v
+	}
+	if list, ok := v.([]any); ok && step.ForEach != "" && item == domain.NoItem {
+		for i, e := range list {
+			list[i] = domain.CoerceNumbers(schema.Doc, e)
+		}
+		return list
+	}
+	return domain.CoerceNumbers(schema.Doc, v)
 }
 
 // lastRedrive is when the run last came back from the dead-letter queue.
@@ -149,7 +178,11 @@ func (e *Engine) execute(ctx context.Context, p *domain.Pipeline, runID string, 
 		values = append(values, v)
 		secrets[k] = v
 	}
-	redact := domain.NewRedactor(values)
+	redact := e.Redactor
+	if redact == nil {
+		redact = domain.NewRedactor(nil)
+	}
+	redact.Add(values...)
 	for {
 		run, pr := fresh, emptyProgress()
 		fresh = nil
@@ -166,7 +199,7 @@ func (e *Engine) execute(ctx context.Context, p *domain.Pipeline, runID string, 
 			if err != nil {
 				return run, err
 			}
-			if pr, err = loadProgress(attempts, lastRedrive(events)); err != nil {
+			if pr, err = loadProgress(p, attempts, lastRedrive(events)); err != nil {
 				return run, err
 			}
 		}
@@ -404,8 +437,9 @@ func (e *Engine) runUnit(ctx context.Context, s *session, u *unit) (r *unitResul
 	call := &domain.StepCall{
 		RunID: s.run.ID, Pipeline: s.run.Pipeline, IdempotencyKey: s.run.IdempotencyKey, Step: u.step,
 		ItemIndex: u.item, Attempt: u.att.Attempt, StepKey: u.att.StepKey, DryRun: s.run.DryRun, Offline: s.opts.Offline, Workdir: s.workdir,
-		Vars:   u.vars,
-		Render: func(v any) (any, error) { return e.Renderer.Render(v, u.vars) },
+		Vars:     u.vars,
+		Redactor: s.redact,
+		Render:   func(v any) (any, error) { return e.Renderer.Render(v, u.vars) },
 		RenderWith: func(v any, extra map[string]any) (any, error) {
 			vars := make(map[string]any, len(u.vars)+len(extra))
 			for k, x := range u.vars {
@@ -458,12 +492,20 @@ func (s *session) handle(ctx context.Context, r *unitResult) error {
 		s.logAttempt(u, att)
 		return s.writeAttempt(ctx, att, s.changeIfLast())
 	}
+	if r.err == nil && r.res.Output != nil {
+		out, err := domain.MarshalJSON(r.res.Output)
+		if err != nil {
+			// Nothing after this step could see the value it made: JSON cannot carry it.
+			r.err = domain.Permanent(fmt.Errorf("output: %w", err))
+		} else {
+			att.Output = s.redact.JSON(out)
+		}
+	}
 	if r.err == nil {
 		att.Outcome = r.res.Outcome
 		if att.Outcome == "" {
 			att.Outcome = domain.OutcomeSucceeded
 		}
-		att.Output = s.redactJSON(r.res.Output)
 		s.record(u, r.res.Output)
 		return s.commit(ctx, u.step, att)
 	}
@@ -718,21 +760,21 @@ func (s *session) redactJSON(v any) []byte {
 	if v == nil {
 		return nil
 	}
-	b, err := json.Marshal(v)
+	b, err := domain.MarshalJSON(v)
 	if err != nil {
 		b, _ = json.Marshal(fmt.Sprint(v))
 	}
-	return s.redact.Bytes(b)
+	return s.redact.JSON(b)
 }
 
 // redactCalls prepares model calls for the ledger: secrets out of every text.
 func (s *session) redactCalls(calls []domain.ModelCall) []domain.ModelCall {
 	out := make([]domain.ModelCall, len(calls))
 	for i, c := range calls {
-		c.Request = s.redact.Bytes(c.Request)
+		c.Request = s.redact.JSON(c.Request)
 		c.Response = s.redact.String(c.Response)
-		c.Parsed = s.redact.Bytes(c.Parsed)
-		c.Reasons = s.redact.Bytes(c.Reasons)
+		c.Parsed = s.redact.JSON(c.Parsed)
+		c.Reasons = s.redact.JSON(c.Reasons)
 		c.Error = s.redact.String(c.Error)
 		out[i] = c
 	}

@@ -1,83 +1,50 @@
 package gate
 
-import "strings"
+import (
+	"fmt"
+	"math"
 
-// Coerce makes a decoded JSON value match the number types its schema declares: integers
-// where the schema says number become floats. JSON does not tell 635 from 635.0, but CEL does,
-// and a rule such as subtotal + tax == total must not fail on it.
+	"github.com/pipectl/pipectl/internal/domain"
+)
+
+// Coerce makes a decoded JSON value match the number types its schema declares (see
+// domain.CoerceNumbers).
 func Coerce(schema, value any) any {
-	return coerce(schema, schema, value, 0)
+	return domain.CoerceNumbers(schema, value)
 }
 
-func coerce(root, schema, value any, depth int) any {
-	s, ok := schema.(map[string]any)
-	if !ok || depth > 64 {
-		return value
-	}
-	if ref, ok := s["$ref"].(string); ok && strings.HasPrefix(ref, "#") {
-		value = coerce(root, pointer(root, ref[1:]), value, depth+1)
-	}
-	for _, kw := range []string{"allOf", "anyOf", "oneOf"} {
-		if alts, ok := s[kw].([]any); ok {
-			for _, a := range alts {
-				value = coerce(root, a, value, depth+1)
-			}
-		}
-	}
-	switch v := value.(type) {
-	case int64:
-		if declaresNumberNotInteger(s["type"]) {
-			return float64(v)
+// nonFinite lists the numbers JSON cannot carry (infinities, NaN: a CEL division by zero, or
+// 1e400 read as +Inf) with their JSON pointers; such a value cannot pass a gate, since
+// everything after it, from the ledger to the next step, would see something else.
+func nonFinite(v any, path string, out []Reason) []Reason {
+	switch x := v.(type) {
+	case float64:
+		if math.IsInf(x, 0) || math.IsNaN(x) {
+			out = append(out, Reason{Path: path, Keyword: "number", Message: fmt.Sprintf("%v is not a finite number; JSON numbers must be finite (a number too large for a 64-bit float reads as infinite)", x)})
 		}
 	case map[string]any:
-		props, _ := s["properties"].(map[string]any)
-		extra, _ := s["additionalProperties"].(map[string]any)
-		for k, e := range v {
-			if ps, ok := props[k]; ok {
-				v[k] = coerce(root, ps, e, depth+1)
-			} else if extra != nil {
-				v[k] = coerce(root, extra, e, depth+1)
-			}
+		for k, e := range x {
+			out = nonFinite(e, path+"/"+escapePointer(k), out)
 		}
 	case []any:
-		prefix, _ := s["prefixItems"].([]any)
-		for i, e := range v {
-			if i < len(prefix) {
-				v[i] = coerce(root, prefix[i], e, depth+1)
-			} else if items, ok := s["items"]; ok {
-				v[i] = coerce(root, items, e, depth+1)
-			}
+		for i, e := range x {
+			out = nonFinite(e, fmt.Sprintf("%s/%d", path, i), out)
 		}
 	}
-	return value
+	return out
 }
 
-func declaresNumberNotInteger(t any) bool {
-	switch x := t.(type) {
-	case string:
-		return x == "number"
-	case []any:
-		number, integer := false, false
-		for _, e := range x {
-			number = number || e == "number"
-			integer = integer || e == "integer"
+func escapePointer(s string) string {
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '~':
+			out = append(out, "~0"...)
+		case '/':
+			out = append(out, "~1"...)
+		default:
+			out = append(out, s[i])
 		}
-		return number && !integer
 	}
-	return false
-}
-
-func pointer(doc any, ptr string) any {
-	if ptr == "" {
-		return doc
-	}
-	for _, tok := range strings.Split(strings.TrimPrefix(ptr, "/"), "/") {
-		tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
-		m, ok := doc.(map[string]any)
-		if !ok {
-			return nil
-		}
-		doc = m[tok]
-	}
-	return doc
+	return string(out)
 }

@@ -2,6 +2,7 @@ package gate
 
 import (
 	"fmt"
+	"sort"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/ext"
@@ -69,6 +70,10 @@ func New(env *cel.Env, schema *jsonschema.Schema, rules []RuleSpec) (*Gate, erro
 // A rule that errors or yields a non-boolean counts as failed. The decision is reject when the
 // schema or any reject rule fails, review when only review rules fail, pass otherwise.
 func (g *Gate) Check(value any, vars map[string]any) Verdict {
+	if reasons := nonFinite(value, "", nil); len(reasons) > 0 {
+		sort.Slice(reasons, func(i, j int) bool { return reasons[i].Path < reasons[j].Path })
+		return Verdict{Decision: Reject, Reasons: reasons}
+	}
 	if g.schema != nil {
 		if reasons := Violations(g.schema.Validate(value)); len(reasons) > 0 {
 			return Verdict{Decision: Reject, Reasons: reasons}

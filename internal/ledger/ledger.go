@@ -91,16 +91,67 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	return nil, fmt.Errorf("ledger %q: expected sqlite:PATH or postgres://...", redactDSN(dsn))
 }
 
-// redactDSN hides a password in a DSN before it reaches a message.
+// redactDSN hides the passwords of a DSN (user:password@ and ?password=) before it reaches a
+// message. A DSN that does not parse is not shown at all: its password could be anywhere.
 func redactDSN(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil || u.User == nil {
-		return dsn
+	if !strings.Contains(dsn, "://") {
+		return dsn // sqlite:PATH
 	}
-	if _, has := u.User.Password(); has {
-		u.User = url.UserPassword(u.User.Username(), domain.Redacted)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "(a DSN that is not a URL)"
+	}
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), domain.Redacted)
+		}
+	}
+	q := u.Query()
+	changed := false
+	for k := range q {
+		if isPasswordParam(k) {
+			q.Set(k, domain.Redacted)
+			changed = true
+		}
+	}
+	if changed {
+		u.RawQuery = strings.ReplaceAll(q.Encode(), url.QueryEscape(domain.Redacted), domain.Redacted)
 	}
 	return u.String()
+}
+
+// DSNSecrets returns the passwords a DSN carries, for the redactor of everything pipectl prints.
+func DSNSecrets(dsn string) []string {
+	u, err := url.Parse(dsn)
+	if err != nil || !strings.Contains(dsn, "://") {
+		return nil
+	}
+	var out []string
+	if u.User != nil {
+		if p, has := u.User.Password(); has && p != "" {
+			out = append(out, p)
+		}
+	}
+	for k, vs := range u.Query() {
+		if isPasswordParam(k) {
+			for _, v := range vs {
+				if v != "" {
+					out = append(out, v)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// isPasswordParam names the DSN parameters that carry a password or key (libpq and pgx spell
+// them so).
+func isPasswordParam(k string) bool {
+	switch strings.ToLower(k) {
+	case "password", "sslpassword", "sslkey_password":
+		return true
+	}
+	return false
 }
 
 // openSQLite opens a SQLite ledger. Durability: WAL with synchronous=FULL unless the DSN asks

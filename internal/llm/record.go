@@ -36,9 +36,12 @@ type RecordedErr struct {
 // Recorder writes every exchange of the providers it wraps to one file after each call,
 // atomically, so that a crash loses at most the call in flight.
 type Recorder struct {
-	path string
-	mu   sync.Mutex
-	rec  Recording
+	// Redact, when set, takes the secrets out of the file's JSON before it is written: a
+	// provider error may quote the API key.
+	Redact func([]byte) []byte
+	path   string
+	mu     sync.Mutex
+	rec    Recording
 }
 
 // NewRecorder records into path.
@@ -74,16 +77,19 @@ func (r *Recorder) add(req Request, resp Response, err error) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.rec.Exchanges = append(r.rec.Exchanges, ex)
-	if werr := writeAtomic(r.path, r.rec); werr != nil {
+	if werr := writeAtomic(r.path, r.rec, r.Redact); werr != nil {
 		return &Error{Err: fmt.Errorf("recording model exchanges: %w", werr)}
 	}
 	return err
 }
 
-func writeAtomic(path string, v any) error {
+func writeAtomic(path string, v any, redact func([]byte) []byte) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
+	}
+	if redact != nil {
+		data = redact(data)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {

@@ -89,7 +89,11 @@ func (o *Ops) Review(ctx context.Context, actor string, req ReviewRequest) (*Dec
 	} else {
 		output = map[string]any{"decision": "approved", "by": actor, "note": req.Note}
 	}
-	outJSON, _ := json.Marshal(output)
+	// Typed, so that numbers read back as the gate passed them (635.0 stays a float).
+	outJSON, err := domain.MarshalJSON(output)
+	if err != nil {
+		return nil, err
+	}
 	record, _ := json.Marshal(map[string]any{"reviewed_by": actor, "note": req.Note, "proposal_hash": heldHash})
 	owner, until, err := o.lease(actor, req.Enqueue)
 	if err != nil {
@@ -150,7 +154,10 @@ func (o *Ops) Signal(ctx context.Context, actor string, req SignalRequest) (*Dec
 		return nil, refused("the payload does not match step %s's schema (%s); run %s keeps waiting", held.StepID, strings.Join(parts, "; "), r.ID)
 	}
 	payload = gate.Coerce(step.Wait.Schema.Doc, payload)
-	outJSON, _ := json.Marshal(payload)
+	outJSON, err := domain.MarshalJSON(payload)
+	if err != nil {
+		return nil, err
+	}
 	owner, until, err := o.lease(actor, req.Enqueue)
 	if err != nil {
 		return nil, err

@@ -38,6 +38,9 @@ type execRequest struct {
 	Env     map[string]string `json:"env,omitempty"`
 	Workdir string            `json:"workdir"`
 	Stdin   string            `json:"stdin,omitempty"`
+	// env is what the child gets; Env, what the ledger records, shows values computed from
+	// secrets as ***.
+	env map[string]string
 }
 
 // Execute runs the guard, then the command.
@@ -82,7 +85,7 @@ func (e Exec) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRe
 	}
 	code := int(res["exit_code"].(int64))
 	if code != 0 {
-		err := fmt.Errorf("exit status %d: %s", code, tail(res["stderr"].(string), 500))
+		err := fmt.Errorf("exit status %d: %s", code, call.Redactor.Tail(strings.TrimSpace(res["stderr"].(string)), 500))
 		for _, t := range spec.TransientExitCodes {
 			if t == code {
 				return result, domain.Transient(err)
@@ -109,10 +112,11 @@ func (e Exec) render(call *domain.StepCall, command []string, env map[string]str
 		}
 		req.Command = append(req.Command, v)
 	}
-	var err error
-	if req.Env, err = renderTextMap(call, env, "env"); err != nil {
+	values, secret, err := renderSinkMap(call, env, "env")
+	if err != nil {
 		return nil, err
 	}
+	req.env, req.Env = values, shown(values, secret)
 	if stdin != nil {
 		v, err := call.Render(stdin)
 		if err != nil {
@@ -138,7 +142,7 @@ func (e Exec) run(ctx context.Context, call *domain.StepCall, req *execRequest) 
 	}
 	cmd := exec.CommandContext(ctx, req.Command[0], req.Command[1:]...)
 	cmd.Dir = req.Workdir
-	cmd.Env = childEnv(call, req.Env)
+	cmd.Env = childEnv(call, req.env)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error {
 		// The negative pid addresses the whole process group.
@@ -227,12 +231,4 @@ func (c *capped) String() string {
 		return c.buf.String() + fmt.Sprintf("\n[%d more bytes not kept]", c.dropped)
 	}
 	return c.buf.String()
-}
-
-func tail(s string, n int) string {
-	s = strings.TrimSpace(s)
-	if len(s) <= n {
-		return s
-	}
-	return "..." + s[len(s)-n:]
 }

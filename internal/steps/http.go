@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -41,26 +42,65 @@ func NewHTTP(transport http.RoundTripper) *HTTP {
 	// Hand back the response or error of the single attempt untouched; classification is ours.
 	c.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) { return false, err }
 	c.ErrorHandler = retryablehttp.PassthroughErrorHandler
-	c.HTTPClient.CheckRedirect = func(req *http.Request, via []*http.Request) error {
-		// A redirected write would silently turn into a GET: report it instead.
-		if req.Method != http.MethodGet && req.Method != http.MethodHead {
-			return http.ErrUseLastResponse
-		}
-		if len(via) >= 5 {
-			return errors.New("stopped after 5 redirects")
-		}
-		return nil
-	}
+	c.HTTPClient.CheckRedirect = checkRedirect
 	return &HTTP{client: c}
 }
 
-// httpRequest is the rendered request, as the ledger records it.
+// maxRedirects bounds how many redirects a GET or HEAD follows.
+const maxRedirects = 5
+
+// checkRedirect follows redirects of reads only: a redirected write would silently turn into a
+// GET (and a 307 or 308 would send its body to wherever the server points), so it is reported
+// as the response it is. A redirect to another origin (scheme, host or port) loses every header
+// whose value came from a secret, besides the Authorization and Cookie headers Go drops itself:
+// a server must not be able to send a credential to a host of its choosing.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		return http.ErrUseLastResponse
+	}
+	if len(via) >= maxRedirects {
+		return fmt.Errorf("stopped after %d redirects", maxRedirects)
+	}
+	if origin(req.URL) != origin(via[0].URL) {
+		names, _ := req.Context().Value(secretHeadersKey{}).([]string)
+		for _, name := range names {
+			req.Header.Del(name)
+		}
+	}
+	return nil
+}
+
+// origin is scheme://host:port, with the scheme's default port made explicit.
+func origin(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[strings.ToLower(u.Scheme)]
+	}
+	return strings.ToLower(u.Scheme) + "://" + strings.ToLower(u.Hostname()) + ":" + port
+}
+
+// secretHeadersKey carries the names of the headers that hold secrets to checkRedirect.
+type secretHeadersKey struct{}
+
+// httpRequest is the rendered request, as the ledger records it: the values computed from
+// secrets appear as *** (in the headers and in the URL's query), and are sent from the
+// unexported fields.
 type httpRequest struct {
 	Method  string            `json:"method"`
 	URL     string            `json:"url"`
 	Headers map[string]string `json:"headers,omitempty"`
 	Body    any               `json:"body,omitempty"`
 	body    []byte
+	url     string
+	headers map[string]string
+	// secretHeaders are the names of the headers computed from secrets.
+	secretHeaders []string
+}
+
+// setHeader sets a header that holds no secret.
+func (r *httpRequest) setHeader(k, v string) {
+	r.Headers[k] = v
+	r.headers[k] = v
 }
 
 // Execute probes the guard, then sends the request.
@@ -89,7 +129,7 @@ func (h *HTTP) Execute(ctx context.Context, call *domain.StepCall) (domain.StepR
 		return domain.StepResult{}, err
 	}
 	if sideEffect {
-		req.Headers[spec.IdempotencyHeader] = call.StepKey
+		req.setHeader(spec.IdempotencyHeader, call.StepKey)
 		if call.DryRun {
 			out := map[string]any{"status": int64(0), "headers": map[string]any{}, "body": nil}
 			return domain.StepResult{Output: out, Outcome: domain.OutcomeDryRun, Request: req}, nil
@@ -104,7 +144,7 @@ func (h *HTTP) Execute(ctx context.Context, call *domain.StepCall) (domain.StepR
 	if expected(spec.ExpectStatus, status) {
 		return result, nil
 	}
-	return result, statusError(status, resp)
+	return result, statusError(status, resp, call.Redactor)
 }
 
 func (h *HTTP) render(call *domain.StepCall, method, rawURL string, headers, query map[string]string, body any, withBody bool) (*httpRequest, error) {
@@ -116,22 +156,32 @@ func (h *HTTP) render(call *domain.StepCall, method, rawURL string, headers, que
 	if err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Host == "" {
 		return nil, domain.Permanentf("url %q is not an absolute http(s) URL", u)
 	}
+	shownURL := *parsed
 	if len(query) > 0 {
-		values, err := renderTextMap(call, query, "query")
+		values, secret, err := renderSinkMap(call, query, "query")
 		if err != nil {
 			return nil, err
 		}
-		q := parsed.Query()
+		q, sq := parsed.Query(), parsed.Query()
 		for k, v := range values {
 			q.Set(k, v)
+			sq.Set(k, v)
+			if secret[k] {
+				sq.Set(k, domain.Redacted)
+			}
 		}
 		parsed.RawQuery = q.Encode()
+		shownURL.RawQuery = strings.ReplaceAll(sq.Encode(), url.QueryEscape(domain.Redacted), domain.Redacted)
 	}
-	hdrs, err := renderTextMap(call, headers, "headers")
+	hdrs, secret, err := renderSinkMap(call, headers, "headers")
 	if err != nil {
 		return nil, err
 	}
-	req := &httpRequest{Method: method, URL: parsed.String(), Headers: hdrs}
+	req := &httpRequest{Method: method, URL: shownURL.String(), Headers: shown(hdrs, secret), url: parsed.String(), headers: hdrs}
+	for k := range secret {
+		req.secretHeaders = append(req.secretHeaders, k)
+	}
+	sort.Strings(req.secretHeaders)
 	if withBody && body != nil {
 		rendered, err := call.Render(body)
 		if err != nil {
@@ -145,7 +195,7 @@ func (h *HTTP) render(call *domain.StepCall, method, rawURL string, headers, que
 				return nil, domain.Permanent(fmt.Errorf("body: %w", err))
 			}
 			if !hasHeader(hdrs, "Content-Type") {
-				hdrs["Content-Type"] = "application/json"
+				req.setHeader("Content-Type", "application/json")
 			}
 		}
 	}
@@ -167,11 +217,14 @@ func (h *HTTP) send(ctx context.Context, r *httpRequest) (map[string]any, error)
 	if r.body != nil {
 		body = bytes.NewReader(r.body)
 	}
-	req, err := retryablehttp.NewRequestWithContext(ctx, r.Method, r.URL, body)
+	if len(r.secretHeaders) > 0 {
+		ctx = context.WithValue(ctx, secretHeadersKey{}, r.secretHeaders)
+	}
+	req, err := retryablehttp.NewRequestWithContext(ctx, r.Method, r.url, body)
 	if err != nil {
 		return nil, domain.Permanent(err)
 	}
-	for k, v := range r.Headers {
+	for k, v := range r.headers {
 		req.Header.Set(k, v)
 	}
 	resp, err := h.client.Do(req)
@@ -225,12 +278,10 @@ func expected(codes []int, status int) bool {
 	return false
 }
 
-// statusError classifies an unexpected status: 408, 425, 429 and 5xx are worth retrying.
-func statusError(status int, resp map[string]any) error {
-	snippet := textOf(resp["body"])
-	if len(snippet) > 300 {
-		snippet = snippet[:300] + "..."
-	}
+// statusError classifies an unexpected status: 408, 425, 429 and 5xx are worth retrying. The
+// body is redacted whole before it is cut, since a cut secret is no longer recognised.
+func statusError(status int, resp map[string]any, red *domain.Redactor) error {
+	snippet := red.Head(textOf(resp["body"]), 300)
 	err := fmt.Errorf("HTTP %d %s: %s", status, http.StatusText(status), snippet)
 	switch {
 	case status == 408 || status == 425 || status == 429 || status >= 500:

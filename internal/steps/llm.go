@@ -93,7 +93,7 @@ func (l LLM) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRes
 			result.Calls = append(result.Calls, mc)
 			return result, domain.Permanentf("the provider's content filter withheld the answer")
 		case len(resp.Content) > maxAnswer:
-			mc.Outcome, mc.Response = "rejected", resp.Content[:1000]+"..."
+			mc.Outcome, mc.Response = "rejected", call.Redactor.Head(resp.Content, 1000)
 			last = gate.Verdict{Decision: gate.Reject, Reasons: []gate.Reason{{Keyword: "size", Message: fmt.Sprintf("the answer is %d bytes; at most %d are read", len(resp.Content), maxAnswer)}}}
 		default:
 			value, perr := domain.DecodeJSON([]byte(strings.TrimSpace(resp.Content)))
@@ -131,7 +131,7 @@ func (l LLM) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRes
 		}
 		mc.Reasons = reasonsJSON(last)
 		result.Calls = append(result.Calls, mc)
-		req.Messages = reaskMessages(base, resp.Content, last)
+		req.Messages = reaskMessages(base, call.Redactor.String(resp.Content), last)
 	}
 	return result, domain.Permanentf("proposal rejected after %d re-ask(s): %s", spec.MaxReasks, last.Summary())
 }

@@ -27,6 +27,43 @@ func renderTextMap(call *domain.StepCall, m map[string]string, field string) (ma
 	return out, nil
 }
 
+// minDerivedSecret is the shortest computed value redacted wherever it appears: shorter ones
+// (a secret's length, its first letter) would blank out ordinary text everywhere.
+const minDerivedSecret = 4
+
+// renderSinkMap renders headers, query values or env. A value whose template names secrets is a
+// secret itself, whatever it looks like (base64 of "user:"+secret, an upper-cased secret, a
+// part of one): it is added to the run's redactor, and its key is listed in secret so that the
+// recorded request shows it as *** in full.
+func renderSinkMap(call *domain.StepCall, m map[string]string, field string) (values map[string]string, secret map[string]bool, err error) {
+	values, err = renderTextMap(call, m, field)
+	if err != nil {
+		return nil, nil, err
+	}
+	secret = map[string]bool{}
+	for k, tpl := range m {
+		if domain.MentionsSecrets(tpl) || call.Redactor.Contains(values[k]) {
+			secret[k] = true
+			if len(values[k]) >= minDerivedSecret {
+				call.Redactor.Add(values[k])
+			}
+		}
+	}
+	return values, secret, nil
+}
+
+// shown is what the ledger records of a rendered map: the secret values as *** in full.
+func shown(values map[string]string, secret map[string]bool) map[string]string {
+	out := make(map[string]string, len(values))
+	for k, v := range values {
+		if secret[k] {
+			v = domain.Redacted
+		}
+		out[k] = v
+	}
+	return out
+}
+
 func textOf(v any) string {
 	switch x := v.(type) {
 	case nil:

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"unicode/utf8"
+
+	"github.com/pipectl/pipectl/internal/domain"
+)
+
+// safeWriter is what every command writes through. It redacts every secret the process holds
+// (a ledger row written before a secret was known, an error that quotes a DSN), and for text
+// meant for people it renders control characters and invisible formatting characters visibly:
+// a model proposal, an input or an error text must not move the cursor, repaint the screen,
+// set the window title or reorder what a reviewer reads. JSON output is only redacted, so that
+// it stays exactly what the ledger holds.
+type safeWriter struct {
+	w    io.Writer
+	red  *domain.Redactor
+	text bool
+}
+
+func (s *safeWriter) Write(p []byte) (int, error) {
+	out := s.red.Bytes(p)
+	if s.text {
+		out = visible(out)
+	}
+	if _, err := s.w.Write(out); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// visible escapes, in text meant for a terminal: C0 control characters but newline and tab
+// (\x1b, \r, \b, ...), DEL, bytes that are not UTF-8 (as \xNN), C1 control characters (a
+// terminal may read U+009B as the start of an escape sequence) and the bidirectional and
+// zero-width formatting characters that make text read differently from what it is (as \uNNNN).
+func visible(b []byte) []byte {
+	if clean(b) {
+		return b
+	}
+	out := make([]byte, 0, len(b)+16)
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			out = fmt.Appendf(out, `\x%02x`, b[i])
+		case r == '\n' || r == '\t':
+			out = append(out, byte(r))
+		case r < 0x20 || r == 0x7f:
+			out = fmt.Appendf(out, `\x%02x`, r)
+		case invisible(r):
+			out = fmt.Appendf(out, `\u%04x`, r)
+		default:
+			out = append(out, b[i:i+size]...)
+		}
+		i += size
+	}
+	return out
+}
+
+// clean is the fast path: printable ASCII, newlines and tabs only.
+func clean(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x7f || c < 0x20 && c != '\n' && c != '\t' {
+			return false
+		}
+	}
+	return true
+}
+
+func invisible(r rune) bool {
+	switch {
+	case r >= 0x80 && r <= 0x9f: // C1 controls
+	case r >= 0x200b && r <= 0x200f: // zero-width space and joiners, LRM, RLM
+	case r >= 0x2028 && r <= 0x202e: // line and paragraph separators, bidi embeddings and overrides
+	case r >= 0x2066 && r <= 0x2069: // bidi isolates
+	case r == 0x061c || r == 0xfeff:
+	default:
+		return false
+	}
+	return true
+}
