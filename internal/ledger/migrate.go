@@ -43,41 +43,61 @@ func loadMigrations(dialect string) ([]migration, error) {
 	return out, nil
 }
 
-// migrate applies pending migrations, each in its own transaction. Several processes may start
-// on a fresh ledger at once: the write lock taken by the transaction serialises them, and each
-// re-reads the applied version inside it.
+// migrateLock is the PostgreSQL advisory lock (database-wide) that migrating processes take turns on.
+const migrateLock = 7413245
+
+// migrate applies pending migrations, each in its own transaction, on one connection. Several
+// processes may start on a fresh ledger at once. On PostgreSQL they take turns on an advisory
+// lock taken before anything is created, the migrations table included: two concurrent
+// CREATE TABLE IF NOT EXISTS of one name both pass the check and one fails on the catalog's
+// unique index (pg_type_typname_nsp_index). On SQLite the write lock of each transaction
+// serialises them. Each re-reads the applied version inside its transaction.
 func (s *Store) migrate(ctx context.Context) error {
 	all, err := loadMigrations(s.dialect)
 	if err != nil {
 		return err
 	}
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`); err != nil {
+	conn, err := s.db.Connx(ctx)
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	defer conn.Close()
+	if s.dialect == "postgres" {
+		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrateLock); err != nil {
+			return fmt.Errorf("migrations: waiting for the migration lock: %w", err)
+		}
+		// A session lock: released here, or by the server when the connection ends.
+		defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrateLock)
+	}
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`); err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
 	for _, m := range all {
-		err := s.inTx(ctx, func(tx *sqlx.Tx) error {
-			if s.dialect == "postgres" {
-				// Workers starting together on a fresh database take turns.
-				if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7413245)`); err != nil {
-					return err
-				}
-			}
-			var applied int
-			if err := tx.GetContext(ctx, &applied, s.db.Rebind(`SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), m.version); err != nil {
-				return err
-			}
-			if applied > 0 {
-				return nil
-			}
-			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-				return err
-			}
-			_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`), m.version, m.name, ms(s.now()))
-			return err
-		})
-		if err != nil {
+		if err := s.applyMigration(ctx, conn, m); err != nil {
 			return fmt.Errorf("migration %s: %w", m.name, err)
 		}
 	}
 	return nil
+}
+
+func (s *Store) applyMigration(ctx context.Context, conn *sqlx.Conn, m migration) error {
+	tx, err := conn.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var applied int
+	if err := tx.GetContext(ctx, &applied, s.db.Rebind(`SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), m.version); err != nil {
+		return err
+	}
+	if applied > 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`), m.version, m.name, ms(s.now())); err != nil {
+		return err
+	}
+	return tx.Commit()
 }

@@ -1,0 +1,41 @@
+package ledger
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"testing"
+)
+
+func TestDSNPasswordsNeverShown(t *testing.T) {
+	tests := []struct {
+		dsn     string
+		secrets []string
+	}{
+		{"postgres://u:hunter2-pw@h/db", []string{"hunter2-pw"}},
+		{"postgres://u@h/db?password=q-secret-pw&sslmode=disable", []string{"q-secret-pw"}},
+		{"postgresql://u:a%40b-pw@h/db?PASSWORD=other-pw", []string{"a@b-pw", "other-pw"}},
+		{"postgres://u@h/db?sslpassword=key-pw", []string{"key-pw"}},
+		{"sqlite:/tmp/x.db", nil},
+	}
+	for _, tc := range tests {
+		shown := redactDSN(tc.dsn)
+		got := DSNSecrets(tc.dsn)
+		sort.Strings(got)
+		if strings.Join(got, ",") != strings.Join(tc.secrets, ",") {
+			t.Errorf("DSNSecrets(%q) = %q, want %q", tc.dsn, got, tc.secrets)
+		}
+		for _, s := range tc.secrets {
+			if strings.Contains(shown, s) || strings.Contains(shown, strings.ReplaceAll(s, "@", "%40")) {
+				t.Errorf("redactDSN(%q) = %q shows %q", tc.dsn, shown, s)
+			}
+		}
+	}
+	// A ledger that cannot be reached: the error names the ledger, never its password.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := Open(ctx, "postgres://u@127.0.0.1:1/db?password=unreachable-pw&connect_timeout=1")
+	if err == nil || strings.Contains(err.Error(), "unreachable-pw") {
+		t.Fatalf("error %v", err)
+	}
+}
