@@ -17,7 +17,17 @@ import (
 // config is pipectl.yaml.
 type config struct {
 	Providers map[string]providerConfig `yaml:"providers"`
+	Limits    limitsConfig              `yaml:"limits"`
 }
+
+// limitsConfig caps what pipectl reads in; a flag given on the command line wins.
+type limitsConfig struct {
+	// MaxInputBytes caps --input and --data (a file, stdin or inline JSON).
+	MaxInputBytes int64 `yaml:"max_input_bytes"`
+}
+
+// maxConfigFile bounds pipectl.yaml; a real one is a few hundred bytes.
+const maxConfigFile = 1 << 20
 
 type providerConfig struct {
 	BaseURL           string  `yaml:"base_url"`
@@ -33,7 +43,7 @@ func (a *app) loadConfig() (*config, error) {
 	if !explicit {
 		path = "pipectl.yaml"
 	}
-	data, err := os.ReadFile(path)
+	data, err := readCapped(path, maxConfigFile)
 	if errors.Is(err, fs.ErrNotExist) && !explicit {
 		return &config{}, nil
 	}
@@ -45,6 +55,9 @@ func (a *app) loadConfig() (*config, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
 		return nil, usageErrorf("config %s: %v", path, err)
+	}
+	if c.Limits.MaxInputBytes < 0 {
+		return nil, usageErrorf("config %s: limits.max_input_bytes must not be negative", path)
 	}
 	for name, p := range c.Providers {
 		if p.Timeout != "" {

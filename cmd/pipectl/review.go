@@ -66,7 +66,11 @@ func (a *app) signalCommand() *cobra.Command {
 				return usageErrorf("--data is required: a JSON file, - for stdin, or inline JSON")
 			}
 			ctx := cmd.Context()
-			payload, err := readInput(data, a.stdin)
+			limit, err := a.inputLimit()
+			if err != nil {
+				return err
+			}
+			payload, err := readInput(data, a.stdin, limit)
 			if err != nil {
 				return &exitError{code: domain.ExitUsage, err: err}
 			}

@@ -79,7 +79,11 @@ func (a *app) pipelineAndInput(path, inputArg string) (*dsl.Validator, *domain.P
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	input, err := readInput(inputArg, a.stdin)
+	limit, err := a.inputLimit()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	input, err := readInput(inputArg, a.stdin, limit)
 	if err != nil {
 		return nil, nil, nil, &exitError{code: domain.ExitUsage, err: err}
 	}
@@ -126,18 +130,68 @@ func (a *app) reportRun(res *engine.Result, err error, took time.Duration) error
 	return nil
 }
 
+// DefaultMaxInputBytes caps a run input (--input) and a signal payload (--data) unless
+// --max-input-bytes or limits.max_input_bytes in pipectl.yaml says otherwise. Decoded, a JSON
+// document takes several times its size in memory, and the ledger stores it whole.
+const DefaultMaxInputBytes = 16 << 20
+
+// errTooLarge marks data over its cap.
+var errTooLarge = errors.New("over the size limit")
+
+// inputLimit is the cap on --input and --data: the flag, else the configuration, else the
+// default.
+func (a *app) inputLimit() (int64, error) {
+	if a.g.maxInputBytes < 0 {
+		return 0, usageErrorf("--max-input-bytes must not be negative")
+	}
+	if a.g.maxInputBytes > 0 {
+		return a.g.maxInputBytes, nil
+	}
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return 0, err
+	}
+	if cfg.Limits.MaxInputBytes > 0 {
+		return cfg.Limits.MaxInputBytes, nil
+	}
+	return DefaultMaxInputBytes, nil
+}
+
+// readCapped reads at most limit bytes of a file; a larger file is refused without being read
+// further, so memory stays bounded whatever its size.
+func readCapped(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readAllCapped(f, path, limit)
+}
+
+func readAllCapped(r io.Reader, name string, limit int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes (%w; raise it with --max-input-bytes or limits.max_input_bytes in pipectl.yaml)", name, limit, errTooLarge)
+	}
+	return data, nil
+}
+
 // readInput reads --input: - for stdin, inline JSON when it starts with { or [, else a file.
-func readInput(arg string, stdin io.Reader) (any, error) {
+// All three are held to the same cap.
+func readInput(arg string, stdin io.Reader, limit int64) (any, error) {
 	var data []byte
 	var err error
 	trimmed := strings.TrimSpace(arg)
 	switch {
 	case arg == "-":
-		data, err = io.ReadAll(io.LimitReader(stdin, 64<<20))
+		data, err = readAllCapped(stdin, "stdin", limit)
 	case strings.HasPrefix(trimmed, "{") || strings.HasPrefix(trimmed, "["):
-		data = []byte(arg)
+		data, err = readAllCapped(strings.NewReader(arg), "the inline input", limit)
 	default:
-		data, err = os.ReadFile(arg)
+		data, err = readCapped(arg, limit)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("input: %w", err)

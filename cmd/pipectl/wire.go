@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"os"
 	"os/user"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -26,6 +28,8 @@ type globals struct {
 	logFormat string
 	config    string
 	actor     string
+	// maxInputBytes caps --input and --data; 0 defers to pipectl.yaml, then the default.
+	maxInputBytes int64
 }
 
 func (g *globals) register(cmd *cobra.Command) {
@@ -33,6 +37,7 @@ func (g *globals) register(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringVar(&g.logFormat, "log-format", "json", "log format on stderr: json or text")
 	cmd.PersistentFlags().StringVar(&g.config, "config", "", "configuration file (pipectl.yaml)")
 	cmd.PersistentFlags().StringVar(&g.actor, "as", "", "name recorded on operator actions (default: the OS user)")
+	cmd.PersistentFlags().Int64Var(&g.maxInputBytes, "max-input-bytes", 0, fmt.Sprintf("largest --input or --data accepted, in bytes (default: limits.max_input_bytes in pipectl.yaml, else %d)", DefaultMaxInputBytes))
 }
 
 func (g *globals) dsn() string {
@@ -89,7 +94,7 @@ func (a *app) newEngine(store engine.Store, v *dsl.Validator, log *slog.Logger, 
 		Steps: map[domain.StepType]domain.StepExecutor{
 			domain.StepTransform: steps.Transform{},
 			domain.StepHTTP:      steps.NewHTTP(transport),
-			domain.StepExec:      steps.Exec{},
+			domain.StepExec:      steps.Exec{ChildDir: a.childDir()},
 			domain.StepLLM:       steps.LLM{Provider: providers, Gates: gates},
 			domain.StepGate:      steps.Gate{Gates: gates},
 			domain.StepApproval:  steps.Approval{},
@@ -102,6 +107,34 @@ func (a *app) newEngine(store engine.Store, v *dsl.Validator, log *slog.Logger, 
 		Version:  version,
 		LeaseTTL: 30 * time.Second,
 	}
+}
+
+// childDir is where exec steps record their running children for a takeover on this host:
+// beside a SQLite ledger, else in the user's state folder. It is private to the user, who is
+// the only one that could kill those children anyway. "" when it cannot be made.
+func (a *app) childDir() string {
+	dir := ""
+	if rest, ok := strings.CutPrefix(a.g.dsn(), "sqlite:"); ok {
+		path, _, _ := strings.Cut(rest, "?")
+		if path != "" && path != ":memory:" {
+			dir = filepath.Join(filepath.Dir(path), "children")
+		}
+	}
+	if dir == "" {
+		base := os.Getenv("XDG_STATE_HOME")
+		if base == "" {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return ""
+			}
+			base = filepath.Join(home, ".local", "state")
+		}
+		dir = filepath.Join(base, "pipectl", "children")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return ""
+	}
+	return dir
 }
 
 // loadPipeline validates a pipeline file and reports its diagnostics on stderr.

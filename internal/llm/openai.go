@@ -28,6 +28,8 @@ type Config struct {
 	Timeout           time.Duration
 	// Transport is the HTTP transport underneath; nil means http.DefaultTransport.
 	Transport http.RoundTripper
+	// MaxResponseBytes caps a response body as it is read; 0 means DefaultMaxResponseBytes.
+	MaxResponseBytes int64
 }
 
 // OpenAI is a Provider on github.com/sashabaranov/go-openai.
@@ -50,7 +52,11 @@ func NewOpenAI(cfg Config) *OpenAI {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	c.HTTPClient = &http.Client{Transport: &exchangeTransport{base: base}}
+	limit := cfg.MaxResponseBytes
+	if limit <= 0 {
+		limit = DefaultMaxResponseBytes
+	}
+	c.HTTPClient = &http.Client{Transport: &exchangeTransport{base: base, limit: limit}}
 	p := &OpenAI{name: cfg.Name, client: openai.NewClientWithConfig(c), timeout: cfg.Timeout}
 	if cfg.RequestsPerSecond > 0 {
 		p.limiter = rate.NewLimiter(rate.Limit(cfg.RequestsPerSecond), max(1, int(cfg.RequestsPerSecond)))
@@ -115,6 +121,10 @@ func schemaName(n string) string {
 // and 5xx are transient, like timeouts and broken connections; 400, 401, 403, 404 and other
 // 4xx are permanent.
 func classify(ctx context.Context, err error, ex *exchange) error {
+	if errors.Is(err, ErrResponseTooLarge) {
+		// Asking again would bring the same flood; no part of it is kept.
+		return &Error{StatusCode: ex.status, Err: err}
+	}
 	retryAfter := parseRetryAfter(ex.retryAfter)
 	var apiErr *openai.APIError
 	var reqErr *openai.RequestError
@@ -175,7 +185,8 @@ type exchange struct {
 }
 
 type exchangeTransport struct {
-	base http.RoundTripper
+	base  http.RoundTripper
+	limit int64
 }
 
 func (t *exchangeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -203,5 +214,39 @@ func (t *exchangeTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		ex.status = resp.StatusCode
 		ex.retryAfter = resp.Header.Get("Retry-After")
 	}
+	if resp != nil && resp.Body != nil {
+		resp.Body = &cappedBody{ReadCloser: resp.Body, left: t.limit, limit: t.limit}
+	}
 	return resp, err
+}
+
+// DefaultMaxResponseBytes caps a provider's response body: room for the largest answer a step
+// accepts, JSON-escaped, plus the envelope.
+const DefaultMaxResponseBytes = 8 << 20
+
+// ErrResponseTooLarge: the provider sent more than the cap. The call fails permanently.
+var ErrResponseTooLarge = errors.New("model response body is over the size limit")
+
+// cappedBody fails the read that would go past the cap, so a flood is never held in memory:
+// the JSON decoder and the error reader of go-openai stop at the error.
+type cappedBody struct {
+	io.ReadCloser
+	left, limit int64
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// One byte more tells a body of exactly the cap from a larger one.
+		var one [1]byte
+		if n, _ := b.ReadCloser.Read(one[:]); n > 0 {
+			return 0, fmt.Errorf("%w of %d bytes", ErrResponseTooLarge, b.limit)
+		}
+		return b.ReadCloser.Read(p)
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
 }

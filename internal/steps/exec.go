@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,18 +18,26 @@ import (
 	"github.com/pipectl/pipectl/internal/domain"
 )
 
-// maxCapture bounds the stdout and stderr kept from a child process.
-const maxCapture = 1 << 20
+// DefaultMaxOutput bounds the stdout and the stderr kept from a child process, each.
+const DefaultMaxOutput = 1 << 20
 
-// inheritedEnv is the part of pipectl's own environment a child sees. The rest, including the
-// variables that hold secrets, is not passed on: a step names what it needs in env.
-var inheritedEnv = []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+// inheritedEnv is the part of pipectl's own environment a child sees, besides the locale
+// variables (LC_*). The rest, including every variable that holds a secret or a provider key,
+// is not passed on: a step names what it needs in env.
+var inheritedEnv = []string{"PATH", "HOME", "LANG", "LANGUAGE"}
 
 // Exec runs one child process per attempt, directly from an argv list, in its own process
-// group so that a timeout kills everything it started.
+// group so that a timeout, a cancellation or the death of pipectl kills everything it started.
 type Exec struct {
 	// KillGrace is how long a child may take to exit after its group was killed.
 	KillGrace time.Duration
+	// MaxOutput caps stdout and stderr, each; 0 means DefaultMaxOutput. The child's output is
+	// streamed into a buffer of that size and the rest is counted, never held.
+	MaxOutput int
+	// ChildDir holds one record per running child (its process group and start time), so that
+	// the next owner of a run on this host can make sure a child of a dead owner is gone before
+	// the step runs again. Empty: no records (other hosts, tests of one process).
+	ChildDir string
 }
 
 var _ domain.StepExecutor = Exec{}
@@ -62,7 +71,8 @@ func (e Exec) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRe
 		if err != nil {
 			return domain.StepResult{}, err
 		}
-		res, err := e.run(ctx, call, probe)
+		var dropped int
+		res, err := e.run(ctx, call, probe, &dropped)
 		if err != nil && res == nil {
 			return domain.StepResult{Request: probe}, fmt.Errorf("guard: %w", err)
 		}
@@ -78,7 +88,8 @@ func (e Exec) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRe
 		out := map[string]any{"exit_code": int64(0), "stdout": "", "stderr": ""}
 		return domain.StepResult{Output: out, Outcome: domain.OutcomeDryRun, Request: req}, nil
 	}
-	res, err := e.run(ctx, call, req)
+	var dropped int
+	res, err := e.run(ctx, call, req, &dropped)
 	result := domain.StepResult{Output: res, Outcome: domain.OutcomeSucceeded, Request: req, Response: res}
 	if err != nil {
 		return result, err
@@ -94,6 +105,9 @@ func (e Exec) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRe
 		return result, domain.Permanent(err)
 	}
 	if spec.Output == domain.ExecOutputJSON {
+		if dropped > 0 {
+			return result, domain.Permanentf("output is json, but stdout is %d bytes over the %d-byte cap; it cannot be parsed in part", dropped, e.maxOutput())
+		}
 		v, err := domain.DecodeJSON([]byte(res["stdout"].(string)))
 		if err != nil {
 			return result, domain.Permanent(fmt.Errorf("output is json, but stdout is not: %w", err))
@@ -135,15 +149,29 @@ func (e Exec) render(call *domain.StepCall, command []string, env map[string]str
 	return req, nil
 }
 
+func (e Exec) maxOutput() int {
+	if e.MaxOutput > 0 {
+		return e.MaxOutput
+	}
+	return DefaultMaxOutput
+}
+
 // run starts the process and waits for it. The result is nil only when it did not start.
-func (e Exec) run(ctx context.Context, call *domain.StepCall, req *execRequest) (map[string]any, error) {
+// dropped receives how many bytes of stdout were over the cap.
+func (e Exec) run(ctx context.Context, call *domain.StepCall, req *execRequest, dropped *int) (map[string]any, error) {
 	if len(req.Command) == 0 || req.Command[0] == "" {
 		return nil, domain.Permanentf("empty command")
+	}
+	// A child left behind by a dead owner of this run must be gone before the step runs again,
+	// or two copies of the same side effect would run side by side.
+	rec := e.childRecord(call)
+	if err := rec.clear(ctx); err != nil {
+		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, req.Command[0], req.Command[1:]...)
 	cmd.Dir = req.Workdir
 	cmd.Env = childEnv(call, req.env)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = childSysProcAttr()
 	cmd.Cancel = func() error {
 		// The negative pid addresses the whole process group.
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
@@ -156,11 +184,12 @@ func (e Exec) run(ctx context.Context, call *domain.StepCall, req *execRequest) 
 	if req.Stdin != "" {
 		cmd.Stdin = strings.NewReader(req.Stdin)
 	}
-	stdout, stderr := &capped{max: maxCapture}, &capped{max: maxCapture}
+	stdout, stderr := &capped{max: e.maxOutput()}, &capped{max: e.maxOutput()}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	start := time.Now()
-	err := cmd.Run()
+	err := startAndWait(cmd, rec)
 	res := map[string]any{"exit_code": int64(0), "stdout": stdout.String(), "stderr": stderr.String()}
+	*dropped = stdout.dropped
 	var exitErr *exec.ExitError
 	switch {
 	case err == nil:
@@ -180,10 +209,49 @@ func (e Exec) run(ctx context.Context, call *domain.StepCall, req *execRequest) 
 	return res, nil
 }
 
+// startAndWait runs the child on a goroutine locked to its OS thread until the child has been
+// reaped: Linux sends the parent-death signal when the thread that forked the child exits
+// (golang/go#27505), and the Go runtime ends a thread when a goroutine locked to it returns
+// without unlocking. Keeping the lock for the child's whole life means the signal fires only
+// when pipectl itself dies. When the child exits, whatever it left running in its process
+// group is killed too, before its output pipes are drained.
+func startAndWait(cmd *exec.Cmd, rec childRecord) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			done <- err
+			return
+		}
+		pid := cmd.Process.Pid
+		if err := rec.write(pid); err != nil {
+			// Unrecorded, a child could outlive a takeover unseen: do not let it work.
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			_ = cmd.Wait()
+			done <- domain.Transient(fmt.Errorf("recording the child process: %w", err))
+			return
+		}
+		waitExited(pid)
+		// The negative pid addresses the group; the leader is a zombie until Wait reaps it,
+		// so the group id cannot have been reused yet.
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		err := cmd.Wait()
+		rec.remove()
+		done <- err
+	}()
+	return <-done
+}
+
 func childEnv(call *domain.StepCall, extra map[string]string) []string {
 	env := map[string]string{}
 	for _, k := range inheritedEnv {
 		if v, ok := os.LookupEnv(k); ok {
+			env[k] = v
+		}
+	}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "LC_") {
 			env[k] = v
 		}
 	}

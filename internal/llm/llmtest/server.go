@@ -26,6 +26,9 @@ type Reply struct {
 	PromptTokens     int
 	CompletionTokens int
 	Delay            time.Duration
+	// Flood, when positive, makes the content that many bytes of 'a', streamed without being
+	// held in memory: a hostile or broken server.
+	Flood int64
 }
 
 // Server is a chat completions endpoint that answers from a script, in order, and keeps every
@@ -102,6 +105,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	model, _ := req["model"].(string)
+	if reply.Flood > 0 {
+		flood(w, model, reply.Flood)
+		return
+	}
 	msg := map[string]any{"role": "assistant", "content": reply.Content}
 	if reply.Refusal != "" {
 		msg["content"] = nil
@@ -120,4 +127,18 @@ func nullable(s string) any {
 		return nil
 	}
 	return s
+}
+
+// flood writes a completion whose content is n bytes of 'a', in chunks.
+func flood(w io.Writer, model string, n int64) {
+	fmt.Fprintf(w, `{"id": "chatcmpl-flood", "object": "chat.completion", "created": %d, "model": %q, "choices": [{"index": 0, "message": {"role": "assistant", "content": "`, time.Now().Unix(), model)
+	chunk := []byte(strings.Repeat("a", 64<<10))
+	for n > 0 {
+		c := chunk[:min(n, int64(len(chunk)))]
+		if _, err := w.Write(c); err != nil {
+			return // the client hung up, as it should
+		}
+		n -= int64(len(c))
+	}
+	fmt.Fprint(w, `"}, "finish_reason": "stop"}]}`)
 }
