@@ -34,6 +34,11 @@ type providerConfig struct {
 	APIKeyEnv         string  `yaml:"api_key_env"`
 	RequestsPerSecond float64 `yaml:"requests_per_second"`
 	Timeout           string  `yaml:"timeout"`
+	// ModelFamilies says which family a model name belongs to (an exact name, or a prefix
+	// ending in *), over the built-in table: for gateways that rename models.
+	ModelFamilies map[string]string `yaml:"model_families"`
+
+	families *llm.Families
 }
 
 // loadConfig reads --config, or pipectl.yaml in the current directory when it exists.
@@ -65,8 +70,24 @@ func (a *app) loadConfig() (*config, error) {
 				return nil, usageErrorf("config %s: providers.%s.timeout: %v", path, name, err)
 			}
 		}
+		fams, err := llm.NewFamilies(p.ModelFamilies)
+		if err != nil {
+			return nil, usageErrorf("config %s: providers.%s.model_families: %v", path, name, err)
+		}
+		p.families = fams
+		c.Providers[name] = p
 	}
 	return &c, nil
+}
+
+// modelFamilies answers, for validate, which family a step's model belongs to under the step's
+// provider: the provider's model_families over the built-in table. A provider the file does not
+// name gets the built-in table; running such a step fails with its own error.
+func (c *config) modelFamilies(provider, model string) llm.Family {
+	if provider == "" {
+		provider = "default"
+	}
+	return c.Providers[provider].families.Lookup(model)
 }
 
 // providers builds the named model providers. The default provider honours OPENAI_API_KEY and
@@ -78,6 +99,11 @@ func (c *config) providers() map[string]llm.Provider {
 		def = p
 		if def.APIKeyEnv == "" {
 			def.APIKeyEnv = "OPENAI_API_KEY"
+		}
+		// A default entry that only sets model_families or a rate must not send the calls
+		// to api.openai.com when OPENAI_BASE_URL names another server.
+		if def.BaseURL == "" {
+			def.BaseURL = os.Getenv("OPENAI_BASE_URL")
 		}
 	}
 	out[""] = newProvider("default", def)
@@ -122,7 +148,8 @@ func newProvider(name string, p providerConfig) llm.Provider {
 	if p.APIKeyEnv != "" {
 		key = os.Getenv(p.APIKeyEnv)
 	}
-	return llm.NewOpenAI(llm.Config{Name: name, BaseURL: p.BaseURL, APIKey: key, RequestsPerSecond: p.RequestsPerSecond, Timeout: timeout})
+	return llm.NewOpenAI(llm.Config{Name: name, BaseURL: p.BaseURL, APIKey: key, RequestsPerSecond: p.RequestsPerSecond, Timeout: timeout,
+		UserAgent: "pipectl/" + version, Families: p.families})
 }
 
 // providerFunc resolves step providers, answering from a recording with --llm-replay and

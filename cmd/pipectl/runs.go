@@ -161,7 +161,7 @@ func writeShow(w io.Writer, r *domain.Run, doc operate.RunDoc) error {
 		lines = append(lines, line{n.At, fmt.Sprintf("note\tby %s\t%s", n.Actor, n.Text)})
 	}
 	for _, c := range doc.ModelCalls {
-		detail := fmt.Sprintf("%s, %d+%d tokens", c.Model, c.PromptTokens, c.CompletionTokens)
+		detail := callDetail(c)
 		if len(c.Reasons) > 0 {
 			detail += " " + shorten(string(c.Reasons), 160)
 		}
@@ -174,6 +174,27 @@ func writeShow(w io.Writer, r *domain.Run, doc operate.RunDoc) error {
 		fmt.Fprintf(tw, "  %s\t%s\n", l.at.UTC().Format("15:04:05.000"), l.text)
 	}
 	return tw.Flush()
+}
+
+// callDetail is a model call's line in the timeline: the model (and the one that answered, when
+// the provider names another), tokens, and the provider's request id and processing time.
+func callDetail(c operate.CallView) string {
+	var b strings.Builder
+	b.WriteString(c.Model)
+	if c.ResponseModel != "" && c.ResponseModel != c.Model {
+		fmt.Fprintf(&b, " (answered by %s)", c.ResponseModel)
+	}
+	fmt.Fprintf(&b, ", %d+%d tokens", c.PromptTokens, c.CompletionTokens)
+	if c.ReasoningTokens != nil && *c.ReasoningTokens > 0 {
+		fmt.Fprintf(&b, " (%d reasoning)", *c.ReasoningTokens)
+	}
+	if c.RequestID != "" {
+		fmt.Fprintf(&b, ", request %s", c.RequestID)
+	}
+	if c.ProcessingMS != nil {
+		fmt.Fprintf(&b, ", provider %dms", *c.ProcessingMS)
+	}
+	return b.String()
 }
 
 func firstLine(s string) string {

@@ -112,6 +112,19 @@ type ModelCall struct {
 	LatencyMS        int64
 	Error            string
 	At               time.Time
+
+	// Family is the model family the request was shaped for (chat, reasoning).
+	Family string
+	// ClientRequestID is the X-Client-Request-Id pipectl sent: step key, attempt and re-ask.
+	ClientRequestID string
+	// RequestID is the provider's id for the call (x-request-id), for its logs and support.
+	RequestID string
+	// ResponseModel is the model the provider says answered, often a dated snapshot.
+	ResponseModel string
+	// ProcessingMS is the provider's own processing time (openai-processing-ms); nil when not
+	// reported. ReasoningTokens is the part of CompletionTokens spent reasoning, when reported.
+	ProcessingMS    *int64
+	ReasoningTokens *int
 }
 
 // Event is one state transition of a run.

@@ -80,9 +80,11 @@ type LLMStep struct {
 	Temperature    *float64
 	MaxTokens      int
 	MaxTokensTotal int
-	OutputSchema   *Schema
-	Rules          []Rule
-	MaxReasks      int
+	// ReasoningEffort is sent to models whose family takes it (none, minimal, low, ...).
+	ReasoningEffort string
+	OutputSchema    *Schema
+	Rules           []Rule
+	MaxReasks       int
 }
 
 // GateStep validates untrusted data before anything may use it.

@@ -122,6 +122,7 @@ func (dc *decoder) step(ptr string, m map[string]any, p *domain.Pipeline) *domai
 		l.Temperature = number(m["temperature"])
 		l.MaxTokens, _ = integer(m["max_tokens"])
 		l.MaxTokensTotal, _ = integer(m["max_tokens_total"])
+		l.ReasoningEffort = str(m["reasoning_effort"])
 		if n, ok := integer(m["max_reasks"]); ok {
 			l.MaxReasks = n
 		}

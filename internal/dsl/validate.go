@@ -25,6 +25,9 @@ type Validator struct {
 	schemaReady chan struct{}
 	schema      *pipelineSchema
 	schemaErr   error
+
+	// families tells which family a step's model belongs to (see SetModelFamilies).
+	families ModelFamilies
 }
 
 // NewValidator builds a Validator.
@@ -104,6 +107,7 @@ func (v *Validator) Parse(path string, src []byte) (p *domain.Pipeline, diags []
 	sites := c.check()
 	c.checkTaint(sites)
 	strictWarnings(doc, p)
+	familyWarnings(doc, p, v.families)
 	ps, err := v.pipelineSchema()
 	if err != nil {
 		doc.errorAt(1, 1, "", "internal error: %v", err)

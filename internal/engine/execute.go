@@ -776,6 +776,9 @@ func (s *session) redactCalls(calls []domain.ModelCall) []domain.ModelCall {
 		c.Parsed = s.redact.JSON(c.Parsed)
 		c.Reasons = s.redact.JSON(c.Reasons)
 		c.Error = s.redact.String(c.Error)
+		// What the provider sends back about itself is untrusted text like the answer.
+		c.RequestID = s.redact.String(c.RequestID)
+		c.ResponseModel = s.redact.String(c.ResponseModel)
 		out[i] = c
 	}
 	return out

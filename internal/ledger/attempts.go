@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
@@ -145,14 +146,16 @@ func (s *Store) FinishAttempt(ctx context.Context, owner string, a *domain.Attem
 }
 
 const insertCallSQL = `INSERT INTO model_calls (attempt_id, run_id, step_id, reask, provider, model, request, response, parsed,
-	finish_reason, outcome, verdict, reasons, prompt_tokens, completion_tokens, latency_ms, error, at)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	finish_reason, outcome, verdict, reasons, prompt_tokens, completion_tokens, latency_ms, error, at,
+	family, client_request_id, request_id, response_model, processing_ms, reasoning_tokens)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 func (s *Store) insertCalls(ctx context.Context, tx *sqlx.Tx, a *domain.Attempt) error {
 	for _, c := range a.Calls {
 		if _, err := s.txExec(ctx, tx, insertCallSQL, a.ID, a.RunID, a.StepID, c.Reask, c.Provider, c.Model, string(c.Request),
 			c.Response, string(c.Parsed), c.FinishReason, c.Outcome, c.Verdict, string(c.Reasons), c.PromptTokens,
-			c.CompletionTokens, c.LatencyMS, c.Error, ms(c.At)); err != nil {
+			c.CompletionTokens, c.LatencyMS, c.Error, ms(c.At), c.Family, c.ClientRequestID, c.RequestID, c.ResponseModel,
+			nullInt64(c.ProcessingMS), nullInt(c.ReasoningTokens)); err != nil {
 			return fmt.Errorf("record model call: %w", err)
 		}
 	}
@@ -163,28 +166,35 @@ func (s *Store) insertCalls(ctx context.Context, tx *sqlx.Tx, a *domain.Attempt)
 // belong to.
 func (s *Store) ModelCalls(ctx context.Context, runID string) ([]CallRecord, error) {
 	var rows []struct {
-		StepID           string `db:"step_id"`
-		Attempt          int    `db:"attempt"`
-		ItemIndex        int    `db:"item_index"`
-		Reask            int    `db:"reask"`
-		Provider         string `db:"provider"`
-		Model            string `db:"model"`
-		Request          string `db:"request"`
-		Response         string `db:"response"`
-		Parsed           string `db:"parsed"`
-		FinishReason     string `db:"finish_reason"`
-		Outcome          string `db:"outcome"`
-		Verdict          string `db:"verdict"`
-		Reasons          string `db:"reasons"`
-		PromptTokens     int    `db:"prompt_tokens"`
-		CompletionTokens int    `db:"completion_tokens"`
-		LatencyMS        int64  `db:"latency_ms"`
-		Error            string `db:"error"`
-		At               int64  `db:"at"`
+		StepID           string        `db:"step_id"`
+		Attempt          int           `db:"attempt"`
+		ItemIndex        int           `db:"item_index"`
+		Reask            int           `db:"reask"`
+		Provider         string        `db:"provider"`
+		Model            string        `db:"model"`
+		Request          string        `db:"request"`
+		Response         string        `db:"response"`
+		Parsed           string        `db:"parsed"`
+		FinishReason     string        `db:"finish_reason"`
+		Outcome          string        `db:"outcome"`
+		Verdict          string        `db:"verdict"`
+		Reasons          string        `db:"reasons"`
+		PromptTokens     int           `db:"prompt_tokens"`
+		CompletionTokens int           `db:"completion_tokens"`
+		LatencyMS        int64         `db:"latency_ms"`
+		Error            string        `db:"error"`
+		At               int64         `db:"at"`
+		Family           string        `db:"family"`
+		ClientRequestID  string        `db:"client_request_id"`
+		RequestID        string        `db:"request_id"`
+		ResponseModel    string        `db:"response_model"`
+		ProcessingMS     sql.NullInt64 `db:"processing_ms"`
+		ReasoningTokens  sql.NullInt64 `db:"reasoning_tokens"`
 	}
 	err := s.db.SelectContext(ctx, &rows, s.db.Rebind(`SELECT c.step_id, a.attempt, a.item_index, c.reask, c.provider, c.model,
 		c.request, c.response, c.parsed, c.finish_reason, c.outcome, c.verdict, c.reasons, c.prompt_tokens,
-		c.completion_tokens, c.latency_ms, c.error, c.at
+		c.completion_tokens, c.latency_ms, c.error, c.at, c.family, c.client_request_id, c.request_id, c.response_model,
+		c.processing_ms, c.reasoning_tokens
 		FROM model_calls c JOIN step_attempts a ON a.id = c.attempt_id WHERE c.run_id = ? ORDER BY c.id`), runID)
 	if err != nil {
 		return nil, err
@@ -201,9 +211,33 @@ func (s *Store) ModelCalls(ctx context.Context, runID string) ([]CallRecord, err
 			Reask: r.Reask, Provider: r.Provider, Model: r.Model, Request: raw(r.Request), Response: r.Response,
 			Parsed: raw(r.Parsed), FinishReason: r.FinishReason, Outcome: r.Outcome, Verdict: r.Verdict, Reasons: raw(r.Reasons),
 			PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, LatencyMS: r.LatencyMS, Error: r.Error, At: fromMS(r.At),
+			Family: r.Family, ClientRequestID: r.ClientRequestID, RequestID: r.RequestID, ResponseModel: r.ResponseModel,
 		}}
+		if r.ProcessingMS.Valid {
+			v := r.ProcessingMS.Int64
+			out[i].ProcessingMS = &v
+		}
+		if r.ReasoningTokens.Valid {
+			v := int(r.ReasoningTokens.Int64)
+			out[i].ReasoningTokens = &v
+		}
 	}
 	return out, nil
+}
+
+// nullInt64 and nullInt store an optional figure as NULL when it was not reported.
+func nullInt64(v *int64) sql.NullInt64 {
+	if v == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: *v, Valid: true}
+}
+
+func nullInt(v *int) sql.NullInt64 {
+	if v == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: int64(*v), Valid: true}
 }
 
 // CallRecord is a model call with the attempt it belongs to.

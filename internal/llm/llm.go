@@ -24,12 +24,17 @@ type Request struct {
 	Model       string    `json:"model"`
 	Messages    []Message `json:"messages"`
 	Temperature *float64  `json:"temperature,omitempty"`
-	MaxTokens   int       `json:"max_tokens,omitempty"`
+	// MaxTokens is the step's limit; the model's family decides the field that carries it.
+	MaxTokens       int    `json:"max_tokens,omitempty"`
+	ReasoningEffort string `json:"reasoning_effort,omitempty"`
 	// Schema is the JSON Schema of the answer. Strict asks for strict structured output;
 	// otherwise the provider is asked for a JSON object and the gate checks the schema.
 	SchemaName string          `json:"schema_name,omitempty"`
 	Schema     json.RawMessage `json:"schema,omitempty"`
 	Strict     bool            `json:"strict,omitempty"`
+	// ClientRequestID goes out as X-Client-Request-Id. It names one call of one attempt, not
+	// its content, so it is neither recorded with the request nor part of its Key.
+	ClientRequestID string `json:"-"`
 }
 
 // Key identifies a request by its content, for replay: the same step asking the same thing
@@ -56,6 +61,14 @@ type Response struct {
 	Model            string `json:"model,omitempty"`
 	PromptTokens     int    `json:"prompt_tokens"`
 	CompletionTokens int    `json:"completion_tokens"`
+	// ReasoningTokens is the part of CompletionTokens spent on reasoning, when reported.
+	ReasoningTokens *int `json:"reasoning_tokens,omitempty"`
+	// Family is the model family the request was shaped for.
+	Family string `json:"family,omitempty"`
+	// RequestID (x-request-id) and ProcessingMS (openai-processing-ms) come from the response
+	// headers, when the provider sends them; they are set on errors too.
+	RequestID    string `json:"request_id,omitempty"`
+	ProcessingMS *int64 `json:"processing_ms,omitempty"`
 	// Latency is measured around the provider call.
 	Latency time.Duration `json:"-"`
 }

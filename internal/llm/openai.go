@@ -30,14 +30,19 @@ type Config struct {
 	Transport http.RoundTripper
 	// MaxResponseBytes caps a response body as it is read; 0 means DefaultMaxResponseBytes.
 	MaxResponseBytes int64
+	// UserAgent identifies the client, such as pipectl/v1.2.0; empty means "pipectl".
+	UserAgent string
+	// Families says which family a model belongs to; nil means the built-in table.
+	Families *Families
 }
 
 // OpenAI is a Provider on github.com/sashabaranov/go-openai.
 type OpenAI struct {
-	name    string
-	client  *openai.Client
-	limiter *rate.Limiter
-	timeout time.Duration
+	name     string
+	client   *openai.Client
+	limiter  *rate.Limiter
+	timeout  time.Duration
+	families *Families
 }
 
 var _ Provider = (*OpenAI)(nil)
@@ -56,8 +61,12 @@ func NewOpenAI(cfg Config) *OpenAI {
 	if limit <= 0 {
 		limit = DefaultMaxResponseBytes
 	}
-	c.HTTPClient = &http.Client{Transport: &exchangeTransport{base: base, limit: limit}}
-	p := &OpenAI{name: cfg.Name, client: openai.NewClientWithConfig(c), timeout: cfg.Timeout}
+	ua := cfg.UserAgent
+	if ua == "" {
+		ua = "pipectl"
+	}
+	c.HTTPClient = &http.Client{Transport: &exchangeTransport{base: base, limit: limit, userAgent: ua}}
+	p := &OpenAI{name: cfg.Name, client: openai.NewClientWithConfig(c), timeout: cfg.Timeout, families: cfg.Families}
 	if cfg.RequestsPerSecond > 0 {
 		p.limiter = rate.NewLimiter(rate.Limit(cfg.RequestsPerSecond), max(1, int(cfg.RequestsPerSecond)))
 	}
@@ -76,15 +85,17 @@ func (p *OpenAI) Complete(ctx context.Context, req Request) (Response, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	ex := &exchange{temperature: req.Temperature}
+	fam := p.families.Lookup(req.Model)
+	ex := &exchange{fields: shapeFields(req, fam), clientRequestID: req.ClientRequestID}
 	ctx = context.WithValue(ctx, exchangeKey{}, ex)
 
-	creq := openai.ChatCompletionRequest{Model: req.Model, MaxTokens: req.MaxTokens}
+	// The token limit, temperature and reasoning effort never go through go-openai's request
+	// type: it drops a temperature of 0 and refuses max_tokens and temperatures by model name
+	// (o1, o3, o4, gpt-5), which would overrule the family a provider's configuration gives.
+	// The transport writes them into the body as the family says.
+	creq := openai.ChatCompletionRequest{Model: req.Model}
 	for _, m := range req.Messages {
 		creq.Messages = append(creq.Messages, openai.ChatCompletionMessage{Role: m.Role, Content: m.Content})
-	}
-	if req.Temperature != nil {
-		creq.Temperature = float32(*req.Temperature)
 	}
 	if len(req.Schema) > 0 && req.Strict {
 		creq.ResponseFormat = &openai.ChatCompletionResponseFormat{
@@ -96,18 +107,40 @@ func (p *OpenAI) Complete(ctx context.Context, req Request) (Response, error) {
 	}
 	start := time.Now()
 	resp, err := p.client.CreateChatCompletion(ctx, creq)
-	latency := time.Since(start)
+	out := Response{Family: fam.Name, Latency: time.Since(start), RequestID: ex.requestID, ProcessingMS: ex.processingMS}
 	if err != nil {
-		return Response{Latency: latency}, classify(ctx, err, ex)
+		return out, classify(ctx, err, ex)
+	}
+	out.Model = headerSafe(resp.Model, maxModelName)
+	out.PromptTokens, out.CompletionTokens = resp.Usage.PromptTokens, resp.Usage.CompletionTokens
+	if d := resp.Usage.CompletionTokensDetails; d != nil {
+		n := d.ReasoningTokens
+		out.ReasoningTokens = &n
 	}
 	if len(resp.Choices) == 0 {
-		return Response{Latency: latency}, &Error{Err: errors.New("the answer has no choices")}
+		return out, &Error{Err: errors.New("the answer has no choices")}
 	}
 	ch := resp.Choices[0]
-	return Response{
-		Content: ch.Message.Content, Refusal: ch.Message.Refusal, FinishReason: string(ch.FinishReason), Model: resp.Model,
-		PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens, Latency: latency,
-	}, nil
+	out.Content, out.Refusal, out.FinishReason = ch.Message.Content, ch.Message.Refusal, string(ch.FinishReason)
+	return out, nil
+}
+
+// shapeFields decides the settings the body carries, by family: the token limit under the
+// family's field, temperature only where the family does not fix it, reasoning_effort only
+// where the family takes it. Left-out settings are what validate warns about.
+func shapeFields(req Request, fam Family) map[string]json.RawMessage {
+	fields := map[string]json.RawMessage{}
+	if req.MaxTokens > 0 {
+		fields[fam.TokenField] = json.RawMessage(strconv.Itoa(req.MaxTokens))
+	}
+	if req.Temperature != nil && !fam.FixedSampling {
+		fields["temperature"] = json.RawMessage(strconv.FormatFloat(*req.Temperature, 'g', -1, 64))
+	}
+	if req.ReasoningEffort != "" && fam.ReasoningEffort {
+		b, _ := json.Marshal(req.ReasoningEffort)
+		fields["reasoning_effort"] = b
+	}
+	return fields
 }
 
 func schemaName(n string) string {
@@ -176,22 +209,39 @@ func parseRetryAfter(v string) time.Duration {
 
 type exchangeKey struct{}
 
-// exchange carries what go-openai does not expose: the exact temperature to send (its request
-// type drops a temperature of 0) and the response's status and Retry-After header.
+// exchange carries what go-openai does not expose: the settings to write into the body and
+// the client request id on the way out; the status and the headers pipectl records on the way
+// back, for errors as well as answers (go-openai's resp.Header() exists only on success).
 type exchange struct {
-	temperature *float64
-	status      int
-	retryAfter  string
+	fields          map[string]json.RawMessage
+	clientRequestID string
+
+	status       int
+	retryAfter   string
+	requestID    string
+	processingMS *int64
 }
 
+// Bounds on what a provider's headers and model name may put into the ledger and a terminal.
+const (
+	maxRequestID = 200
+	maxModelName = 200
+)
+
 type exchangeTransport struct {
-	base  http.RoundTripper
-	limit int64
+	base      http.RoundTripper
+	limit     int64
+	userAgent string
 }
 
 func (t *exchangeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ex, _ := req.Context().Value(exchangeKey{}).(*exchange)
-	if ex != nil && ex.temperature != nil && req.Body != nil {
+	req = req.Clone(req.Context())
+	req.Header.Set("User-Agent", t.userAgent)
+	if ex != nil && ex.clientRequestID != "" {
+		req.Header.Set("X-Client-Request-Id", ex.clientRequestID)
+	}
+	if ex != nil && len(ex.fields) > 0 && req.Body != nil {
 		body, err := io.ReadAll(req.Body)
 		req.Body.Close()
 		if err != nil {
@@ -199,12 +249,13 @@ func (t *exchangeTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		}
 		var fields map[string]json.RawMessage
 		if json.Unmarshal(body, &fields) == nil {
-			fields["temperature"] = json.RawMessage(strconv.FormatFloat(*ex.temperature, 'g', -1, 64))
+			for k, v := range ex.fields {
+				fields[k] = v
+			}
 			if patched, err := json.Marshal(fields); err == nil {
 				body = patched
 			}
 		}
-		req = req.Clone(req.Context())
 		req.Body = io.NopCloser(bytes.NewReader(body))
 		req.ContentLength = int64(len(body))
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
@@ -213,6 +264,8 @@ func (t *exchangeTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	if ex != nil && resp != nil {
 		ex.status = resp.StatusCode
 		ex.retryAfter = resp.Header.Get("Retry-After")
+		ex.requestID = headerSafe(resp.Header.Get("X-Request-Id"), maxRequestID)
+		ex.processingMS = parseProcessingMS(resp.Header.Get("Openai-Processing-Ms"))
 	}
 	if resp != nil && resp.Body != nil {
 		resp.Body = &cappedBody{ReadCloser: resp.Body, left: t.limit, limit: t.limit}
@@ -249,4 +302,43 @@ func (b *cappedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.left -= int64(n)
 	return n, err
+}
+
+// headerSafe keeps what a provider sends printable and short before it reaches the ledger and
+// `runs show`: no control characters or escape sequences, at most n bytes.
+func headerSafe(s string, n int) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			clean = false
+			break
+		}
+	}
+	if !clean {
+		s = strings.Map(func(r rune) rune {
+			if r < 0x20 || r > 0x7e {
+				return -1
+			}
+			return r
+		}, s)
+	}
+	if len(s) > n {
+		s = s[:n]
+	}
+	return s
+}
+
+// parseProcessingMS reads openai-processing-ms: a whole number of milliseconds (some servers
+// send a decimal). Anything else counts as not reported.
+func parseProcessingMS(v string) *int64 {
+	v = strings.TrimSpace(v)
+	if v == "" || len(v) > 20 {
+		return nil
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 0 || f > 1e12 || f != f {
+		return nil
+	}
+	ms := int64(f)
+	return &ms
 }

@@ -119,11 +119,18 @@ type CallView struct {
 	PromptTokens     int             `json:"prompt_tokens"`
 	CompletionTokens int             `json:"completion_tokens"`
 	LatencyMS        int64           `json:"latency_ms"`
-	Request          json.RawMessage `json:"request"`
-	Response         string          `json:"response"`
-	Parsed           json.RawMessage `json:"parsed,omitempty"`
-	Error            string          `json:"error,omitempty"`
-	At               time.Time       `json:"at"`
+	// What ties the call to the provider's side; absent when the provider did not say.
+	Family          string          `json:"family,omitempty"`
+	ClientRequestID string          `json:"client_request_id,omitempty"`
+	RequestID       string          `json:"request_id,omitempty"`
+	ResponseModel   string          `json:"response_model,omitempty"`
+	ProcessingMS    *int64          `json:"processing_ms,omitempty"`
+	ReasoningTokens *int            `json:"reasoning_tokens,omitempty"`
+	Request         json.RawMessage `json:"request"`
+	Response        string          `json:"response"`
+	Parsed          json.RawMessage `json:"parsed,omitempty"`
+	Error           string          `json:"error,omitempty"`
+	At              time.Time       `json:"at"`
 }
 
 func callViews(cs []ledger.CallRecord) []CallView {
@@ -132,7 +139,8 @@ func callViews(cs []ledger.CallRecord) []CallView {
 		out[i] = CallView{Step: c.StepID, Attempt: c.Attempt, Reask: c.Reask, Provider: c.Provider, Model: c.Model, Outcome: c.Outcome,
 			Verdict: c.Verdict, Reasons: c.Reasons, FinishReason: c.FinishReason, PromptTokens: c.PromptTokens,
 			CompletionTokens: c.CompletionTokens, LatencyMS: c.LatencyMS, Request: c.Request, Response: c.Response,
-			Parsed: c.Parsed, Error: c.Error, At: c.At.UTC()}
+			Parsed: c.Parsed, Error: c.Error, At: c.At.UTC(), Family: c.Family, ClientRequestID: c.ClientRequestID,
+			RequestID: c.RequestID, ResponseModel: c.ResponseModel, ProcessingMS: c.ProcessingMS, ReasoningTokens: c.ReasoningTokens}
 		if c.ItemIndex != domain.NoItem {
 			item := c.ItemIndex
 			out[i].Item = &item

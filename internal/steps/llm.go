@@ -56,7 +56,7 @@ func (l LLM) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRes
 	}
 	strict := len(llm.StrictIssues(spec.OutputSchema.Doc)) == 0
 	req := llm.Request{Step: call.Step.ID, Model: spec.Model, Temperature: spec.Temperature, MaxTokens: spec.MaxTokens,
-		SchemaName: call.Step.ID, Schema: schemaJSON, Strict: strict}
+		ReasoningEffort: spec.ReasoningEffort, SchemaName: call.Step.ID, Schema: schemaJSON, Strict: strict}
 	base := []llm.Message{{Role: "system", Content: systemText(system, schemaJSON, strict)}, {Role: "user", Content: prompt}}
 	req.Messages = base
 
@@ -67,11 +67,14 @@ func (l LLM) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRes
 		if spec.MaxTokensTotal > 0 && used+spec.MaxTokens > spec.MaxTokensTotal || spec.MaxTokensTotal > 0 && used >= spec.MaxTokensTotal {
 			return result, domain.Permanentf("token budget: %d of max_tokens_total %d used; another call could exceed it (last rejection: %s)", used, spec.MaxTokensTotal, last.Summary())
 		}
-		mc := domain.ModelCall{Reask: reask, Provider: spec.Provider, Model: spec.Model, At: time.Now()}
+		req.ClientRequestID = ClientRequestID(call.StepKey, call.Attempt, reask)
+		mc := domain.ModelCall{Reask: reask, Provider: spec.Provider, Model: spec.Model, At: time.Now(), ClientRequestID: req.ClientRequestID}
 		mc.Request, _ = json.Marshal(req)
 		resp, err := provider.Complete(ctx, req)
 		mc.LatencyMS = resp.Latency.Milliseconds()
 		mc.PromptTokens, mc.CompletionTokens = resp.PromptTokens, resp.CompletionTokens
+		mc.Family, mc.RequestID, mc.ResponseModel = resp.Family, resp.RequestID, resp.Model
+		mc.ProcessingMS, mc.ReasoningTokens = resp.ProcessingMS, resp.ReasoningTokens
 		mc.Response, mc.FinishReason = resp.Content, resp.FinishReason
 		used += resp.PromptTokens + resp.CompletionTokens
 		if err != nil {
@@ -87,6 +90,11 @@ func (l LLM) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRes
 		case resp.FinishReason == llm.FinishLength:
 			mc.Outcome = "truncated"
 			result.Calls = append(result.Calls, mc)
+			if resp.ReasoningTokens != nil && *resp.ReasoningTokens > 0 {
+				// A reasoning model's limit covers its reasoning too, which can use it all.
+				return result, domain.Permanentf("the answer was cut off at max_tokens (%d), %d of the %d completion tokens spent on reasoning; raise max_tokens",
+					spec.MaxTokens, *resp.ReasoningTokens, resp.CompletionTokens)
+			}
 			return result, domain.Permanentf("the answer was cut off at max_tokens (%d); raise max_tokens", spec.MaxTokens)
 		case resp.FinishReason == llm.FinishContentFilter:
 			mc.Outcome = "filtered"
@@ -134,6 +142,15 @@ func (l LLM) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRes
 		req.Messages = reaskMessages(base, call.Redactor.String(resp.Content), last)
 	}
 	return result, domain.Permanentf("proposal rejected after %d re-ask(s): %s", spec.MaxReasks, last.Summary())
+}
+
+// ClientRequestID names one model call for the provider's logs: pipectl-STEPKEY-ATTEMPT-REASK.
+// The step key is the same for every attempt of a step (and across resumes and replays), so a
+// search for its prefix finds all of them; each engine retry is a new attempt and each re-ask a
+// new question, so both get their own id. Anything that sends the same call again within one
+// attempt and re-ask sends the same id: the id is a function of these three numbers only.
+func ClientRequestID(stepKey string, attempt, reask int) string {
+	return fmt.Sprintf("pipectl-%s-%d-%d", stepKey, attempt, reask)
 }
 
 func systemText(system string, schema []byte, strict bool) string {

@@ -25,7 +25,15 @@ type Reply struct {
 	FinishReason     string
 	PromptTokens     int
 	CompletionTokens int
-	Delay            time.Duration
+	// ReasoningTokens, when not 0, is reported in usage.completion_tokens_details.
+	ReasoningTokens int
+	// Model is the model the answer names; empty means the one requested.
+	Model string
+	// RequestID and ProcessingMS are sent as x-request-id and openai-processing-ms, on errors
+	// too; an empty RequestID means a generated one (req_test_N), "-" means none.
+	RequestID    string
+	ProcessingMS string
+	Delay        time.Duration
 	// Flood, when positive, makes the content that many bytes of 'a', streamed without being
 	// held in memory: a hostile or broken server.
 	Flood int64
@@ -35,9 +43,11 @@ type Reply struct {
 // request it received. Its base URL for clients is URL + "/v1".
 type Server struct {
 	*httptest.Server
-	mu       sync.Mutex
-	script   []Reply
-	requests []map[string]any
+	mu        sync.Mutex
+	script    []Reply
+	requests  []map[string]any
+	headers   []http.Header
+	reasoning map[string]bool
 }
 
 // New starts a server; close it with Close.
@@ -64,6 +74,27 @@ func (s *Server) Requests() []map[string]any {
 	return append([]map[string]any(nil), s.requests...)
 }
 
+// Headers returns the headers of the requests received so far, in order.
+func (s *Server) Headers() []http.Header {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]http.Header(nil), s.headers...)
+}
+
+// ReasoningModels makes the server refuse, as OpenAI does for its reasoning models, a request
+// for one of these models that carries max_tokens or a temperature other than 1: a 400 with
+// code unsupported_parameter or unsupported_value, without taking a reply from the script.
+func (s *Server) ReasoningModels(models ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reasoning == nil {
+		s.reasoning = map[string]bool{}
+	}
+	for _, m := range models {
+		s.reasoning[m] = true
+	}
+}
+
 // Answer is a successful reply with content and plausible usage.
 func Answer(content string) Reply {
 	return Reply{Content: content, FinishReason: "stop", PromptTokens: 120, CompletionTokens: 40}
@@ -79,6 +110,25 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	_ = json.Unmarshal(body, &req)
 	s.mu.Lock()
 	s.requests = append(s.requests, req)
+	s.headers = append(s.headers, r.Header.Clone())
+	n := len(s.requests)
+	model, _ := req["model"].(string)
+	if s.reasoning[model] {
+		code, msg := "", ""
+		if _, ok := req["max_tokens"]; ok {
+			code, msg = "unsupported_parameter", "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
+		} else if t, ok := req["temperature"]; ok && t != 1.0 {
+			code, msg = "unsupported_value", fmt.Sprintf("Unsupported value: 'temperature' does not support %v with this model. Only the default (1) value is supported.", t)
+		}
+		if code != "" {
+			s.mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("X-Request-Id", fmt.Sprintf("req_test_%d", n))
+			w.WriteHeader(http.StatusBadRequest)
+			json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"message": msg, "type": "invalid_request_error", "code": code}})
+			return
+		}
+	}
 	var reply Reply
 	if len(s.script) > 0 {
 		reply, s.script = s.script[0], s.script[1:]
@@ -94,6 +144,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
+	switch reply.RequestID {
+	case "":
+		w.Header().Set("X-Request-Id", fmt.Sprintf("req_test_%d", n))
+	case "-":
+	default:
+		w.Header().Set("X-Request-Id", reply.RequestID)
+	}
+	if reply.ProcessingMS != "" {
+		w.Header().Set("Openai-Processing-Ms", reply.ProcessingMS)
+	}
 	if reply.RetryAfter != "" {
 		w.Header().Set("Retry-After", reply.RetryAfter)
 	}
@@ -104,7 +164,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		}})
 		return
 	}
-	model, _ := req["model"].(string)
+	if reply.Model != "" {
+		model = reply.Model
+	}
 	if reply.Flood > 0 {
 		flood(w, model, reply.Flood)
 		return
@@ -114,11 +176,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		msg["content"] = nil
 		msg["refusal"] = reply.Refusal
 	}
+	usage := map[string]any{"prompt_tokens": reply.PromptTokens, "completion_tokens": reply.CompletionTokens,
+		"total_tokens": reply.PromptTokens + reply.CompletionTokens}
+	if reply.ReasoningTokens != 0 {
+		usage["completion_tokens_details"] = map[string]any{"reasoning_tokens": reply.ReasoningTokens}
+	}
 	json.NewEncoder(w).Encode(map[string]any{
 		"id": "chatcmpl-test", "object": "chat.completion", "created": time.Now().Unix(), "model": model,
 		"choices": []any{map[string]any{"index": 0, "message": msg, "finish_reason": reply.FinishReason}},
-		"usage": map[string]any{"prompt_tokens": reply.PromptTokens, "completion_tokens": reply.CompletionTokens,
-			"total_tokens": reply.PromptTokens + reply.CompletionTokens},
+		"usage":   usage,
 	})
 }
 
