@@ -123,7 +123,8 @@ func TestReasoningModelThroughCLI(t *testing.T) {
 				t.Fatalf("attempts %+v", doc.Attempts)
 			}
 			// The engine's retry is attempt 2; the re-ask is re-ask 1 of attempt 2.
-			wantIDs := []string{"pipectl-" + stepKey + "-1-0", "pipectl-" + stepKey + "-2-0", "pipectl-" + stepKey + "-2-1"}
+			prefix := "pipectl-" + stepKey + "-" + id
+			wantIDs := []string{prefix + "-1-0", prefix + "-2-0", prefix + "-2-1"}
 			for i, want := range wantIDs {
 				if got := headers[i].Get("X-Client-Request-Id"); got != want {
 					t.Errorf("request %d: X-Client-Request-Id %q, want %q", i, got, want)

@@ -67,7 +67,7 @@ func (l LLM) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRes
 		if spec.MaxTokensTotal > 0 && used+spec.MaxTokens > spec.MaxTokensTotal || spec.MaxTokensTotal > 0 && used >= spec.MaxTokensTotal {
 			return result, domain.Permanentf("token budget: %d of max_tokens_total %d used; another call could exceed it (last rejection: %s)", used, spec.MaxTokensTotal, last.Summary())
 		}
-		req.ClientRequestID = ClientRequestID(call.StepKey, call.Attempt, reask)
+		req.ClientRequestID = ClientRequestID(call.StepKey, call.RunID, call.Attempt, reask)
 		mc := domain.ModelCall{Reask: reask, Provider: spec.Provider, Model: spec.Model, At: time.Now(), ClientRequestID: req.ClientRequestID}
 		mc.Request, _ = json.Marshal(req)
 		resp, err := provider.Complete(ctx, req)
@@ -144,13 +144,15 @@ func (l LLM) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRes
 	return result, domain.Permanentf("proposal rejected after %d re-ask(s): %s", spec.MaxReasks, last.Summary())
 }
 
-// ClientRequestID names one model call for the provider's logs: pipectl-STEPKEY-ATTEMPT-REASK.
-// The step key is the same for every attempt of a step (and across resumes and replays), so a
-// search for its prefix finds all of them; each engine retry is a new attempt and each re-ask a
-// new question, so both get their own id. Anything that sends the same call again within one
-// attempt and re-ask sends the same id: the id is a function of these three numbers only.
-func ClientRequestID(stepKey string, attempt, reask int) string {
-	return fmt.Sprintf("pipectl-%s-%d-%d", stepKey, attempt, reask)
+// ClientRequestID names one model call for the provider's logs:
+// pipectl-STEPKEY-RUNID-ATTEMPT-REASK. The step key is the same for every attempt of a step, in
+// its resumes and in replays of the run, so a search for its prefix finds all of them; the run
+// id tells a replay's calls from the original's (a replay numbers its attempts from 1 again);
+// each engine retry is a new attempt and each re-ask a new question, so both get their own id.
+// Anything that sends the same call again within one attempt and re-ask (a process that takes
+// over a run whose owner died mid-call) sends the same id: it is a function of these alone.
+func ClientRequestID(stepKey, runID string, attempt, reask int) string {
+	return fmt.Sprintf("pipectl-%s-%s-%d-%d", stepKey, runID, attempt, reask)
 }
 
 func systemText(system string, schema []byte, strict bool) string {
