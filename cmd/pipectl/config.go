@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/pipectl/pipectl/internal/dsl"
 	"github.com/pipectl/pipectl/internal/llm"
 )
 
@@ -78,6 +79,21 @@ func (a *app) loadConfig() (*config, error) {
 		c.Providers[name] = p
 	}
 	return &c, nil
+}
+
+// newValidator builds a validator that knows the model families pipectl.yaml gives, so that its
+// warnings about settings a family ignores or refuses match what the providers will send.
+func (a *app) newValidator() (*dsl.Validator, error) {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	v, err := dsl.NewValidator()
+	if err != nil {
+		return nil, err
+	}
+	v.SetModelFamilies(cfg.modelFamilies)
+	return v, nil
 }
 
 // modelFamilies answers, for validate, which family a step's model belongs to under the step's

@@ -171,10 +171,13 @@ func TestModelFamilyFromConfig(t *testing.T) {
 		name, config string
 		present      map[string]any
 		absent       []string
+		warning      string // what run says about the spec, from the same families
 	}{
-		{"chat by default", "", map[string]any{"max_tokens": 500.0, "temperature": 0.0}, []string{"max_completion_tokens", "reasoning_effort"}},
+		{"chat by default", "", map[string]any{"max_tokens": 500.0, "temperature": 0.0}, []string{"max_completion_tokens", "reasoning_effort"},
+			`"corp-large" is in the chat family, which takes no reasoning_effort`},
 		{"reasoning by configuration", "providers:\n  default:\n    model_families: {\"corp-*\": reasoning}\n",
-			map[string]any{"max_completion_tokens": 500.0, "reasoning_effort": "low"}, []string{"max_tokens", "temperature"}},
+			map[string]any{"max_completion_tokens": 500.0, "reasoning_effort": "low"}, []string{"max_tokens", "temperature"},
+			`"corp-large" is in the reasoning family, which refuses any temperature but the default 1: 0 is left out`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -185,8 +188,9 @@ func TestModelFamilyFromConfig(t *testing.T) {
 			if tc.config != "" {
 				writeFile(t, c.dir, "pipectl.yaml", tc.config)
 			}
-			if code, out := c.exec(t, model, "run", c.spec, "--input", `{"id": "C-1"}`); code != 0 {
-				t.Fatalf("exit %d\n%s", code, out)
+			code, out := c.exec(t, model, "run", c.spec, "--input", `{"id": "C-1"}`)
+			if code != 0 || !strings.Contains(out, tc.warning) || strings.Count(out, "warning:") != 1 {
+				t.Fatalf("exit %d, want 0 and one warning %q\n%s", code, tc.warning, out)
 			}
 			body := model.Requests()[0]
 			for k, v := range tc.present {

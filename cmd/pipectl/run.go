@@ -71,7 +71,7 @@ func (a *app) pipelineAndInput(path, inputArg string) (*dsl.Validator, *domain.P
 	if inputArg == "" {
 		return nil, nil, nil, usageErrorf("--input is required: a JSON file, - for stdin, or inline JSON")
 	}
-	v, err := dsl.NewValidator()
+	v, err := a.newValidator()
 	if err != nil {
 		return nil, nil, nil, err
 	}

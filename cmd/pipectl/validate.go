@@ -52,17 +52,10 @@ func (a *app) validateCommand() *cobra.Command {
 			// A validate process lives for a moment and keeps little: collecting garbage less
 			// often takes a few milliseconds off every CI and pre-commit call.
 			debug.SetGCPercent(400)
-			// pipectl.yaml may say which family a provider's model names belong to, and
-			// the warnings about settings a family ignores or refuses depend on it.
-			cfg, err := a.loadConfig()
+			v, err := a.newValidator()
 			if err != nil {
 				return err
 			}
-			v, err := dsl.NewValidator()
-			if err != nil {
-				return err
-			}
-			v.SetModelFamilies(cfg.modelFamilies)
 			var results []dsl.FileResult
 			var discoverErrs []error
 			if stdin {

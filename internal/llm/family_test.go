@@ -2,6 +2,7 @@ package llm_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -174,4 +175,39 @@ func FuzzFamilies(f *testing.F) {
 			t.Fatalf("an exact override must win: %q -> %s, want %s", model, got.Name, family)
 		}
 	})
+}
+
+// TestReplayedAnswerHasNoProviderTrace records a call to a reasoning model and replays it: the
+// answer, its model and its reasoning tokens come back, but no request id or processing time,
+// since the replayed call never reached a provider; and the client request id is no part of
+// the key, so a replay under other attempt numbers still finds its answers.
+func TestReplayedAnswerHasNoProviderTrace(t *testing.T) {
+	srv := llmtest.New()
+	defer srv.Close()
+	srv.Push(llmtest.Reply{Content: `{"a": 1}`, FinishReason: "stop", ReasoningTokens: 10, CompletionTokens: 20, Model: "o3-mini-2025-01-31", ProcessingMS: "9"})
+	path := t.TempDir() + "/rec.json"
+	rec := llm.NewRecorder(path)
+	p := rec.Wrap(llm.NewOpenAI(llm.Config{BaseURL: srv.BaseURL(), APIKey: "k"}))
+	req := llm.Request{Step: "s", Model: "o3-mini", MaxTokens: 100, ReasoningEffort: "high", Messages: []llm.Message{{Role: "user", Content: "hi"}}, ClientRequestID: "pipectl-k-r-1-0"}
+	live, err := p.Complete(context.Background(), req)
+	if err != nil || live.RequestID == "" || live.ProcessingMS == nil {
+		t.Fatalf("%+v %v", live, err)
+	}
+	replayer, err := llm.LoadReplayer(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ClientRequestID = "pipectl-k-r2-1-0"
+	got, err := replayer.Complete(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Content != `{"a": 1}` || got.Model != "o3-mini-2025-01-31" || got.ReasoningTokens == nil || *got.ReasoningTokens != 10 ||
+		got.RequestID != "" || got.ProcessingMS != nil || got.Family != "" {
+		t.Fatalf("replayed %+v", got)
+	}
+	req.ReasoningEffort = "low"
+	if _, err := replayer.Complete(context.Background(), req); !errors.Is(err, llm.ErrNotRecorded) {
+		t.Fatalf("reasoning_effort must be part of the key: %v", err)
+	}
 }

@@ -172,7 +172,11 @@ func (r *Replayer) Complete(ctx context.Context, req Request) (Response, error) 
 	if ex.Error != nil {
 		return Response{}, &Error{Transient: ex.Error.Transient, StatusCode: ex.Error.StatusCode, Code: ex.Error.Code, Err: errors.New(ex.Error.Message)}
 	}
-	return *ex.Response, nil
+	resp := *ex.Response
+	// The answer is the recorded one, but no request reached a provider: its request id,
+	// processing time and shaping belong to the recorded exchange, not to this call.
+	resp.RequestID, resp.ProcessingMS, resp.Family = "", nil, ""
+	return resp, nil
 }
 
 // Scripted answers each step from a list of contents, in order, whatever the request says:
