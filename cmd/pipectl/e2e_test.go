@@ -96,8 +96,8 @@ inputs:
   type: object
   required: [id, url]
   properties:
-    id: {type: string}
-    url: {type: string, format: uri}
+    id: {type: string, pattern: "^[A-Za-z0-9][A-Za-z0-9-]{0,40}$"}
+    url: {const: "http://target.invalid"}
 idempotency:
   key: ${{ inputs.id }}
 secrets: [TARGET_TOKEN]
@@ -139,6 +139,22 @@ func newCLI(t *testing.T, spec string) *cli {
 		}
 	}
 	return &cli{t: t, dir: dir, ledger: "sqlite:" + filepath.Join(dir, "ledger.db"), spec: path}
+}
+
+// targetURL stands in the test specs for a loopback target's address, which exists only once
+// the test server listens: a url's host comes from the spec or a value it lists.
+const targetURL = "http://target.invalid"
+
+// useTarget writes the target's address into the spec, where targetURL stands.
+func (c *cli) useTarget(url string) {
+	c.t.Helper()
+	spec, err := os.ReadFile(c.spec)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.WriteFile(c.spec, []byte(strings.ReplaceAll(string(spec), targetURL, url)), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
 }
 
 func (c *cli) command(args ...string) *exec.Cmd {
@@ -184,6 +200,7 @@ func TestCrashAndResume(t *testing.T) {
 	}
 	c := newCLI(t, sideEffectSpec)
 	target := newApplyTarget(t)
+	c.useTarget(target.URL)
 	rnd := rand.New(rand.NewPCG(42, uint64(time.Now().UnixNano())))
 	const runs = 60
 	kills, killsAfterEffect := 0, 0
@@ -271,6 +288,7 @@ func TestCrashAndResume(t *testing.T) {
 func TestConcurrentDuplicateRuns(t *testing.T) {
 	c := newCLI(t, sideEffectSpec)
 	target := newApplyTarget(t)
+	c.useTarget(target.URL)
 	target.delay = 300 * time.Millisecond
 	input := fmt.Sprintf(`{"id": "dup-1", "url": %q}`, target.URL)
 	var wg sync.WaitGroup
@@ -319,6 +337,7 @@ func TestConcurrentDuplicateRuns(t *testing.T) {
 func TestSecretNeverInLedgerOrLogs(t *testing.T) {
 	c := newCLI(t, sideEffectSpec)
 	target := newApplyTarget(t)
+	c.useTarget(target.URL)
 	var stderr bytes.Buffer
 	cmd := c.command("run", c.spec, "--input", fmt.Sprintf(`{"id": "s-1", "url": %q}`, target.URL))
 	cmd.Stderr = &stderr

@@ -18,7 +18,7 @@ name: triage
 inputs:
   type: object
   required: [id, url]
-  properties: {id: {type: string}, url: {type: string}}
+  properties: {id: {type: string, pattern: "^[A-Za-z0-9][A-Za-z0-9-]{0,40}$"}, url: {const: "http://target.invalid"}}
 idempotency: {key: "${{ inputs.id }}"}
 defaults:
   retry: {max_attempts: 3, initial_interval: 20ms, max_interval: 100ms}
@@ -88,6 +88,7 @@ func TestLLMStepThroughCLI(t *testing.T) {
 			model.Push(tc.replies...)
 			target := newApplyTarget(t)
 			c := newCLI(t, triageSpec)
+			c.useTarget(target.URL)
 			cmd := c.command("run", c.spec, "--input", fmt.Sprintf(`{"id": "T-1", "url": %q}`, target.URL))
 			cmd.Env = append(cmd.Env, "OPENAI_BASE_URL="+model.BaseURL(), "OPENAI_API_KEY=test-key")
 			out, err := cmd.Output()
@@ -177,6 +178,7 @@ func TestProvidersFromConfig(t *testing.T) {
 	target := newApplyTarget(t)
 	spec := strings.Replace(triageSpec, "    model: test-model\n", "    model: test-model\n    provider: local\n", 1)
 	c := newCLI(t, spec)
+	c.useTarget(target.URL)
 	cfg := fmt.Sprintf("providers:\n  local:\n    base_url: %s\n    requests_per_second: 50\n    timeout: 5s\n", model.BaseURL())
 	if err := os.WriteFile(filepath.Join(c.dir, "pipectl.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

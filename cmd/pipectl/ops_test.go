@@ -70,6 +70,7 @@ func TestReviewApproveBindsTheProposal(t *testing.T) {
 	model.Push(llmtest.Answer(`{"team": "technical", "priority": "urgent", "summary": "outage"}`))
 	target := newApplyTarget(t)
 	c := newCLI(t, triageSpec)
+	c.useTarget(target.URL)
 	input := fmt.Sprintf(`{"id": "T-9", "url": %q}`, target.URL)
 	if code, out := c.exec(t, model, "run", c.spec, "--input", input); code != 3 {
 		t.Fatalf("run: exit %d\n%s", code, out)
@@ -130,6 +131,7 @@ func TestReviewReject(t *testing.T) {
 	model.Push(llmtest.Answer(`{"team": "technical", "priority": "urgent", "summary": "outage"}`))
 	target := newApplyTarget(t)
 	c := newCLI(t, triageSpec)
+	c.useTarget(target.URL)
 	c.exec(t, model, "run", c.spec, "--input", fmt.Sprintf(`{"id": "T-10", "url": %q}`, target.URL))
 	id := c.runsJSON()[0]["id"].(string)
 	if code, out := c.exec(t, model, "review", id, "--reject", "--note", "not an outage", "--as", "bob"); code != 1 || !strings.Contains(out, "rejected by bob") {
@@ -243,11 +245,11 @@ func TestNotes(t *testing.T) {
 const slowSpec = `apiVersion: pipectl/v1
 kind: Pipeline
 name: slow
-inputs: {type: object, properties: {id: {type: string}, dir: {type: string}}}
+inputs: {type: object, properties: {id: {type: string}, dir: {type: string, pattern: "^[^\\x00]+$"}}}
 idempotency: {key: "${{ inputs.id }}"}
 steps:
-  - {id: one, type: exec, command: [sh, "-u", "/dev/stdin"], stdin: "sleep 1.5; echo x >> ${{ inputs.dir }}/one"}
-  - {id: two, type: exec, command: [sh, "-u", "/dev/stdin"], stdin: "echo x >> ${{ inputs.dir }}/two"}
+  - {id: one, type: exec, command: [sh, "-uc", 'sleep 1.5; echo x >> "$DIR/one"'], env: {DIR: "${{ inputs.dir }}"}}
+  - {id: two, type: exec, command: [sh, "-uc", 'echo x >> "$DIR/two"'], env: {DIR: "${{ inputs.dir }}"}}
 `
 
 func TestKillSwitch(t *testing.T) {
@@ -297,7 +299,7 @@ func TestKillSwitch(t *testing.T) {
 const dlqSpec = `apiVersion: pipectl/v1
 kind: Pipeline
 name: orders
-inputs: {type: object, properties: {id: {type: string}, url: {type: string}}}
+inputs: {type: object, properties: {id: {type: string, pattern: "^[A-Za-z0-9][A-Za-z0-9-]{0,40}$"}, url: {const: "http://target.invalid"}}}
 idempotency: {key: "${{ inputs.id }}"}
 defaults:
   retry: {max_attempts: 2, initial_interval: 10ms, max_interval: 20ms}
@@ -344,6 +346,7 @@ func TestDeadLetterRedriveAndReplay(t *testing.T) {
 	target := newFlakyShipping(t)
 	target.down.Store(true)
 	c := newCLI(t, dlqSpec)
+	c.useTarget(target.URL)
 	input := fmt.Sprintf(`{"id": "o-1", "url": %q}`, target.URL)
 	if code, out := c.exec(t, nil, "run", c.spec, "--input", input); code != 1 {
 		t.Fatalf("run: exit %d\n%s", code, out)
@@ -435,6 +438,7 @@ func TestStatsCheck(t *testing.T) {
 	target := newFlakyShipping(t)
 	spec := strings.Replace(dlqSpec, "defaults:", "alerts: {dead_letter_rate: 0.4, p95_seconds: 60}\ndefaults:", 1)
 	c := newCLI(t, spec)
+	c.useTarget(target.URL)
 	c.exec(t, nil, "run", c.spec, "--input", fmt.Sprintf(`{"id": "s-1", "url": %q}`, target.URL))
 	if code, out := c.exec(t, nil, "stats", "--check"); code != 0 {
 		t.Fatalf("stats --check with no breach: exit %d\n%s", code, out)
@@ -461,6 +465,7 @@ func TestStatsCheck(t *testing.T) {
 func TestMissingSecretRefusesBeforeAnything(t *testing.T) {
 	c := newCLI(t, sideEffectSpec)
 	target := newApplyTarget(t)
+	c.useTarget(target.URL)
 	cmd := exec.Command(binary, "--ledger", c.ledger, "run", c.spec, "--input", fmt.Sprintf(`{"id": "m-1", "url": %q}`, target.URL))
 	cmd.Dir = c.dir
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + c.dir}
@@ -480,13 +485,15 @@ func TestReplayWithFixedSpec(t *testing.T) {
 	target := newFlakyShipping(t)
 	target.down.Store(true)
 	c := newCLI(t, dlqSpec)
+	c.useTarget(target.URL)
 	c.exec(t, nil, "run", c.spec, "--input", fmt.Sprintf(`{"id": "f-1", "url": %q}`, target.URL))
 	id := c.runsJSON()[0]["id"].(string)
 	// The fix: ship to another endpoint that works.
 	fixed := filepath.Join(c.dir, "fixed.yaml")
-	os.WriteFile(fixed, []byte(strings.Replace(dlqSpec, `/ship"`, `/ship-v2"`, 1)), 0o644)
+	spec := strings.ReplaceAll(dlqSpec, targetURL, target.URL)
+	os.WriteFile(fixed, []byte(strings.Replace(spec, `/ship"`, `/ship-v2"`, 1)), 0o644)
 	other := filepath.Join(c.dir, "other.yaml")
-	os.WriteFile(other, []byte(strings.Replace(dlqSpec, "name: orders", "name: invoices", 1)), 0o644)
+	os.WriteFile(other, []byte(strings.Replace(spec, "name: orders", "name: invoices", 1)), 0o644)
 	if code, out := c.exec(t, nil, "replay", id, "--spec", other); code != 2 || !strings.Contains(out, "belongs to orders") {
 		t.Fatalf("replay with another pipeline's spec: exit %d\n%s", code, out)
 	}

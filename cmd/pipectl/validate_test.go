@@ -60,7 +60,7 @@ func TestValidateFormats(t *testing.T) {
 	path := writeFile(t, dir, "broken.yaml", invalidSpec)
 
 	code, out, _ := pipectl(t, "validate", path)
-	wantText := path + ":13:34: steps[1].url: model-proposed value steps.classify.output.team reaches an http url"
+	wantText := path + ":13:34: steps[1].url: model-proposed value steps.classify.output.team reaches the http url's path"
 	if code != 1 || !strings.Contains(out, wantText) || !strings.Contains(out, path+":14:5: steps[1].timout: unknown key \"timout\"; did you mean \"timeout\"?") {
 		t.Fatalf("text format: exit %d\n%s", code, out)
 	}

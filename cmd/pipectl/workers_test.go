@@ -23,7 +23,7 @@ import (
 const workerSpec = `apiVersion: pipectl/v1
 kind: Pipeline
 name: fulfil
-inputs: {type: object, properties: {id: {type: string}, url: {type: string}}}
+inputs: {type: object, properties: {id: {type: string, pattern: "^[A-Za-z0-9][A-Za-z0-9-]{0,40}$"}, url: {const: "http://target.invalid"}}}
 idempotency: {key: "${{ inputs.id }}"}
 defaults:
   retry: {max_attempts: 5, initial_interval: 50ms, max_interval: 200ms}
@@ -105,6 +105,7 @@ func TestWorkersChaos(t *testing.T) {
 	target := newApplyTarget(t)
 	target.delay = 15 * time.Millisecond
 	c := newCLI(t, workerSpec)
+	c.useTarget(target.URL)
 	const runs = 500
 	inputs := make([]string, runs)
 	for i := range inputs {
@@ -194,6 +195,7 @@ func TestWorkersChaos(t *testing.T) {
 func TestWorkerOnSQLite(t *testing.T) {
 	target := newApplyTarget(t)
 	c := newCLI(t, workerSpec)
+	c.useTarget(target.URL)
 	submitAll(t, c.ledger, c.spec, []string{fmt.Sprintf(`{"id": "lite-1", "url": %q}`, target.URL), fmt.Sprintf(`{"id": "lite-2", "url": %q}`, target.URL)})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -233,6 +235,7 @@ func TestRunOnPostgres(t *testing.T) {
 	dsn := postgresDSN(t)
 	target := newApplyTarget(t)
 	c := newCLI(t, workerSpec)
+	c.useTarget(target.URL)
 	pg := &cli{t: t, dir: c.dir, ledger: dsn, spec: c.spec}
 	if code, out := pg.exec(t, nil, "run", c.spec, "--input", fmt.Sprintf(`{"id": "pg-1", "url": %q}`, target.URL)); code != 0 {
 		t.Fatalf("pipectl run on PostgreSQL: exit %d\n%s", code, out)

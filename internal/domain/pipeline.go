@@ -23,6 +23,9 @@ type Pipeline struct {
 	Limits      Limits
 	Alerts      Alerts
 	Steps       []*Step
+	// Sinks lists, per step id, the placeholders in side-effect positions that untrusted data
+	// reaches and what the validator proved about it; the engine checks them again at run time.
+	Sinks map[string][]SinkCheck
 
 	// Path is the file the pipeline was read from; Text its exact bytes, so a run can record
 	// and later replay the very spec it ran with.
@@ -48,6 +51,9 @@ type Schema struct {
 	Location string
 	// Doc is the schema document as decoded JSON.
 	Doc any
+	// Compiled is the JSON Schema library's compiled form, opaque here: the static checks read
+	// the schema as the gate enforces it, never a second reading of Doc.
+	Compiled any
 }
 
 // Idempotency configures the run key.

@@ -29,8 +29,13 @@ type site struct {
 	text string
 	kind siteKind
 	step *domain.Step
-	// sensitive names the position when model-proposed data must not reach it unconstrained.
+	// sink says how the placeholders of the site reach a side effect; sensitive names the
+	// position in messages.
+	sink      sinkKind
+	role      argRole
 	sensitive string
+	// secretsOK: secrets may stand here (headers, query values, env).
+	secretsOK bool
 	noSecrets bool
 	item      bool
 	output    bool
@@ -108,10 +113,17 @@ func (c *checker) sites() []site {
 		values := func(ptr string, v any) {
 			walkStrings(c.doc, ptr, v, func(p, text string) { add(site{ptr: p, text: text}) })
 		}
-		stringMap := func(ptr string, m map[string]string, what string) {
+		stringMap := func(ptr string, m map[string]string, kind sinkKind, what string) {
 			for _, k := range sortedKeys(m) {
-				add(site{ptr: pointerJoin(ptr, k), text: m[k], sensitive: fmt.Sprintf(what, k)})
+				add(site{ptr: pointerJoin(ptr, k), text: m[k], sink: kind, secretsOK: true, sensitive: fmt.Sprintf(what, k)})
 			}
+		}
+		argv := func(ptr string, command []string, what string) bool {
+			roles, stdinCode := commandRoles(command)
+			for j, a := range command {
+				add(site{ptr: pointerJoin(ptr, j), text: a, sink: sinkArgv, role: roles[j], sensitive: fmt.Sprintf("%s %d", what, j)})
+			}
+			return stdinCode
 		}
 		switch {
 		case s.LLM != nil:
@@ -127,31 +139,33 @@ func (c *checker) sites() []site {
 			values(at("/output"), s.Transform.Output)
 		case s.HTTP != nil:
 			h := s.HTTP
-			add(site{ptr: at("/url"), text: h.URL, sensitive: "an http url"})
-			stringMap(at("/headers"), h.Headers, "the http header %s")
-			stringMap(at("/query"), h.Query, "the http query parameter %s")
+			add(site{ptr: at("/url"), text: h.URL, sink: sinkURL, sensitive: "the http url"})
+			stringMap(at("/headers"), h.Headers, sinkHeader, "the http header %s")
+			stringMap(at("/query"), h.Query, sinkQuery, "the http query parameter %s")
 			values(at("/body"), h.Body)
 			if g := h.Guard; g != nil {
-				add(site{ptr: at("/guard/url"), text: g.URL, sensitive: "an http guard url"})
-				stringMap(at("/guard/headers"), g.Headers, "the http guard header %s")
-				stringMap(at("/guard/query"), g.Query, "the http guard query parameter %s")
+				add(site{ptr: at("/guard/url"), text: g.URL, sink: sinkURL, sensitive: "the http guard url"})
+				stringMap(at("/guard/headers"), g.Headers, sinkHeader, "the http guard header %s")
+				stringMap(at("/guard/query"), g.Query, sinkQuery, "the http guard query parameter %s")
 				add(site{ptr: at("/guard/done_if"), text: g.DoneIf, kind: siteExpression, response: true, want: "bool"})
 			}
 		case s.Exec != nil:
 			e := s.Exec
-			for j, a := range e.Command {
-				add(site{ptr: at(fmt.Sprintf("/command/%d", j)), text: a, sensitive: "an exec command"})
-			}
-			stringMap(at("/env"), e.Env, "the exec env %s")
+			stdinCode := argv(at("/command"), e.Command, "exec argument")
+			stringMap(at("/env"), e.Env, sinkEnv, "the exec env %s")
 			if e.Workdir != "" {
-				add(site{ptr: at("/workdir"), text: e.Workdir, sensitive: "an exec workdir"})
+				add(site{ptr: at("/workdir"), text: e.Workdir, sink: sinkWorkdir, sensitive: "the exec workdir"})
 			}
-			values(at("/stdin"), e.Stdin)
-			if g := e.Guard; g != nil {
-				for j, a := range g.Command {
-					add(site{ptr: at(fmt.Sprintf("/guard/command/%d", j)), text: a, sensitive: "an exec guard command"})
+			walkStrings(c.doc, at("/stdin"), e.Stdin, func(p, text string) {
+				st := site{ptr: p, text: text}
+				if stdinCode {
+					st.sink, st.sensitive = sinkCode, fmt.Sprintf("the stdin of %s is the code it runs", programName(e.Command[0]))
 				}
-				stringMap(at("/guard/env"), g.Env, "the exec guard env %s")
+				add(st)
+			})
+			if g := e.Guard; g != nil {
+				argv(at("/guard/command"), g.Command, "exec guard argument")
+				stringMap(at("/guard/env"), g.Env, sinkEnv, "the exec guard env %s")
 			}
 		case s.Approval != nil:
 			if s.Approval.Message != "" {

@@ -163,6 +163,11 @@ func (dc *decoder) step(ptr string, m map[string]any, p *domain.Pipeline) *domai
 			dc.doc.errorf(ptr+"/body", "a %s request carries no body; use POST, PUT or PATCH", h.Method)
 		}
 		dc.headerCase(ptr+"/headers", h.Headers)
+		for _, k := range sortedKeys(h.Headers) {
+			if strings.EqualFold(k, h.IdempotencyHeader) && h.Method != "GET" && h.Method != "HEAD" {
+				dc.doc.keyErrorf(pointerJoin(ptr+"/headers", k), "header %q is the step's idempotency header, which carries the step key on every attempt; a second value beside it would make the receiver's deduplication depend on which one wins (rename the header, or set idempotency_header)", k)
+			}
+		}
 		if g, ok := m["guard"].(map[string]any); ok {
 			h.Guard = &domain.HTTPGuard{Method: "GET", URL: str(g["url"]), Headers: strMap(g["headers"]), Query: strMap(g["query"]), DoneIf: str(g["done_if"])}
 			if v := str(g["method"]); v != "" {
@@ -211,15 +216,6 @@ func (dc *decoder) argv(ptr string, argv []string) {
 	first := argv[0]
 	if len(argv) == 1 && strings.ContainsAny(first, " \t") && !strings.Contains(first, "${{") {
 		dc.doc.errorf(ptr+"/0", "%q looks like a shell command line; write the argv as a list, e.g. %s", first, show(strings.Fields(first)))
-	}
-	switch filepath.Base(first) {
-	case "sh", "bash", "zsh", "dash", "ksh":
-		for _, a := range argv[1:] {
-			if a == "-c" {
-				dc.doc.errorf(ptr+"/0", "runs a shell with -c; exec takes an argv list so that no value is ever parsed by a shell")
-				break
-			}
-		}
 	}
 }
 
@@ -319,20 +315,21 @@ func (dc *decoder) schema(ptr string) *domain.Schema {
 				return nil
 			}
 			abs := filepath.Clean(filepath.Join(dc.dir, filepath.FromSlash(ref)))
-			doc, err := dc.schemas.loadFile(abs)
+			doc, compiled, err := dc.schemas.loadFile(abs)
 			if err != nil {
 				dc.doc.errorf(ptr+"/$ref", "schema %s: %s", ref, cleanFSError(err, abs, ref))
 				return nil
 			}
-			return &domain.Schema{Ref: ref, Location: fileURL(abs), Doc: doc}
+			return &domain.Schema{Ref: ref, Location: fileURL(abs), Doc: doc, Compiled: compiled}
 		}
 	}
 	loc := fileURL(dc.absPath + strings.ReplaceAll(ptr, "/", "~") + ".schema.json")
-	if _, err := gate.CompileSchema(loc, v); err != nil {
+	compiled, err := gate.CompileSchema(loc, v)
+	if err != nil {
 		dc.doc.errorf(ptr, "%s", strings.ReplaceAll(err.Error(), loc, "schema"))
 		return nil
 	}
-	return &domain.Schema{Location: loc, Doc: v}
+	return &domain.Schema{Location: loc, Doc: v, Compiled: compiled}
 }
 
 func cleanFSError(err error, abs, ref string) string {

@@ -316,15 +316,16 @@ type schemaStore struct {
 }
 
 type schemaFile struct {
-	once sync.Once
-	doc  any
-	err  error
+	once     sync.Once
+	doc      any
+	compiled *jsonschema.Schema
+	err      error
 }
 
 func newSchemaStore() *schemaStore { return &schemaStore{files: map[string]*schemaFile{}} }
 
 // loadFile reads and compiles the schema file at an absolute path, once.
-func (s *schemaStore) loadFile(abs string) (any, error) {
+func (s *schemaStore) loadFile(abs string) (any, *jsonschema.Schema, error) {
 	s.mu.Lock()
 	f := s.files[abs]
 	if f == nil {
@@ -335,10 +336,10 @@ func (s *schemaStore) loadFile(abs string) (any, error) {
 	f.once.Do(func() {
 		f.doc, f.err = readSchemaFile(abs)
 		if f.err == nil {
-			_, f.err = gate.CompileSchema(fileURL(abs), f.doc)
+			f.compiled, f.err = gate.CompileSchema(fileURL(abs), f.doc)
 		}
 	})
-	return f.doc, f.err
+	return f.doc, f.compiled, f.err
 }
 
 func readSchemaFile(abs string) (any, error) {

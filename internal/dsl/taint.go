@@ -4,105 +4,330 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/santhosh-tekuri/jsonschema/v5"
+
 	"github.com/pipectl/pipectl/internal/domain"
 )
 
-// maxTaintDepth bounds how far the analysis follows values through transform and gate steps.
+// maxTaintDepth bounds how far the analysis follows values through steps and schemas.
 const maxTaintDepth = 32
 
-// exposure is model-proposed data that reaches a sensitive position without a constraining schema.
-type exposure struct {
-	origin     string
-	schemaAt   string
-	schemaPath string
+// sinkKind says how a site's placeholders reach a side effect.
+type sinkKind int
+
+const (
+	sinkNone sinkKind = iota
+	sinkURL
+	sinkArgv
+	sinkHeader
+	sinkQuery
+	sinkEnv
+	sinkWorkdir
+	// sinkCode is text an interpreter runs (its stdin, when it reads its program there).
+	sinkCode
+)
+
+// weakenTaint turns the static proof off (a build tag sets it) so that tests can show the
+// run-time check stopping what a broken static check would let through.
+var weakenTaint = false
+
+// origin is where an untrusted value was last checked by a schema, or where it entered
+// without any check.
+type origin struct {
+	// source names the kind of data for messages: "run input", "model-proposed value", ...
+	source string
+	label  string
+	ref    domain.ValueRef
+	// schema is the compiled schema that checked the value (nil: nothing did); path leads to
+	// the value below the schema's root, and schemaAt names the schema in the spec.
+	schema   *jsonschema.Schema
+	schemaAt string
+	path     []Segment
+	// inner is what a gate step received: its schema or these keep the value safe.
+	inner       []origin
+	transformed bool
+	via         []string
 }
 
-// checkTaint enforces the gate invariant: values derived from llm outputs or wait payloads may
-// reach a URL, header, query, command, env or workdir only through schema fields that constrain
-// them. The analysis follows references through transform and gate steps and for_each items.
+// checkTaint enforces the gate invariant on every site: untrusted data (inputs, model
+// proposals, wait payloads, exec and http outputs, approval notes) reaches a url, header,
+// query value, argv, env or workdir only where the schema that last checked it makes it safe
+// for that position; code positions take no data; secrets reach only headers, query values
+// and env. It records what it proved in the pipeline's sink plan for the run-time check.
 func (c *checker) checkTaint(sites []site) {
 	for _, st := range sites {
-		if st.sensitive == "" {
+		c.checkSecrets(st)
+		if st.sink == sinkNone {
 			continue
 		}
-		for _, ce := range c.exprs[st.ptr] {
-			if ScalarResult(ce.ast) {
+		t, err := ParseTemplate(st.text)
+		if err != nil {
+			continue // reported by check
+		}
+		exprs := c.exprs[st.ptr]
+		if len(exprs) != len(t.Placeholders) {
+			continue // a placeholder failed to compile, which is reported already
+		}
+		for i, ph := range t.Placeholders {
+			ce := exprs[i]
+			class, desc := st.classAt(t, i)
+			if class == "" {
 				continue
 			}
-			for _, r := range ce.refs {
-				for _, e := range c.exposures(st.step, r.Root, r.Path, 0) {
-					via := ""
-					if r.String() != e.origin {
-						via = fmt.Sprintf(" (via %s)", r)
+			if class == domain.SinkCode {
+				c.errorIn(st.ptr, ph.Start, "%s: no placeholder may stand in code, since any data in it would run; pass values through env and read them as \"$NAME\" (quoted), or as arguments after the code", desc)
+				continue
+			}
+			check := domain.SinkCheck{Field: fieldPath(st.ptr), Expr: ce.src, Class: class}
+			if st.sink == sinkURL {
+				check.URL, check.Index = st.text, i
+			}
+			for _, fl := range Flows(ce.ast, ce.src, class == domain.SinkArg) {
+				for _, o := range c.origins(st.step, fl.Reference, fl.Transformed, nil, 0) {
+					if flows, culprit, bad := c.judgeOrigin(o, class); bad != "" {
+						c.errorIn(st.ptr, ce.base+fl.Offset, "%s reaches %s, but %s", culprit.name(fl.Reference), desc, bad)
+					} else {
+						check.Flows = append(check.Flows, flows...)
 					}
-					c.errorIn(st.ptr, ce.base+r.Offset,
-						"model-proposed value %s%s reaches %s, but its schema at %s%s does not constrain it: use enum, const, a string pattern or format, or a boolean, integer or number type",
-						e.origin, via, st.sensitive, e.schemaAt, e.schemaPath)
 				}
+			}
+			if len(check.Flows) > 0 && st.step != nil {
+				if c.p.Sinks == nil {
+					c.p.Sinks = map[string][]domain.SinkCheck{}
+				}
+				c.p.Sinks[st.step.ID] = append(c.p.Sinks[st.step.ID], check)
 			}
 		}
 	}
 }
 
-// exposures returns the unconstrained model-proposed values behind a reference.
-func (c *checker) exposures(from *domain.Step, root string, path []Segment, depth int) []exposure {
+// checkSecrets refuses secrets anywhere but headers, query values and env (and decisions,
+// whose boolean result carries no secret text).
+func (c *checker) checkSecrets(st site) {
+	if st.secretsOK || st.noSecrets || st.kind == siteRule {
+		return
+	}
+	t, err := ParseTemplate(st.text)
+	if err != nil {
+		return
+	}
+	exprs := c.exprs[st.ptr]
+	for i, ce := range exprs {
+		if ScalarResult(ce.ast) {
+			continue
+		}
+		if st.sink == sinkURL && i < len(t.Placeholders) && len(exprs) == len(t.Placeholders) {
+			if class, _ := st.classAt(t, i); class == domain.SinkURLQuery {
+				continue
+			}
+		}
+		for _, r := range ce.refs {
+			if r.Root != VarSecrets || len(r.Path) == 0 {
+				continue
+			}
+			c.errorIn(st.ptr, ce.base+r.Offset, "secrets.%s may reach only http headers, http query values (the query map or the url's query string) and exec env, where it is sent and never stored: anywhere else it would be stored, logged or sent as data", r.Path[0].Field)
+		}
+	}
+}
+
+// classAt classifies the i-th placeholder of a sink site and describes its position.
+func (st site) classAt(t Template, i int) (domain.SinkClass, string) {
+	literal := literalPrefix(t, i, st.sink == sinkURL)
+	switch st.sink {
+	case sinkURL:
+		desc := map[domain.SinkClass]string{domain.SinkFixed: "'s scheme and host", domain.SinkURLPath: "'s path", domain.SinkURLQuery: "'s query string"}
+		class := domain.URLPosition(literal)
+		return class, st.sensitive + desc[class]
+	case sinkArgv:
+		switch st.role {
+		case roleCode:
+			return domain.SinkCode, st.sensitive + " is code an interpreter runs"
+		case roleProgram:
+			return domain.SinkFixed, st.sensitive + ", which chooses the program, script or host that runs"
+		}
+		if literal == "" {
+			return domain.SinkArg, st.sensitive
+		}
+		return domain.SinkArgTail, st.sensitive
+	case sinkHeader:
+		return domain.SinkHeader, st.sensitive
+	case sinkQuery:
+		return domain.SinkQueryValue, st.sensitive
+	case sinkEnv:
+		return domain.SinkEnv, st.sensitive
+	case sinkWorkdir:
+		return domain.SinkPath, st.sensitive
+	case sinkCode:
+		return domain.SinkCode, st.sensitive
+	}
+	return "", ""
+}
+
+// literalPrefix is the spec's own text before the i-th placeholder: only that text decides
+// the position, since the values before it are themselves kept safe for theirs.
+func literalPrefix(t Template, i int, url bool) string {
+	var b strings.Builder
+	at := 0
+	for k := 0; k < i; k++ {
+		b.WriteString(t.Text[at:t.Placeholders[k].Start])
+		at = t.Placeholders[k].End
+		if url && b.Len() == 0 {
+			// A url that starts with a placeholder takes its scheme and host from it (a value
+			// the spec lists); the run-time check places later values by the rendered text.
+			b.WriteString("placeholder://")
+		}
+	}
+	b.WriteString(t.Text[at:t.Placeholders[i].Start])
+	return b.String()
+}
+
+func (o origin) name(r Reference) string {
+	via := ""
+	if len(o.via) > 0 {
+		via = " (via " + strings.Join(o.via, ", ") + ")"
+	} else if r.String() != o.label {
+		via = " (via " + r.String() + ")"
+	}
+	return o.source + " " + o.label + via
+}
+
+// judgeOrigin decides whether an origin is safe in class; it returns the flows to check again
+// at run time, or the origin that is not safe and why.
+func (c *checker) judgeOrigin(o origin, class domain.SinkClass) ([]domain.SinkFlow, origin, string) {
+	flow := domain.SinkFlow{Origin: o.ref, Source: o.source, Transformed: o.transformed}
+	if weakenTaint {
+		return []domain.SinkFlow{flow}, o, ""
+	}
+	var why string
+	if o.schema != nil {
+		v := judge(o.schema, o.path, class)
+		switch {
+		case v.ok && o.transformed && !v.constraint.Finite():
+			why = fmt.Sprintf("it is computed from the value, and through a computation only a value from a finite set (enum, const, boolean) keeps what %s proves (pass the value as it is, or narrow it with enum)", o.schemaAt)
+		case v.ok:
+			flow.Constraint = v.constraint
+			return []domain.SinkFlow{flow}, o, ""
+		default:
+			why = fmt.Sprintf("its schema at %s %s does not make it safe there: %s", o.schemaAt, v.where, v.why)
+		}
+	} else {
+		why = fmt.Sprintf("no schema checks it (%s is never checked on its way in; pass it through a gate step whose schema constrains it)", article(o.source))
+	}
+	if o.inner == nil {
+		return nil, o, why + "; " + remedy(class)
+	}
+	// A gate whose own schema does not settle it: what it received must be safe by itself.
+	var out []domain.SinkFlow
+	for _, in := range o.inner {
+		in.via = append(append([]string{}, o.via...), o.label)
+		flows, culprit, bad := c.judgeOrigin(in, class)
+		if bad != "" {
+			bad = strings.TrimSuffix(bad, "; "+remedy(class)) + "; nor does the gate " + o.label + ": " + why + "; " + remedy(class)
+			return nil, culprit, bad
+		}
+		out = append(out, flows...)
+	}
+	return out, o, ""
+}
+
+// origins resolves a reference to the untrusted values behind it.
+func (c *checker) origins(from *domain.Step, r Reference, transformed bool, via []string, depth int) []origin {
 	if depth > maxTaintDepth {
 		return nil
 	}
-	switch root {
-	case VarSteps:
-		if len(path) < 2 || path[0].IsIndex {
+	switch r.Root {
+	case VarInputs:
+		return []origin{{source: "run input", label: r.String(), ref: domain.ValueRef{Path: valuePath(r.Path)},
+			schema: compiledOf(c.p.Inputs), schemaAt: "inputs", path: r.Path, transformed: transformed, via: via}}
+	case VarRun:
+		if len(r.Path) == 0 || r.Path[0].Field != "idempotency_key" || c.p.Idempotency.Key == "" {
 			return nil
 		}
-		target := c.steps[path[0].Field]
-		if target == nil {
-			return nil
+		var out []origin
+		for _, ce := range c.exprs["/idempotency/key"] {
+			for _, fl := range Flows(ce.ast, ce.src, true) {
+				// The key is trimmed and made text: a computation.
+				out = append(out, c.origins(nil, fl.Reference, true, append(via, "run.idempotency_key"), depth+1)...)
+			}
 		}
-		return c.stepExposures(target, path[2:], depth)
+		return out
 	case VarItem:
 		if from == nil || from.ForEach == "" {
 			return nil
 		}
-		var out []exposure
+		var out []origin
 		for _, ce := range c.exprs[c.stepPtr[from]+"/for_each"] {
-			if ScalarResult(ce.ast) {
-				continue
-			}
-			for _, r := range ce.refs {
-				p := append(append(append([]Segment{}, r.Path...), Segment{IsIndex: true, Dynamic: true}), path...)
-				out = append(out, c.exposures(from, r.Root, p, depth+1)...)
+			for _, fl := range Flows(ce.ast, ce.src, true) {
+				p := append(append(append([]Segment{}, fl.Path...), Segment{IsIndex: true, Dynamic: true}), r.Path...)
+				out = append(out, c.origins(from, Reference{Root: fl.Root, Path: p}, transformed || fl.Transformed, append(via, "item"), depth+1)...)
 			}
 		}
 		return out
+	case VarSteps:
+		if len(r.Path) < 2 || r.Path[0].IsIndex {
+			return nil
+		}
+		target := c.steps[r.Path[0].Field]
+		if target == nil {
+			return nil
+		}
+		return c.stepOrigins(target, r.Path[2:], transformed, via, depth)
 	}
 	return nil
 }
 
-func (c *checker) stepExposures(target *domain.Step, rest []Segment, depth int) []exposure {
+func (c *checker) stepOrigins(target *domain.Step, rest []Segment, transformed bool, via []string, depth int) []origin {
 	ptr := c.stepPtr[target]
-	origin := "steps." + target.ID + ".output" + segmentsString(rest)
-	if target.ForEach != "" && len(rest) > 0 && rest[0].IsIndex {
-		rest = rest[1:]
+	label := "steps." + target.ID + ".output" + segmentsString(rest)
+	ref := domain.ValueRef{Step: target.ID, Path: valuePath(rest)}
+	inner := rest
+	if target.ForEach != "" && len(inner) > 0 && inner[0].IsIndex {
+		inner = inner[1:]
+	}
+	field := ""
+	if len(inner) > 0 && !inner[0].IsIndex {
+		field = inner[0].Field
+	}
+	unchecked := func(source string) []origin {
+		return []origin{{source: source, label: label, ref: ref, transformed: transformed, via: via}}
 	}
 	switch target.Type {
 	case domain.StepLLM:
-		return schemaExposure(target.LLM.OutputSchema, rest, origin, fieldPath(ptr+"/output/schema"))
+		return []origin{{source: "model-proposed value", label: label, ref: ref, schema: compiledOf(target.LLM.OutputSchema),
+			schemaAt: fieldPath(ptr + "/output/schema"), path: inner, transformed: transformed, via: via}}
 	case domain.StepWait:
-		return schemaExposure(target.Wait.Schema, rest, origin, fieldPath(ptr+"/schema"))
+		return []origin{{source: "wait payload", label: label, ref: ref, schema: compiledOf(target.Wait.Schema),
+			schemaAt: fieldPath(ptr + "/schema"), path: inner, transformed: transformed, via: via}}
 	case domain.StepGate:
-		inner := c.valueExposures(target, ptr+"/input", target.Gate.Input, rest, depth+1)
-		if len(inner) == 0 || (target.Gate.Schema != nil && len(schemaExposure(target.Gate.Schema, rest, origin, "")) == 0) {
+		received := c.valueOrigins(target, ptr+"/input", target.Gate.Input, inner, transformed, via, depth+1)
+		if len(received) == 0 {
 			return nil
 		}
-		return inner
+		return []origin{{source: "gated value", label: label, ref: ref, schema: compiledOf(target.Gate.Schema),
+			schemaAt: fieldPath(ptr + "/schema"), path: inner, inner: received, transformed: transformed, via: via}}
 	case domain.StepTransform:
-		return c.valueExposures(target, ptr+"/output", target.Transform.Output, rest, depth+1)
+		return c.valueOrigins(target, ptr+"/output", target.Transform.Output, inner, transformed, append(via, label), depth+1)
+	case domain.StepExec:
+		if field == "exit_code" {
+			return nil
+		}
+		return unchecked("exec output")
+	case domain.StepHTTP:
+		if field == "status" {
+			return nil
+		}
+		return unchecked("http response")
+	case domain.StepApproval:
+		if field == "decision" {
+			return nil
+		}
+		return unchecked("approval note")
 	}
 	return nil
 }
 
-// valueExposures follows a path into a free-form value (transform output, gate input).
-func (c *checker) valueExposures(step *domain.Step, ptr string, v any, rest []Segment, depth int) []exposure {
+// valueOrigins follows a path into a free-form value (transform output, gate input).
+func (c *checker) valueOrigins(step *domain.Step, ptr string, v any, rest []Segment, transformed bool, via []string, depth int) []origin {
 	if depth > maxTaintDepth {
 		return nil
 	}
@@ -112,17 +337,14 @@ func (c *checker) valueExposures(step *domain.Step, ptr string, v any, rest []Se
 		if err != nil {
 			return nil
 		}
-		var out []exposure
+		var out []origin
 		for _, ce := range c.exprs[ptr] {
-			if ScalarResult(ce.ast) {
-				continue
-			}
-			for _, r := range ce.refs {
-				p := r.Path
+			for _, fl := range Flows(ce.ast, ce.src, true) {
+				r := fl.Reference
 				if t.Single() {
-					p = append(append([]Segment{}, r.Path...), rest...)
+					r.Path = append(append([]Segment{}, r.Path...), rest...)
 				}
-				out = append(out, c.exposures(step, r.Root, p, depth+1)...)
+				out = append(out, c.origins(step, r, transformed || fl.Transformed, via, depth+1)...)
 			}
 		}
 		return out
@@ -135,11 +357,11 @@ func (c *checker) valueExposures(step *domain.Step, ptr string, v any, rest []Se
 			if !ok {
 				return nil
 			}
-			return c.valueExposures(step, pointerJoin(ptr, rest[0].Field), child, rest[1:], depth+1)
+			return c.valueOrigins(step, pointerJoin(ptr, rest[0].Field), child, rest[1:], transformed, via, depth+1)
 		}
-		var out []exposure
+		var out []origin
 		for _, k := range sortedKeys(x) {
-			out = append(out, c.valueExposures(step, pointerJoin(ptr, k), x[k], tail(rest), depth+1)...)
+			out = append(out, c.valueOrigins(step, pointerJoin(ptr, k), x[k], tail(rest), transformed || len(rest) == 0, via, depth+1)...)
 		}
 		return out
 	case []any:
@@ -147,15 +369,31 @@ func (c *checker) valueExposures(step *domain.Step, ptr string, v any, rest []Se
 			if rest[0].Index < 0 || rest[0].Index >= len(x) {
 				return nil
 			}
-			return c.valueExposures(step, pointerJoin(ptr, rest[0].Index), x[rest[0].Index], rest[1:], depth+1)
+			return c.valueOrigins(step, pointerJoin(ptr, rest[0].Index), x[rest[0].Index], rest[1:], transformed, via, depth+1)
 		}
-		var out []exposure
+		var out []origin
 		for i, e := range x {
-			out = append(out, c.valueExposures(step, pointerJoin(ptr, i), e, tail(rest), depth+1)...)
+			out = append(out, c.valueOrigins(step, pointerJoin(ptr, i), e, tail(rest), transformed || len(rest) == 0, via, depth+1)...)
 		}
 		return out
 	}
 	return nil
+}
+
+func compiledOf(s *domain.Schema) *jsonschema.Schema {
+	if s == nil {
+		return nil
+	}
+	sch, _ := s.Compiled.(*jsonschema.Schema)
+	return sch
+}
+
+func valuePath(path []Segment) []domain.PathSegment {
+	out := make([]domain.PathSegment, len(path))
+	for i, s := range path {
+		out[i] = domain.PathSegment{Field: s.Field, Index: s.Index, IsIndex: s.IsIndex, Every: s.Dynamic}
+	}
+	return out
 }
 
 func tail(s []Segment) []Segment {
@@ -171,117 +409,4 @@ func segmentsString(path []Segment) string {
 		b.WriteString(s.String())
 	}
 	return b.String()
-}
-
-func schemaExposure(s *domain.Schema, rest []Segment, origin, schemaAt string) []exposure {
-	if s == nil {
-		return nil // the schema failed to load, which is reported already
-	}
-	if ok, where := constrained(s.Doc, s.Doc, rest, "", 0); !ok {
-		if where == "" {
-			where = "/"
-		}
-		return []exposure{{origin: origin, schemaAt: schemaAt, schemaPath: " " + where}}
-	}
-	return nil
-}
-
-// constrained reports whether every value the schema admits at path is a constrained scalar:
-// an enum or const, a boolean, integer or number, or a string with a pattern or format.
-// It returns the schema location it judged.
-func constrained(root, s any, path []Segment, where string, depth int) (bool, string) {
-	if depth > maxTaintDepth {
-		return false, where
-	}
-	switch b := s.(type) {
-	case bool:
-		return !b, where // false admits nothing
-	case map[string]any:
-		if ref, ok := b["$ref"].(string); ok && strings.HasPrefix(ref, "#") {
-			if ok, _ := constrained(root, valueAt(root, ref[1:]), path, where, depth+1); ok {
-				return true, where
-			}
-		}
-		if _, ok := b["enum"]; ok {
-			return true, where
-		}
-		if _, ok := b["const"]; ok {
-			return true, where
-		}
-		if all, ok := b["allOf"].([]any); ok {
-			for _, branch := range all {
-				if ok, _ := constrained(root, branch, path, where, depth+1); ok {
-					return true, where
-				}
-			}
-		}
-		for _, kw := range []string{"anyOf", "oneOf"} {
-			if alts, ok := b[kw].([]any); ok && len(alts) > 0 {
-				every := true
-				for _, branch := range alts {
-					if ok, _ := constrained(root, branch, path, where, depth+1); !ok {
-						every = false
-						break
-					}
-				}
-				if every {
-					return true, where
-				}
-			}
-		}
-		if len(path) == 0 {
-			return leafConstrained(b), where
-		}
-		seg := path[0]
-		if !seg.IsIndex {
-			if props, ok := b["properties"].(map[string]any); ok {
-				if p, ok := props[seg.Field]; ok {
-					return constrained(root, p, path[1:], where+"/properties/"+seg.Field, depth+1)
-				}
-			}
-			if add, ok := b["additionalProperties"].(map[string]any); ok {
-				return constrained(root, add, path[1:], where+"/additionalProperties", depth+1)
-			}
-			return false, where + "/properties/" + seg.Field
-		}
-		if prefix, ok := b["prefixItems"].([]any); ok && !seg.Dynamic && seg.Index < len(prefix) {
-			return constrained(root, prefix[seg.Index], path[1:], fmt.Sprintf("%s/prefixItems/%d", where, seg.Index), depth+1)
-		}
-		if items, ok := b["items"].(map[string]any); ok {
-			return constrained(root, items, path[1:], where+"/items", depth+1)
-		}
-		return false, where + "/items"
-	}
-	return false, where
-}
-
-func leafConstrained(m map[string]any) bool {
-	var types []string
-	switch t := m["type"].(type) {
-	case string:
-		types = []string{t}
-	case []any:
-		for _, x := range t {
-			if s, ok := x.(string); ok {
-				types = append(types, s)
-			}
-		}
-	}
-	if len(types) == 0 {
-		return false
-	}
-	for _, t := range types {
-		switch t {
-		case "boolean", "integer", "number", "null":
-		case "string":
-			_, hasPattern := m["pattern"]
-			_, hasFormat := m["format"]
-			if !hasPattern && !hasFormat {
-				return false
-			}
-		default:
-			return false
-		}
-	}
-	return true
 }

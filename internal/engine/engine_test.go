@@ -530,13 +530,13 @@ steps:
     type: http
     method: POST
     url: `+tg.URL+`/x?token=${{ secrets.API_TOKEN }}
-    headers: {Authorization: "Bearer ${{ secrets.API_TOKEN }}"}
-    body: {echo: "${{ secrets.API_TOKEN }}"}
+    headers: {Authorization: "Bearer ${{ secrets.API_TOKEN }}", X-Echo: "${{ secrets.API_TOKEN }}"}
+    body: {echo: "no secret here"}
   - id: fail
     type: exec
     retry: {max_attempts: 1}
-    command: [sh, "-u", "/dev/stdin"]
-    stdin: "echo leaking ${{ secrets.API_TOKEN }} >&2; exit 3"
+    command: [sh, -uc, 'echo leaking "$TOKEN" >&2; exit 3']
+    env: {TOKEN: "${{ secrets.API_TOKEN }}"}
 `)
 	res := b.run(t, p, map[string]any{}, engine.RunOptions{Secrets: map[string]string{"API_TOKEN": secret}})
 	if res.Run.State != domain.StateFailedPermanent || !strings.Contains(res.Run.Error, "leaking ***") {

@@ -129,6 +129,14 @@ func (h *HTTP) Execute(ctx context.Context, call *domain.StepCall) (domain.StepR
 		return domain.StepResult{}, err
 	}
 	if sideEffect {
+		// The step key wins over any header spelled like it: the validator refuses such a
+		// header, and a spec that slipped past it must not send two keys.
+		for k := range req.Headers {
+			if strings.EqualFold(k, spec.IdempotencyHeader) {
+				delete(req.Headers, k)
+				delete(req.headers, k)
+			}
+		}
 		req.setHeader(spec.IdempotencyHeader, call.StepKey)
 		if call.DryRun {
 			out := map[string]any{"status": int64(0), "headers": map[string]any{}, "body": nil}

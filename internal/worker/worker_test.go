@@ -19,7 +19,7 @@ import (
 const sleepSpec = `apiVersion: pipectl/v1
 kind: Pipeline
 name: sleepy
-inputs: {type: object, properties: {id: {type: string}, secs: {type: string}}}
+inputs: {type: object, properties: {id: {type: string}, secs: {type: string, pattern: "^[0-9]+(\\.[0-9]+)?$"}}}
 idempotency: {key: "${{ inputs.id }}"}
 steps:
   - {id: nap, type: exec, command: [sleep, "${{ inputs.secs }}"], timeout: 1m}

@@ -1,0 +1,498 @@
+package dsl
+
+import (
+	"path"
+	"strings"
+)
+
+// argRole is what one element of an exec argv is to the program that reads it.
+type argRole int
+
+const (
+	// roleArg is data: a file name, a flag value, a positional parameter.
+	roleArg argRole = iota
+	// roleProgram chooses what runs: the program itself, a script file, a module, a host that
+	// runs a remote command. Only spec text or a value the spec lists may stand there.
+	roleProgram
+	// roleCode is text an interpreter runs as code: no data at all may stand there.
+	roleCode
+)
+
+// commandRoles reads an argv list the way the programs in it would and says which elements
+// are code, which choose a program, and whether the program reads code from its stdin.
+// Wrappers (env, sudo, timeout, nice, xargs, find -exec, busybox, ...) are looked through.
+// A program chosen by a placeholder is unknown, so everything after it counts as code.
+func commandRoles(argv []string) (roles []argRole, stdinCode bool) {
+	roles = make([]argRole, len(argv))
+	stdinCode = rolesFrom(argv, roles, 0)
+	return roles, stdinCode
+}
+
+// rolesFrom assigns roles from the program at argv[i] on and reports whether the program
+// reads code from stdin.
+func rolesFrom(argv []string, roles []argRole, i int) bool {
+	if i >= len(argv) {
+		return false
+	}
+	roles[i] = roleProgram
+	if strings.Contains(argv[i], "${{") {
+		for j := i + 1; j < len(argv); j++ {
+			roles[j] = roleCode
+		}
+		return true
+	}
+	name := programName(argv[i])
+	rest := i + 1
+	switch name {
+	case "env":
+		return rolesFrom(argv, roles, envOperand(argv, roles, rest))
+	case "sudo", "doas", "nice", "nohup", "stdbuf", "setsid", "time", "ionice", "chrt", "taskset",
+		"strace", "ltrace", "unbuffer", "command", "exec", "builtin", "runuser", "chpst", "caffeinate", "systemd-run":
+		return rolesFrom(argv, roles, wrappedCommand(name, argv, roles, rest))
+	case "timeout", "chroot":
+		j := skipOptions(argv, rest, "ksv")
+		if j < len(argv) {
+			j++ // the duration, or the new root
+		}
+		return rolesFrom(argv, roles, j)
+	case "xargs":
+		// What xargs reads from stdin becomes the command's arguments, options included.
+		j := skipOptions(argv, rest, "IndPEasLl")
+		rolesFrom(argv, roles, j)
+		return true
+	case "busybox", "toybox":
+		return rolesFrom(argv, roles, rest)
+	case "watch", "ssh", "script", "su", "flock", "parallel":
+		return codeAfterHost(name, argv, roles, rest)
+	case "find":
+		findExec(argv, roles, rest)
+		return false
+	case "sh", "bash", "dash", "zsh", "ksh", "ash", "mksh", "rbash", "fish", "csh", "tcsh", "yash", "posh":
+		return shellRoles(argv, roles, rest)
+	case "python", "pypy", "python2", "python3":
+		return scriptRoles(argv, roles, rest, interp{code: "c", program: "m", withArg: "WXQ"})
+	case "node", "nodejs", "bun":
+		return scriptRoles(argv, roles, rest, interp{code: "ep", long: []string{"--eval", "--print"}, program: "r", longProgram: []string{"--require", "--import", "--loader"}})
+	case "deno":
+		for j := rest; j < len(argv); j++ {
+			if argv[j] == "eval" && j+1 < len(argv) {
+				roles[j+1] = roleCode
+				return false
+			}
+			if !strings.HasPrefix(argv[j], "-") {
+				if j+1 < len(argv) && argv[j] == "run" {
+					roles[j+1] = roleProgram
+				}
+				return false
+			}
+		}
+		return true
+	case "perl":
+		return scriptRoles(argv, roles, rest, interp{code: "eE", program: "Mm", withArg: "Ix"})
+	case "ruby", "jruby", "irb":
+		return scriptRoles(argv, roles, rest, interp{code: "e", program: "r", withArg: "IC"})
+	case "php":
+		return scriptRoles(argv, roles, rest, interp{code: "rRBE", program: "fF", withArg: "cdz"})
+	case "lua", "luajit":
+		return scriptRoles(argv, roles, rest, interp{code: "e", program: "l"})
+	case "rscript", "r":
+		return scriptRoles(argv, roles, rest, interp{code: "e", long: []string{"--expr"}, longProgram: []string{"--file"}})
+	case "julia":
+		return scriptRoles(argv, roles, rest, interp{code: "eE", long: []string{"--eval", "--print"}, program: "L", longProgram: []string{"--load"}})
+	case "tclsh", "wish", "expect", "osascript", "jshell", "groovy", "scala", "kotlin", "swift", "guile", "racket", "sbcl", "clisp":
+		return scriptRoles(argv, roles, rest, interp{code: "ce", long: []string{"--eval", "--command"}})
+	case "pwsh", "powershell":
+		return scriptRoles(argv, roles, rest, interp{long: []string{"-c", "-command", "-encodedcommand", "-e", "-ec"}, longProgram: []string{"-file", "-f"}, caseless: true})
+	case "awk", "gawk", "mawk", "nawk":
+		return awkRoles(argv, roles, rest)
+	case "sed", "gsed":
+		return sedRoles(argv, roles, rest)
+	}
+	return false
+}
+
+// programName is the program an argv[0] names, without folder, .exe or version suffix
+// (python3.12 -> python3 -> python kept as python3: both are listed).
+func programName(arg0 string) string {
+	name := strings.ToLower(path.Base(strings.ReplaceAll(arg0, `\`, "/")))
+	name = strings.TrimSuffix(name, ".exe")
+	for _, known := range []string{"python3", "python2", "pypy3"} {
+		if strings.HasPrefix(name, known) && strings.Trim(name[len(known):], "0123456789.-") == "" {
+			return strings.TrimSuffix(known, "3")
+		}
+	}
+	trimmed := strings.TrimRight(name, "0123456789.-")
+	if trimmed != "" {
+		return trimmed
+	}
+	return name
+}
+
+// envOperand skips env's options and NAME=VALUE assignments to the command it runs. -S
+// splits a string into a whole command line: that string is code.
+func envOperand(argv []string, roles []argRole, j int) int {
+	for ; j < len(argv); j++ {
+		a := argv[j]
+		switch {
+		case a == "--":
+			return j + 1
+		case a == "-S" || a == "--split-string" || strings.HasPrefix(a, "--split-string=") || (strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && strings.Contains(a, "S")):
+			if a == "-S" || a == "--split-string" {
+				if j+1 < len(argv) {
+					roles[j+1] = roleCode
+				}
+				return len(argv)
+			}
+			roles[j] = roleCode
+			return len(argv)
+		case a == "-u" || a == "-C" || a == "--unset" || a == "--chdir":
+			j++
+		case strings.HasPrefix(a, "-"):
+		case strings.Contains(a, "="):
+		default:
+			return j
+		}
+	}
+	return j
+}
+
+// wrappedCommand skips a wrapper's options to the command it runs.
+func wrappedCommand(name string, argv []string, roles []argRole, j int) int {
+	withArg := map[string]string{"sudo": "ugCDhprtTU", "doas": "uC", "nice": "n", "stdbuf": "ioe", "ionice": "cnp",
+		"chrt": "", "taskset": "", "runuser": "ugl", "chpst": "ugUenlmdosrf", "systemd-run": "pEu"}[name]
+	for ; j < len(argv); j++ {
+		a := argv[j]
+		if a == "--" {
+			j++
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			break
+		}
+		if (name == "sudo" || name == "runuser" || name == "su") && (a == "-c" || a == "--command") {
+			if j+1 < len(argv) {
+				roles[j+1] = roleCode
+			}
+			return len(argv)
+		}
+		if len(a) == 2 && strings.ContainsRune(withArg, rune(a[1])) {
+			j++
+		}
+	}
+	if (name == "chrt" || name == "taskset") && j < len(argv) {
+		j++ // the priority, or the CPU mask
+	}
+	return j
+}
+
+// codeAfterHost covers programs that hand their arguments to a shell: watch runs them with
+// sh -c, ssh on the remote host, su/flock/script take a -c command, parallel a command template.
+func codeAfterHost(name string, argv []string, roles []argRole, j int) bool {
+	withArg := map[string]string{"watch": "nd", "ssh": "bcDEeFIiJLlmOopQRSWw", "script": "", "su": "s", "flock": "wE", "parallel": "jSa"}[name]
+	for ; j < len(argv); j++ {
+		a := argv[j]
+		if a == "--" {
+			j++
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			break
+		}
+		if (name == "su" || name == "flock" || name == "script") && (a == "-c" || a == "--command") {
+			if j+1 < len(argv) {
+				roles[j+1] = roleCode
+			}
+			return false
+		}
+		if len(a) == 2 && strings.ContainsRune(withArg, rune(a[1])) {
+			j++
+		}
+	}
+	switch name {
+	case "ssh", "su":
+		if j < len(argv) {
+			roles[j] = roleProgram // the host, or the user
+			j++
+		}
+	case "flock":
+		if j < len(argv) {
+			j++ // the lock file
+		}
+		return rolesFrom(argv, roles, j)
+	}
+	for ; j < len(argv); j++ {
+		roles[j] = roleCode
+	}
+	return name == "parallel"
+}
+
+func findExec(argv []string, roles []argRole, j int) {
+	for ; j < len(argv); j++ {
+		switch argv[j] {
+		case "-exec", "-execdir", "-ok", "-okdir":
+			end := j + 1
+			for end < len(argv) && argv[end] != ";" && argv[end] != "+" {
+				end++
+			}
+			// find gives the command none of the step's stdin, so only its argv matters.
+			sub := make([]argRole, end-(j+1))
+			rolesFrom(argv[j+1:end], sub, 0)
+			copy(roles[j+1:end], sub)
+			j = end
+		}
+	}
+}
+
+// skipOptions skips single-dash options, those in withArg taking the next argument.
+func skipOptions(argv []string, j int, withArg string) int {
+	for ; j < len(argv); j++ {
+		a := argv[j]
+		if a == "--" {
+			return j + 1
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			return j
+		}
+		if len(a) == 2 && strings.ContainsRune(withArg, rune(a[1])) {
+			j++
+		}
+	}
+	return j
+}
+
+// shellRoles: with -c (alone or in a cluster like -ec, -xc) the first operand is code; without
+// it the first operand is a script file, or, when there is none or -s is given, stdin is code.
+func shellRoles(argv []string, roles []argRole, j int) bool {
+	hasC, hasS := false, false
+	for ; j < len(argv); j++ {
+		a := argv[j]
+		if a == "--" || a == "-" {
+			j++
+			break
+		}
+		if len(a) < 2 || (a[0] != '-' && a[0] != '+') {
+			break
+		}
+		switch {
+		case a == "-o" || a == "+o" || a == "-O" || a == "+O":
+			j++
+		case a == "--rcfile" || a == "--init-file" || a == "--init-command" || a == "-C" && programName(argv[0]) == "fish":
+			if j+1 < len(argv) {
+				roles[j+1] = roleCode
+			}
+			j++
+		case a == "--command":
+			hasC = true
+		case strings.HasPrefix(a, "--"):
+		default:
+			if strings.ContainsRune(a[1:], 'c') {
+				hasC = true
+			}
+			if strings.ContainsRune(a[1:], 's') {
+				hasS = true
+			}
+		}
+	}
+	switch {
+	case hasC:
+		if j < len(argv) {
+			roles[j] = roleCode
+		}
+		return false
+	case hasS || j >= len(argv):
+		return true
+	}
+	roles[j] = roleProgram
+	return readsStdin(argv[j])
+}
+
+// readsStdin reports whether a script operand names the process's own stdin.
+func readsStdin(operand string) bool {
+	switch operand {
+	case "-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0":
+		return true
+	}
+	return false
+}
+
+// interp describes an interpreter's options: single letters that take code (code) or choose a
+// module or script (program), that take another argument (withArg), and long forms of each.
+type interp struct {
+	code, program, withArg string
+	long, longProgram      []string
+	caseless               bool
+}
+
+// scriptRoles handles the common interpreter shape: options, then either code from an option,
+// or a script operand, or code from stdin (no operand, or "-").
+func scriptRoles(argv []string, roles []argRole, j int, in interp) bool {
+	for ; j < len(argv); j++ {
+		a := argv[j]
+		cmp := a
+		if in.caseless {
+			cmp = strings.ToLower(a)
+		}
+		if a == "--" {
+			j++
+			break
+		}
+		if a == "-" {
+			return true
+		}
+		if len(a) < 2 || a[0] != '-' {
+			break
+		}
+		if name, _, hasValue := strings.Cut(cmp, "="); hasLong(in.long, name) {
+			if hasValue {
+				roles[j] = roleCode
+			} else if j+1 < len(argv) {
+				roles[j+1] = roleCode
+			}
+			return false
+		} else if hasLong(in.longProgram, name) {
+			if hasValue {
+				roles[j] = roleProgram
+			} else if j+1 < len(argv) {
+				roles[j+1] = roleProgram
+				j++
+			}
+			continue
+		}
+		if strings.HasPrefix(a, "--") || in.caseless {
+			continue
+		}
+		// A cluster such as -Bc or -ne: the first letter that takes a value takes the rest
+		// of the cluster, or the next argument when the cluster ends there.
+		for k := 1; k < len(a); k++ {
+			letter := a[k]
+			role := roleArg
+			switch {
+			case strings.IndexByte(in.code, letter) >= 0:
+				role = roleCode
+			case strings.IndexByte(in.program, letter) >= 0:
+				role = roleProgram
+			case strings.IndexByte(in.withArg, letter) >= 0:
+			default:
+				continue
+			}
+			if k+1 < len(a) {
+				roles[j] = max(roles[j], role)
+			} else if j+1 < len(argv) {
+				j++
+				roles[j] = role
+			}
+			if role == roleCode {
+				return false
+			}
+			break
+		}
+	}
+	if j >= len(argv) {
+		return true
+	}
+	roles[j] = roleProgram
+	return readsStdin(argv[j])
+}
+
+func hasLong(list []string, name string) bool {
+	for _, l := range list {
+		if l == name {
+			return true
+		}
+	}
+	return false
+}
+
+// awkRoles: the first operand is the program unless -f names a file; -e/--source is code too.
+func awkRoles(argv []string, roles []argRole, j int) bool {
+	fromFile := false
+	for ; j < len(argv); j++ {
+		a := argv[j]
+		if a == "--" {
+			j++
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			break
+		}
+		switch {
+		case a == "-f" || a == "--file" || a == "-i" || a == "--include" || a == "-l" || a == "--load":
+			if j+1 < len(argv) {
+				roles[j+1] = roleProgram
+			}
+			fromFile = true
+			j++
+		case a == "-e" || a == "--source":
+			if j+1 < len(argv) {
+				roles[j+1] = roleCode
+			}
+			fromFile = true
+			j++
+		case strings.HasPrefix(a, "-f") || strings.HasPrefix(a, "-e") || strings.HasPrefix(a, "--source="):
+			roles[j] = roleCode
+			fromFile = true
+		case a == "-v" || a == "-F" || a == "--assign" || a == "--field-separator":
+			j++
+		}
+	}
+	if !fromFile && j < len(argv) {
+		roles[j] = roleCode
+	}
+	return false
+}
+
+// sedRoles: a script comes from -e or --expression (code), -f (a file), or the first operand.
+// GNU sed's e command runs a shell, so a script is code.
+func sedRoles(argv []string, roles []argRole, j int) bool {
+	script := false
+	for ; j < len(argv); j++ {
+		a := argv[j]
+		if a == "--" {
+			j++
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			break
+		}
+		switch {
+		case a == "--expression" || a == "--file" || a == "--line-length":
+			role := map[string]argRole{"--expression": roleCode, "--file": roleProgram, "--line-length": roleArg}[a]
+			if j+1 < len(argv) {
+				roles[j+1] = role
+			}
+			script = script || role != roleArg
+			j++
+		case strings.HasPrefix(a, "--expression=") || strings.HasPrefix(a, "--file="):
+			roles[j] = roleCode
+			script = true
+		case strings.HasPrefix(a, "--"):
+		default:
+			for k := 1; k < len(a); k++ {
+				role, takes := roleArg, false
+				switch a[k] {
+				case 'e':
+					role, takes = roleCode, true
+				case 'f':
+					role, takes = roleProgram, true
+				case 'l':
+					takes = true
+				}
+				if !takes {
+					continue
+				}
+				script = script || role != roleArg
+				if k+1 < len(a) {
+					roles[j] = max(roles[j], role)
+				} else if j+1 < len(argv) {
+					j++
+					roles[j] = role
+				}
+				break
+			}
+		}
+	}
+	if !script && j < len(argv) {
+		roles[j] = roleCode
+	}
+	return false
+}
