@@ -410,6 +410,7 @@ func TestModelAnswerFlood(t *testing.T) {
 	model.Push(llmtest.Reply{Flood: 50 << 20}, llmtest.Answer(good))
 	target := newApplyTarget(t)
 	c := newCLI(t, triageSpec)
+	c.useTarget(target.URL)
 	cmd := c.command("run", c.spec, "--input", fmt.Sprintf(`{"id": "T-1", "url": %q}`, target.URL))
 	cmd.Env = append(cmd.Env, "OPENAI_BASE_URL="+model.BaseURL(), "OPENAI_API_KEY="+providerKey)
 	out, err := cmd.CombinedOutput()
