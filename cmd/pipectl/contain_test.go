@@ -462,3 +462,38 @@ steps:
 		t.Fatalf("no clear error:\n%.2000s", out)
 	}
 }
+
+// TestExpressionBlowUp: expressions that would build gigabytes from a 1 MB input are stopped
+// before they allocate, fail the step permanently, and leave pipectl's memory bounded.
+func TestExpressionBlowUp(t *testing.T) {
+	for _, expr := range []string{
+		`lists.range(100000).map(x, inputs.s).join('')`,
+		`[inputs.s].map(a, a + a).map(a, a + a).map(a, a + a).map(a, a + a).map(a, a + a).map(a, a + a).map(a, a + a).map(a, a + a)`,
+		`inputs.s.replace('a', inputs.s)`,
+		`lists.range(100000).map(x, inputs.s)`,
+	} {
+		t.Run(expr[:20], func(t *testing.T) {
+			t.Parallel()
+			c := newCLI(t, `apiVersion: pipectl/v1
+kind: Pipeline
+name: blowup
+inputs: {type: object, properties: {s: {type: string}}}
+steps:
+  - {id: grow, type: transform, output: "${{ `+expr+` }}"}
+`)
+			input := writeFile(t, c.dir, "input.json", `{"s": "`+strings.Repeat("a", 1<<20)+`"}`)
+			cmd := c.command("run", c.spec, "--input", input)
+			out, err := cmd.CombinedOutput()
+			if code := exitCodeOf(err); code != 1 {
+				t.Fatalf("exit %d, want 1\n%.2000s", code, out)
+			}
+			if rss := peakRSS(cmd.ProcessState); rss > 256<<20 {
+				t.Fatalf("peak RSS %d MB", rss>>20)
+			}
+			doc := showRun(t, c)
+			if doc.Run.State != "failed_permanent" || !strings.Contains(doc.Run.Error, "an expression may build at most") {
+				t.Fatalf("state %s, error %q", doc.Run.State, doc.Run.Error)
+			}
+		})
+	}
+}

@@ -38,7 +38,7 @@ func (e *Evaluator) program(src string) (cel.Program, error) {
 	if len(issues) > 0 {
 		return nil, fmt.Errorf("expression %q: %s", src, issues[0].Msg)
 	}
-	p, err := e.x.env.Program(compiled, cel.CostLimit(evalCostLimit))
+	p, err := e.x.env.Program(compiled, cel.CostLimit(evalCostLimit), e.x.guard)
 	if err != nil {
 		return nil, fmt.Errorf("expression %q: %w", src, err)
 	}
@@ -52,9 +52,20 @@ func (e *Evaluator) Eval(src string, vars map[string]any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, _, err := p.Eval(vars)
+	// The budget rides in the activation, so each evaluation has its own.
+	act := make(map[string]any, len(vars)+1)
+	for k, v := range vars {
+		act[k] = v
+	}
+	act[budgetVar] = &sizeBudget{limit: MaxExprBytes}
+	out, _, err := p.Eval(act)
 	if err != nil {
 		return nil, fmt.Errorf("evaluating %s: %w", strings.TrimSpace(src), err)
+	}
+	// A result may hold one large value many times over without building anything (a list of
+	// references); written out it would be that many copies.
+	if n := sizeOf(out, MaxExprBytes); n > MaxExprBytes {
+		return nil, fmt.Errorf("evaluating %s: the result is over %d bytes; an expression may yield at most that", strings.TrimSpace(src), MaxExprBytes)
 	}
 	return Native(out)
 }
@@ -83,6 +94,9 @@ func (e *Evaluator) Render(v any, vars map[string]any) (any, error) {
 				return nil, err
 			}
 			b.WriteString(Text(val))
+			if b.Len() > MaxExprBytes {
+				return nil, fmt.Errorf("the text of %q is over %d bytes", x[:min(len(x), 60)], MaxExprBytes)
+			}
 			last = ph.End
 		}
 		b.WriteString(x[last:])

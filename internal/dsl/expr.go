@@ -33,6 +33,8 @@ var RunFields = []string{"id", "idempotency_key", "pipeline"}
 // value serves a whole process; it is safe for concurrent use.
 type Expressions struct {
 	env *cel.Env
+	// guard holds evaluations to MaxExprBytes.
+	guard cel.ProgramOption
 	// compiled caches Compile by source: compiling is deterministic, the same expressions recur
 	// across a repository's pipelines, and a cold process compiles ahead on another core.
 	compiled sync.Map // string -> *compileResult
@@ -68,7 +70,11 @@ func NewExpressions() (*Expressions, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the expression environment: %w", err)
 	}
-	return &Expressions{env: env}, nil
+	guard, err := sizeGuard(env)
+	if err != nil {
+		return nil, fmt.Errorf("building the expression environment: %w", err)
+	}
+	return &Expressions{env: env, guard: guard}, nil
 }
 
 // Env exposes the environment so that the engine can build programs from checked ASTs.
