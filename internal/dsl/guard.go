@@ -17,7 +17,7 @@ import (
 // MaxExprBytes bounds what one expression evaluation may build, counted as the size its values
 // would have as text: every string, list element and map entry it creates through the
 // functions that grow data, and its result. CEL's cost limit charges a call only after the call
-// has run, so `lists.range(100000).map(x, inputs.s).join(”)` would allocate the whole string
+// has run, so `lists.range(100000).map(x, inputs.s).join("")` would allocate the whole string
 // before being stopped; the guard predicts a call's result size from its arguments and refuses
 // it before it runs.
 const MaxExprBytes = 32 << 20
