@@ -324,9 +324,10 @@ func (dc *decoder) schema(ptr string) *domain.Schema {
 		}
 	}
 	loc := fileURL(dc.absPath + strings.ReplaceAll(ptr, "/", "~") + ".schema.json")
+	dc.doc.lintInlineSchema(ptr, v)
 	compiled, err := gate.CompileSchema(loc, v)
 	if err != nil {
-		dc.doc.errorf(ptr, "%s", strings.ReplaceAll(err.Error(), loc, "schema"))
+		dc.doc.schemaErrors(ptr, loc, err)
 		return nil
 	}
 	return &domain.Schema{Location: loc, Doc: v, Compiled: compiled}

@@ -82,10 +82,28 @@ func CompileSchema(location string, doc any) (*jsonschema.Schema, error) {
 	}
 	sch, err := c.Compile(location)
 	if err != nil {
-		return nil, fmt.Errorf("invalid JSON Schema: %s", compileErrorText(err))
+		se := &SchemaError{text: compileErrorText(err), err: err}
+		var cse *jsonschema.SchemaError
+		var ve *jsonschema.ValidationError
+		if errors.As(err, &cse) && errors.As(cse.Err, &ve) {
+			se.Reasons = Violations(ve)
+		}
+		return nil, se
 	}
 	return sch, nil
 }
+
+// SchemaError is a schema that does not compile. Reasons, when the schema broke its draft's
+// meta-schema, locate each problem inside the schema document (Path is a JSON pointer into
+// it), so that a caller holding the document's source can point at the offending keyword.
+type SchemaError struct {
+	Reasons []Reason
+	text    string
+	err     error
+}
+
+func (e *SchemaError) Error() string { return "invalid JSON Schema: " + e.text }
+func (e *SchemaError) Unwrap() error { return e.err }
 
 func loadLocalOnly(s string) (io.ReadCloser, error) {
 	u, err := url.Parse(s)
