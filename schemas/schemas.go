@@ -10,3 +10,9 @@ var Pipeline []byte
 
 // PipelineURL is the $id of the pipeline schema.
 const PipelineURL = "https://pipectl.dev/schemas/pipeline.schema.json"
+
+// PipelineTest is schemas/pipeline-test.schema.json, the schema of *.test.yaml files, for
+// editors.
+//
+//go:embed pipeline-test.schema.json
+var PipelineTest []byte

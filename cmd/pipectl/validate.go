@@ -14,11 +14,21 @@ import (
 
 func (a *app) schemaCommand() *cobra.Command {
 	return &cobra.Command{
-		Use:   "schema",
-		Short: "Print the JSON Schema of pipeline files (for editors)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := a.jsonOut.Write(schemas.Pipeline)
+		Use:   "schema [pipeline|test]",
+		Short: "Print the JSON Schema of pipeline files, or of *.test.yaml files (for editors)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			doc := schemas.Pipeline
+			if len(args) == 1 {
+				switch args[0] {
+				case "pipeline":
+				case "test":
+					doc = schemas.PipelineTest
+				default:
+					return usageErrorf("unknown schema %q: use pipeline or test", args[0])
+				}
+			}
+			_, err := a.jsonOut.Write(doc)
 			return err
 		},
 	}

@@ -122,6 +122,13 @@ func TestSchemaAndVersion(t *testing.T) {
 	if code != 0 || out != string(schemas.Pipeline) || !json.Valid([]byte(out)) {
 		t.Fatalf("schema: exit %d", code)
 	}
+	code, out, _ = pipectl(t, "schema", "test")
+	if code != 0 || out != string(schemas.PipelineTest) || !json.Valid([]byte(out)) {
+		t.Fatalf("schema test: exit %d", code)
+	}
+	if code, _, errOut := pipectl(t, "schema", "tests"); code != 2 || !strings.Contains(errOut, `unknown schema "tests"`) {
+		t.Fatalf("schema tests: exit %d %s", code, errOut)
+	}
 	code, out, _ = pipectl(t, "version")
 	if code != 0 || !strings.HasPrefix(out, "pipectl v") {
 		t.Fatalf("version: exit %d %q", code, out)

@@ -71,8 +71,17 @@ func (ps *pipelineSchema) check(d *document) {
 			badType[strings.TrimSuffix(f.ptr, "/type")] = true
 		}
 	}
+	// pipectl's own checks ran first and say more than the schema's generic words: a field
+	// they found fault with gets no second finding from the schema, which states the same
+	// rules for editors (zero durations, for_each on approval, a body on GET, ...).
+	checked := map[string]bool{}
+	for _, diag := range d.diags {
+		if diag.Severity == SeverityError {
+			checked[diag.Field] = true
+		}
+	}
 	for _, f := range found {
-		if d.unreadable[f.ptr] {
+		if d.unreadable[f.ptr] || checked[fieldPath(f.ptr)] || strings.Contains(f.abs, inlineSchemaDef) {
 			continue
 		}
 		if stepPtr := stepPointer(f.ptr); badType[stepPtr] && f.ptr != stepPtr+"/type" && f.ptr != stepPtr+"/id" {
@@ -90,7 +99,14 @@ type schemaFinding struct {
 	ptr   string
 	msg   string
 	onKey bool
+	// abs is the absolute location of the schema keyword that failed.
+	abs string
 }
+
+// inlineSchemaDef is where the pipeline schema describes an inline JSON Schema for editors.
+// pipectl compiles inline schemas for real against their draft's meta-schema and reports
+// that (decoder.schema), so findings from the description are dropped.
+const inlineSchemaDef = "#/$defs/schema/"
 
 func stepPointer(ptr string) string {
 	if !strings.HasPrefix(ptr, "/steps/") {
@@ -106,7 +122,7 @@ func (ps *pipelineSchema) collect(d *document, ve *jsonschema.ValidationError, o
 	keyword := ve.KeywordLocation[strings.LastIndex(ve.KeywordLocation, "/")+1:]
 	ptr := ve.InstanceLocation
 	if keyword == "oneOf" || keyword == "anyOf" {
-		*out = append(*out, schemaFinding{ptr: ptr, msg: alternativesMessage(ptr)})
+		*out = append(*out, schemaFinding{ptr: ptr, msg: alternativesMessage(ptr), abs: ve.AbsoluteKeywordLocation})
 		return
 	}
 	if len(ve.Causes) > 0 {
@@ -131,14 +147,14 @@ func (ps *pipelineSchema) collect(d *document, ve *jsonschema.ValidationError, o
 		}
 		sort.Strings(unknown)
 		for _, k := range unknown {
-			*out = append(*out, schemaFinding{ptr: pointerJoin(ptr, k), msg: unknownKeyMessage(k, allowed), onKey: true})
+			*out = append(*out, schemaFinding{ptr: pointerJoin(ptr, k), msg: unknownKeyMessage(k, allowed), onKey: true, abs: ve.AbsoluteKeywordLocation})
 		}
 	case "required":
 		for _, m := range quotedName.FindAllStringSubmatch(ve.Message, -1) {
-			*out = append(*out, schemaFinding{ptr: ptr, msg: fmt.Sprintf("missing required key %q", m[1])})
+			*out = append(*out, schemaFinding{ptr: ptr, msg: fmt.Sprintf("missing required key %q", m[1]), abs: ve.AbsoluteKeywordLocation})
 		}
 	default:
-		*out = append(*out, schemaFinding{ptr: ptr, msg: leafMessage(keyword, ptr, value, ve.Message)})
+		*out = append(*out, schemaFinding{ptr: ptr, msg: leafMessage(keyword, ptr, value, ve.Message), abs: ve.AbsoluteKeywordLocation})
 	}
 }
 
