@@ -282,3 +282,28 @@ func TestValidateWarnsAboutModelFamilies(t *testing.T) {
 		t.Fatalf("bad model_families: exit %d\n%s", code, out)
 	}
 }
+
+// TestProviderTraceIsRedacted: a gateway that echoes the API key in its request id header or
+// its model name (a misconfigured proxy, or a hostile one) must not put the key into the ledger.
+func TestProviderTraceIsRedacted(t *testing.T) {
+	const key = "sk-trace-7f3e9a1c5b"
+	model := llmtest.New()
+	defer model.Close()
+	model.Push(llmtest.Reply{Content: `{"team": "billing"}`, FinishReason: "stop", RequestID: "req_" + key, Model: "o3-mini/" + key})
+	c := newCLI(t, strings.Replace(reasoningSpec, "    temperature: 0.7\n", "", 1))
+	cmd := c.command("run", c.spec, "--input", `{"id": "S-1"}`)
+	cmd.Env = append(cmd.Env, "OPENAI_BASE_URL="+model.BaseURL(), "OPENAI_API_KEY="+key)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	id := c.runsJSON()[0]["id"].(string)
+	for _, format := range []string{"json", "table"} {
+		out, err := c.command("runs", "show", id, "--format", format).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if strings.Contains(string(out), key) || !strings.Contains(string(out), "req_***") {
+			t.Fatalf("%s: the key reached runs show:\n%s", format, out)
+		}
+	}
+}

@@ -21,7 +21,8 @@ func (v *Validator) SetModelFamilies(f ModelFamilies) { v.families = f }
 // says something that does not happen.
 func familyWarnings(doc *document, p *domain.Pipeline, families ModelFamilies) {
 	if families == nil {
-		families = func(_, model string) llm.Family { return llm.DefaultFamilies().Lookup(model) }
+		builtin := llm.DefaultFamilies()
+		families = func(_, model string) llm.Family { return builtin.Lookup(model) }
 	}
 	for i, s := range p.Steps {
 		if s.LLM == nil || s.LLM.Model == "" {

@@ -75,14 +75,16 @@ type patternTable struct {
 
 type prefixRule struct{ prefix, family string }
 
-// DefaultFamilies is the built-in table without overrides.
-func DefaultFamilies() *Families {
+// DefaultFamilies is the built-in table without overrides. It is shared and read-only.
+func DefaultFamilies() *Families { return defaultFamilies }
+
+var defaultFamilies = func() *Families {
 	f, err := NewFamilies(nil)
 	if err != nil {
 		panic(err) // the built-in table is a constant of this package
 	}
 	return f
-}
+}()
 
 // NewFamilies builds a lookup from overrides (pattern to family name) over the built-in table.
 // It refuses empty patterns, a * anywhere but at the end, and unknown family names.
@@ -151,8 +153,6 @@ func (f *Families) Lookup(model string) Family {
 	}
 	return families[FamilyChat]
 }
-
-var defaultFamilies = DefaultFamilies()
 
 func sortedKeys(m map[string]string) []string {
 	out := make([]string, 0, len(m))
