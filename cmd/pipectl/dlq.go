@@ -45,7 +45,7 @@ func (a *app) dlqListCommand() *cobra.Command {
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "RUN\tPIPELINE\tFAILED STEP\tCLASS\tAGE\tERROR")
 			for _, r := range runs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Pipeline, r.FailedStep, r.ErrorClass, time.Since(r.FinishedAt).Round(time.Second), shorten(firstLine(r.Error), 80))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Pipeline, r.FailedStep, r.ErrorClass, time.Since(r.FinishedAt).Round(time.Second), shorten(oneLine(firstLine(r.Error)), 80))
 			}
 			return tw.Flush()
 		},
@@ -96,7 +96,7 @@ func (a *app) dlqRedriveCommand() *cobra.Command {
 				if err != nil {
 					return opError(err)
 				}
-				fmt.Fprintf(a.stdout, "run %s redriven by %s (was: step %s, %s)\n", r.ID, actor, r.FailedStep, shorten(firstLine(r.Error), 80))
+				fmt.Fprintf(a.stdout, "run %s redriven by %s (was: step %s, %s)\n", r.ID, actor, r.FailedStep, shorten(oneLine(firstLine(r.Error)), 80))
 				if enqueue {
 					continue
 				}

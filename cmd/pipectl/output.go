@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/pipectl/pipectl/internal/domain"
@@ -80,4 +81,14 @@ func invisible(r rune) bool {
 		return false
 	}
 	return true
+}
+
+// oneLine is for a field of one line in a table or a labelled line: the newlines, carriage
+// returns and tabs of untrusted text are shown, not obeyed, so that a field cannot forge the
+// lines or columns around it.
+func oneLine(s string) string {
+	if !strings.ContainsAny(s, "\n\r\t") {
+		return s
+	}
+	return strings.NewReplacer("\n", `\n`, "\r", `\r`, "\t", `\t`).Replace(s)
 }

@@ -119,7 +119,7 @@ func (a *app) reportRun(res *engine.Result, err error, took time.Duration) error
 		fmt.Fprintf(a.stdout, "run %s %s (%s)\n", r.ID, r.State, took.Round(time.Millisecond))
 	}
 	if r.State == domain.StateFailedPermanent {
-		fmt.Fprintf(a.stdout, "  failed step %s (%s): %s\n", r.FailedStep, r.ErrorClass, r.Error)
+		fmt.Fprintf(a.stdout, "  failed step %s (%s): %s\n", r.FailedStep, r.ErrorClass, oneLine(r.Error))
 	}
 	if err != nil {
 		return &exitError{code: domain.ExitFailed, err: err}

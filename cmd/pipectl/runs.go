@@ -51,7 +51,7 @@ func (a *app) runsListCommand() *cobra.Command {
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "RUN\tPIPELINE\tSTATE\tKEY\tCREATED\tUPDATED")
 			for _, r := range runs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Pipeline, r.State, shorten(r.IdempotencyKey, 40), stamp(r.CreatedAt), ago(r.UpdatedAt))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Pipeline, r.State, shorten(oneLine(r.IdempotencyKey), 40), stamp(r.CreatedAt), ago(r.UpdatedAt))
 			}
 			return tw.Flush()
 		},
@@ -111,7 +111,7 @@ func writeJSON(w io.Writer, v any) error {
 // writeShow prints a run as a header and one timeline of transitions, attempts and notes.
 func writeShow(w io.Writer, r *domain.Run, doc operate.RunDoc) error {
 	fmt.Fprintf(w, "run       %s\npipeline  %s\nstate     %s\nkey       %s\ninput     sha256 %s\nspec      sha256 %s (%s, pipectl %s)\ncreated   %s\n",
-		r.ID, r.Pipeline, r.State, r.IdempotencyKey, shorten(r.InputHash, 16), shorten(r.SpecHash, 16), r.SpecPath, r.Version, stamp(r.CreatedAt))
+		r.ID, r.Pipeline, r.State, oneLine(r.IdempotencyKey), shorten(r.InputHash, 16), shorten(r.SpecHash, 16), r.SpecPath, r.Version, stamp(r.CreatedAt))
 	if r.ReplayOf != "" {
 		fmt.Fprintf(w, "replay of %s\n", r.ReplayOf)
 	}
@@ -119,7 +119,7 @@ func writeShow(w io.Writer, r *domain.Run, doc operate.RunDoc) error {
 		fmt.Fprintln(w, "dry run   side effects were rendered, not sent")
 	}
 	if r.State == domain.StateFailedPermanent {
-		fmt.Fprintf(w, "failed    step %s, %s: %s\n", r.FailedStep, r.ErrorClass, r.Error)
+		fmt.Fprintf(w, "failed    step %s, %s: %s\n", r.FailedStep, r.ErrorClass, oneLine(r.Error))
 	}
 	if r.State == domain.StateFailedTransient {
 		fmt.Fprintf(w, "retry at  %s\n", stamp(r.NextAttemptAt))
@@ -144,7 +144,7 @@ func writeShow(w io.Writer, r *domain.Run, doc operate.RunDoc) error {
 		if from == "" {
 			from = "-"
 		}
-		lines = append(lines, line{e.At, fmt.Sprintf("%s -> %s\tby %s\t%s", from, e.To, e.Actor, e.Reason)})
+		lines = append(lines, line{e.At, fmt.Sprintf("%s -> %s\tby %s\t%s", from, e.To, oneLine(e.Actor), oneLine(e.Reason))})
 	}
 	for _, a := range doc.Attempts {
 		name := a.Step
@@ -153,12 +153,12 @@ func writeShow(w io.Writer, r *domain.Run, doc operate.RunDoc) error {
 		}
 		detail := ""
 		if a.Error != "" {
-			detail = a.ErrorClass + ": " + firstLine(a.Error)
+			detail = a.ErrorClass + ": " + oneLine(firstLine(a.Error))
 		}
 		lines = append(lines, line{a.StartedAt, fmt.Sprintf("step %s #%d\t%s %dms\t%s", name, a.Attempt, a.Outcome, a.DurationMS, detail)})
 	}
 	for _, n := range doc.Notes {
-		lines = append(lines, line{n.At, fmt.Sprintf("note\tby %s\t%s", n.Actor, n.Text)})
+		lines = append(lines, line{n.At, fmt.Sprintf("note\tby %s\t%s", oneLine(n.Actor), oneLine(n.Text))})
 	}
 	for _, c := range doc.ModelCalls {
 		detail := callDetail(c)

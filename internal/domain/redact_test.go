@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"math"
 	"net/url"
 	"strings"
 	"testing"
@@ -173,5 +174,23 @@ func TestCanonicalJSON(t *testing.T) {
 	}
 	if _, err := DecodeJSON([]byte(`{} {}`)); err == nil {
 		t.Fatal("trailing data accepted")
+	}
+}
+
+func TestMarshalJSONKeepsFloats(t *testing.T) {
+	v := map[string]any{"f": float64(635), "i": int64(635), "l": []any{1e21, 0.5}}
+	b, err := MarshalJSON(v)
+	if err != nil || string(b) != `{"f":635.0,"i":635,"l":[1e+21,0.5]}` {
+		t.Fatalf("%s %v", b, err)
+	}
+	back, _ := DecodeJSON(b)
+	if _, ok := back.(map[string]any)["f"].(float64); !ok {
+		t.Fatal("a whole float came back as another type")
+	}
+	if _, err := MarshalJSON([]any{math.Inf(1)}); err == nil {
+		t.Fatal("an infinity was encoded")
+	}
+	if _, err := DecodeJSON([]byte(`{"a": [1e400]}`)); err == nil || !strings.Contains(err.Error(), `"/a/0"`) {
+		t.Fatalf("1e400: %v", err)
 	}
 }
