@@ -30,8 +30,8 @@ kind: Pipeline
 name: leaky-http
 inputs:
   type: object
-  required: [id, a]
-  properties: {id: {type: string}, a: {type: string}}
+  required: [id]
+  properties: {id: {type: string}}
 idempotency: {key: "${{ inputs.id }}"}
 secrets: [LEAK_TOKEN]
 defaults:
@@ -41,7 +41,7 @@ steps:
   - id: same_origin
     type: http
     method: GET
-    url: "${{ inputs.a }}/hop"
+    url: "http://target.invalid/hop"
     query: {to: same, key: "${{ secrets.LEAK_TOKEN }}"}
     headers: &secret_headers
       Authorization: "Basic ${{ base64.encode(bytes('u:' + secrets.LEAK_TOKEN)) }}"
@@ -52,14 +52,14 @@ steps:
     type: http
     needs: [same_origin]
     method: GET
-    url: "${{ inputs.a }}/hop"
+    url: "http://target.invalid/hop"
     query: {to: other}
     headers: *secret_headers
   - id: echo
     type: http
     needs: [cross_origin]
     method: GET
-    url: "${{ inputs.a }}/echo"
+    url: "http://target.invalid/echo"
     query: {key: "${{ secrets.LEAK_TOKEN }}"}
     headers: *secret_headers
 `
@@ -197,6 +197,7 @@ func TestSecretsNeverLeakThroughTheCLI(t *testing.T) {
 	c := newCLI(t, "")
 	files := map[string]string{"http.yaml": leakyHTTPSpec, "exec.yaml": leakyExecSpec, "llm.yaml": leakyLLMSpec, "leak.sh": leakScript}
 	for name, body := range files {
+		body = strings.ReplaceAll(body, targetURL, target.URL)
 		if err := os.WriteFile(filepath.Join(c.dir, name), []byte(body), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -214,7 +215,7 @@ func TestSecretsNeverLeakThroughTheCLI(t *testing.T) {
 		return string(out)
 	}
 	record := filepath.Join(c.dir, "calls.json")
-	run(1, "run", "http.yaml", "--input", fmt.Sprintf(`{"id": "h1", "a": %q}`, target.URL))
+	run(1, "run", "http.yaml", "--input", `{"id": "h1"}`)
 	run(1, "run", "exec.yaml", "--input", `{"id": "e1"}`, "--log-format", "text")
 	run(1, "run", "llm.yaml", "--input", `{"id": "l1"}`, "--llm-record", record)
 

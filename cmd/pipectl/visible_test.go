@@ -13,13 +13,13 @@ import (
 const escapeSpec = `apiVersion: pipectl/v1
 kind: Pipeline
 name: escapes
-inputs: {type: object, required: [id, url], properties: {id: {type: string}, url: {type: string}}}
+inputs: {type: object, required: [id], properties: {id: {type: string}}}
 idempotency: {key: "${{ inputs.id }}"}
 defaults:
   timeout: 5s
   retry: {max_attempts: 1}
 steps:
-  - {id: call, type: http, method: GET, url: "${{ inputs.url }}/x"}
+  - {id: call, type: http, method: GET, url: "http://target.invalid/x"}
 `
 
 // hostile is what an attacker puts in a server's answer, an input or a note: clear the screen,
@@ -36,8 +36,9 @@ func TestControlCharactersAreShownNotObeyed(t *testing.T) {
 	}))
 	defer target.Close()
 	c := newCLI(t, escapeSpec)
+	c.useTarget(target.URL)
 	key := "k\x1b[31m-1"
-	input, _ := json.Marshal(map[string]string{"id": key, "url": target.URL})
+	input, _ := json.Marshal(map[string]string{"id": key})
 	var texts []string
 	run := func(args ...string) string {
 		t.Helper()
