@@ -1,5 +1,6 @@
-// Validates JSON instances against a JSON Schema with ajv in strict mode, under the draft the
-// schema declares. Usage: node check.mjs SCHEMA.json [INSTANCE.json...]
+// Validates YAML or JSON instances against a JSON Schema with ajv in strict mode, under the
+// draft the schema declares. Usage: node check.mjs SCHEMA.json [INSTANCE.yaml|.json...]
+// YAML is read by the yaml package's YAML 1.2 core schema, as yaml-language-server reads it.
 // Prints one JSON document: {"schema": null or the compile error, "results": {"file": [errors]}}.
 // The Go tests in schemas/ run it; it is the independent validator, so it shares no code with
 // pipectl.
@@ -7,6 +8,7 @@ import { readFileSync } from "node:fs";
 import Ajv from "ajv";
 import Ajv2020 from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
+import { parseDocument } from "yaml";
 
 const [schemaPath, ...instances] = process.argv.slice(2);
 const schema = JSON.parse(readFileSync(schemaPath, "utf8"));
@@ -30,7 +32,24 @@ try {
 }
 if (validate) {
   for (const file of instances) {
-    const ok = validate(JSON.parse(readFileSync(file, "utf8")));
+    const text = readFileSync(file, "utf8");
+    let value;
+    if (file.endsWith(".json")) {
+      value = JSON.parse(text);
+    } else {
+      const doc = parseDocument(text, { version: "1.2", schema: "core", uniqueKeys: true });
+      if (doc.errors.length > 0) {
+        out.results[file] = doc.errors.map((e) => `YAML: ${e.message}`);
+        continue;
+      }
+      try {
+        value = doc.toJS({ maxAliasCount: 1000 });
+      } catch (e) {
+        out.results[file] = [`YAML: ${e.message}`];
+        continue;
+      }
+    }
+    const ok = validate(value);
     out.results[file] = ok ? [] : validate.errors.map((e) => `${e.instancePath || "/"} ${e.message} (${e.schemaPath})`);
   }
 }

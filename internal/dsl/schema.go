@@ -200,7 +200,11 @@ func leafMessage(keyword, ptr string, value any, libMsg string) string {
 				return "command must be an argv list such as [\"git\", \"push\"], never a shell string"
 			}
 		}
-		return strings.Replace(strings.Replace(libMsg, "expected ", "must be ", 1), ", but got", ", got", 1)
+		msg := strings.Replace(strings.Replace(libMsg, "expected ", "must be ", 1), ", but got", ", got", 1)
+		if s, isString := value.(string); isString {
+			msg += yaml11Hint(s)
+		}
+		return msg
 	case "minItems":
 		if ptr == "/steps" {
 			return "a pipeline needs at least one step"

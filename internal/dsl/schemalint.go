@@ -117,6 +117,9 @@ func (d *document) schemaErrors(ptr, location string, err error) {
 			}
 			msgs = append(msgs, r.Message)
 		}
+		if s, isString := val.(string); isString && len(msgs) > 0 {
+			msgs[len(msgs)-1] += yaml11Hint(s)
+		}
 		d.errorf(at, "invalid JSON Schema: %s", strings.Join(msgs, "; "))
 	}
 }

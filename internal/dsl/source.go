@@ -214,6 +214,12 @@ func (d *document) convert(n *yaml.Node, ptr string, depth int) any {
 }
 
 func (d *document) scalar(n *yaml.Node, ptr string) any {
+	if v, ok, handled := yaml12Number(n); handled {
+		if !ok {
+			return n.Value // a string in YAML 1.2
+		}
+		return v
+	}
 	switch n.ShortTag() {
 	case "!!str", "!!timestamp":
 		return n.Value
