@@ -19,6 +19,21 @@ import (
 type config struct {
 	Providers map[string]providerConfig `yaml:"providers"`
 	Limits    limitsConfig              `yaml:"limits"`
+	Server    serverConfig              `yaml:"server"`
+}
+
+// serverConfig is the server section: who may call the API, and how.
+type serverConfig struct {
+	// Tokens are the bearer tokens, kept only as SHA-256 hashes.
+	Tokens []tokenConfig `yaml:"tokens"`
+	// AllowSelfApproval lets a token approve a run it submitted itself.
+	AllowSelfApproval bool `yaml:"allow_self_approval"`
+}
+
+type tokenConfig struct {
+	Name   string `yaml:"name"`
+	Role   string `yaml:"role"`
+	SHA256 string `yaml:"sha256"`
 }
 
 // limitsConfig caps what pipectl reads in; a flag given on the command line wins.

@@ -15,7 +15,7 @@ import (
 	"github.com/pipectl/pipectl/internal/domain"
 	"github.com/pipectl/pipectl/internal/dsl"
 	"github.com/pipectl/pipectl/internal/engine"
-	"github.com/pipectl/pipectl/internal/gate"
+	"github.com/pipectl/pipectl/internal/ledger"
 	"github.com/pipectl/pipectl/internal/operate"
 	"github.com/pipectl/pipectl/internal/worker"
 )
@@ -108,27 +108,7 @@ func (a *app) workerCommand() *cobra.Command {
 				Queue: store, Owner: eng.Owner.String(), LeaseTTL: leaseTTL, Concurrency: concurrency, Poll: poll, Log: log, Metrics: metrics,
 				Filter: domain.ClaimFilter{Pipelines: splitList(pipelines), MaxPerPipeline: maxPerPipeline},
 				Wake:   store.Listen(ctx, log.Warn),
-				Run: func(ctx context.Context, r *domain.Run) error {
-					p, err := specs.get(r)
-					if err != nil {
-						return deadLetterUnparsable(ctx, store, eng, r, err)
-					}
-					in, err := domain.DecodeJSON(r.Input)
-					if err != nil {
-						return err
-					}
-					if p.Inputs != nil {
-						in = gate.Coerce(p.Inputs.Doc, in)
-					}
-					secrets, err := a.resolveSecrets(p)
-					if err != nil {
-						// Another worker may hold the secret: hand the run back.
-						store.ReleaseLease(context.WithoutCancel(ctx), r.ID, eng.Owner.String())
-						return err
-					}
-					_, err = eng.Continue(ctx, p, r, in, engine.RunOptions{Secrets: secrets})
-					return err
-				},
+				Run:    a.runner(store, eng, specs),
 			}
 			return w.Serve(ctx, drain)
 		},
@@ -151,6 +131,29 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// runner executes a claimed run with its stored spec and input; a spec this build cannot parse
+// dead-letters the run, a secret this process lacks hands it back.
+func (a *app) runner(store *ledger.Store, eng *engine.Engine, specs *specCache) worker.Runner {
+	return func(ctx context.Context, r *domain.Run) error {
+		p, err := specs.get(r)
+		if err != nil {
+			return deadLetterUnparsable(ctx, store, eng, r, err)
+		}
+		in, err := operate.StoredInput(p, r)
+		if err != nil {
+			return err
+		}
+		secrets, err := a.resolveSecrets(p)
+		if err != nil {
+			// Another worker may hold the secret: hand the run back.
+			store.ReleaseLease(context.WithoutCancel(ctx), r.ID, eng.Owner.String())
+			return err
+		}
+		_, err = eng.Continue(ctx, p, r, in, engine.RunOptions{Secrets: secrets})
+		return err
+	}
 }
 
 // specCache parses each stored spec once per worker.

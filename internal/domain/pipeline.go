@@ -22,6 +22,7 @@ type Pipeline struct {
 	Defaults    Defaults
 	Limits      Limits
 	Alerts      Alerts
+	Triggers    Triggers
 	Steps       []*Step
 	// Sinks lists, per step id, the placeholders in side-effect positions that untrusted data
 	// reaches and what the validator proved about it; the engine checks them again at run time.

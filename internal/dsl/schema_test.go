@@ -113,6 +113,8 @@ func checkFilled(v reflect.Value, path string, seen, filled map[string]bool) {
 		switch {
 		case name == "Pipeline.Steps" || strings.HasSuffix(name, ".Ref"):
 			continue
+		case name == "Pipeline.Triggers.Schedule.Every":
+			continue // the other form of a schedule, exclusive with cron: testdata/valid/schedule-every.yaml
 		case f.Kind() == reflect.Pointer && f.Type().Elem().Kind() == reflect.Struct:
 			if !f.IsNil() {
 				checkFilled(f.Elem(), name, seen, filled)

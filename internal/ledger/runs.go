@@ -318,6 +318,17 @@ type RunFilter struct {
 	State    domain.RunState
 	Pipeline string
 	Limit    int
+	// Since keeps runs created at or after it.
+	Since time.Time
+	// After is a page cursor: only runs listed after this one (older, or as old with a
+	// smaller id), so pages stay stable while new runs arrive.
+	After *Cursor
+}
+
+// Cursor is the position of a run in the newest-first order.
+type Cursor struct {
+	CreatedAt time.Time
+	ID        string
 }
 
 // ListRuns returns runs, newest first.
@@ -331,6 +342,14 @@ func (s *Store) ListRuns(ctx context.Context, f RunFilter) ([]*domain.Run, error
 	if f.Pipeline != "" {
 		q += ` AND pipeline = ?`
 		args = append(args, f.Pipeline)
+	}
+	if !f.Since.IsZero() {
+		q += ` AND created_at >= ?`
+		args = append(args, ms(f.Since))
+	}
+	if c := f.After; c != nil {
+		q += ` AND (created_at < ? OR (created_at = ? AND id < ?))`
+		args = append(args, ms(c.CreatedAt), ms(c.CreatedAt), c.ID)
 	}
 	q += ` ORDER BY created_at DESC, id DESC`
 	if f.Limit > 0 {
@@ -392,3 +411,18 @@ func (s *Store) Notes(ctx context.Context, runID string) ([]domain.Note, error) 
 	}
 	return out, nil
 }
+
+// LatestKey returns the greatest idempotency key of a pipeline's runs that starts with prefix,
+// or "" when there is none. Schedules find their last slot this way.
+func (s *Store) LatestKey(ctx context.Context, pipeline, prefix string) (string, error) {
+	var keys []string
+	err := s.db.SelectContext(ctx, &keys, s.db.Rebind(`SELECT idempotency_key FROM runs WHERE pipeline = ? AND idempotency_key LIKE ?
+		ORDER BY idempotency_key DESC LIMIT 1`), pipeline, escapeLike(prefix)+"%")
+	if err != nil || len(keys) == 0 {
+		return "", err
+	}
+	return keys[0], nil
+}
+
+// Ping reports whether the ledger answers.
+func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }

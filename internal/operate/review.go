@@ -19,7 +19,10 @@ type ReviewRequest struct {
 	// ProposalHash, when set, refuses unless the held proposal has this sha256: the reviewer
 	// approves exactly what they saw.
 	ProposalHash string
-	Note         string
+	// RequireHash refuses an approval that names no proposal hash when the run holds a
+	// proposal: the API binds every approval to what the reviewer was shown.
+	RequireHash bool
+	Note        string
 	// Enqueue hands an approved run to workers instead of leaving its lease to the caller,
 	// who then continues it (Continue).
 	Enqueue bool
@@ -53,6 +56,9 @@ func (o *Ops) Review(ctx context.Context, actor string, req ReviewRequest) (*Dec
 		out, _ = v.(map[string]any)
 	}
 	heldHash, _ := out["proposal_hash"].(string)
+	if req.Approve && req.RequireHash && req.ProposalHash == "" && heldHash != "" {
+		return nil, errorf(KindInvalid, "approving run %s needs proposal_hash: the sha256 of the proposal you reviewed (%s holds %s); nothing was changed", r.ID, held.StepID, shorten(heldHash, 16))
+	}
 	if req.ProposalHash != "" && req.ProposalHash != heldHash {
 		return nil, refused("run %s holds proposal %s, not %s", r.ID, shorten(heldHash, 16), req.ProposalHash)
 	}

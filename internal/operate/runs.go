@@ -72,6 +72,9 @@ type SubmitRequest struct {
 	// Key is the run's idempotency key when the pipeline declares none (an API caller's
 	// Idempotency-Key, a webhook delivery id, a schedule slot); empty: the pipeline's rule.
 	Key string
+	// Scheduled makes Key win over the spec's key: a schedule slot has exactly one run,
+	// whatever the input says.
+	Scheduled bool
 }
 
 // Submit checks the input and creates the run as queued; a second submission with the same
@@ -86,7 +89,7 @@ func (o *Ops) Submit(ctx context.Context, actor string, req SubmitRequest) (*eng
 		return nil, err
 	}
 	key := ""
-	if req.Pipeline.Idempotency.Key == "" {
+	if req.Pipeline.Idempotency.Key == "" || req.Scheduled {
 		key = req.Key
 	}
 	return eng.SubmitKeyed(ctx, req.Pipeline, input, key)

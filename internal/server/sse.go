@@ -1,0 +1,138 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pipectl/pipectl/internal/domain"
+	"github.com/pipectl/pipectl/internal/operate"
+)
+
+// stepEvent is the progress of one step attempt on an event stream.
+type stepEvent struct {
+	Step       string `json:"step"`
+	Item       *int   `json:"item,omitempty"`
+	Attempt    int    `json:"attempt"`
+	Outcome    string `json:"outcome"`
+	ErrorClass string `json:"error_class,omitempty"`
+	Error      string `json:"error,omitempty"`
+	DurationMS int64  `json:"duration_ms"`
+}
+
+// events streams a run's progress as Server-Sent Events: "transition" for each state change
+// (with its ledger id as the event id, so a client reconnecting with Last-Event-ID misses
+// none), "step" when an attempt starts or ends, and "end" when the run reaches a final state.
+// The ledger is the source: any process may be executing the run.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	run, err := s.cfg.Ops.Run(ctx, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		s.problem(w, r, http.StatusInternalServerError, "internal", "streaming is not supported here", nil)
+		return
+	}
+	var lastEvent int64
+	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		lastEvent, _ = strconv.ParseInt(strings.TrimPrefix(v, "t"), 10, 64)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(w, "retry: 2000\n\n")
+	flusher.Flush()
+	seen := map[int64]string{} // attempt id -> outcome already sent
+	tick := time.NewTicker(s.cfg.EventPoll)
+	defer tick.Stop()
+	lastWrite := time.Now()
+	for {
+		events, err := s.cfg.Ops.Store.Events(ctx, run.ID)
+		if err != nil {
+			return
+		}
+		attempts, err := s.cfg.Ops.Store.Attempts(ctx, run.ID)
+		if err != nil {
+			return
+		}
+		// News of this poll, in the order it happened; steps go first so that, within the
+		// ledger's millisecond, a step's end comes before the transition it caused.
+		var news []item
+		for _, a := range attempts {
+			if seen[a.ID] == a.Outcome {
+				continue
+			}
+			seen[a.ID] = a.Outcome
+			ev := stepEvent{Step: a.StepID, Attempt: a.Attempt, Outcome: a.Outcome, ErrorClass: string(a.ErrorClass), Error: a.Error, DurationMS: a.DurationMS}
+			if a.ItemIndex != domain.NoItem {
+				i := a.ItemIndex
+				ev.Item = &i
+			}
+			at := a.StartedAt
+			if !a.FinishedAt.IsZero() {
+				at = a.FinishedAt
+			}
+			news = append(news, item{at: at, event: "step", v: ev})
+		}
+		for _, e := range events {
+			if e.ID <= lastEvent {
+				continue
+			}
+			lastEvent = e.ID
+			news = append(news, item{at: e.At, id: "t" + strconv.FormatInt(e.ID, 10), event: "transition",
+				v: operate.EventView{From: string(e.From), To: string(e.To), Reason: e.Reason, Actor: e.Actor, At: e.At.UTC()}})
+		}
+		sort.SliceStable(news, func(i, j int) bool { return news[i].at.Before(news[j].at) })
+		for _, n := range news {
+			send(w, n.id, n.event, n.v)
+		}
+		wrote := len(news) > 0
+		latest, err := s.cfg.Ops.Store.GetRun(ctx, run.ID)
+		if err != nil {
+			return
+		}
+		if latest.State == domain.StateSucceeded || latest.State == domain.StateFailedPermanent {
+			send(w, "", "end", map[string]any{"id": latest.ID, "state": latest.State})
+			flusher.Flush()
+			return
+		}
+		if !wrote && time.Since(lastWrite) > 15*time.Second {
+			fmt.Fprint(w, ": keep-alive\n\n") // proxies drop idle streams
+			wrote = true
+		}
+		if wrote {
+			flusher.Flush()
+			lastWrite = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.stopping:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+type item struct {
+	at        time.Time
+	id, event string
+	v         any
+}
+
+func send(w http.ResponseWriter, id, event string, v any) {
+	data, _ := json.Marshal(v)
+	if id != "" {
+		fmt.Fprintf(w, "id: %s\n", id)
+	}
+	fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data)
+}
