@@ -90,7 +90,7 @@ func (a *app) serveCommand() *cobra.Command {
 				return &exitError{code: domain.ExitFailed, err: err}
 			}
 			srv, err := server.New(server.Config{Ops: ops, Pipelines: byName, PipelineDir: dir, Tokens: tokens, Log: log, Ready: store.Ping,
-				Registry: metrics.Registry, MaxBody: maxBody, Secret: os.LookupEnv, NextSlot: sched.Next})
+				Registry: metrics.Registry, MaxBody: maxBody, Secret: a.webhookSecret, NextSlot: sched.Next})
 			if err != nil {
 				return usageErrorf("config: %v", err)
 			}
@@ -174,6 +174,16 @@ func (a *app) serveCommand() *cobra.Command {
 	cmd.Flags().DurationVar(&leaseTTL, "lease-ttl", 30*time.Second, "how long a claim lasts without a heartbeat")
 	cmd.Flags().DurationVar(&poll, "poll", time.Second, "how often the in-process worker looks for due runs without a notification")
 	return cmd
+}
+
+// webhookSecret reads a webhook's signing secret from the environment; the value joins the
+// redacted ones, like every secret.
+func (a *app) webhookSecret(name string) (string, bool) {
+	v, ok := os.LookupEnv(name)
+	if ok && v != "" {
+		a.red.Add(v)
+	}
+	return v, ok
 }
 
 // loadPipelines validates every pipeline in a folder; the server refuses to start on an

@@ -219,4 +219,3 @@ func (s *Server) authorize(need permission, next http.Handler) http.Handler {
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyActor, t.name)))
 	})
 }
-
