@@ -87,6 +87,9 @@ var beyondSchema = map[string]string{
 	"retry-intervals":              "compares two fields",
 	"rule-not-bool":                "expression type",
 	"schema-inline-keyword-typo":   "unknown keywords are legal JSON Schema",
+	"schedule-cron-bad":            "cron syntax",
+	"schedule-every-fraction":      "whole seconds of a duration",
+	"schedule-timezone-unknown":    "the time zone database",
 	"step-duplicate-id":            "uniqueness of a field across items",
 }
 
