@@ -184,7 +184,7 @@ func (e Exec) run(ctx context.Context, call *domain.StepCall, req *execRequest, 
 	if req.Stdin != "" {
 		cmd.Stdin = strings.NewReader(req.Stdin)
 	}
-	stdout, stderr := &capped{max: e.maxOutput()}, &capped{max: e.maxOutput()}
+	stdout, stderr := &capped{max: e.maxOutput(), red: call.Redactor}, &capped{max: e.maxOutput(), red: call.Redactor}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	start := time.Now()
 	err := startAndWait(cmd, rec)
@@ -274,29 +274,37 @@ func childEnv(call *domain.StepCall, extra map[string]string) []string {
 	return out
 }
 
-// capped keeps the first max bytes written and counts the rest.
+// captureSlack is how much a capped stream holds beyond its cap: enough for a secret written
+// across the cut to be whole when the kept text is redacted, before it is cut.
+const captureSlack = 4 << 10
+
+// capped keeps the first max bytes written and counts the rest (dropped: bytes over max).
 type capped struct {
 	buf     bytes.Buffer
 	max     int
 	dropped int
+	red     *domain.Redactor
 }
 
 func (c *capped) Write(p []byte) (int, error) {
-	room := c.max - c.buf.Len()
-	if room > 0 {
-		if len(p) <= room {
-			c.buf.Write(p)
-			return len(p), nil
-		}
-		c.buf.Write(p[:room])
+	if over := c.buf.Len() + len(p) - c.max; over > 0 {
+		c.dropped += min(over, len(p))
 	}
-	c.dropped += len(p) - max(room, 0)
+	if room := c.max + captureSlack - c.buf.Len(); room > 0 {
+		c.buf.Write(p[:min(room, len(p))])
+	}
 	return len(p), nil
 }
 
+// String redacts what was kept, then cuts it at the cap: a secret across the cut is redacted
+// whole instead of leaving its first bytes behind.
 func (c *capped) String() string {
-	if c.dropped > 0 {
-		return c.buf.String() + fmt.Sprintf("\n[%d more bytes not kept]", c.dropped)
+	s := c.red.String(c.buf.String())
+	if c.dropped == 0 {
+		return s
 	}
-	return c.buf.String()
+	if len(s) > c.max {
+		s = s[:c.max]
+	}
+	return s + fmt.Sprintf("\n[%d more bytes not kept]", c.dropped)
 }
