@@ -125,6 +125,9 @@ func (a *app) runCase(ctx context.Context, v *dsl.Validator, p *domain.Pipeline,
 	scripted := llm.NewScripted(answers)
 	eng := a.newEngine(store, v, slog.New(slog.NewJSONHandler(io.Discard, nil)), func(string) (llm.Provider, error) { return scripted, nil }, fixtureTransport(c.HTTP))
 	eng.UnknownRetryDelay = time.Millisecond
+	// A test case's secrets are made up and often short ("t"): they are redacted in the test's
+	// own in-memory ledger, not in everything this process prints.
+	eng.Redactor = nil
 	secrets := map[string]string{}
 	for _, name := range p.Secrets {
 		secrets[name] = "test-" + strings.ToLower(name)
