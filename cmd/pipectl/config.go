@@ -139,6 +139,11 @@ func (c *config) providers() map[string]llm.Provider {
 	}
 	out[""] = newProvider("default", def)
 	for name, p := range c.Providers {
+		if name == "default" {
+			// provider: default names the same provider as no provider at all.
+			out[name] = out[""]
+			continue
+		}
 		out[name] = newProvider(name, p)
 	}
 	return out

@@ -178,12 +178,20 @@ func TestModelFamilyFromConfig(t *testing.T) {
 		{"reasoning by configuration", "providers:\n  default:\n    model_families: {\"corp-*\": reasoning}\n",
 			map[string]any{"max_completion_tokens": 500.0, "reasoning_effort": "low"}, []string{"max_tokens", "temperature"},
 			`"corp-large" is in the reasoning family, which refuses any temperature but the default 1: 0 is left out`},
+		// provider: default is the same provider as none: OPENAI_BASE_URL and the families.
+		{"provider: default", "providers:\n  default:\n    model_families: {\"corp-*\": reasoning}\n",
+			map[string]any{"max_completion_tokens": 500.0, "reasoning_effort": "low"}, []string{"max_tokens", "temperature"},
+			`"corp-large" is in the reasoning family, which refuses any temperature but the default 1: 0 is left out`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			model := llmtest.New()
 			defer model.Close()
 			model.Push(llmtest.Answer(`{"team": "billing"}`))
+			spec := spec
+			if tc.name == "provider: default" {
+				spec = strings.Replace(spec, "    model: corp-large\n", "    model: corp-large\n    provider: default\n", 1)
+			}
 			c := newCLI(t, spec)
 			if tc.config != "" {
 				writeFile(t, c.dir, "pipectl.yaml", tc.config)
