@@ -2,8 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pipectl/pipectl/internal/llm/llmtest"
 )
@@ -102,6 +105,54 @@ func TestNumbersSurviveTheLedger(t *testing.T) {
 		}
 		if got := sumOf(t, c, replayID); got["with_fee"] != 635.5 {
 			t.Fatalf("sum in the replay: %v", got)
+		}
+	})
+
+	t.Run("resumed after pipectl was killed between steps", func(t *testing.T) {
+		model := llmtest.New()
+		defer model.Close()
+		model.Push(llmtest.Answer(`{"subtotal": 600, "tax": 35, "total": 635}`))
+		// The approval step gives way to a child that hangs the first time: pipectl is killed
+		// while it waits, with the gated price already in the ledger.
+		spec := strings.Replace(numbersSpec, `  - id: hold
+    type: approval
+    needs: [price]
+    message: Send order ${{ inputs.id }}?`, `  - id: hold
+    type: exec
+    needs: [price]
+    command: [./hang-once.sh]`, 1)
+		c := newCLI(t, spec)
+		script := "#!/bin/sh\nif [ ! -e started ]; then touch started; exec sleep 5; fi\n"
+		if err := os.WriteFile(filepath.Join(c.dir, "hang-once.sh"), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := c.command("run", c.spec, "--input", `{"id": "n-k"}`)
+		cmd.Env = append(cmd.Env, "OPENAI_BASE_URL="+model.BaseURL(), "OPENAI_API_KEY=test-key")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, err := os.Stat(filepath.Join(c.dir, "started")); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatal("the hold step never started")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+		if code, out := c.exec(t, model, "run", c.spec, "--input", `{"id": "n-k"}`); code != 0 {
+			t.Fatalf("the resumed run: exit %d\n%s", code, out)
+		}
+		if n := len(model.Requests()); n != 1 {
+			t.Fatalf("the model was asked %d times; the resumed run must use the recorded price", n)
+		}
+		id := c.runsJSON()[0]["id"].(string)
+		if got := sumOf(t, c, id); got["with_fee"] != 635.5 || got["adds_up"] != true {
+			t.Fatalf("sum after the resume: %v", got)
 		}
 	})
 
