@@ -156,8 +156,6 @@ type Constraint struct {
 	AllowNull bool `json:"allow_null,omitempty"`
 	// Any holds the branches of an anyOf/oneOf, each of which keeps the value safe.
 	Any []Constraint `json:"any,omitempty"`
-
-	pattern *regexp.Regexp
 }
 
 // Finite reports whether the constraint admits only values the spec itself lists.
@@ -178,7 +176,7 @@ func (c Constraint) Finite() bool {
 
 // Admits is the run-time check of a source value against the constraint: the value must be
 // one the schema of this run's spec lets through.
-func (c *Constraint) Admits(v any) error {
+func (c Constraint) Admits(v any) error {
 	if v == nil && c.AllowNull {
 		return nil
 	}
@@ -209,14 +207,13 @@ func (c *Constraint) Admits(v any) error {
 		if !ok {
 			return fmt.Errorf("is %s, not a string", typeName(v))
 		}
-		if c.pattern == nil {
-			re, err := regexp.Compile(c.Pattern)
-			if err != nil {
-				return fmt.Errorf("pattern %q does not compile: %v", c.Pattern, err)
-			}
-			c.pattern = re
+		// Compiled per check: a pipeline is shared by concurrent units, and a pattern costs
+		// microseconds next to the side effect it guards.
+		re, err := regexp.Compile(c.Pattern)
+		if err != nil {
+			return fmt.Errorf("pattern %q does not compile: %v", c.Pattern, err)
 		}
-		if !c.pattern.MatchString(s) {
+		if !re.MatchString(s) {
 			return fmt.Errorf("does not match %s", c.Pattern)
 		}
 		return nil
@@ -230,8 +227,8 @@ func (c *Constraint) Admits(v any) error {
 		}
 		return nil
 	case ConstraintAnyOf:
-		for i := range c.Any {
-			if c.Any[i].Admits(v) == nil {
+		for _, b := range c.Any {
+			if b.Admits(v) == nil {
 				return nil
 			}
 		}
@@ -445,10 +442,15 @@ type SinkCheck struct {
 	Expr  string     `json:"expr"`
 	Class SinkClass  `json:"class"`
 	Flows []SinkFlow `json:"flows"`
-	// URL holds the whole url template when the placeholder is the Index-th of a url, so that
-	// the run-time check can place it by the rendered text before it.
-	URL   string `json:"url,omitempty"`
-	Index int    `json:"index,omitempty"`
+	// Before is the url template up to the placeholder, when it stands in a url: the run-time
+	// check places the value by the rendered text before it.
+	Before []TemplatePiece `json:"before,omitempty"`
+}
+
+// TemplatePiece is spec text, or a placeholder's CEL source when Expr is set.
+type TemplatePiece struct {
+	Text string `json:"text,omitempty"`
+	Expr string `json:"expr,omitempty"`
 }
 
 // URLPosition classifies a position in a url by the text before it: the scheme and host

@@ -27,9 +27,6 @@ const (
 	sinkCode
 )
 
-// weakenTaint turns the static proof off (a build tag sets it) so that tests can show the
-// run-time check stopping what a broken static check would let through.
-var weakenTaint = false
 
 // origin is where an untrusted value was last checked by a schema, or where it entered
 // without any check.
@@ -80,7 +77,7 @@ func (c *checker) checkTaint(sites []site) {
 			}
 			check := domain.SinkCheck{Field: fieldPath(st.ptr), Expr: ce.src, Class: class}
 			if st.sink == sinkURL {
-				check.URL, check.Index = st.text, i
+				check.Before = piecesBefore(t, i, exprs)
 			}
 			for _, fl := range Flows(ce.ast, ce.src, class == domain.SinkArg) {
 				for _, o := range c.origins(st.step, fl.Reference, fl.Transformed, nil, 0) {
@@ -179,6 +176,23 @@ func literalPrefix(t Template, i int, url bool) string {
 	}
 	b.WriteString(t.Text[at:t.Placeholders[i].Start])
 	return b.String()
+}
+
+// piecesBefore is the template up to its i-th placeholder, as text and expressions.
+func piecesBefore(t Template, i int, exprs []*compiledExpr) []domain.TemplatePiece {
+	var out []domain.TemplatePiece
+	at := 0
+	for k := 0; k < i; k++ {
+		if lit := t.Text[at:t.Placeholders[k].Start]; lit != "" {
+			out = append(out, domain.TemplatePiece{Text: lit})
+		}
+		out = append(out, domain.TemplatePiece{Expr: exprs[k].src})
+		at = t.Placeholders[k].End
+	}
+	if lit := t.Text[at:t.Placeholders[i].Start]; lit != "" {
+		out = append(out, domain.TemplatePiece{Text: lit})
+	}
+	return out
 }
 
 func (o origin) name(r Reference) string {

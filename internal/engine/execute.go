@@ -422,6 +422,10 @@ func (e *Engine) runUnit(ctx context.Context, s *session, u *unit) (r *unitResul
 		r.err = domain.Permanentf("step type %s is not available in this build", u.step.Type)
 		return r
 	}
+	if err := e.checkSinks(s.p, u.step, u.vars); err != nil {
+		r.err = err
+		return r
+	}
 	if u.step.SideEffecting() && !s.run.DryRun {
 		if err := e.Store.StartAttempt(ctx, s.owner, u.att); err != nil {
 			r.err = fmt.Errorf("recording the attempt: %w", err)
