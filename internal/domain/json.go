@@ -35,6 +35,11 @@ func normalizeNumbers(v any, path string) (any, error) {
 		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
 			return nil, fmt.Errorf("number %s at %q is out of the range of a 64-bit float", shortNumber(x.String()), path)
 		}
+		if f == 0 {
+			// -0.0 passes "integer, minimum 0" yet its text starts with "-": an option in an
+			// argv. No pipeline means the sign of zero.
+			return float64(0), nil
+		}
 		return f, nil
 	case map[string]any:
 		for k, val := range x {

@@ -194,3 +194,15 @@ func TestMarshalJSONKeepsFloats(t *testing.T) {
 		t.Fatalf("1e400: %v", err)
 	}
 }
+
+func TestNegativeZeroDecodesAsZero(t *testing.T) {
+	for _, text := range []string{"-0.0", "-0", "-0e5", "[-0.0]"} {
+		v, err := DecodeJSON([]byte(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := SinkText(v); strings.Contains(got, "-") {
+			t.Fatalf("%s decodes to %#v, whose text %q starts an argv option", text, v, got)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -83,13 +84,30 @@ func TestStaticCheckImpliesRuntimeCheck(t *testing.T) {
 	}
 	e := &Engine{Renderer: dsl.NewEvaluator(v.Expressions())}
 	rnd := rand.New(rand.NewPCG(7, 11))
-	samples := hostilePayloads
-	for range 4000 {
+	// Values reach the engine decoded from JSON, as inputs and model answers are.
+	texts := []string{"-0.0", "-0", "1e2", "-1e-3", "0.0"}
+	for _, v := range hostilePayloads {
+		raw, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		texts = append(texts, string(raw))
+	}
+	for range 1500 {
 		var b strings.Builder
 		for range rnd.IntN(10) {
 			b.WriteRune(hostileRunes[rnd.IntN(len(hostileRunes))])
 		}
-		samples = append(samples, b.String())
+		raw, _ := json.Marshal(b.String())
+		texts = append(texts, string(raw))
+	}
+	var samples []any
+	for _, text := range texts {
+		v, err := domain.DecodeJSON([]byte(text))
+		if err != nil {
+			t.Fatalf("%s: %v", text, err)
+		}
+		samples = append(samples, v)
 	}
 	valid, invalid, checked := 0, 0, 0
 	for iter := range 300 {
@@ -151,7 +169,7 @@ func TestStaticCheckImpliesRuntimeCheck(t *testing.T) {
 				}
 			}
 		}
-		for range 200 {
+		for range 150 {
 			input := map[string]any{}
 			for i := range nFields {
 				if len(passing[i]) > 0 {
@@ -171,7 +189,7 @@ func TestStaticCheckImpliesRuntimeCheck(t *testing.T) {
 		}
 	}
 	t.Logf("%d valid and %d invalid pipelines, %d schema-passing inputs checked", valid, invalid, checked)
-	if valid < 20 || invalid < 20 || checked < 1000 {
+	if valid < 20 || invalid < 20 || checked < 2000 {
 		t.Fatalf("the generator is too narrow: %d valid, %d invalid, %d inputs", valid, invalid, checked)
 	}
 }
