@@ -27,7 +27,6 @@ const (
 	sinkCode
 )
 
-
 // origin is where an untrusted value was last checked by a schema, or where it entered
 // without any check.
 type origin struct {
