@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -9,6 +10,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/pipectl/pipectl/internal/llm/llmtest"
 )
 
 // weakSpec lets run inputs, which no schema here constrains for these positions, reach an
@@ -117,4 +121,185 @@ func TestRuntimeGateStopsWhatAWeakenedValidatorLetsThrough(t *testing.T) {
 			}
 		})
 	}
+}
+
+// respecV1 lets the model choose any mode; nothing reaches a side effect with it yet. The
+// second step is slow, so that the run can be killed after the proposal was recorded.
+const respecV1 = `apiVersion: pipectl/v1
+kind: Pipeline
+name: respec
+inputs: {type: object, properties: {id: {type: string, pattern: "^[a-z0-9-]+$"}}}
+idempotency: {key: "${{ inputs.id }}"}
+steps:
+  - id: pick
+    type: llm
+    model: test-model
+    prompt: pick a mode
+    output: {schema: {type: object, additionalProperties: false, required: [mode], properties: {mode: {type: string}}}}
+  - id: act
+    type: exec
+    command: [sh, -c, "sleep 30"]
+`
+
+// respecV2 narrows the mode to an enum and passes it to a program: valid on its own, and safe
+// for any proposal gated by it, but not for one gated by respecV1.
+const respecV2 = `apiVersion: pipectl/v1
+kind: Pipeline
+name: respec
+inputs: {type: object, properties: {id: {type: string, pattern: "^[a-z0-9-]+$"}}}
+idempotency: {key: "${{ inputs.id }}"}
+steps:
+  - id: pick
+    type: llm
+    model: test-model
+    prompt: pick a mode
+    output: {schema: {type: object, additionalProperties: false, required: [mode], properties: {mode: {enum: [fast, safe]}}}}
+  - id: act
+    type: exec
+    command: [./tool.sh, "${{ steps.pick.output.mode }}"]
+`
+
+// TestEditedSpecCannotLaunderAResumedRun: a run is killed after its proposal was gated by
+// one spec; re-running the command with an edited spec is refused (exit 4, both hashes
+// named, nothing changed); accepting the change re-gates the recorded proposal, which fails
+// the new enum, so it is refused too and the program never sees the proposal; an edit the
+// recorded outputs do pass is accepted, recorded as an event, and the run finishes.
+func TestEditedSpecCannotLaunderAResumedRun(t *testing.T) {
+	model := llmtest.New()
+	defer model.Close()
+	model.Push(llmtest.Answer(`{"mode": "--delete-everything"}`))
+	c := newCLI(t, respecV1)
+	marker := filepath.Join(c.dir, "tool-ran")
+	if err := os.WriteFile(filepath.Join(c.dir, "tool.sh"), []byte("#!/bin/sh\nprintf '%s' \"$1\" > "+marker+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := c.command("run", c.spec, "--input", `{"id": "r-1"}`)
+	cmd.Env = append(cmd.Env, "OPENAI_BASE_URL="+model.BaseURL(), "OPENAI_API_KEY=test-key")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		doc := showRunMaybe(c)
+		if doc != nil && len(doc.Attempts) >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatal("the run never reached its second step")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	before := showRun(t, c)
+	if before.Run.State != "processing" {
+		t.Fatalf("state %s after the kill, want processing", before.Run.State)
+	}
+	ledgerBefore := c.ledgerSnapshot(t, before.Run.ID)
+
+	if err := os.WriteFile(c.spec, []byte(respecV2), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out := c.exec(t, model, "run", c.spec, "--input", `{"id": "r-1"}`)
+	if code != 4 || !strings.Contains(out, "was created from spec sha256") || !strings.Contains(out, "--accept-spec-change") {
+		t.Fatalf("resume with an edited spec: exit %d\n%s", code, out)
+	}
+	code, out = c.exec(t, model, "run", c.spec, "--input", `{"id": "r-1"}`, "--accept-spec-change")
+	if code != 4 || !strings.Contains(out, "recorded output of step pick does not pass its gate") {
+		t.Fatalf("accepted change with a proposal the new gate refuses: exit %d\n%s", code, out)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the program ran with the proposal that the edited spec refuses")
+	}
+	if after := c.ledgerSnapshot(t, before.Run.ID); after != ledgerBefore {
+		t.Fatalf("a refused resume changed the ledger:\nbefore %s\nafter  %s", ledgerBefore, after)
+	}
+
+	// An edit that the recorded proposal passes: the slow step becomes quick.
+	v3 := strings.Replace(respecV1, `"sleep 30"`, `"true"`, 1)
+	if err := os.WriteFile(c.spec, []byte(v3), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out = c.exec(t, model, "run", c.spec, "--input", `{"id": "r-1"}`, "--accept-spec-change")
+	if code != 0 {
+		t.Fatalf("accepted compatible change: exit %d\n%s", code, out)
+	}
+	raw, err := c.command("runs", "show", before.Run.ID, "--format", "json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), "spec changed from sha256") || !strings.Contains(string(raw), `"state": "succeeded"`) && !strings.Contains(string(raw), `"state":"succeeded"`) {
+		t.Fatalf("the run does not record the accepted spec change or did not finish:\n%.3000s", raw)
+	}
+	if n := len(model.Requests()); n != 1 {
+		t.Fatalf("%d model calls: a resumed run must not ask the model again", n)
+	}
+}
+
+// TestReplayUnderAnotherSpecRegates: a replay that reuses a proposal gated by the original
+// spec under a spec that narrows it is refused before any run is created; a full replay asks
+// again (here: the recording), and the new gate stops the proposal before the program.
+func TestReplayUnderAnotherSpecRegates(t *testing.T) {
+	model := llmtest.New()
+	defer model.Close()
+	model.Push(llmtest.Answer(`{"mode": "--delete-everything"}`))
+	c := newCLI(t, strings.Replace(respecV1, `"sleep 30"`, `"true"`, 1))
+	marker := filepath.Join(c.dir, "tool-ran")
+	if err := os.WriteFile(filepath.Join(c.dir, "tool.sh"), []byte("#!/bin/sh\nprintf '%s' \"$1\" > "+marker+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := c.exec(t, model, "run", c.spec, "--input", `{"id": "r-2"}`); code != 0 {
+		t.Fatalf("first run: exit %d\n%s", code, out)
+	}
+	orig := showRun(t, c).Run.ID
+	v2 := filepath.Join(c.dir, "v2.yaml")
+	if err := os.WriteFile(v2, []byte(respecV2), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out := c.exec(t, model, "replay", orig, "--spec", v2, "--from", "act")
+	if code != 4 || !strings.Contains(out, "recorded output of step pick does not pass its gate") {
+		t.Fatalf("replay reusing the proposal: exit %d\n%s", code, out)
+	}
+	if n := len(c.runsJSON()); n != 1 {
+		t.Fatalf("%d runs: a refused replay must create none", n)
+	}
+	code, out = c.exec(t, model, "replay", orig, "--spec", v2)
+	if code != 1 {
+		t.Fatalf("full replay with the recorded answer: exit %d, want the new gate to dead-letter it\n%s", code, out)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the program ran with a proposal the replay's spec refuses")
+	}
+}
+
+// showRunMaybe is showRun for a ledger that may not exist yet.
+func showRunMaybe(c *cli) *shownRun {
+	out, err := c.command("runs", "list", "--limit", "0", "--format", "json").Output()
+	if err != nil {
+		return nil
+	}
+	var runs []map[string]any
+	if json.Unmarshal(out, &runs) != nil || len(runs) != 1 {
+		return nil
+	}
+	raw, err := c.command("runs", "show", runs[0]["id"].(string), "--format", "json").Output()
+	if err != nil {
+		return nil
+	}
+	var doc shownRun
+	if json.Unmarshal(raw, &doc) != nil {
+		return nil
+	}
+	return &doc
+}
+
+// ledgerSnapshot is a run's whole record as JSON, to compare before and after a refusal.
+func (c *cli) ledgerSnapshot(t *testing.T, id string) string {
+	t.Helper()
+	raw, err := c.command("runs", "show", id, "--format", "json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(raw)
 }

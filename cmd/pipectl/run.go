@@ -21,13 +21,14 @@ import (
 
 func (a *app) runCommand() *cobra.Command {
 	var inputArg, recordPath, replayPath string
-	var dryRun bool
+	var dryRun, acceptSpecChange bool
 	cmd := &cobra.Command{
 		Use:   "run FILE --input FILE|-|JSON [--dry-run]",
 		Short: "Create a run and execute it in this process until it ends or pauses",
 		Long: "Creates the run for the input (or finds the one with the same idempotency key) and executes it.\n" +
 			"Exit 0 succeeded, 1 failed (dead-lettered) or invalid, 2 usage, 3 paused or live elsewhere,\n" +
-			"4 refused (idempotency key reused with another input).",
+			"4 refused (idempotency key reused with another input, or the run was created from another\n" +
+			"version of the spec: see --accept-spec-change).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -54,12 +55,13 @@ func (a *app) runCommand() *cobra.Command {
 			o := a.ops(store, map[string]any{"pipeline": p.Name, "file": args[0], "dry_run": dryRun})
 			o.Validator = v
 			started := time.Now()
-			res, err := o.Start(ctx, a.g.actorName(), p, input, providers, engine.RunOptions{Secrets: secrets, DryRun: dryRun})
+			res, err := o.Start(ctx, a.g.actorName(), p, input, providers, engine.RunOptions{Secrets: secrets, DryRun: dryRun, AcceptSpecChange: acceptSpecChange})
 			return a.reportRun(res, err, time.Since(started))
 		},
 	}
 	cmd.Flags().StringVar(&inputArg, "input", "", "run input: a JSON file, - for stdin, or inline JSON")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "execute up to side effects, which are rendered and recorded but not sent")
+	cmd.Flags().BoolVar(&acceptSpecChange, "accept-spec-change", false, "continue an existing run under this file although it was created from another version of it; every recorded output is gated again first")
 	cmd.Flags().StringVar(&recordPath, "llm-record", "", "write every model exchange of the run to this file")
 	cmd.Flags().StringVar(&replayPath, "llm-replay", "", "answer model calls from a recording; a request it lacks fails the step")
 	return cmd
@@ -96,7 +98,7 @@ func (a *app) pipelineAndInput(path, inputArg string) (*dsl.Validator, *domain.P
 // reportRun prints the outcome of a run and maps it to the exit code.
 func (a *app) reportRun(res *engine.Result, err error, took time.Duration) error {
 	switch {
-	case errors.Is(err, engine.ErrIdempotencyConflict):
+	case errors.Is(err, engine.ErrIdempotencyConflict), errors.Is(err, engine.ErrSpecChanged):
 		return &exitError{code: domain.ExitRefused, err: err}
 	case errors.Is(err, engine.ErrDisabled) && (res == nil || res.Run == nil):
 		return &exitError{code: domain.ExitRefused, err: err}

@@ -35,6 +35,16 @@ type Store interface {
 	Events(ctx context.Context, runID string) ([]domain.Event, error)
 	// PipelineDisabled reports the kill switch of a pipeline and the reason it was thrown.
 	PipelineDisabled(ctx context.Context, pipeline string) (disabled bool, reason string, err error)
+	// RebindSpec moves a run to another spec (text, hash, path), provided it still has the
+	// hash fromHash, and records the event.
+	RebindSpec(ctx context.Context, runID, fromHash string, spec domain.Run, reason, actor string) error
+}
+
+// Regater checks a recorded output again against the gate (schema and rules) that a step has
+// in the spec the run executes now. approved says a person approved the output, which then
+// needs to pass every rule but those that send a value to review.
+type Regater interface {
+	Regate(step *domain.Step, output any, vars map[string]any, approved bool) error
 }
 
 // Observer is told what the engine did; implementations must be safe for concurrent use.
@@ -64,6 +74,9 @@ type Engine struct {
 	UnknownRetryDelay time.Duration
 	// Observer, when set, hears of every attempt and transition (metrics).
 	Observer Observer
+	// Regater re-gates recorded outputs when a run continues or is replayed under another
+	// spec; without it such a change is refused.
+	Regater Regater
 	// Redactor, when set, knows the secrets this process holds besides the pipelines' own
 	// (model provider keys, the ledger's password); the engine adds each run's secrets to it.
 	// Everything the engine writes (ledger rows, logs) goes through it.
@@ -83,6 +96,9 @@ var (
 	ErrInterrupted = errors.New("interrupted")
 	// ErrDisabled: the pipeline's kill switch is thrown.
 	ErrDisabled = errors.New("pipeline disabled")
+	// ErrSpecChanged: the run was created from another spec, and continuing under this one
+	// was not asked for, or its recorded outputs do not pass this spec's gates.
+	ErrSpecChanged = errors.New("spec changed")
 )
 
 // RunOptions are the parameters of one submission.
@@ -94,6 +110,9 @@ type RunOptions struct {
 	Offline bool
 	// Workdir anchors relative exec paths; default: the pipeline file's folder.
 	Workdir string
+	// AcceptSpecChange lets an existing run continue under this spec although it was created
+	// from another one: every recorded output is gated again first.
+	AcceptSpecChange bool
 }
 
 // Result is the end of Run.
@@ -174,6 +193,11 @@ func (e *Engine) Run(ctx context.Context, p *domain.Pipeline, input any, opts Ru
 	if !created {
 		if got.InputHash != run.InputHash {
 			return res, fmt.Errorf("run %s has idempotency key %q with a different input: %w", got.ID, key, ErrIdempotencyConflict)
+		}
+		if got.SpecHash != run.SpecHash && e.wouldContinue(got) {
+			if err := e.rebindSpec(ctx, p, got, input, opts); err != nil {
+				return res, err
+			}
 		}
 		proceed, resumed, err := e.adopt(ctx, got)
 		res.Resumed = resumed

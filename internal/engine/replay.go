@@ -44,6 +44,20 @@ func (e *Engine) Replay(ctx context.Context, p *domain.Pipeline, orig *domain.Ru
 		}
 		rerun = dependents(p, ro.From)
 	}
+	var origAttempts []domain.Attempt
+	if ro.From != "" {
+		var err error
+		if origAttempts, err = e.Store.Attempts(ctx, orig.ID); err != nil {
+			return nil, err
+		}
+		// Reused outputs were gated by the original run's spec: under another spec they
+		// must pass its gates before any step of the replay sees them.
+		if orig.SpecHash != Hash(p.Text) {
+			if err := e.regate(p, orig, input, origAttempts, rerun); err != nil {
+				return nil, fmt.Errorf("replay of run %s under spec sha256 %s: %w; replay from an earlier step (--from) so that it runs again", orig.ID, shortHash(Hash(p.Text)), err)
+			}
+		}
+	}
 	now := time.Now()
 	base := orig.StepKeyBase
 	if base == "" {
@@ -66,12 +80,8 @@ func (e *Engine) Replay(ctx context.Context, p *domain.Pipeline, orig *domain.Ru
 	}
 	res := &ReplayResult{Result: &Result{Run: got}}
 	if ro.From != "" {
-		attempts, err := e.Store.Attempts(ctx, orig.ID)
-		if err != nil {
-			return res, err
-		}
 		reused := map[string]bool{}
-		for _, a := range attempts {
+		for _, a := range origAttempts {
 			if rerun[a.StepID] || !domain.Completed(a.Outcome) || p.Step(a.StepID) == nil {
 				continue
 			}

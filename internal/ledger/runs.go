@@ -426,3 +426,23 @@ func (s *Store) LatestKey(ctx context.Context, pipeline, prefix string) (string,
 
 // Ping reports whether the ledger answers.
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// RebindSpec binds a run to another spec, provided it is still bound to fromHash (two
+// processes rebinding at once cannot both win), and records the event with the reason.
+func (s *Store) RebindSpec(ctx context.Context, runID, fromHash string, spec domain.Run, reason, actor string) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		var state domain.RunState
+		if err := tx.GetContext(ctx, &state, s.db.Rebind(`SELECT state FROM runs WHERE id = ? AND spec_hash = ?`), runID, fromHash); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("run %s is no longer bound to spec %s: %w", runID, fromHash, domain.ErrStateConflict)
+			}
+			return err
+		}
+		now := s.now()
+		if _, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE runs SET spec_text = ?, spec_hash = ?, spec_path = ?, updated_at = ? WHERE id = ? AND spec_hash = ?`),
+			spec.SpecText, spec.SpecHash, spec.SpecPath, ms(now), runID, fromHash); err != nil {
+			return err
+		}
+		return s.insertEvent(ctx, tx, runID, state, state, reason, actor, now)
+	})
+}

@@ -328,3 +328,39 @@ func TestClaimNextRespectsCapsAndKillSwitch(t *testing.T) {
 		}
 	})
 }
+
+func TestRebindSpecIsConditionalAndRecorded(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		r := newRun(t, "p", "k-rebind")
+		if _, _, err := s.CreateRun(ctx, r, "t", nil); err != nil {
+			t.Fatal(err)
+		}
+		next := domain.Run{SpecText: "edited", SpecHash: "hash-2", SpecPath: "p2.yaml"}
+		if err := s.RebindSpec(ctx, r.ID, "not-the-hash", next, "why", "ann"); !errors.Is(err, domain.ErrStateConflict) {
+			t.Fatalf("rebind from a hash the run does not have: %v", err)
+		}
+		if err := s.RebindSpec(ctx, r.ID, r.SpecHash, next, "spec changed", "ann"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.GetRun(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.SpecHash != "hash-2" || got.SpecText != "edited" || got.SpecPath != "p2.yaml" || got.State != domain.StateQueued {
+			t.Fatalf("after rebind: %+v", got)
+		}
+		events, err := s.Events(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := events[len(events)-1]
+		if last.Reason != "spec changed" || last.Actor != "ann" || last.From != domain.StateQueued || last.To != domain.StateQueued {
+			t.Fatalf("last event %+v", last)
+		}
+		// A second rebind from the old hash loses: the run moved on.
+		if err := s.RebindSpec(ctx, r.ID, r.SpecHash, next, "again", "bob"); !errors.Is(err, domain.ErrStateConflict) {
+			t.Fatalf("second rebind from the old hash: %v", err)
+		}
+	})
+}

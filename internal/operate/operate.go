@@ -98,6 +98,8 @@ func KindOf(err error) Kind {
 		return oe.Kind
 	case errors.Is(err, engine.ErrIdempotencyConflict):
 		return KindConflict
+	case errors.Is(err, engine.ErrSpecChanged):
+		return KindRefused
 	case errors.Is(err, engine.ErrDisabled):
 		return KindDisabled
 	case errors.Is(err, domain.ErrNotFound):

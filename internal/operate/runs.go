@@ -232,7 +232,7 @@ func (o *Ops) Replay(ctx context.Context, actor string, req ReplayRequest) (*eng
 	switch {
 	case res != nil:
 		return res, err
-	case errors.Is(err, domain.ErrStateConflict):
+	case errors.Is(err, domain.ErrStateConflict), errors.Is(err, engine.ErrSpecChanged):
 		return nil, refused("%v", err)
 	case errors.Is(err, engine.ErrDisabled):
 		return nil, err
