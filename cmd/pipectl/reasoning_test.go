@@ -315,3 +315,16 @@ func TestProviderTraceIsRedacted(t *testing.T) {
 		}
 	}
 }
+
+// TestReasoningSpentTheLimit: a reasoning model that spends max_completion_tokens on reasoning
+// answers nothing; the step fails as truncated and says where the tokens went.
+func TestReasoningSpentTheLimit(t *testing.T) {
+	model := llmtest.New()
+	defer model.Close()
+	model.Push(llmtest.Reply{Content: "", FinishReason: "length", PromptTokens: 40, CompletionTokens: 500, ReasoningTokens: 500})
+	c := newCLI(t, reasoningSpec)
+	code, out := c.exec(t, model, "run", c.spec, "--input", `{"id": "L-1"}`)
+	if code != 1 || !strings.Contains(out, "cut off at max_tokens (500), 500 of the 500 completion tokens spent on reasoning") {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+}
