@@ -68,7 +68,7 @@ const hookSecret = "s3cret-for-tests"
 var roles = []server.Role{server.RoleViewer, server.RoleReviewer, server.RoleOperator, server.RoleAdmin}
 
 type bundle struct {
-	t      *testing.T
+	t      testing.TB
 	url    string
 	store  *ledger.Store
 	ops    *operate.Ops
@@ -79,12 +79,12 @@ type bundle struct {
 
 // ledgers returns the ledgers a test runs against: a SQLite file, and PostgreSQL when
 // PIPECTL_TEST_POSTGRES names a server.
-func ledgers(t *testing.T) map[string]func(t *testing.T) string {
-	out := map[string]func(t *testing.T) string{
-		"sqlite": func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "ledger.db") },
+func ledgers(t testing.TB) map[string]func(t testing.TB) string {
+	out := map[string]func(t testing.TB) string{
+		"sqlite": func(t testing.TB) string { return "sqlite:" + filepath.Join(t.TempDir(), "ledger.db") },
 	}
 	if dsn := os.Getenv("PIPECTL_TEST_POSTGRES"); dsn != "" {
-		out["postgres"] = func(t *testing.T) string { return ledger.PostgresTestSchema(t, dsn) }
+		out["postgres"] = func(t testing.TB) string { return ledger.PostgresTestSchema(t, dsn) }
 	}
 	return out
 }
@@ -109,7 +109,7 @@ type options struct {
 
 // setup serves the API over loopback on a real ledger, wired as pipectl serve wires it, with
 // an in-process worker when asked.
-func setup(t *testing.T, dsn string, o options) *bundle {
+func setup(t testing.TB, dsn string, o options) *bundle {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	store, err := ledger.Open(ctx, dsn)
@@ -231,7 +231,7 @@ func (b *bundle) counts() string {
 	return strings.Join(parts, " ")
 }
 
-func decodeJSON(t *testing.T, data []byte, v any) {
+func decodeJSON(t testing.TB, data []byte, v any) {
 	t.Helper()
 	if err := json.Unmarshal(data, v); err != nil {
 		t.Fatalf("%v in %s", err, data)

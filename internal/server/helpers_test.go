@@ -1,5 +1,11 @@
 package server_test
 
-import "github.com/pipectl/pipectl/internal/engine"
+import (
+	"runtime"
+
+	"github.com/pipectl/pipectl/internal/engine"
+)
 
 func domainRunOptions() engine.RunOptions { return engine.RunOptions{} }
+
+func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
