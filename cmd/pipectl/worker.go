@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/pipectl/pipectl/internal/domain"
@@ -88,14 +87,14 @@ func (a *app) workerCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			metrics := worker.NewMetrics()
+			metrics := worker.NewMetrics(version)
 			eng := a.newEngine(store, v, log, providers, nil)
 			eng.LeaseTTL = leaseTTL
 			eng.Observer = metrics
 			a.logConfig(log, eng, store, map[string]any{"command": "worker", "concurrency": concurrency, "pipelines": pipelines,
 				"max_per_pipeline": maxPerPipeline, "poll": poll.String(), "drain": drain.String(), "metrics_addr": metricsAddr})
 			if metricsAddr != "" {
-				srv := &http.Server{Addr: metricsAddr, Handler: promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+				srv := &http.Server{Addr: metricsAddr, Handler: metrics.Handler(), ReadHeaderTimeout: 5 * time.Second}
 				go func() {
 					if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 						log.Error("metrics server", "error", err)

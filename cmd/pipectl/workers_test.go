@@ -216,7 +216,7 @@ func TestWorkerOnSQLite(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{`pipectl_runs_total{pipeline="fulfil",state="succeeded"} 2`, `pipectl_step_attempts_total{class="",outcome="succeeded",pipeline="fulfil",step="ship"} 2`, "pipectl_claim_seconds_count", "pipectl_queue_depth"} {
+	for _, want := range []string{`pipectl_runs_total{pipeline="fulfil",state="succeeded"} 2`, `pipectl_step_attempts_total{class="none",outcome="succeeded",pipeline="fulfil",step="ship"} 2`, "pipectl_claim_duration_seconds_count", "pipectl_queue_depth"} {
 		if !strings.Contains(string(body), want) {
 			t.Fatalf("metrics lack %q:\n%s", want, body)
 		}

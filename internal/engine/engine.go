@@ -49,7 +49,9 @@ type Regater interface {
 
 // Observer is told what the engine did; implementations must be safe for concurrent use.
 type Observer interface {
-	AttemptFinished(pipeline, step string, attempt int, outcome string, class domain.ErrorClass, d time.Duration)
+	// AttemptFinished hears of every finished attempt, with the model calls it made; the
+	// attempt must not be changed.
+	AttemptFinished(pipeline string, step *domain.Step, att *domain.Attempt)
 	RunChanged(pipeline string, to domain.RunState)
 }
 

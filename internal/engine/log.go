@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"log/slog"
-	"time"
 
 	"github.com/pipectl/pipectl/internal/domain"
 )
@@ -24,7 +23,7 @@ func (s *session) logAttempt(u *unit, att *domain.Attempt) {
 	}
 	s.logger.Log(context.Background(), level, "step attempt", attrs...)
 	if o := s.e.Observer; o != nil {
-		o.AttemptFinished(s.run.Pipeline, u.step.ID, att.Attempt, att.Outcome, att.ErrorClass, time.Duration(att.DurationMS)*time.Millisecond)
+		o.AttemptFinished(s.run.Pipeline, u.step, att)
 	}
 }
 

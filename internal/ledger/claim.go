@@ -92,6 +92,24 @@ func (s *Store) ClaimNext(ctx context.Context, owner string, until time.Time, f 
 }
 
 // QueueDepth counts runs waiting for a worker: queued, and retries already due.
+// PausedRuns counts the runs waiting for a person (needs_review) and for a signal
+// (waiting_external); states with none are absent from the map.
+func (s *Store) PausedRuns(ctx context.Context) (map[domain.RunState]int, error) {
+	var rows []struct {
+		State string `db:"state"`
+		N     int    `db:"n"`
+	}
+	err := s.db.SelectContext(ctx, &rows, `SELECT state, COUNT(*) AS n FROM runs WHERE state IN ('needs_review', 'waiting_external') GROUP BY state`)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[domain.RunState]int, len(rows))
+	for _, r := range rows {
+		out[domain.RunState(r.State)] = r.N
+	}
+	return out, nil
+}
+
 func (s *Store) QueueDepth(ctx context.Context) (int, error) {
 	var n int
 	err := s.db.GetContext(ctx, &n, s.db.Rebind(`SELECT COUNT(*) FROM runs WHERE state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= ?)`), ms(s.now()))

@@ -16,6 +16,8 @@ import (
 type Queue interface {
 	ClaimNext(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter) (*domain.Run, error)
 	QueueDepth(ctx context.Context) (int, error)
+	// PausedRuns counts runs in needs_review and waiting_external.
+	PausedRuns(ctx context.Context) (map[domain.RunState]int, error)
 	// ExpireWaits dead-letters runs whose wait deadline passed.
 	ExpireWaits(ctx context.Context, actor string) (int, error)
 }
@@ -114,8 +116,14 @@ func (w *Worker) housekeeping(ctx context.Context) {
 			if n, err := w.Queue.ExpireWaits(ctx, "worker "+w.Owner); err == nil && n > 0 {
 				w.Log.Info("waits timed out", "runs", n)
 			}
-			if d, err := w.Queue.QueueDepth(ctx); err == nil && w.Metrics != nil {
+			if w.Metrics == nil {
+				continue
+			}
+			if d, err := w.Queue.QueueDepth(ctx); err == nil {
 				w.Metrics.QueueDepth.Set(float64(d))
+			}
+			if counts, err := w.Queue.PausedRuns(ctx); err == nil {
+				w.Metrics.setPaused(counts)
 			}
 		}
 	}

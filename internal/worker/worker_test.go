@@ -77,7 +77,7 @@ func TestWorkerExecutesQueuedRuns(t *testing.T) {
 	for _, id := range []string{"a", "b", "c"} {
 		ids = append(ids, f.submit(t, id, "0").ID)
 	}
-	metrics := worker.NewMetrics()
+	metrics := worker.NewMetrics("test")
 	f.eng.Observer = metrics
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error)
