@@ -77,7 +77,7 @@ func (a *app) serveCommand() *cobra.Command {
 			ops := a.ops(store, map[string]any{"command": "serve", "addr": addr, "pipelines": dir, "workers": workers, "tls": tlsCert != ""})
 			ops.Validator = v
 			ops.ForbidSelfApproval = !cfg.Server.AllowSelfApproval
-			metrics := worker.NewMetrics()
+			metrics := worker.NewMetrics(version)
 			sched := &schedule.Scheduler{Ops: ops, Ledger: store, Log: log}
 			byName := map[string]*domain.Pipeline{}
 			for _, p := range pipelines {
