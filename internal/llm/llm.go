@@ -1,4 +1,4 @@
-// Package llm asks model providers for structured output: a small Provider interface, an OpenAI-compatible implementation on go-openai, and recording and replay of exchanges.
+// Package llm asks model providers for structured output: a small Provider interface, an OpenAI-compatible implementation on go-openai shaped by model family, and recording and replay of exchanges.
 package llm
 
 import (
