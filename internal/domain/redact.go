@@ -34,11 +34,17 @@ const minEncodedForm = 6
 //
 // Redaction must run on a whole text before any cut: a cut secret is no longer recognised.
 type Redactor struct {
-	mu     sync.Mutex
-	values map[string]bool
-	forms  map[string]bool
-	rep    atomic.Pointer[strings.Replacer]
+	mu      sync.Mutex
+	values  map[string]bool
+	forms   map[string]bool
+	derived int
+	rep     atomic.Pointer[strings.Replacer]
 }
+
+// maxDerived bounds how many computed values a redactor learns: each one rebuilds its
+// replacer, and a for_each over many items could otherwise make every attempt pay for all the
+// earlier ones. Past it, computed values are still recorded as *** where they are used.
+const maxDerived = 256
 
 // NewRedactor builds a redactor for the given secret values; empty values are ignored.
 func NewRedactor(values []string) *Redactor {
@@ -89,6 +95,29 @@ func (r *Redactor) Add(values ...string) {
 		pairs = append(pairs, f, Redacted)
 	}
 	r.rep.Store(strings.NewReplacer(pairs...))
+}
+
+// AddDerived learns a value computed from a secret (base64 of "user:"+secret, an upper-cased
+// or cut secret), unless what is already known redacts it, such as "Bearer "+secret. It reports
+// whether the value is redacted from now on.
+func (r *Redactor) AddDerived(v string) bool {
+	if r == nil || v == "" {
+		return false
+	}
+	if r.Contains(v) {
+		return true
+	}
+	r.mu.Lock()
+	full := r.derived >= maxDerived
+	if !full {
+		r.derived++
+	}
+	r.mu.Unlock()
+	if full {
+		return false
+	}
+	r.Add(v)
+	return true
 }
 
 // formsOf lists the texts that give a value away.

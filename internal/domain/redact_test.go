@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net/url"
 	"strings"
@@ -204,5 +205,21 @@ func TestNegativeZeroDecodesAsZero(t *testing.T) {
 		if got := SinkText(v); strings.Contains(got, "-") {
 			t.Fatalf("%s decodes to %#v, whose text %q starts an argv option", text, v, got)
 		}
+	}
+}
+
+func TestRedactorDerivedValues(t *testing.T) {
+	r := NewRedactor([]string{"s3cr3t-token-value"})
+	if !r.AddDerived("Bearer s3cr3t-token-value") || r.derived != 0 {
+		t.Fatal("a value the secret already covers was learnt again")
+	}
+	if !r.AddDerived("S3CR3T-TOKEN-VALUE") || r.String("x S3CR3T-TOKEN-VALUE") != "x ***" || r.derived != 1 {
+		t.Fatal("an upper-cased secret was not learnt")
+	}
+	for i := 0; i < maxDerived+10; i++ {
+		r.AddDerived(fmt.Sprintf("derived-%06d", i))
+	}
+	if r.derived != maxDerived {
+		t.Fatalf("learnt %d computed values, at most %d", r.derived, maxDerived)
 	}
 }

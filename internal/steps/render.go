@@ -45,7 +45,7 @@ func renderSinkMap(call *domain.StepCall, m map[string]string, field string) (va
 		if domain.MentionsSecrets(tpl) || call.Redactor.Contains(values[k]) {
 			secret[k] = true
 			if len(values[k]) >= minDerivedSecret {
-				call.Redactor.Add(values[k])
+				call.Redactor.AddDerived(values[k])
 			}
 		}
 	}
