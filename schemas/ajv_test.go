@@ -88,6 +88,7 @@ var beyondSchema = map[string]string{
 	"rule-not-bool":                "expression type",
 	"schema-inline-keyword-typo":   "unknown keywords are legal JSON Schema",
 	"schedule-cron-bad":            "cron syntax",
+	"schedule-input-mismatch":      "compares two fields",
 	"schedule-every-fraction":      "whole seconds of a duration",
 	"schedule-timezone-unknown":    "the time zone database",
 	"step-duplicate-id":            "uniqueness of a field across items",

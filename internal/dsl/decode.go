@@ -62,7 +62,7 @@ func (dc *decoder) decode() *domain.Pipeline {
 	p.Alerts.DeadLetterRate = number(valueAt(root, "/alerts/dead_letter_rate"))
 	p.Alerts.RetryRate = number(valueAt(root, "/alerts/retry_rate"))
 	p.Alerts.P95Seconds = number(valueAt(root, "/alerts/p95_seconds"))
-	p.Triggers = dc.triggers(root)
+	p.Triggers = dc.triggers(root, p.Inputs)
 	if p.Defaults.Timeout > p.Limits.RunTimeout {
 		dc.doc.errorf("/defaults/timeout", "%s exceeds limits.run_timeout %s", p.Defaults.Timeout, p.Limits.RunTimeout)
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/pipectl/pipectl/internal/domain"
+	"github.com/pipectl/pipectl/internal/gate"
 )
 
 // cronParser reads the standard 5-field form (minute hour day-of-month month day-of-week)
@@ -21,7 +22,7 @@ const minEvery = time.Second
 
 // triggers decodes the triggers block: a webhook and a schedule. The schema has checked the
 // shapes; here the cron syntax, the time zone and the input are checked.
-func (dc *decoder) triggers(root map[string]any) domain.Triggers {
+func (dc *decoder) triggers(root map[string]any, inputs *domain.Schema) domain.Triggers {
 	var t domain.Triggers
 	if wh, ok := valueAt(root, "/triggers/webhook").(map[string]any); ok {
 		t.Webhook = &domain.WebhookTrigger{Secret: str(wh["secret"]), DeliveryHeader: str(wh["delivery_header"])}
@@ -66,6 +67,15 @@ func (dc *decoder) triggers(root map[string]any) domain.Triggers {
 		if err == nil {
 			if v, err := domain.DecodeJSON(raw); err == nil {
 				s.Input = v
+			}
+		}
+	}
+	// Every slot runs with this input: a mismatch would fail each slot at run time, so it is
+	// refused here, where validate sees it.
+	if inputs != nil {
+		if sch, ok := inputs.Compiled.(interface{ Validate(any) error }); ok {
+			if reasons := gate.Violations(sch.Validate(s.Input)); len(reasons) > 0 {
+				dc.doc.errorf("/triggers/schedule/input", "does not match inputs: %s", reasons[0].String())
 			}
 		}
 	}

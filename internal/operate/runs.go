@@ -41,8 +41,10 @@ func CheckInput(p *domain.Pipeline, input any) (any, error) {
 	if p.Inputs == nil {
 		return input, nil
 	}
-	var sch validatorOf
-	if c, ok := schemas.Load(p.Inputs); ok {
+	sch, ok := p.Inputs.Compiled.(validatorOf)
+	if ok {
+		// compiled when the spec was parsed
+	} else if c, ok := schemas.Load(p.Inputs); ok {
 		sch = c.(validatorOf)
 	} else {
 		c, err := gate.CompileSchema(p.Inputs.Location, p.Inputs.Doc)

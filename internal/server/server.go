@@ -45,6 +45,10 @@ type Config struct {
 	FailedAuthBurst int
 	// EventPoll is how often an event stream looks for news (default 200ms).
 	EventPoll time.Duration
+	// MaxStreams bounds the event streams open at once (default 64): each polls the ledger.
+	MaxStreams int
+	// BodyTimeout bounds the time a client may take to send a request body (default 30s).
+	BodyTimeout time.Duration
 }
 
 // Server serves the API. Create it with New.
@@ -56,6 +60,8 @@ type Server struct {
 	// stopping is closed when the HTTP server shuts down, so that event streams end.
 	stopping chan struct{}
 	stopOnce sync.Once
+	// streams holds a token per open event stream.
+	streams chan struct{}
 }
 
 // New checks the configuration and registers the metrics.
@@ -68,6 +74,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.EventPoll <= 0 {
 		cfg.EventPoll = 200 * time.Millisecond
+	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = 64
+	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = 30 * time.Second
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
@@ -86,14 +98,14 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, log: cfg.Log, metrics: m, auth: a, stopping: make(chan struct{})}, nil
+	return &Server{cfg: cfg, log: cfg.Log, metrics: m, auth: a, stopping: make(chan struct{}), streams: make(chan struct{}, cfg.MaxStreams)}, nil
 }
 
 // Stop ends the event streams; call it (or register it with http.Server.RegisterOnShutdown)
 // when shutting down, since a stream is never idle.
 func (s *Server) Stop() { s.stopOnce.Do(func() { close(s.stopping) }) }
 
-// Metrics exposes the server's webhook and schedule series to the scheduler.
+// ScheduleLag records how late after its slot a scheduled run was created.
 func (s *Server) ScheduleLag(pipeline string, lag time.Duration) {
 	s.metrics.scheduleLag.WithLabelValues(pipeline).Observe(lag.Seconds())
 }
@@ -262,10 +274,14 @@ func (s *Server) recover(next http.Handler) http.Handler {
 	})
 }
 
-// limitBody caps what a handler can read; reading past the cap fails and the handler
-// answers 413.
+// limitBody caps what a handler can read, in size (past it the handler answers 413) and, for
+// requests with a body, in time: a client trickling bytes holds nothing for long. (The server
+// sets no read timeout of its own: it would also cut event streams.)
 func (s *Server) limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
 		next.ServeHTTP(w, r)
 	})

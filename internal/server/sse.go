@@ -35,6 +35,14 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	select {
+	case s.streams <- struct{}{}:
+		defer func() { <-s.streams }()
+	default:
+		w.Header().Set("Retry-After", "5")
+		s.problem(w, r, http.StatusServiceUnavailable, "too-many-streams", fmt.Sprintf("%d event streams are open, the most this server keeps; retry later", cap(s.streams)), nil)
+		return
+	}
 	flusher, ok := w.(http.Flusher)
 	if !ok {
 		s.problem(w, r, http.StatusInternalServerError, "internal", "streaming is not supported here", nil)

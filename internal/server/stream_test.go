@@ -3,6 +3,7 @@ package server_test
 import (
 	"bufio"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -163,5 +164,42 @@ func TestStopEndsStreams(t *testing.T) {
 		case <-timeout:
 			t.Fatal("the stream outlived Stop")
 		}
+	}
+}
+
+// Streams are bounded: each polls the ledger, so an unbounded number would be a way to load it.
+func TestStreamsAreBounded(t *testing.T) {
+	b := setup(t, "sqlite:"+t.TempDir()+"/l.db", options{cfg: func(c *server.Config) { c.MaxStreams = 2 }})
+	r := b.submit("held", 1)
+	b.stream(r.ID, "")
+	b.stream(r.ID, "")
+	code, body := b.do("GET", "/api/v1/runs/"+r.ID+"/events", server.RoleViewer, "")
+	if code != http.StatusServiceUnavailable || !strings.Contains(string(body), "2 event streams are open") {
+		t.Fatalf("third stream: %d %s", code, body)
+	}
+}
+
+// A client that sends its body too slowly is cut off rather than holding a connection.
+func TestSlowBodyIsCut(t *testing.T) {
+	b := setup(t, "sqlite:"+t.TempDir()+"/l.db", options{cfg: func(c *server.Config) { c.BodyTimeout = 200 * time.Millisecond }})
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write([]byte(`{"id": "slow",`))
+		time.Sleep(2 * time.Second)
+		pw.Write([]byte(` "qty": 1}`))
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", b.url+"/api/v1/pipelines/orders/runs", pr)
+	req.Header.Set("Authorization", "Bearer "+b.tokens[server.RoleOperator])
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode < 400 {
+			t.Fatalf("a trickled body was accepted: %d", resp.StatusCode)
+		}
+	}
+	if time.Since(start) > 1500*time.Millisecond {
+		t.Fatalf("the server waited %s for the body", time.Since(start))
 	}
 }
