@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -115,11 +116,23 @@ type Replayer struct {
 	used    map[string]int
 }
 
+// MaxRecordingBytes caps a recording file read by LoadReplayer: many answers, each far
+// below DefaultMaxResponseBytes.
+const MaxRecordingBytes = 64 << 20
+
 // LoadReplayer reads a recording.
 func LoadReplayer(path string) (*Replayer, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("llm replay: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxRecordingBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("llm replay: %w", err)
+	}
+	if len(data) > MaxRecordingBytes {
+		return nil, fmt.Errorf("llm replay %s: larger than %d bytes", path, MaxRecordingBytes)
 	}
 	var rec Recording
 	if err := json.Unmarshal(data, &rec); err != nil {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -118,11 +119,23 @@ func Discover(paths []string) ([]string, error) {
 	return out, nil
 }
 
+// MaxFileBytes caps a test file: its cases carry recorded model answers, so it may be larger
+// than a pipeline, but it is read whole.
+const MaxFileBytes = 16 << 20
+
 // Load reads a test file. Unknown keys are errors, as in pipelines.
 func Load(path string) (*Suite, error) {
-	data, err := os.ReadFile(path)
+	file, err := os.Open(path)
 	if err != nil {
 		return nil, err
+	}
+	defer file.Close()
+	data, err := io.ReadAll(io.LimitReader(file, MaxFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxFileBytes {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, MaxFileBytes)
 	}
 	var f suiteFile
 	dec := yaml.NewDecoder(bytes.NewReader(data))
