@@ -303,3 +303,65 @@ func (c *cli) ledgerSnapshot(t *testing.T, id string) string {
 	}
 	return string(raw)
 }
+
+// TestAdversarialMode runs `pipectl test --adversarial` on a pipeline whose schemas keep every
+// position safe (no finding) and, in a build with the static check off, on one whose schemas
+// do not: there the hostile values that pass the input schema are found and named.
+func TestAdversarialMode(t *testing.T) {
+	safe := `apiVersion: pipectl/v1
+kind: Pipeline
+name: adv
+inputs:
+  type: object
+  required: [id, name]
+  properties:
+    id: {type: string, pattern: "^[A-Z]{2,5}-[0-9]{1,8}$"}
+    name: {type: string, maxLength: 100}
+steps:
+  - id: call
+    type: http
+    method: POST
+    url: https://api.example.com/tickets/${{ inputs.id }}
+    body: {name: "${{ inputs.name }}"}
+  - id: run
+    type: exec
+    command: [notify, --ticket, "${{ inputs.id }}"]
+    stdin: ${{ inputs.name }}
+`
+	tests := `kind: PipelineTest
+pipeline: adv.yaml
+cases:
+  - name: base
+    input: {id: TCK-1, name: Ann}
+    expect: {state: succeeded}
+`
+	dir := t.TempDir()
+	writeFile(t, dir, "adv.yaml", safe)
+	writeFile(t, dir, "adv.test.yaml", tests)
+	code, out := runIn(t, dir, binary, "test", "--adversarial", ".")
+	if code != 0 || !strings.Contains(out, "0 findings") || !strings.Contains(out, "1 passed, 0 failed") {
+		t.Fatalf("safe pipeline: exit %d\n%s", code, out)
+	}
+
+	weak := filepath.Join(t.TempDir(), "pipectl-weak")
+	if out, err := exec.Command("go", "build", "-tags", "pipectl_weaken_taint", "-o", weak, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	unsafe := strings.Replace(safe, `id: {type: string, pattern: "^[A-Z]{2,5}-[0-9]{1,8}$"}`, `id: {type: string, minLength: 1}`, 1)
+	writeFile(t, dir, "adv.yaml", unsafe)
+	if code, out := runIn(t, dir, binary, "validate", "adv.yaml"); code != 1 {
+		t.Fatalf("the release build must refuse the unsafe spec: exit %d\n%s", code, out)
+	}
+	code, out = runIn(t, dir, weak, "test", "--adversarial", ".")
+	if code != 1 || !strings.Contains(out, `adversarial: input /id = "-rf"`) || !strings.Contains(out, "only the run-time gate check stopped it") {
+		t.Fatalf("unsafe pipeline: exit %d\n%.4000s", code, out)
+	}
+}
+
+func runIn(t *testing.T, dir, bin string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	return exitCodeOf(err), string(out)
+}

@@ -10,9 +10,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/santhosh-tekuri/jsonschema/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/pipectl/pipectl/internal/domain"
@@ -25,12 +28,18 @@ import (
 )
 
 func (a *app) testCommand() *cobra.Command {
-	return &cobra.Command{
+	var adversarial bool
+	cmd := &cobra.Command{
 		Use:   "test [PATH...]",
 		Short: "Run pipeline test cases with scripted model answers and no real side effects",
 		Long: "Runs every case of every *.test.yaml file found in the paths (default: the current folder).\n" +
 			"Model answers come from the case, reads from its http fixtures; side effects are rendered\n" +
-			"and compared with the case's expectations, never sent. Exit 0 when every case passes, 1 otherwise.",
+			"and compared with the case's expectations, never sent. Exit 0 when every case passes, 1 otherwise.\n\n" +
+			"With --adversarial, each case is run again once for every hostile value (options, traversal,\n" +
+			"other hosts, CRLF, shell syntax, confusables, long strings) put in place of each string and\n" +
+			"number of its input, model answers and http responses that the value's schema still accepts;\n" +
+			"a case fails when such a value changes the shape of a side effect (host, path segments, query\n" +
+			"parameters, headers, arguments) or only the engine's run-time gate check stops it.",
 		RunE: func(cmd *cobra.Command, paths []string) error {
 			if len(paths) == 0 {
 				paths = []string{"."}
@@ -69,6 +78,11 @@ func (a *app) testCommand() *cobra.Command {
 					} else {
 						diffs = pipetest.Compare(c.Expect, got)
 					}
+					if adversarial && err == nil {
+						found, runs := a.attackCase(cmd.Context(), v, p, c, got)
+						diffs = append(diffs, found...)
+						fmt.Fprintf(a.stdout, "     %s: %s: %d hostile values the schemas accept, %d findings\n", f, c.Name, runs, len(found))
+					}
 					took := time.Since(start).Round(time.Millisecond)
 					if len(diffs) == 0 {
 						passed++
@@ -89,6 +103,78 @@ func (a *app) testCommand() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&adversarial, "adversarial", false, "also run every case with hostile values that pass their schemas, and fail when one changes a side effect's shape")
+	return cmd
+}
+
+// attackCase runs a case once for every hostile value an attacker could get past the schemas
+// (of the inputs, of each model answer's step) and reports each that changed the structure of a
+// side effect, or that only the run-time gate check stopped. It returns the findings and how
+// many hostile runs it made.
+func (a *app) attackCase(ctx context.Context, v *dsl.Validator, p *domain.Pipeline, c pipetest.Case, base pipetest.Observed) ([]string, int) {
+	var kept []pipetest.Mutant
+	for _, m := range pipetest.Mutants(c) {
+		if m.Step == "" && strings.HasPrefix(m.Source, "input") {
+			if dsl.ValidateInput(p, m.Case.Input) != nil {
+				continue
+			}
+		} else if m.Step != "" {
+			step := p.Step(m.Step)
+			if step == nil || step.LLM == nil || step.LLM.OutputSchema == nil {
+				continue
+			}
+			sch, ok := step.LLM.OutputSchema.Compiled.(*jsonschema.Schema)
+			if !ok || sch.Validate(m.Doc) != nil {
+				continue
+			}
+		}
+		kept = append(kept, m)
+	}
+	findings := make([][]string, len(kept))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range max(1, runtime.GOMAXPROCS(0)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			store, cleanup, err := caseLedger(ctx)
+			if err != nil {
+				for range work {
+				}
+				return
+			}
+			defer cleanup()
+			for i := range work {
+				m := kept[i]
+				input := m.Case.Input
+				if p.Inputs != nil {
+					input = gate.Coerce(p.Inputs.Doc, input)
+				}
+				got, err := a.runCaseIn(ctx, store, v, p, m.Case, input)
+				if err != nil {
+					continue // the input no longer fits, or the run could not start: nothing acted
+				}
+				var found []string
+				if strings.Contains(got.Error, "run-time gate check") {
+					found = append(found, "only the run-time gate check stopped it: "+got.Error)
+				}
+				found = append(found, pipetest.StructureDiff(base.Requests, got.Requests)...)
+				for _, f := range found {
+					findings[i] = append(findings[i], fmt.Sprintf("adversarial: %s = %s: %s", m.Source, m.Value, f))
+				}
+			}
+		}()
+	}
+	for i := range kept {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	var out []string
+	for _, f := range findings {
+		out = append(out, f...)
+	}
+	return out, len(kept)
 }
 
 // runCase executes one case in a throw-away ledger, offline: scripted model, fixture reads,
@@ -102,16 +188,32 @@ func (a *app) runCase(ctx context.Context, v *dsl.Validator, p *domain.Pipeline,
 	if p.Inputs != nil {
 		input = gate.Coerce(p.Inputs.Doc, input)
 	}
+	store, cleanup, err := caseLedger(ctx)
+	if err != nil {
+		return got, err
+	}
+	defer cleanup()
+	return a.runCaseIn(ctx, store, v, p, c, input)
+}
+
+// caseLedger is a throw-away ledger for test runs. Dry runs have keys of their own, so many
+// runs of one pipeline, even on the same input, can share it.
+func caseLedger(ctx context.Context) (*ledger.Store, func(), error) {
 	dir, err := os.MkdirTemp("", "pipectl-test-")
 	if err != nil {
-		return got, err
+		return nil, nil, err
 	}
-	defer os.RemoveAll(dir)
 	store, err := ledger.Open(ctx, "sqlite:"+filepath.Join(dir, "ledger.db")+"?synchronous=normal")
 	if err != nil {
-		return got, err
+		os.RemoveAll(dir)
+		return nil, nil, err
 	}
-	defer store.Close()
+	return store, func() { store.Close(); os.RemoveAll(dir) }, nil
+}
+
+// runCaseIn executes one case in the given ledger; input is the case's input as checked.
+func (a *app) runCaseIn(ctx context.Context, store *ledger.Store, v *dsl.Validator, p *domain.Pipeline, c pipetest.Case, input any) (pipetest.Observed, error) {
+	var got pipetest.Observed
 	answers := map[string][]llm.Response{}
 	for step, list := range c.LLM {
 		for _, ans := range list {
