@@ -112,7 +112,8 @@ func (a *app) newEngine(store engine.Store, v *dsl.Validator, log *slog.Logger, 
 
 // childDir is where exec steps record their running children for a takeover on this host:
 // beside a SQLite ledger, else in the user's state folder. It is private to the user, who is
-// the only one that could kill those children anyway. "" when it cannot be made.
+// the only one that could kill those children anyway. The exec step creates it when it first
+// starts a child.
 func (a *app) childDir() string {
 	dir := ""
 	if rest, ok := strings.CutPrefix(a.g.dsn(), "sqlite:"); ok {
@@ -131,9 +132,6 @@ func (a *app) childDir() string {
 			base = filepath.Join(home, ".local", "state")
 		}
 		dir = filepath.Join(base, "pipectl", "children")
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return ""
 	}
 	return dir
 }

@@ -37,12 +37,15 @@ type childInfo struct {
 	Owner int    `json:"owner_pid"`
 }
 
-func (e Exec) childRecord(call *domain.StepCall) childRecord {
+func (e Exec) childRecord(call *domain.StepCall) (childRecord, error) {
 	if e.ChildDir == "" || call.StepKey == "" {
-		return childRecord{}
+		return childRecord{}, nil
+	}
+	if err := PrivateDir(e.ChildDir); err != nil {
+		return childRecord{}, domain.Permanentf("the folder for child records: %v (set XDG_STATE_HOME to a private folder)", err)
 	}
 	sum := sha256.Sum256([]byte(call.StepKey))
-	return childRecord{path: filepath.Join(e.ChildDir, hex.EncodeToString(sum[:16])+".json")}
+	return childRecord{path: filepath.Join(e.ChildDir, hex.EncodeToString(sum[:16])+".json")}, nil
 }
 
 // write records a started child. A child that cannot be recorded is not left running.
@@ -77,6 +80,10 @@ func (r childRecord) clear(ctx context.Context) error {
 	}
 	if err != nil {
 		return domain.Transient(fmt.Errorf("reading the record of the previous child: %w", err))
+	}
+	if !ownedBySelf(r.path) {
+		// Planted by someone else: acting on it would kill a group they chose.
+		return domain.Permanentf("the child record %s is not a private file of this user; remove it", r.path)
 	}
 	var c childInfo
 	if json.Unmarshal(b, &c) != nil || c.PGID <= 1 {
@@ -170,4 +177,32 @@ func procStart(pid int) string {
 		return ""
 	}
 	return strconv.FormatUint(st.start, 10)
+}
+
+// ownedBySelf reports whether path is a regular file (not a link) owned by this process's
+// user and unreadable to others, as write makes it.
+func ownedBySelf(path string) bool {
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o077 != 0 {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == os.Geteuid()
+}
+
+// PrivateDir creates dir (mode 0700) when missing and checks that it is a real folder of this
+// user that no one else can write to: the records in it decide which processes get killed.
+func PrivateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	fi, err := os.Lstat(filepath.Clean(dir))
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || int(st.Uid) != os.Geteuid() || fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%s must be a folder owned by this user and writable by no one else", dir)
+	}
+	return nil
 }

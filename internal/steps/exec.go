@@ -164,7 +164,10 @@ func (e Exec) run(ctx context.Context, call *domain.StepCall, req *execRequest, 
 	}
 	// A child left behind by a dead owner of this run must be gone before the step runs again,
 	// or two copies of the same side effect would run side by side.
-	rec := e.childRecord(call)
+	rec, err := e.childRecord(call)
+	if err != nil {
+		return nil, err
+	}
 	if err := rec.clear(ctx); err != nil {
 		return nil, err
 	}
@@ -187,7 +190,7 @@ func (e Exec) run(ctx context.Context, call *domain.StepCall, req *execRequest, 
 	stdout, stderr := &capped{max: e.maxOutput(), red: call.Redactor}, &capped{max: e.maxOutput(), red: call.Redactor}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	start := time.Now()
-	err := startAndWait(cmd, rec)
+	err = startAndWait(cmd, rec)
 	res := map[string]any{"exit_code": int64(0), "stdout": stdout.String(), "stderr": stderr.String()}
 	*dropped = stdout.dropped
 	var exitErr *exec.ExitError
@@ -245,14 +248,21 @@ func startAndWait(cmd *exec.Cmd, rec childRecord) error {
 
 func childEnv(call *domain.StepCall, extra map[string]string) []string {
 	env := map[string]string{}
+	// A pipeline may name a secret like an inherited variable (LC_TOKEN, HOME): a value that
+	// holds a secret is never inherited, only passed on where the step's env says so.
+	inherit := func(k, v string) {
+		if call.Redactor.String(v) == v {
+			env[k] = v
+		}
+	}
 	for _, k := range inheritedEnv {
 		if v, ok := os.LookupEnv(k); ok {
-			env[k] = v
+			inherit(k, v)
 		}
 	}
 	for _, kv := range os.Environ() {
 		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "LC_") {
-			env[k] = v
+			inherit(k, v)
 		}
 	}
 	for k, v := range extra {
