@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/pipectl/pipectl/internal/domain"
+	"github.com/pipectl/pipectl/internal/engine"
 )
 
 // safeWriter is what every command writes through. It redacts every secret the process holds
@@ -91,4 +92,23 @@ func oneLine(s string) string {
 		return s
 	}
 	return strings.NewReplacer("\n", `\n`, "\r", `\r`, "\t", `\t`).Replace(s)
+}
+
+// redactingObserver passes the engine's events to the metrics with their label values
+// redacted. The attempt's model calls are redacted already (the engine records them so), and
+// pipeline and step names are validated identifiers: this only matters when a secret happens
+// to equal one, but a label is a sink like any other.
+type redactingObserver struct {
+	inner engine.Observer
+	red   *domain.Redactor
+}
+
+func (o redactingObserver) AttemptFinished(pipeline string, step *domain.Step, att *domain.Attempt) {
+	s := *step
+	s.ID = o.red.String(s.ID)
+	o.inner.AttemptFinished(o.red.String(pipeline), &s, att)
+}
+
+func (o redactingObserver) RunChanged(pipeline string, to domain.RunState) {
+	o.inner.RunChanged(o.red.String(pipeline), to)
 }

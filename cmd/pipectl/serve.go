@@ -133,7 +133,7 @@ func (a *app) serveCommand() *cobra.Command {
 					return err
 				}
 				eng.LeaseTTL = leaseTTL
-				eng.Observer = metrics
+				eng.Observer = redactingObserver{metrics, a.red}
 				w := &worker.Worker{Queue: store, Owner: eng.Owner.String(), LeaseTTL: leaseTTL, Concurrency: workers, Poll: poll, Log: log,
 					Metrics: metrics, Wake: store.Listen(work, log.Warn), Run: a.runner(store, eng, &specCache{v: v})}
 				wg.Add(1)

@@ -90,7 +90,7 @@ func (a *app) workerCommand() *cobra.Command {
 			metrics := worker.NewMetrics(version)
 			eng := a.newEngine(store, v, log, providers, nil)
 			eng.LeaseTTL = leaseTTL
-			eng.Observer = metrics
+			eng.Observer = redactingObserver{metrics, a.red}
 			a.logConfig(log, eng, store, map[string]any{"command": "worker", "concurrency": concurrency, "pipelines": pipelines,
 				"max_per_pipeline": maxPerPipeline, "poll": poll.String(), "drain": drain.String(), "metrics_addr": metricsAddr})
 			if metricsAddr != "" {
