@@ -39,7 +39,7 @@ func loadPipelineSchema() (*pipelineSchema, error) {
 		return nil, fmt.Errorf("embedded pipeline schema: %w", err)
 	}
 	delete(raw, "$schema")
-	doc, err := json.Marshal(raw)
+	doc, err := json.Marshal(forValidation(raw))
 	if err != nil {
 		return nil, err
 	}
@@ -53,6 +53,58 @@ func loadPipelineSchema() (*pipelineSchema, error) {
 		return nil, fmt.Errorf("embedded pipeline schema: %w", err)
 	}
 	return &pipelineSchema{compiled: compiled, raw: raw}, nil
+}
+
+// annotations are keywords only editors read; they change no verdict.
+var annotations = []string{"description", "markdownDescription", "examples", "default", "title"}
+
+// forValidation returns the part of the pipeline schema that decides anything, which is what
+// the binary compiles at every start: the schema's annotations are left out (the library would
+// check each against its meta-schema), and so is $defs/schema, which describes inline JSON
+// Schemas for editors while pipectl compiles every inline schema for real against its draft's
+// meta-schema (decoder.schema). The raw schema keeps them for the error renderer.
+func forValidation(raw map[string]any) map[string]any {
+	out := stripAnnotations(raw).(map[string]any)
+	if defs, ok := out["$defs"].(map[string]any); ok {
+		if _, ok := defs["schema"]; ok {
+			defs["schema"] = map[string]any{}
+		}
+	}
+	return out
+}
+
+// stripAnnotations copies a schema without its annotations. Maps of names to schemas
+// (properties, $defs, ...) keep every name, "description" included.
+func stripAnnotations(v any) any {
+	m, ok := v.(map[string]any)
+	if !ok {
+		if l, ok := v.([]any); ok {
+			out := make([]any, len(l))
+			for i, e := range l {
+				out[i] = stripAnnotations(e)
+			}
+			return out
+		}
+		return v
+	}
+	out := make(map[string]any, len(m))
+	for k, e := range m {
+		switch {
+		case slices.Contains(annotations, k):
+		case k == "properties" || k == "patternProperties" || k == "$defs" || k == "definitions":
+			names, _ := e.(map[string]any)
+			sub := make(map[string]any, len(names))
+			for name, s := range names {
+				sub[name] = stripAnnotations(s)
+			}
+			out[k] = sub
+		case k == "enum" || k == "const":
+			out[k] = e
+		default:
+			out[k] = stripAnnotations(e)
+		}
+	}
+	return out
 }
 
 // check validates the document against the pipeline schema and reports every leaf error.
