@@ -287,7 +287,7 @@ steps:
 // run, and no slot between the first and the last is missed.
 func TestServeScheduleTwoServersOnePostgres(t *testing.T) {
 	dsn := postgresDSN(t)
-	dir, _ := servedDir(t, map[string]string{"tick": tickSpec})
+	dir, tok := servedDir(t, map[string]string{"tick": tickSpec})
 	a := startServe(t, dir, dsn, "--workers", "1", "--poll", "100ms")
 	b := startServe(t, dir, dsn, "--workers", "1", "--poll", "100ms")
 	store, err := ledger.Open(context.Background(), dsn)
@@ -296,6 +296,26 @@ func TestServeScheduleTwoServersOnePostgres(t *testing.T) {
 	}
 	defer store.Close()
 	time.Sleep(12500 * time.Millisecond)
+	req, _ := http.NewRequest("GET", "http://"+a.addr+"/api/v1/pipelines", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listing, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(listing), `"every": "1s"`) || !strings.Contains(string(listing), `"next_scheduled_at"`) {
+		t.Errorf("pipelines: %s", listing)
+	}
+	resp, err = http.Get("http://" + a.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), `pipectl_schedule_lag_seconds_count{pipeline="tick"}`) {
+		t.Errorf("no schedule lag in the metrics")
+	}
 	a.stop(t, 20*time.Second)
 	b.stop(t, 20*time.Second)
 	runs, err := store.ListRuns(context.Background(), ledger.RunFilter{Pipeline: "tick"})

@@ -38,9 +38,13 @@ func optTime(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
 	}
-	u := t.UTC()
+	u := stamp(t)
 	return &u
 }
+
+// stamp is a time at the ledger's precision (milliseconds), so that a run just created reads
+// the same as when it is read back.
+func stamp(t time.Time) time.Time { return t.UTC().Truncate(time.Millisecond) }
 
 func RunViews(runs []*domain.Run) []RunView {
 	out := make([]RunView, len(runs))
@@ -55,7 +59,7 @@ func RunViewOf(r *domain.Run) RunView {
 		ID: r.ID, Pipeline: r.Pipeline, State: r.State, IdempotencyKey: r.IdempotencyKey, InputHash: r.InputHash,
 		SpecHash: r.SpecHash, SpecPath: r.SpecPath, Version: r.Version, DryRun: r.DryRun, ReplayOf: r.ReplayOf,
 		LeaseOwner: r.LeaseOwner, NextAttemptAt: optTime(r.NextAttemptAt), ErrorClass: string(r.ErrorClass),
-		Error: r.Error, FailedStep: r.FailedStep, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
+		Error: r.Error, FailedStep: r.FailedStep, CreatedAt: stamp(r.CreatedAt), UpdatedAt: stamp(r.UpdatedAt),
 		FinishedAt: optTime(r.FinishedAt),
 	}
 }

@@ -173,19 +173,15 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 	s.created(w, r, res)
 }
 
-// created answers a submission: 201 and Location for a new run, 200 for a duplicate.
+// created answers a submission: 201 and Location for a new run, 200 and the same document
+// (the run as it stands now) for a duplicate.
 func (s *Server) created(w http.ResponseWriter, r *http.Request, res *engine.Result) {
 	status := http.StatusCreated
 	if res.Duplicate {
 		status = http.StatusOK
 	}
 	w.Header().Set("Location", "/api/v1/runs/"+res.Run.ID)
-	writeJSON(w, status, runCreated{RunView: operate.RunViewOf(res.Run), Duplicate: res.Duplicate})
-}
-
-type runCreated struct {
-	operate.RunView
-	Duplicate bool `json:"duplicate"`
+	writeJSON(w, status, operate.RunViewOf(res.Run))
 }
 
 type reasonBody struct {

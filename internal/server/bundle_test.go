@@ -242,7 +242,6 @@ type createdRun struct {
 	ID             string `json:"id"`
 	State          string `json:"state"`
 	IdempotencyKey string `json:"idempotency_key"`
-	Duplicate      bool   `json:"duplicate"`
 }
 
 type problem struct {
