@@ -108,6 +108,14 @@ func TestKinds(t *testing.T) {
 			_, err := b.ops.Submit(ctx, "bob", operate.SubmitRequest{Pipeline: b.p, Input: map[string]any{"id": 3, "x": 1}})
 			return err
 		}, operate.KindInputSchema, "input does not match approve-me's inputs schema"},
+		{"a key from the input that would occupy a schedule slot", func() error {
+			_, err := b.ops.Submit(ctx, "bob", operate.SubmitRequest{Pipeline: b.p, Input: map[string]any{"id": "schedule:2030-01-01T00:00:00.000Z"}})
+			return err
+		}, operate.KindInvalid, "reserved for schedule slots"},
+		{"the same through a run in this process", func() error {
+			_, err := b.ops.Start(ctx, "bob", b.p, map[string]any{"id": "schedule:2030-01-01T00:00:00.000Z"}, nil, engine.RunOptions{})
+			return err
+		}, operate.KindInvalid, "reserved for schedule slots"},
 		{"replay with a bad llm mode", func() error {
 			_, err := b.ops.Replay(ctx, "bob", operate.ReplayRequest{RunID: r.ID, LLM: "maybe"})
 			return err

@@ -91,10 +91,29 @@ func (o *Ops) Submit(ctx context.Context, actor string, req SubmitRequest) (*eng
 		return nil, err
 	}
 	key := ""
-	if req.Pipeline.Idempotency.Key == "" || req.Scheduled {
+	switch {
+	case req.Pipeline.Idempotency.Key == "" || req.Scheduled:
 		key = req.Key
+	default:
+		if key, err = eng.RunKey(req.Pipeline, input); err != nil {
+			return nil, err
+		}
+		if err := notReserved(key); err != nil {
+			return nil, err
+		}
 	}
 	return eng.SubmitKeyed(ctx, req.Pipeline, input, key)
+}
+
+// ScheduleKeyPrefix starts the run keys of schedule slots. A key computed from an input may not
+// start with it: whoever controls an input could otherwise occupy a future slot.
+const ScheduleKeyPrefix = "schedule:"
+
+func notReserved(key string) error {
+	if strings.HasPrefix(key, ScheduleKeyPrefix) {
+		return errorf(KindInvalid, "the idempotency key %q starts with %q, which is reserved for schedule slots", key, ScheduleKeyPrefix)
+	}
+	return nil
 }
 
 // noProviders is given to engines that only create runs: they never call a model.
@@ -108,6 +127,15 @@ func (o *Ops) Start(ctx context.Context, actor string, p *domain.Pipeline, input
 	eng, err := o.Engine(actor, providers)
 	if err != nil {
 		return nil, err
+	}
+	if p.Idempotency.Key != "" && !opts.DryRun {
+		key, err := eng.RunKey(p, input)
+		if err != nil {
+			return nil, err
+		}
+		if err := notReserved(key); err != nil {
+			return nil, err
+		}
 	}
 	return eng.Run(ctx, p, input, opts)
 }

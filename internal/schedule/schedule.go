@@ -15,8 +15,9 @@ import (
 	"github.com/pipectl/pipectl/internal/operate"
 )
 
-// KeyPrefix starts the idempotency key of every scheduled run; the slot time follows.
-const KeyPrefix = "schedule:"
+// KeyPrefix starts the idempotency key of every scheduled run; the slot time follows. No
+// other run may have such a key (operate refuses it).
+const KeyPrefix = operate.ScheduleKeyPrefix
 
 // slotFormat has a fixed width, so that keys sort as their slots do.
 const slotFormat = "2006-01-02T15:04:05.000Z"
