@@ -198,8 +198,14 @@ func (ps *pipelineSchema) collect(d *document, ve *jsonschema.ValidationError, o
 			}
 		}
 		sort.Strings(unknown)
+		common, _ := valueAt(ps.raw, "/$defs/step/properties").(map[string]any)
 		for _, k := range unknown {
-			*out = append(*out, schemaFinding{ptr: pointerJoin(ptr, k), msg: unknownKeyMessage(k, allowed), onKey: true, abs: ve.AbsoluteKeywordLocation})
+			msg := unknownKeyMessage(k, allowed)
+			if _, isCommon := common[k]; isCommon && stepPointer(ptr) == ptr {
+				// A step key this type does not take (for_each on wait, say), not a typo.
+				msg = fmt.Sprintf("%s is not supported on %s steps", k, str(obj["type"]))
+			}
+			*out = append(*out, schemaFinding{ptr: pointerJoin(ptr, k), msg: msg, onKey: true, abs: ve.AbsoluteKeywordLocation})
 		}
 	case "required":
 		for _, m := range quotedName.FindAllStringSubmatch(ve.Message, -1) {
