@@ -64,6 +64,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	defer tick.Stop()
 	lastWrite := time.Now()
 	for {
+		// The state first: when it is final, the events read after it include its transition,
+		// so the end event never overtakes the news.
+		latest, err := s.cfg.Ops.Store.GetRun(ctx, run.ID)
+		if err != nil {
+			return
+		}
 		events, err := s.cfg.Ops.Store.Events(ctx, run.ID)
 		if err != nil {
 			return
@@ -104,10 +110,6 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			send(w, n.id, n.event, n.v)
 		}
 		wrote := len(news) > 0
-		latest, err := s.cfg.Ops.Store.GetRun(ctx, run.ID)
-		if err != nil {
-			return
-		}
 		if latest.State == domain.StateSucceeded || latest.State == domain.StateFailedPermanent {
 			send(w, "", "end", map[string]any{"id": latest.ID, "state": latest.State})
 			flusher.Flush()
