@@ -497,3 +497,54 @@ steps:
 		})
 	}
 }
+
+// sparseFile makes a file of n zero bytes without writing them.
+func sparseFile(t *testing.T, path string, n int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(n); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+}
+
+// TestFileCaps: a schema file behind $ref and pipectl.yaml over their caps are refused with
+// the file named, before anything is run or written.
+func TestFileCaps(t *testing.T) {
+	t.Run("schema file", func(t *testing.T) {
+		t.Parallel()
+		c := newCLI(t, `apiVersion: pipectl/v1
+kind: Pipeline
+name: big-schema
+inputs: {$ref: big.json}
+steps:
+  - {id: t, type: transform, output: 1}
+`)
+		sparseFile(t, filepath.Join(c.dir, "big.json"), 4<<20+1)
+		out, err := c.command("validate", c.spec).CombinedOutput()
+		if code := exitCodeOf(err); code != 1 || !strings.Contains(string(out), "larger than") || !strings.Contains(string(out), "pipeline.yaml") {
+			t.Fatalf("exit %d\n%s", code, out)
+		}
+	})
+	t.Run("pipectl.yaml", func(t *testing.T) {
+		t.Parallel()
+		c := newCLI(t, `apiVersion: pipectl/v1
+kind: Pipeline
+name: small
+inputs: {type: object}
+steps:
+  - {id: t, type: transform, output: 1}
+`)
+		sparseFile(t, filepath.Join(c.dir, "pipectl.yaml"), 1<<20+1)
+		out, err := c.command("run", c.spec, "--input", "{}").CombinedOutput()
+		if code := exitCodeOf(err); code != 2 || !strings.Contains(string(out), "pipectl.yaml is larger than") {
+			t.Fatalf("exit %d\n%s", code, out)
+		}
+		if _, err := os.Stat(filepath.Join(c.dir, "ledger.db")); err == nil {
+			t.Fatal("the ledger was created")
+		}
+	})
+}

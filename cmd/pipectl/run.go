@@ -138,7 +138,7 @@ func (a *app) reportRun(res *engine.Result, err error, took time.Duration) error
 const DefaultMaxInputBytes = 16 << 20
 
 // errTooLarge marks data over its cap.
-var errTooLarge = errors.New("over the size limit")
+var errTooLarge = errors.New("refused without reading further")
 
 // inputLimit is the cap on --input and --data: the flag, else the configuration, else the
 // default.
@@ -176,7 +176,7 @@ func readAllCapped(r io.Reader, name string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes (%w; raise it with --max-input-bytes or limits.max_input_bytes in pipectl.yaml)", name, limit, errTooLarge)
+		return nil, fmt.Errorf("%s is larger than %d bytes: %w", name, limit, errTooLarge)
 	}
 	return data, nil
 }
@@ -194,6 +194,9 @@ func readInput(arg string, stdin io.Reader, limit int64) (any, error) {
 		data, err = readAllCapped(strings.NewReader(arg), "the inline input", limit)
 	default:
 		data, err = readCapped(arg, limit)
+	}
+	if errors.Is(err, errTooLarge) {
+		return nil, fmt.Errorf("input: %w (raise the cap with --max-input-bytes or limits.max_input_bytes in pipectl.yaml)", err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("input: %w", err)
