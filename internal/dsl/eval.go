@@ -14,7 +14,12 @@ import (
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/common/types/traits"
+
+	"github.com/pipectl/pipectl/internal/gate"
 )
+
+// MaxExprBytes bounds what one expression evaluation may build and yield; see gate.SizeGuard.
+const MaxExprBytes = gate.MaxExprBytes
 
 // evalCostLimit bounds the work one expression may do at run time, so a pipeline cannot spin
 // a worker on a huge comprehension.
@@ -52,19 +57,13 @@ func (e *Evaluator) Eval(src string, vars map[string]any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The budget rides in the activation, so each evaluation has its own.
-	act := make(map[string]any, len(vars)+1)
-	for k, v := range vars {
-		act[k] = v
-	}
-	act[budgetVar] = &sizeBudget{limit: MaxExprBytes}
-	out, _, err := p.Eval(act)
+	out, _, err := p.Eval(gate.Budgeted(vars))
 	if err != nil {
 		return nil, fmt.Errorf("evaluating %s: %w", strings.TrimSpace(src), err)
 	}
 	// A result may hold one large value many times over without building anything (a list of
 	// references); written out it would be that many copies.
-	if n := sizeOf(out, MaxExprBytes); n > MaxExprBytes {
+	if n := gate.ValueSize(out, MaxExprBytes); n > MaxExprBytes {
 		return nil, fmt.Errorf("evaluating %s: the result is over %d bytes; an expression may yield at most that", strings.TrimSpace(src), MaxExprBytes)
 	}
 	return Native(out)

@@ -11,6 +11,8 @@ import (
 	"github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/ext"
+
+	"github.com/pipectl/pipectl/internal/gate"
 )
 
 // Variables an expression may name. Which of them are in scope depends on where the
@@ -70,7 +72,7 @@ func NewExpressions() (*Expressions, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the expression environment: %w", err)
 	}
-	guard, err := sizeGuard(env)
+	guard, err := gate.SizeGuard(env)
 	if err != nil {
 		return nil, fmt.Errorf("building the expression environment: %w", err)
 	}

@@ -48,12 +48,19 @@ func Env() (*cel.Env, error) {
 // New compiles a gate. env comes from Env and may be shared.
 func New(env *cel.Env, schema *jsonschema.Schema, rules []RuleSpec) (*Gate, error) {
 	g := &Gate{schema: schema}
+	var guard cel.ProgramOption
+	if len(rules) > 0 {
+		var err error
+		if guard, err = SizeGuard(env); err != nil {
+			return nil, err
+		}
+	}
 	for _, r := range rules {
 		ast, iss := env.Compile(r.Expr)
 		if iss != nil && iss.Err() != nil {
 			return nil, fmt.Errorf("rule %q: %w", r.Expr, iss.Err())
 		}
-		prg, err := env.Program(ast, cel.CostLimit(ruleCostLimit))
+		prg, err := env.Program(ast, cel.CostLimit(ruleCostLimit), guard)
 		if err != nil {
 			return nil, fmt.Errorf("rule %q: %w", r.Expr, err)
 		}
@@ -79,10 +86,7 @@ func (g *Gate) Check(value any, vars map[string]any) Verdict {
 			return Verdict{Decision: Reject, Reasons: reasons}
 		}
 	}
-	activation := make(map[string]any, len(vars)+1)
-	for k, v := range vars {
-		activation[k] = v
-	}
+	activation := Budgeted(vars)
 	activation["output"] = value
 	decision := Pass
 	var reasons []Reason

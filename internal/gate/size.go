@@ -1,4 +1,4 @@
-package dsl
+package gate
 
 import (
 	"fmt"
@@ -25,6 +25,20 @@ const MaxExprBytes = 32 << 20
 // budgetVar is the hidden activation variable that carries an evaluation's size budget.
 // It cannot be named in an expression (no identifier contains a space).
 const budgetVar = "pipectl budget"
+
+// Budgeted returns a copy of an evaluation's variables with a fresh budget of MaxExprBytes:
+// each evaluation has its own.
+func Budgeted(vars map[string]any) map[string]any {
+	act := make(map[string]any, len(vars)+1)
+	for k, v := range vars {
+		act[k] = v
+	}
+	act[budgetVar] = &sizeBudget{limit: MaxExprBytes}
+	return act
+}
+
+// ValueSize is the size of a value as text (see sizeOf), counted no further than limit.
+func ValueSize(v ref.Val, limit int64) int64 { return sizeOf(v, limit) }
 
 // sizeBudget counts what one evaluation has built. One evaluation runs on one goroutine.
 type sizeBudget struct {
@@ -175,10 +189,10 @@ func (g *guardedCall) Exec(frame *interpreter.ExecutionFrame) ref.Val {
 	return types.NewErrWithNodeID(g.ID(), "no such overload: %s", g.Function())
 }
 
-// sizeGuard is the program option that puts growing calls under the budget. The overloads are
-// the environment's own bindings, found the way the planner finds them: by overload id, else
-// by function name.
-func sizeGuard(env *cel.Env) (cel.ProgramOption, error) {
+// SizeGuard is the program option that puts growing calls under the budget of Budgeted
+// variables; an evaluation without one is not limited. The overloads are the environment's own
+// bindings, found the way the planner finds them: by overload id, else by function name.
+func SizeGuard(env *cel.Env) (cel.ProgramOption, error) {
 	disp := interpreter.NewDispatcher()
 	for name, fn := range env.Functions() {
 		if growing[name] == nil {
