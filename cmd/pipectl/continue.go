@@ -88,9 +88,11 @@ func opError(err error) error {
 	switch operate.KindOf(err) {
 	case operate.KindRefused, operate.KindConflict, operate.KindDisabled, operate.KindForbidden:
 		return &exitError{code: domain.ExitRefused, err: err}
-	case operate.KindInvalid:
+	case operate.KindInvalid, operate.KindNotFound:
+		// Naming something that does not exist is a usage error: nothing was looked at, let
+		// alone run (docs/operations.md, exit codes).
 		return &exitError{code: domain.ExitUsage, err: err}
-	case operate.KindNotFound, operate.KindInputSchema:
+	case operate.KindInputSchema:
 		return &exitError{code: domain.ExitFailed, err: err}
 	}
 	if errors.As(err, &oe) {

@@ -255,7 +255,7 @@ steps:
 func TestKillSwitch(t *testing.T) {
 	c := newCLI(t, slowSpec)
 	input := fmt.Sprintf(`{"id": "k1", "dir": %q}`, c.dir)
-	if code, out := c.exec(t, nil, "disable", "slow", "--reason", "vendor outage", "--as", "dave"); code != 0 {
+	if code, out := c.exec(t, nil, "disable", "slow", "--reason", "vendor outage", "--as", "dave", "--pipelines", c.dir); code != 0 {
 		t.Fatalf("disable: %d %s", code, out)
 	}
 	code, out := c.exec(t, nil, "run", c.spec, "--input", input)

@@ -96,7 +96,7 @@ func (a *app) rootCommand() *cobra.Command {
 		}
 	}
 	root.AddCommand(a.versionCommand(), a.schemaCommand(), a.validateCommand(), a.runCommand(), a.runsCommand(), a.testCommand(),
-		a.reviewCommand(), a.signalCommand(), a.noteCommand(), a.disableCommand(), a.enableCommand(), a.dlqCommand(), a.replayCommand(), a.statsCommand(), a.submitCommand(), a.workerCommand(), a.serveCommand(), a.tokenCommand())
+		a.reviewCommand(), a.signalCommand(), a.noteCommand(), a.disableCommand(), a.enableCommand(), a.pipelinesCommand(), a.dlqCommand(), a.replayCommand(), a.statsCommand(), a.submitCommand(), a.workerCommand(), a.serveCommand(), a.tokenCommand())
 	return root
 }
 

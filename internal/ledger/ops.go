@@ -134,3 +134,73 @@ func (s *Store) ExpireWaits(ctx context.Context, actor string) (int, error) {
 	}
 	return n, nil
 }
+
+// PipelineRow is what the ledger knows of one pipeline: its kill switch (zero when never
+// thrown) and its newest run.
+type PipelineRow struct {
+	Name string `db:"pipeline"`
+	// Switched says the kill switch was ever toggled; Disabled, Reason, Actor and At are its
+	// current position.
+	Switched bool      `db:"switched"`
+	Disabled bool      `db:"disabled"`
+	Reason   string    `db:"reason"`
+	Actor    string    `db:"actor"`
+	AtMS     int64     `db:"at"`
+	At       time.Time `db:"-"`
+	// LastRunMS and LastRunID are the newest run's creation time and id (zero without runs).
+	LastRunMS int64     `db:"last_run"`
+	LastRun   time.Time `db:"-"`
+	LastRunID string    `db:"last_run_id"`
+	// SpecText and SpecPath are the newest run's spec, to read the pipeline's triggers from.
+	SpecText string `db:"spec_text"`
+	SpecPath string `db:"spec_path"`
+}
+
+// Pipelines lists every pipeline the ledger knows (one that has a run or a kill switch), by
+// name. The newest run of each is found through the (pipeline, created_at) index.
+func (s *Store) Pipelines(ctx context.Context) ([]PipelineRow, error) {
+	db, err := s.readers()
+	if err != nil {
+		return nil, err
+	}
+	var rows []PipelineRow
+	err = db.SelectContext(ctx, &rows, `
+		SELECT n.pipeline,
+			sw.pipeline IS NOT NULL AS switched,
+			COALESCE(sw.disabled, FALSE) AS disabled, COALESCE(sw.reason, '') AS reason,
+			COALESCE(sw.actor, '') AS actor, COALESCE(sw.at, 0) AS at,
+			COALESCE(r.created_at, 0) AS last_run, COALESCE(r.id, '') AS last_run_id,
+			COALESCE(r.spec_text, '') AS spec_text, COALESCE(r.spec_path, '') AS spec_path
+		FROM (SELECT DISTINCT pipeline FROM runs UNION SELECT pipeline FROM pipeline_switches) n
+		LEFT JOIN pipeline_switches sw ON sw.pipeline = n.pipeline
+		LEFT JOIN runs r ON r.id = (SELECT id FROM runs WHERE pipeline = n.pipeline ORDER BY created_at DESC, id DESC LIMIT 1)
+		ORDER BY n.pipeline`)
+	if err != nil {
+		return nil, err
+	}
+	for i := range rows {
+		rows[i].At = fromMS(rows[i].AtMS)
+		rows[i].LastRun = fromMS(rows[i].LastRunMS)
+	}
+	return rows, nil
+}
+
+// SwitchHistory returns every toggle of every kill switch (or one pipeline's), newest first.
+func (s *Store) SwitchHistory(ctx context.Context, pipeline string, limit int) ([]Switch, error) {
+	q, args := `SELECT pipeline, disabled, reason, actor, at FROM pipeline_switch_log`, []any{}
+	if pipeline != "" {
+		q, args = q+` WHERE pipeline = ?`, append(args, pipeline)
+	}
+	q += ` ORDER BY id DESC`
+	if limit > 0 {
+		q, args = q+` LIMIT ?`, append(args, limit)
+	}
+	var rows []Switch
+	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(q), args...); err != nil {
+		return nil, err
+	}
+	for i := range rows {
+		rows[i].At = fromMS(rows[i].AtMS)
+	}
+	return rows, nil
+}

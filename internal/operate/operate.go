@@ -27,6 +27,8 @@ type Store interface {
 	ModelCalls(ctx context.Context, runID string) ([]ledger.CallRecord, error)
 	ListRuns(ctx context.Context, f ledger.RunFilter) ([]*domain.Run, error)
 	SetPipelineDisabled(ctx context.Context, pipeline string, disabled bool, reason, actor string) error
+	Pipelines(ctx context.Context) ([]ledger.PipelineRow, error)
+	SwitchHistory(ctx context.Context, pipeline string, limit int) ([]ledger.Switch, error)
 	ExpireWaits(ctx context.Context, actor string) (int, error)
 	Stats(ctx context.Context, since time.Time, pipeline string) ([]ledger.PipelineStats, error)
 	LatestSpec(ctx context.Context, pipeline string) (text, path string, err error)
