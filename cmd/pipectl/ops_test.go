@@ -233,7 +233,7 @@ func TestNotes(t *testing.T) {
 	if len(full.Notes) != 1 || full.Notes[0].Actor != "carol" || full.Notes[0].Text != "customer called back" {
 		t.Fatalf("notes %+v", full.Notes)
 	}
-	if code, out := c.exec(t, nil, "note", "nosuchrun", "x"); code != 1 || !strings.Contains(out, "no run nosuchrun") {
+	if code, out := c.exec(t, nil, "note", "nosuchrun", "x"); code != 2 || !strings.Contains(out, "no run nosuchrun") {
 		t.Fatalf("note on unknown run: exit %d\n%s", code, out)
 	}
 	table, _ := c.command("runs", "show", id).Output()
