@@ -223,3 +223,20 @@ func TestRedactorDerivedValues(t *testing.T) {
 		t.Fatalf("learnt %d computed values, at most %d", r.derived, maxDerived)
 	}
 }
+
+func TestMentionsSecrets(t *testing.T) {
+	for tpl, want := range map[string]bool{
+		"Bearer ${{ secrets.TOKEN }}":                       true,
+		"${{secrets['TOKEN']}}":                             true,
+		"${{ base64.encode(bytes('u:' + secrets.TOKEN)) }}": true,
+		"${{ inputs.secrets }}":                             false,
+		"${{ inputs.mysecrets }}":                           false,
+		"secrets ${{ inputs.id }}":                          false,
+		"plain text":                                        false,
+		"${{ steps.x.output.secrets_count }}":               false,
+	} {
+		if got := MentionsSecrets(tpl); got != want {
+			t.Errorf("MentionsSecrets(%q) = %v, want %v", tpl, got, want)
+		}
+	}
+}
