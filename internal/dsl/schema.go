@@ -168,6 +168,19 @@ func stepPointer(ptr string) string {
 	return "/steps/" + parts[2]
 }
 
+// enumValue matches one allowed value in the library's enum message.
+var enumValue = regexp.MustCompile(`"((?:[^"\\]|\\.)*)"`)
+
+// closestFold finds a candidate that differs from s only in letter case.
+func closestFold(s string, candidates []string) string {
+	for _, c := range candidates {
+		if strings.EqualFold(s, c) && s != c {
+			return c
+		}
+	}
+	return ""
+}
+
 var quotedName = regexp.MustCompile(`'((?:[^'\\]|\\.)*)'`)
 
 func (ps *pipelineSchema) collect(d *document, ve *jsonschema.ValidationError, out *[]schemaFinding) {
@@ -234,10 +247,25 @@ func leafMessage(keyword, ptr string, value any, libMsg string) string {
 			return fmt.Sprintf("kind must be Pipeline, got %s", show(value))
 		}
 	case "enum":
-		if strings.HasPrefix(ptr, "/steps/") && last == "type" {
+		hint := ""
+		if s, isString := value.(string); isString {
+			var allowed []string
+			for _, m := range enumValue.FindAllStringSubmatch(libMsg, -1) {
+				allowed = append(allowed, m[1])
+			}
+			if best := closest(strings.ToLower(s), allowed); best != "" && best != s {
+				hint = fmt.Sprintf("; did you mean %q?", best)
+			} else if best := closestFold(s, allowed); best != "" {
+				hint = fmt.Sprintf("; did you mean %q?", best)
+			}
+		}
+		if strings.HasPrefix(ptr, "/steps/") && last == "type" && strings.Count(ptr, "/") == 3 {
+			if hint != "" {
+				return fmt.Sprintf("unknown step type %s%s", show(value), hint)
+			}
 			return fmt.Sprintf("unknown step type %s; expected one of llm, gate, transform, http, exec, approval, wait", show(value))
 		}
-		return fmt.Sprintf("%s is not allowed; %s", show(value), strings.TrimPrefix(libMsg, "value "))
+		return fmt.Sprintf("%s is not allowed; %s%s", show(value), strings.TrimPrefix(libMsg, "value "), hint)
 	case "pattern":
 		switch {
 		case ptr == "/name":
