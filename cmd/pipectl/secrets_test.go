@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pipectl/pipectl/internal/llm/llmtest"
 )
@@ -89,6 +91,31 @@ printf 'b64=%s token=%s ' "$TOKEN_B64" "$TOKEN" >&2
 printf '%0440d' 0 >&2
 printf 'stdout %s %s\n' "$TOKEN" "$TOKEN_B64"
 exit 3
+`
+
+// leakyWALSpec fetches through the same-origin redirect (whose landing echoes the secret
+// headers into the recorded response), then hangs in a child so that pipectl can be killed
+// with the result in the WAL, before any checkpoint copies it into the database file.
+const leakyWALSpec = `apiVersion: pipectl/v1
+kind: Pipeline
+name: leaky-wal
+inputs: {type: object, required: [id], properties: {id: {type: string}}}
+idempotency: {key: "${{ inputs.id }}"}
+secrets: [LEAK_TOKEN]
+defaults:
+  timeout: 10s
+  retry: {max_attempts: 1}
+steps:
+  - id: fetch
+    type: http
+    method: GET
+    url: "http://target.invalid/hop"
+    query: {to: same, key: "${{ secrets.LEAK_TOKEN }}"}
+    headers:
+      Authorization: "Basic ${{ base64.encode(bytes('u:' + secrets.LEAK_TOKEN)) }}"
+      X-Api-Key: "${{ secrets.LEAK_TOKEN.upperAscii() }}"
+      X-Plain: "${{ secrets.LEAK_TOKEN }}"
+  - {id: hang, type: exec, needs: [fetch], command: [./hang.sh]}
 `
 
 const leakyLLMSpec = `apiVersion: pipectl/v1
@@ -195,7 +222,8 @@ func TestSecretsNeverLeakThroughTheCLI(t *testing.T) {
 	defer provider.Close()
 
 	c := newCLI(t, "")
-	files := map[string]string{"http.yaml": leakyHTTPSpec, "exec.yaml": leakyExecSpec, "llm.yaml": leakyLLMSpec, "leak.sh": leakScript}
+	files := map[string]string{"http.yaml": leakyHTTPSpec, "exec.yaml": leakyExecSpec, "llm.yaml": leakyLLMSpec, "leak.sh": leakScript,
+		"wal.yaml": leakyWALSpec, "hang.sh": "#!/bin/sh\ntouch hung\nexec sleep 5\n"}
 	for name, body := range files {
 		body = strings.ReplaceAll(body, targetURL, target.URL)
 		if err := os.WriteFile(filepath.Join(c.dir, name), []byte(body), 0o755); err != nil {
@@ -284,6 +312,38 @@ func TestSecretsNeverLeakThroughTheCLI(t *testing.T) {
 	}
 	for name, data := range sinks {
 		for _, secret := range []string{leakToken, leakKey} {
+			if form, ok := leakedForm(string(data), secret); ok {
+				t.Errorf("%s gives the secret away as %q", name, form)
+			}
+		}
+	}
+
+	// The WAL: kill pipectl while a later step runs, so that the recorded response of the
+	// first is still only in ledger.db-wal, and read it raw.
+	var killed bytes.Buffer
+	cmd := c.command("run", "wal.yaml", "--input", `{"id": "w1"}`)
+	cmd.Env = append(cmd.Env, "LEAK_TOKEN="+leakToken, "OPENAI_API_KEY="+leakKey)
+	cmd.Stdout, cmd.Stderr = &killed, &killed
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(c.dir, "hung")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatal("the wal run never reached its hanging step")
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	wal, err := os.ReadFile(filepath.Join(c.dir, "ledger.db-wal"))
+	if err != nil || !bytes.Contains(wal, []byte(`landed`)) {
+		t.Fatalf("the WAL does not hold the fetch step's response (%v): the check would prove nothing", err)
+	}
+	for _, secret := range []string{leakToken, leakKey} {
+		for name, data := range map[string][]byte{"ledger.db-wal": wal, "output of the killed run": killed.Bytes()} {
 			if form, ok := leakedForm(string(data), secret); ok {
 				t.Errorf("%s gives the secret away as %q", name, form)
 			}
