@@ -283,7 +283,11 @@ type runPage struct {
 
 func (s *Server) listRuns(w http.ResponseWriter, r *http.Request) {
 	var f ledger.RunFilter
-	s.list(w, r, &f)
+	limit, ok := s.page(w, r, &f)
+	if !ok {
+		return
+	}
+	s.respondPage(w, r, f, limit)
 }
 
 func (s *Server) dlq(w http.ResponseWriter, r *http.Request) {
@@ -292,16 +296,8 @@ func (s *Server) dlq(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	f.State = domain.StateFailedPermanent
+	f.State = domain.StateFailedPermanent // whatever ?state said
 	s.respondPage(w, r, f, limit)
-}
-
-func (s *Server) list(w http.ResponseWriter, r *http.Request, f *ledger.RunFilter) {
-	limit, ok := s.page(w, r, f)
-	if !ok {
-		return
-	}
-	s.respondPage(w, r, *f, limit)
 }
 
 func (s *Server) respondPage(w http.ResponseWriter, r *http.Request, f ledger.RunFilter, limit int) {

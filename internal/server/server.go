@@ -175,7 +175,10 @@ type ctxKey int
 
 const (
 	keyRequestID ctxKey = iota
+	// keyActor holds the authenticated token's name for the handler.
 	keyActor
+	// keyActorSlot holds a *string the access log reads after the handler: authorize fills it.
+	keyActorSlot
 )
 
 func requestID(r *http.Request) string {
@@ -235,7 +238,6 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		}
 		w.Header().Set("X-Request-Id", id)
 		ctx := context.WithValue(r.Context(), keyRequestID, id)
-		// The actor is filled in by authorize; a pointer lets this outer layer log it.
 		actor := new(string)
 		ctx = context.WithValue(ctx, keyActorSlot, actor)
 		r = r.WithContext(ctx)
@@ -255,8 +257,6 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			"bytes", sw.bytes, "duration_ms", float64(took.Microseconds())/1000, "actor", *actor, "remote", r.RemoteAddr)
 	})
 }
-
-const keyActorSlot ctxKey = 99
 
 // recover turns a panic in a handler into a 500 problem instead of a dropped connection.
 func (s *Server) recover(next http.Handler) http.Handler {
