@@ -232,7 +232,7 @@ func judgeLeaf(s *jsonschema.Schema, class domain.SinkClass) verdict {
 		if slices.Equal(nonNull(s.Types), []string{"boolean"}) {
 			return verdict{ok: true, where: where, constraint: domain.Constraint{Kind: domain.ConstraintBoolean, Values: []any{true, false}, AllowNull: slices.Contains(s.Types, "null")}}
 		}
-		return verdict{where: where, why: fmt.Sprintf("it is a %s the data chooses", strings.Join(s.Types, " or "))}
+		return verdict{where: where, why: fmt.Sprintf("it is %s the data chooses", article(strings.Join(s.Types, " or ")))}
 	}
 	var c domain.Constraint
 	c.AllowNull = slices.Contains(s.Types, "null")

@@ -42,7 +42,9 @@ type origin struct {
 	// inner is what a gate step received: its schema or these keep the value safe.
 	inner       []origin
 	transformed bool
-	via         []string
+	// number is set when the value reaches the sink only through a number computed from it.
+	number NumberUse
+	via    []string
 }
 
 // checkTaint enforces the gate invariant on every site: untrusted data (inputs, model
@@ -78,10 +80,17 @@ func (c *checker) checkTaint(sites []site) {
 			if st.sink == sinkURL {
 				check.Before = piecesBefore(t, i, exprs)
 			}
-			for _, fl := range Flows(ce.ast, ce.src, class == domain.SinkArg) {
-				for _, o := range c.origins(st.step, fl.Reference, fl.Transformed, nil, 0) {
+			for _, fl := range Flows(ce.ast, ce.src) {
+				for _, o := range c.origins(st.step, fl.Reference, fl.Transformed, fl.Number, nil, 0) {
+					if !o.number.Matters(class) {
+						continue // only a number reaches here, and any number is safe text in this position
+					}
 					if flows, culprit, bad := c.judgeOrigin(o, class); bad != "" {
-						c.errorIn(st.ptr, ce.base+fl.Offset, "%s reaches %s, but %s", culprit.name(fl.Reference), desc, bad)
+						how := ""
+						if o.number != NotNumber {
+							how = ", as a number computed from it (a count, a conversion or arithmetic),"
+						}
+						c.errorIn(st.ptr, ce.base+fl.Offset, "%s%s reaches %s, but %s", culprit.name(fl.Reference), how, desc, bad)
 					} else {
 						check.Flows = append(check.Flows, flows...)
 					}
@@ -131,7 +140,7 @@ func (st site) classAt(t Template, i int) (domain.SinkClass, string) {
 	literal := literalPrefix(t, i, st.sink == sinkURL)
 	switch st.sink {
 	case sinkURL:
-		desc := map[domain.SinkClass]string{domain.SinkFixed: "'s scheme and host", domain.SinkURLPath: "'s path", domain.SinkURLQuery: "'s query string"}
+		desc := map[domain.SinkClass]string{domain.SinkFixed: "'s scheme, host and port", domain.SinkURLPath: "'s path", domain.SinkURLQuery: "'s query string"}
 		class := domain.URLPosition(literal)
 		return class, st.sensitive + desc[class]
 	case sinkArgv:
@@ -244,23 +253,30 @@ func (c *checker) judgeOrigin(o origin, class domain.SinkClass) ([]domain.SinkFl
 }
 
 // origins resolves a reference to the untrusted values behind it.
-func (c *checker) origins(from *domain.Step, r Reference, transformed bool, via []string, depth int) []origin {
+func (c *checker) origins(from *domain.Step, r Reference, transformed bool, number NumberUse, via []string, depth int) []origin {
+	// The outermost number wins: a count of a value stays a count whatever the value is.
+	at := func(fl Flow) NumberUse {
+		if number != NotNumber {
+			return number
+		}
+		return fl.Number
+	}
 	if depth > maxTaintDepth {
 		return nil
 	}
 	switch r.Root {
 	case VarInputs:
 		return []origin{{source: "run input", label: r.String(), ref: domain.ValueRef{Path: valuePath(r.Path)},
-			schema: compiledOf(c.p.Inputs), schemaAt: "inputs", path: r.Path, transformed: transformed, via: via}}
+			schema: compiledOf(c.p.Inputs), schemaAt: "inputs", path: r.Path, transformed: transformed, number: number, via: via}}
 	case VarRun:
 		if len(r.Path) == 0 || r.Path[0].Field != "idempotency_key" || c.p.Idempotency.Key == "" {
 			return nil
 		}
 		var out []origin
 		for _, ce := range c.exprs["/idempotency/key"] {
-			for _, fl := range Flows(ce.ast, ce.src, true) {
+			for _, fl := range Flows(ce.ast, ce.src) {
 				// The key is trimmed and made text: a computation.
-				out = append(out, c.origins(nil, fl.Reference, true, append(via, "run.idempotency_key"), depth+1)...)
+				out = append(out, c.origins(nil, fl.Reference, true, at(fl), append(via, "run.idempotency_key"), depth+1)...)
 			}
 		}
 		return out
@@ -270,9 +286,9 @@ func (c *checker) origins(from *domain.Step, r Reference, transformed bool, via 
 		}
 		var out []origin
 		for _, ce := range c.exprs[c.stepPtr[from]+"/for_each"] {
-			for _, fl := range Flows(ce.ast, ce.src, true) {
+			for _, fl := range Flows(ce.ast, ce.src) {
 				p := append(append(append([]Segment{}, fl.Path...), Segment{IsIndex: true, Dynamic: true}), r.Path...)
-				out = append(out, c.origins(from, Reference{Root: fl.Root, Path: p}, transformed || fl.Transformed, append(via, "item"), depth+1)...)
+				out = append(out, c.origins(from, Reference{Root: fl.Root, Path: p}, transformed || fl.Transformed, at(fl), append(via, "item"), depth+1)...)
 			}
 		}
 		return out
@@ -284,12 +300,12 @@ func (c *checker) origins(from *domain.Step, r Reference, transformed bool, via 
 		if target == nil {
 			return nil
 		}
-		return c.stepOrigins(target, r.Path[2:], transformed, via, depth)
+		return c.stepOrigins(target, r.Path[2:], transformed, number, via, depth)
 	}
 	return nil
 }
 
-func (c *checker) stepOrigins(target *domain.Step, rest []Segment, transformed bool, via []string, depth int) []origin {
+func (c *checker) stepOrigins(target *domain.Step, rest []Segment, transformed bool, number NumberUse, via []string, depth int) []origin {
 	ptr := c.stepPtr[target]
 	label := "steps." + target.ID + ".output" + segmentsString(rest)
 	ref := domain.ValueRef{Step: target.ID, Path: valuePath(rest)}
@@ -302,24 +318,24 @@ func (c *checker) stepOrigins(target *domain.Step, rest []Segment, transformed b
 		field = inner[0].Field
 	}
 	unchecked := func(source string) []origin {
-		return []origin{{source: source, label: label, ref: ref, transformed: transformed, via: via}}
+		return []origin{{source: source, label: label, ref: ref, transformed: transformed, number: number, via: via}}
 	}
 	switch target.Type {
 	case domain.StepLLM:
 		return []origin{{source: "model-proposed value", label: label, ref: ref, schema: compiledOf(target.LLM.OutputSchema),
-			schemaAt: fieldPath(ptr + "/output/schema"), path: inner, transformed: transformed, via: via}}
+			schemaAt: fieldPath(ptr + "/output/schema"), path: inner, transformed: transformed, number: number, via: via}}
 	case domain.StepWait:
 		return []origin{{source: "wait payload", label: label, ref: ref, schema: compiledOf(target.Wait.Schema),
-			schemaAt: fieldPath(ptr + "/schema"), path: inner, transformed: transformed, via: via}}
+			schemaAt: fieldPath(ptr + "/schema"), path: inner, transformed: transformed, number: number, via: via}}
 	case domain.StepGate:
-		received := c.valueOrigins(target, ptr+"/input", target.Gate.Input, inner, transformed, via, depth+1)
+		received := c.valueOrigins(target, ptr+"/input", target.Gate.Input, inner, transformed, number, via, depth+1)
 		if len(received) == 0 {
 			return nil
 		}
 		return []origin{{source: "gated value", label: label, ref: ref, schema: compiledOf(target.Gate.Schema),
-			schemaAt: fieldPath(ptr + "/schema"), path: inner, inner: received, transformed: transformed, via: via}}
+			schemaAt: fieldPath(ptr + "/schema"), path: inner, inner: received, transformed: transformed, number: number, via: via}}
 	case domain.StepTransform:
-		return c.valueOrigins(target, ptr+"/output", target.Transform.Output, inner, transformed, append(via, label), depth+1)
+		return c.valueOrigins(target, ptr+"/output", target.Transform.Output, inner, transformed, number, append(via, label), depth+1)
 	case domain.StepExec:
 		if field == "exit_code" {
 			return nil
@@ -340,7 +356,7 @@ func (c *checker) stepOrigins(target *domain.Step, rest []Segment, transformed b
 }
 
 // valueOrigins follows a path into a free-form value (transform output, gate input).
-func (c *checker) valueOrigins(step *domain.Step, ptr string, v any, rest []Segment, transformed bool, via []string, depth int) []origin {
+func (c *checker) valueOrigins(step *domain.Step, ptr string, v any, rest []Segment, transformed bool, number NumberUse, via []string, depth int) []origin {
 	if depth > maxTaintDepth {
 		return nil
 	}
@@ -352,12 +368,16 @@ func (c *checker) valueOrigins(step *domain.Step, ptr string, v any, rest []Segm
 		}
 		var out []origin
 		for _, ce := range c.exprs[ptr] {
-			for _, fl := range Flows(ce.ast, ce.src, true) {
+			for _, fl := range Flows(ce.ast, ce.src) {
 				r := fl.Reference
 				if t.Single() {
 					r.Path = append(append([]Segment{}, r.Path...), rest...)
 				}
-				out = append(out, c.origins(step, r, transformed || fl.Transformed, via, depth+1)...)
+				num := number
+				if num == NotNumber {
+					num = fl.Number
+				}
+				out = append(out, c.origins(step, r, transformed || fl.Transformed, num, via, depth+1)...)
 			}
 		}
 		return out
@@ -370,11 +390,11 @@ func (c *checker) valueOrigins(step *domain.Step, ptr string, v any, rest []Segm
 			if !ok {
 				return nil
 			}
-			return c.valueOrigins(step, pointerJoin(ptr, rest[0].Field), child, rest[1:], transformed, via, depth+1)
+			return c.valueOrigins(step, pointerJoin(ptr, rest[0].Field), child, rest[1:], transformed, number, via, depth+1)
 		}
 		var out []origin
 		for _, k := range sortedKeys(x) {
-			out = append(out, c.valueOrigins(step, pointerJoin(ptr, k), x[k], tail(rest), transformed || len(rest) == 0, via, depth+1)...)
+			out = append(out, c.valueOrigins(step, pointerJoin(ptr, k), x[k], tail(rest), transformed || len(rest) == 0, number, via, depth+1)...)
 		}
 		return out
 	case []any:
@@ -382,11 +402,11 @@ func (c *checker) valueOrigins(step *domain.Step, ptr string, v any, rest []Segm
 			if rest[0].Index < 0 || rest[0].Index >= len(x) {
 				return nil
 			}
-			return c.valueOrigins(step, pointerJoin(ptr, rest[0].Index), x[rest[0].Index], rest[1:], transformed, via, depth+1)
+			return c.valueOrigins(step, pointerJoin(ptr, rest[0].Index), x[rest[0].Index], rest[1:], transformed, number, via, depth+1)
 		}
 		var out []origin
 		for i, e := range x {
-			out = append(out, c.valueOrigins(step, pointerJoin(ptr, i), e, tail(rest), transformed || len(rest) == 0, via, depth+1)...)
+			out = append(out, c.valueOrigins(step, pointerJoin(ptr, i), e, tail(rest), transformed || len(rest) == 0, number, via, depth+1)...)
 		}
 		return out
 	}
