@@ -168,6 +168,9 @@ func judgeChild(s *jsonschema.Schema, path []Segment, class domain.SinkClass, de
 		if len(all) == 0 {
 			return verdict{where: joinPointer(schemaPointer(s), "items"), why: "the schema does not describe the elements"}
 		}
+		if where, why := undescribed(s); why != "" {
+			return verdict{where: where, why: why}
+		}
 		var cons []domain.Constraint
 		for _, sub := range all {
 			v := judgeAt(sub, rest, class, depth+1)
@@ -214,6 +217,34 @@ func judgeChild(s *jsonschema.Schema, path []Segment, class domain.SinkClass, de
 		}
 	}
 	return first
+}
+
+// undescribed says which elements or fields a computed index could reach that no schema of s
+// describes (the schema then admits anything there), or "" when s describes every one.
+func undescribed(s *jsonschema.Schema) (where, why string) {
+	allows := func(t string) bool { return len(s.Types) == 0 || slices.Contains(s.Types, t) }
+	if allows("object") {
+		if _, ok := s.AdditionalProperties.(*jsonschema.Schema); !ok && s.AdditionalProperties != false {
+			return joinPointer(schemaPointer(s), "additionalProperties"),
+				"a computed key may name a field that neither properties nor patternProperties describe (set additionalProperties to false or to a schema that keeps every field safe, and type to the one you index)"
+		}
+	}
+	if allows("array") {
+		bounded := func(n int) bool { return s.MaxItems >= 0 && s.MaxItems <= n }
+		covered := s.Items2020 != nil || bounded(len(s.PrefixItems)) && len(s.PrefixItems) > 0
+		switch it := s.Items.(type) {
+		case *jsonschema.Schema:
+			covered = true
+		case []*jsonschema.Schema:
+			_, rest := s.AdditionalItems.(*jsonschema.Schema)
+			covered = covered || rest || s.AdditionalItems == false || bounded(len(it))
+		}
+		if !covered {
+			return joinPointer(schemaPointer(s), "items"),
+				"a computed index may pick an element after those prefixItems describe (set items to a schema that keeps every element safe, or maxItems, and type to the one you index)"
+		}
+	}
+	return "", ""
 }
 
 // judgeLeaf decides for the value a schema describes directly.
