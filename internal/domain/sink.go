@@ -125,6 +125,20 @@ func (c SinkClass) CheckText(s string) error {
 	return nil
 }
 
+// CheckValue is the run-time check of an untrusted value as a sink receives it. A number's text
+// (digits, a sign, a point, an exponent such as 1e+21) changes the structure of nothing, so it
+// is refused only where any choice is (scheme, host, program, code) or where a minus would
+// start an argument; everything else is checked as text.
+func (c SinkClass) CheckValue(v any) error {
+	if _, ok := number(v); ok && c != SinkCode && c != SinkFixed {
+		if text := SinkText(v); c == SinkArg && strings.HasPrefix(text, "-") {
+			return fmt.Errorf("is negative, so its text %q starts with \"-\" (this position refuses %s)", text, c.Forbidden())
+		}
+		return nil
+	}
+	return c.CheckText(SinkText(v))
+}
+
 // ConstraintKind says what in a schema keeps an untrusted value safe for a sink.
 type ConstraintKind string
 
@@ -241,6 +255,47 @@ func (c Constraint) Admits(v any) error {
 // in an argv, url path or query, header or env position (never in a url's host).
 var SafeFormats = []string{"uuid", "date", "date-time", "ipv4", "ipv6"}
 
+// formatRunes lists every character a valid value of each safe format may hold, and
+// formatLeading those it may start with (FuzzSafeFormats keeps both true).
+var formatRunes = map[string]string{
+	"uuid":      "0123456789abcdefABCDEF-",
+	"date":      "0123456789-",
+	"date-time": "0123456789-:.+TtZz",
+	"ipv4":      "0123456789.",
+	"ipv6":      "0123456789abcdefABCDEF:.",
+}
+
+var formatLeading = map[string]string{
+	"uuid":      "0123456789abcdefABCDEF",
+	"date":      "0123456789",
+	"date-time": "0123456789",
+	"ipv4":      "0123456789",
+	"ipv6":      "0123456789abcdefABCDEF:",
+}
+
+// FormatRunes is every character a valid value of a safe format may hold ("" for another format).
+func FormatRunes(format string) string { return formatRunes[format] }
+
+// FormatUnsafeRune finds a character that a valid value of a safe format may hold and that
+// this position refuses (date-time's "+" in a url's query string, where it means a space).
+func FormatUnsafeRune(format string, c SinkClass) (rune, bool) {
+	all, lead := formatRunes[format], formatLeading[format]
+	if all == "" {
+		return 0, true
+	}
+	for _, r := range all {
+		if !c.AllowsRune(r) {
+			return r, true
+		}
+	}
+	for _, r := range lead {
+		if !c.AllowsLeading(r) {
+			return r, true
+		}
+	}
+	return 0, false
+}
+
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 // SafeFormatValid checks a value against one of SafeFormats with the standard library, the
@@ -253,8 +308,7 @@ func SafeFormatValid(format, s string) bool {
 		_, err := time.Parse("2006-01-02", s)
 		return err == nil
 	case "date-time":
-		_, err := time.Parse(time.RFC3339Nano, strings.Replace(strings.Replace(s, "t", "T", 1), "z", "Z", 1))
-		return err == nil && !strings.ContainsAny(s, " /\\?#%")
+		return dateTimeValid(s)
 	case "ipv4":
 		a, err := netip.ParseAddr(s)
 		return err == nil && a.Is4()
@@ -263,6 +317,28 @@ func SafeFormatValid(format, s string) bool {
 		return err == nil && a.Is6() && a.Zone() == ""
 	}
 	return false
+}
+
+// dateTimeValid is RFC 3339's date-time: the standard library's reading, plus the leap second
+// (23:59:60 in UTC) that it refuses and RFC 3339 allows.
+func dateTimeValid(s string) bool {
+	if strings.ContainsAny(s, " /\\?#%") {
+		return false
+	}
+	s = strings.Replace(strings.Replace(s, "t", "T", 1), "z", "Z", 1)
+	leap := len(s) >= 19 && s[10] == 'T' && s[16:19] == ":60"
+	if leap {
+		s = s[:17] + "59" + s[19:]
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return false
+	}
+	if leap {
+		u := t.UTC()
+		return u.Hour() == 23 && u.Minute() == 59
+	}
+	return true
 }
 
 // SinkText is the text a rendered value takes in an argv, url, header or env position: strings

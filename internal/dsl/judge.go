@@ -347,7 +347,11 @@ func judgeString(s *jsonschema.Schema, class domain.SinkClass) verdict {
 	if s.Format != "" {
 		switch {
 		case slices.Contains(domain.SafeFormats, s.Format):
-			return verdict{ok: true, where: where, constraint: domain.Constraint{Kind: domain.ConstraintFormat, Format: s.Format}}
+			r, bad := domain.FormatUnsafeRune(s.Format, class)
+			if !bad {
+				return verdict{ok: true, where: where, constraint: domain.Constraint{Kind: domain.ConstraintFormat, Format: s.Format}}
+			}
+			whys = append(whys, fmt.Sprintf("format %q admits %s", s.Format, describeRune(r)))
 		case jsonschema.Formats[s.Format] == nil:
 			whys = append(whys, fmt.Sprintf("format %q is unknown to the schema library, which then checks nothing", s.Format))
 		default:
@@ -360,21 +364,32 @@ func judgeString(s *jsonschema.Schema, class domain.SinkClass) verdict {
 	return verdict{where: where, why: strings.Join(whys, "; ")}
 }
 
+// formatsIn names the safe formats whose every value is safe text in class.
+func formatsIn(class domain.SinkClass) string {
+	var ok []string
+	for _, f := range domain.SafeFormats {
+		if _, bad := domain.FormatUnsafeRune(f, class); !bad {
+			ok = append(ok, f)
+		}
+	}
+	return "a format (" + strings.Join(ok, ", ") + ")"
+}
+
 // remedy says what would make a value safe in a class.
 func remedy(class domain.SinkClass) string {
 	switch class {
 	case domain.SinkFixed:
 		return "only enum or const values may choose it"
 	case domain.SinkArg:
-		return `use enum, const, a boolean, an integer with minimum 0, a format (uuid, date, date-time, ipv4, ipv6), or a pattern anchored with ^...$ that cannot start with "-" or hold NUL, such as ^[A-Za-z0-9_][A-Za-z0-9_.-]*$`
+		return `use enum, const, a boolean, an integer with minimum 0, ` + formatsIn(class) + `, or a pattern anchored with ^...$ that cannot start with "-" or hold NUL, such as ^[A-Za-z0-9_][A-Za-z0-9_.-]*$`
 	case domain.SinkArgTail, domain.SinkEnv:
-		return `use enum, const, a boolean or number, a format (uuid, date, date-time, ipv4, ipv6), or a pattern anchored with ^...$ that excludes NUL, such as ^[^\x00]*$`
+		return `use enum, const, a boolean or number, ` + formatsIn(class) + `, or a pattern anchored with ^...$ that excludes NUL, such as ^[^\x00]*$`
 	case domain.SinkURLPath, domain.SinkQueryValue, domain.SinkPath:
-		return `use enum, const, a boolean or number, a format (uuid, date, date-time, ipv4, ipv6), or a pattern anchored with ^...$ whose characters exclude / ? # % \ and spaces and that cannot be "." or "..", such as ^[A-Za-z0-9_-]+$`
+		return `use enum, const, a boolean or number, ` + formatsIn(class) + `, or a pattern anchored with ^...$ whose characters exclude / ? # % \ and spaces and that cannot be "." or "..", such as ^[A-Za-z0-9_-]+$`
 	case domain.SinkURLQuery:
-		return `use enum, const, a boolean or number, a format (uuid, date, date-time, ipv4, ipv6), or a pattern anchored with ^...$ whose characters exclude / ? # % \ & = + ; and spaces, such as ^[A-Za-z0-9_-]+$, or put the value in the step's query map`
+		return `use enum, const, a boolean or number, ` + formatsIn(class) + `, or a pattern anchored with ^...$ whose characters exclude / ? # % \ & = + ; and spaces, such as ^[A-Za-z0-9_-]+$, or put the value in the step's query map`
 	case domain.SinkHeader:
-		return `use enum, const, a boolean or number, a format (uuid, date, date-time, ipv4, ipv6), or a pattern anchored with ^...$ that excludes CR and LF, such as ^[ -~]*$`
+		return `use enum, const, a boolean or number, ` + formatsIn(class) + `, or a pattern anchored with ^...$ that excludes CR and LF, such as ^[ -~]*$`
 	}
 	return "use enum or const"
 }

@@ -50,7 +50,7 @@ func (e *Engine) checkSink(chk domain.SinkCheck, vars map[string]any) error {
 				return fmt.Errorf("%s %s = %s %v under this run's spec", fl.Source, fl.Origin, excerpt(v), err)
 			}
 			if !finite && !fl.Transformed {
-				if err := class.CheckText(domain.SinkText(v)); err != nil {
+				if err := class.CheckValue(v); err != nil {
 					return fmt.Errorf("%s %s = %s %v", fl.Source, fl.Origin, excerpt(v), err)
 				}
 			}

@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v5"
+
+	"github.com/pipectl/pipectl/internal/domain"
 )
 
 // Verdicts.
@@ -77,6 +79,16 @@ func CompileSchema(location string, doc any) (*jsonschema.Schema, error) {
 	c.Draft = jsonschema.Draft2020
 	c.AssertFormat = true
 	c.LoadURL = loadLocalOnly
+	// The formats the gate invariant trusts in a side effect are checked by the one definition
+	// the engine checks again before the step runs: the library's own admit more ("-0.0.0.0"
+	// and "+1.+2.+3.+4" as ipv4, "+1:+2:+3" in a date-time), text that would start an argument
+	// with "-" or that the run-time check refuses.
+	for _, f := range domain.SafeFormats {
+		c.Formats[f] = func(v any) bool {
+			s, ok := v.(string)
+			return !ok || domain.SafeFormatValid(f, s)
+		}
+	}
 	if err := c.AddResource(location, bytes.NewReader(raw)); err != nil {
 		return nil, fmt.Errorf("invalid JSON Schema: %w", err)
 	}
