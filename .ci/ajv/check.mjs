@@ -1,7 +1,9 @@
-// Validates YAML or JSON instances against a JSON Schema with ajv in strict mode, under the
-// draft the schema declares. Usage: node check.mjs SCHEMA.json [INSTANCE.yaml|.json...]
-// YAML is read by the yaml package's YAML 1.2 core schema, as yaml-language-server reads it.
-// Prints one JSON document: {"schema": null or the compile error, "results": {"file": [errors]}}.
+// Validates YAML or JSON instances against a JSON Schema with two validators that share no code
+// with pipectl: ajv in strict mode, under the draft the schema declares (YAML read by the yaml
+// package's YAML 1.2 core schema), and yaml-language-server, the engine of the YAML editor
+// extensions, as an editor runs it. Usage: node check.mjs SCHEMA.json [INSTANCE.yaml|.json...]
+// Prints one JSON document: {"schema": null or the compile error, "results": {"file": [ajv
+// errors]}, "editor": {"file": [yaml-language-server diagnostics]}}.
 // The Go tests in schemas/ run it; it is the independent validator, so it shares no code with
 // pipectl.
 import { readFileSync } from "node:fs";
@@ -9,6 +11,9 @@ import Ajv from "ajv";
 import Ajv2020 from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
 import { parseDocument } from "yaml";
+import { pathToFileURL } from "node:url";
+import { getLanguageService } from "yaml-language-server";
+import { TextDocument } from "vscode-languageserver-textdocument";
 
 const [schemaPath, ...instances] = process.argv.slice(2);
 const schema = JSON.parse(readFileSync(schemaPath, "utf8"));
@@ -22,8 +27,9 @@ const ajv = new AjvClass({ strict: true, allErrors: true });
 addFormats(ajv);
 // The annotation editors read (VS Code, yaml-language-server); declared so strict mode knows it.
 ajv.addKeyword({ keyword: "markdownDescription", schemaType: "string" });
+ajv.addKeyword({ keyword: "patternErrorMessage", schemaType: "string" });
 
-const out = { schema: null, results: {} };
+const out = { schema: null, results: {}, editor: {} };
 let validate;
 try {
   validate = ajv.compile(schema);
@@ -51,6 +57,18 @@ if (validate) {
     }
     const ok = validate(value);
     out.results[file] = ok ? [] : validate.errors.map((e) => `${e.instancePath || "/"} ${e.message} (${e.schemaPath})`);
+  }
+}
+if (validate) {
+  const editor = getLanguageService({
+    schemaRequestService: async (uri) => readFileSync(new URL(uri), "utf8"),
+    workspaceContext: { resolveRelativePath: (rel, res) => new URL(rel, res).href },
+  });
+  editor.configure({ validate: true, yamlVersion: "1.2", schemas: [{ uri: pathToFileURL(schemaPath).href, fileMatch: ["*"] }] });
+  for (const file of instances.filter((f) => !f.endsWith(".json"))) {
+    const doc = TextDocument.create(pathToFileURL(file).href, "yaml", 1, readFileSync(file, "utf8"));
+    const diags = await editor.doValidation(doc, false);
+    out.editor[file] = diags.map((d) => `${d.range.start.line + 1}:${d.range.start.character + 1}: ${d.message}`);
   }
 }
 process.stdout.write(JSON.stringify(out));

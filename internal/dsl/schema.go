@@ -56,7 +56,7 @@ func loadPipelineSchema() (*pipelineSchema, error) {
 }
 
 // annotations are keywords only editors read; they change no verdict.
-var annotations = []string{"description", "markdownDescription", "examples", "default", "title"}
+var annotations = []string{"description", "markdownDescription", "patternErrorMessage", "examples", "default", "title"}
 
 // forValidation returns the part of the pipeline schema that decides anything, which is what
 // the binary compiles at every start: the schema's annotations are left out (the library would
