@@ -34,7 +34,7 @@ func (s *safeWriter) Write(p []byte) (int, error) {
 }
 
 // visible escapes, in text meant for a terminal: C0 control characters but newline and tab
-// (\x1b, \r, \b, ...), DEL, bytes that are not UTF-8 (as \xNN), C1 control characters (a
+// (\x1b, \r, \b, ...) and bytes that are not UTF-8 (as \xNN); DEL, C1 control characters (a
 // terminal may read U+009B as the start of an escape sequence) and the bidirectional and
 // zero-width formatting characters that make text read differently from what it is (as \uNNNN).
 func visible(b []byte) []byte {
@@ -49,9 +49,11 @@ func visible(b []byte) []byte {
 			out = fmt.Appendf(out, `\x%02x`, b[i])
 		case r == '\n' || r == '\t':
 			out = append(out, byte(r))
-		case r < 0x20 || r == 0x7f:
+		case r < 0x20:
 			out = fmt.Appendf(out, `\x%02x`, r)
-		case invisible(r):
+		case r == 0x7f || invisible(r):
+			// \uNNNN is also a JSON escape of the same character: a JSON log line on stderr,
+			// where DEL and these are not escaped by the encoder, stays valid and exact.
 			out = fmt.Appendf(out, `\u%04x`, r)
 		default:
 			out = append(out, b[i:i+size]...)
