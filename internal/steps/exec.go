@@ -213,11 +213,12 @@ func (e Exec) run(ctx context.Context, call *domain.StepCall, req *execRequest, 
 }
 
 // startAndWait runs the child on a goroutine locked to its OS thread until the child has been
-// reaped: Linux sends the parent-death signal when the thread that forked the child exits
-// (golang/go#27505), and the Go runtime ends a thread when a goroutine locked to it returns
-// without unlocking. Keeping the lock for the child's whole life means the signal fires only
-// when pipectl itself dies. When the child exits, whatever it left running in its process
-// group is killed too, before its output pipes are drained.
+// reaped. Linux sends the parent-death signal when the thread that forked the child exits
+// (golang/go#27505), and the Go runtime ends a thread whenever some goroutine locked to it
+// returns without unlocking. Holding the forking thread for the child's whole life means no
+// other goroutine can run there and end it, so the signal fires only when pipectl itself dies.
+// When the child exits, whatever it left running in its process group is killed too, before
+// its output pipes are drained.
 func startAndWait(cmd *exec.Cmd, rec childRecord) error {
 	done := make(chan error, 1)
 	go func() {
