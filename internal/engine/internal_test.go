@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,5 +74,18 @@ func TestOwnerGone(t *testing.T) {
 	elsewhere := Owner{Host: "other-host", PID: 1, Start: "1"}
 	if elsewhere.Gone(self) {
 		t.Fatal("an owner on another host can only expire, never be known gone")
+	}
+}
+
+// An excerpt in a refusal cuts the value at 60 bytes: a secret across the cut must be redacted
+// whole first, or its first bytes stay in the error.
+func TestExcerptRedactsBeforeTheCut(t *testing.T) {
+	const secret = "exc-Secret-Pq83Zr61Wd"
+	vars := map[string]any{"secrets": map[string]any{"S": secret}}
+	got := excerpt(strings.Repeat("x", 50)+secret+"/tail", vars)
+	for i := 0; i+8 <= len(secret); i++ {
+		if strings.Contains(got, secret[i:i+8]) {
+			t.Fatalf("excerpt %s keeps part of the secret", got)
+		}
 	}
 }

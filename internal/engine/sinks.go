@@ -47,11 +47,11 @@ func (e *Engine) checkSink(chk domain.SinkCheck, vars map[string]any) error {
 		}
 		for _, v := range fl.Origin.Lookup(vars) {
 			if err := fl.Constraint.Admits(v); err != nil {
-				return fmt.Errorf("%s %s = %s %v under this run's spec", fl.Source, fl.Origin, excerpt(v), err)
+				return fmt.Errorf("%s %s = %s %v under this run's spec", fl.Source, fl.Origin, excerpt(v, vars), err)
 			}
 			if !finite && !fl.Transformed {
 				if err := class.CheckValue(v); err != nil {
-					return fmt.Errorf("%s %s = %s %v", fl.Source, fl.Origin, excerpt(v), err)
+					return fmt.Errorf("%s %s = %s %v", fl.Source, fl.Origin, excerpt(v, vars), err)
 				}
 			}
 		}
@@ -65,7 +65,7 @@ func (e *Engine) checkSink(chk domain.SinkCheck, vars map[string]any) error {
 				rendered = &text
 			}
 			if err := class.CheckText(*rendered); err != nil {
-				return fmt.Errorf("the value computed from %s %s, %s, %v", fl.Source, fl.Origin, excerpt(*rendered), err)
+				return fmt.Errorf("the value computed from %s %s, %s, %v", fl.Source, fl.Origin, excerpt(*rendered, vars), err)
 			}
 		}
 	}
@@ -79,11 +79,17 @@ func describeClass(c domain.SinkClass) string {
 	return "the program, script or host"
 }
 
-// excerpt shows a value in an error: quoted (so control characters are visible) and short.
-func excerpt(v any) string {
-	s := domain.SinkText(v)
-	if len(s) > 60 {
-		s = s[:60] + "..."
+// excerpt shows a value in an error: quoted (so control characters are visible) and short. A
+// value computed with a secret is redacted before it is cut: a cut secret would no longer be
+// recognised by the redaction of the error text.
+func excerpt(v any, vars map[string]any) string {
+	var values []string
+	if secrets, ok := vars["secrets"].(map[string]any); ok {
+		for _, x := range secrets {
+			if str, ok := x.(string); ok {
+				values = append(values, str)
+			}
+		}
 	}
-	return strconv.Quote(s)
+	return strconv.Quote(domain.NewRedactor(values).Head(domain.SinkText(v), 60))
 }
