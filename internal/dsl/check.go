@@ -115,7 +115,11 @@ func (c *checker) sites() []site {
 		}
 		stringMap := func(ptr string, m map[string]string, kind sinkKind, what string) {
 			for _, k := range sortedKeys(m) {
-				add(site{ptr: pointerJoin(ptr, k), text: m[k], sink: kind, secretsOK: true, sensitive: fmt.Sprintf(what, k)})
+				st := site{ptr: pointerJoin(ptr, k), text: m[k], sink: kind, secretsOK: true, sensitive: fmt.Sprintf(what, k)}
+				if kind == sinkEnv {
+					st.role = envRole(k)
+				}
+				add(st)
 			}
 		}
 		argv := func(ptr string, command []string, what string) bool {

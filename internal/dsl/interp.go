@@ -49,6 +49,49 @@ func rolesFrom(argv []string, roles []argRole, i int) bool {
 	case "sudo", "doas", "nice", "nohup", "stdbuf", "setsid", "time", "ionice", "chrt", "taskset",
 		"strace", "ltrace", "unbuffer", "command", "exec", "builtin", "runuser", "chpst", "caffeinate", "systemd-run":
 		return rolesFrom(argv, roles, wrappedCommand(name, argv, roles, rest))
+	case "unshare", "nsenter", "setpriv", "prlimit":
+		return rolesFrom(argv, roles, wrappedCommand(name, argv, roles, rest))
+	case "kubectl", "oc", "docker", "podman", "nerdctl", "lxc", "incus":
+		// The command run in a container or pod follows "--" (kubectl exec) or the image,
+		// whose options are too many to read here: from "--", or from the first argument
+		// that names a shell or an interpreter, the rest is read as a command line.
+		for j := rest; j < len(argv); j++ {
+			if argv[j] == "--" {
+				return rolesFrom(argv, roles, j+1)
+			}
+			if interpreters[programName(argv[j])] {
+				return rolesFrom(argv, roles, j)
+			}
+		}
+		return false
+	case "git":
+		gitRoles(argv, roles, rest)
+		return false
+	case "tar", "gtar", "bsdtar":
+		tarRoles(argv, roles, rest)
+		return false
+	case "rsync":
+		optionRoles(argv, roles, rest, map[string]argRole{"-e": roleCode, "--rsh": roleCode, "--rsync-path": roleCode})
+		return false
+	case "psql":
+		// psql runs its -c commands and stdin as SQL with meta-commands, and \! runs a shell.
+		optionRoles(argv, roles, rest, map[string]argRole{"-c": roleCode, "--command": roleCode, "-f": roleProgram, "--file": roleProgram})
+		return !hasAny(argv[rest:], "-c", "--command", "-f", "--file")
+	case "mysql", "mariadb":
+		optionRoles(argv, roles, rest, map[string]argRole{"-e": roleCode, "--execute": roleCode, "--init-command": roleCode})
+		return !hasAny(argv[rest:], "-e", "--execute")
+	case "sqlite", "sqlite3":
+		return sqliteRoles(argv, roles, rest)
+	case "cmd":
+		for j := rest; j < len(argv); j++ {
+			if a := strings.ToLower(argv[j]); a == "/c" || a == "/k" || a == "/r" {
+				for k := j + 1; k < len(argv); k++ {
+					roles[k] = roleCode
+				}
+				return false
+			}
+		}
+		return true
 	case "timeout", "chroot":
 		j := skipOptions(argv, rest, "ksv")
 		if j < len(argv) {
@@ -159,7 +202,8 @@ func envOperand(argv []string, roles []argRole, j int) int {
 // wrappedCommand skips a wrapper's options to the command it runs.
 func wrappedCommand(name string, argv []string, roles []argRole, j int) int {
 	withArg := map[string]string{"sudo": "ugCDhprtTU", "doas": "uC", "nice": "n", "stdbuf": "ioe", "ionice": "cnp",
-		"chrt": "", "taskset": "", "runuser": "ugl", "chpst": "ugUenlmdosrf", "systemd-run": "pEu"}[name]
+		"chrt": "", "taskset": "", "runuser": "ugl", "chpst": "ugUenlmdosrf", "systemd-run": "pEu",
+		"unshare": "SGRw", "nsenter": "tSG", "setpriv": "", "prlimit": "p"}[name]
 	for ; j < len(argv); j++ {
 		a := argv[j]
 		if a == "--" {
@@ -204,6 +248,19 @@ func codeAfterHost(name string, argv []string, roles []argRole, j int) bool {
 			}
 			return false
 		}
+		if name == "ssh" {
+			if role, ok := sshOption(argv, j); ok {
+				if a == "-o" || a == "-F" || a == "-J" {
+					if j+1 < len(argv) {
+						roles[j+1] = role
+					}
+					j++
+				} else {
+					roles[j] = role
+				}
+				continue
+			}
+		}
 		if len(a) == 2 && strings.ContainsRune(withArg, rune(a[1])) {
 			j++
 		}
@@ -217,6 +274,12 @@ func codeAfterHost(name string, argv []string, roles []argRole, j int) bool {
 	case "flock":
 		if j < len(argv) {
 			j++ // the lock file
+		}
+		if j < len(argv) && (argv[j] == "-c" || argv[j] == "--command") {
+			if j+1 < len(argv) {
+				roles[j+1] = roleCode
+			}
+			return false
 		}
 		return rolesFrom(argv, roles, j)
 	}
@@ -495,4 +558,184 @@ func sedRoles(argv []string, roles []argRole, j int) bool {
 		roles[j] = roleCode
 	}
 	return false
+}
+
+// envRole is what an environment variable's value is to the programs that read it: most are
+// data, but some are run as code by a shell, git, an editor or a runtime (BASH_ENV,
+// GIT_SSH_COMMAND, NODE_OPTIONS, ...) and some choose what runs (PATH, LD_PRELOAD, PYTHONPATH).
+func envRole(name string) argRole {
+	n := strings.ToUpper(name)
+	switch n {
+	case "BASH_ENV", "ENV", "PROMPT_COMMAND", "PS4", "SHELLOPTS", "BASHOPTS",
+		"GIT_SSH_COMMAND", "GIT_PROXY_COMMAND", "GIT_EXTERNAL_DIFF", "GIT_PAGER", "GIT_EDITOR",
+		"GIT_SEQUENCE_EDITOR", "GIT_ASKPASS", "SSH_ASKPASS", "PAGER", "EDITOR", "VISUAL", "MANPAGER",
+		"LESSOPEN", "LESSCLOSE", "BROWSER", "NODE_OPTIONS", "PERL5OPT", "RUBYOPT", "PYTHONSTARTUP",
+		"PYTHONWARNINGS", "PYTHONBREAKPOINT", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS",
+		"MAKEFLAGS", "GIT_CONFIG_PARAMETERS":
+		return roleCode
+	case "PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "GCONV_PATH", "PYTHONPATH", "PYTHONHOME",
+		"PYTHONUSERBASE", "NODE_PATH", "PERL5LIB", "PERLLIB", "RUBYLIB", "GEM_PATH", "GEM_HOME", "CLASSPATH",
+		"GIT_EXEC_PATH", "GIT_SSH", "GIT_TEMPLATE_DIR", "GIT_CONFIG", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM",
+		"ZDOTDIR":
+		return roleProgram
+	}
+	switch {
+	case strings.HasPrefix(n, "GIT_CONFIG_KEY_"), strings.HasPrefix(n, "GIT_CONFIG_VALUE_"), strings.HasPrefix(n, "BASH_FUNC_"):
+		return roleCode
+	case strings.HasPrefix(n, "DYLD_"), strings.HasPrefix(n, "LD_"):
+		return roleProgram
+	}
+	return roleArg
+}
+
+// sshOption gives the role of the value of ssh's -o, -F or -J at argv[j]: options whose value
+// is a command (ProxyCommand, LocalCommand, KnownHostsCommand, RemoteCommand) are code, an
+// option named by the data, a config file (which may hold such commands) or a jump host choose
+// what runs; other options take data.
+func sshOption(argv []string, j int) (argRole, bool) {
+	a := argv[j]
+	var value string
+	switch {
+	case a == "-o" || a == "-F" || a == "-J":
+		if j+1 >= len(argv) {
+			return roleArg, false
+		}
+		value = argv[j+1]
+	case strings.HasPrefix(a, "-o") || strings.HasPrefix(a, "-F") || strings.HasPrefix(a, "-J"):
+		value = a[2:]
+	default:
+		return roleArg, false
+	}
+	if a[1] == 'F' || a[1] == 'J' {
+		return roleProgram, true
+	}
+	key, _, _ := strings.Cut(strings.TrimSpace(value), "=")
+	key, _, _ = strings.Cut(key, " ")
+	switch k := strings.ToLower(key); {
+	case strings.Contains(key, "${{"):
+		return roleProgram, true
+	case strings.HasSuffix(k, "command"):
+		return roleCode, true
+	case k == "include" || k == "identityagent" || k == "pkcs11provider" || k == "securitykeyprovider" || k == "proxyjump" || k == "hostname":
+		return roleProgram, true
+	}
+	return roleArg, true
+}
+
+// gitRoles: git's -c sets configuration, and many keys run commands (core.pager,
+// core.sshCommand, alias.*, credential.helper, diff.*.textconv, ...), so a -c value is code;
+// --upload-pack, --receive-pack and --exec name programs on the other side, which run as a
+// shell command.
+func gitRoles(argv []string, roles []argRole, j int) {
+	for ; j < len(argv); j++ {
+		a := argv[j]
+		switch {
+		case a == "-c" || a == "--config-env":
+			if j+1 < len(argv) {
+				roles[j+1] = roleCode
+			}
+			j++
+		case strings.HasPrefix(a, "--config-env="), strings.HasPrefix(a, "-c") && len(a) > 2:
+			roles[j] = roleCode
+		case a == "-C" || a == "--git-dir" || a == "--work-tree" || a == "--namespace":
+			j++
+		case strings.HasPrefix(a, "--exec-path="):
+			roles[j] = roleProgram
+		case strings.HasPrefix(a, "-"):
+		default:
+			optionRoles(argv, roles, j+1, map[string]argRole{"--upload-pack": roleCode, "--receive-pack": roleCode, "--exec": roleCode, "-u": roleCode,
+				"--extcmd": roleCode, "-x": roleCode, "--tool": roleProgram})
+			return
+		}
+	}
+}
+
+// tarRoles: tar runs commands given by --to-command, --use-compress-program (-I),
+// --checkpoint-action=exec=, --info-script (-F), --new-volume-script and --rsh-command.
+func tarRoles(argv []string, roles []argRole, j int) {
+	optionRoles(argv, roles, j, map[string]argRole{"--to-command": roleCode, "--use-compress-program": roleCode, "-I": roleCode,
+		"--checkpoint-action": roleCode, "--info-script": roleCode, "-F": roleCode, "--new-volume-script": roleCode, "--rsh-command": roleCode})
+}
+
+// optionRoles marks the values of the listed options (as the next argument, or after "=" for
+// a long option, or stuck to a short one) with their roles, anywhere in the arguments.
+func optionRoles(argv []string, roles []argRole, j int, opts map[string]argRole) {
+	for ; j < len(argv); j++ {
+		a := argv[j]
+		if a == "--" {
+			return
+		}
+		if role, ok := opts[a]; ok {
+			if j+1 < len(argv) {
+				roles[j+1] = max(roles[j+1], role)
+			}
+			j++
+			continue
+		}
+		if name, _, ok := strings.Cut(a, "="); ok && strings.HasPrefix(a, "--") {
+			if role, ok := opts[name]; ok {
+				roles[j] = max(roles[j], role)
+			}
+			continue
+		}
+		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
+			if role, ok := opts[a[:2]]; ok {
+				roles[j] = max(roles[j], role)
+			}
+		}
+	}
+}
+
+func hasAny(args []string, names ...string) bool {
+	for _, a := range args {
+		for _, n := range names {
+			if a == n || strings.HasPrefix(a, n+"=") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sqliteRoles: sqlite3 [options] [database] [sql...]: the SQL operands, -cmd's value and, with
+// no SQL operand, stdin are code (".shell" and ".system" run commands); -init names a file of it.
+func sqliteRoles(argv []string, roles []argRole, j int) bool {
+	for ; j < len(argv); j++ {
+		a := strings.TrimPrefix(argv[j], "-")
+		if !strings.HasPrefix(argv[j], "-") {
+			break
+		}
+		switch a {
+		case "cmd":
+			if j+1 < len(argv) {
+				roles[j+1] = roleCode
+			}
+			j++
+		case "init":
+			if j+1 < len(argv) {
+				roles[j+1] = roleProgram
+			}
+			j++
+		case "separator", "newline", "nullvalue", "mmap", "heap", "lookaside", "pagecache", "maxsize", "vfs", "A", "escape":
+			j++
+		}
+	}
+	if j < len(argv) {
+		j++ // the database file
+	}
+	if j >= len(argv) {
+		return true
+	}
+	for ; j < len(argv); j++ {
+		roles[j] = roleCode
+	}
+	return false
+}
+
+// interpreters are programs that run code given as an argument or on stdin.
+var interpreters = map[string]bool{
+	"sh": true, "bash": true, "dash": true, "zsh": true, "ksh": true, "ash": true, "mksh": true, "fish": true,
+	"csh": true, "tcsh": true, "busybox": true, "env": true, "python": true, "python2": true, "pypy": true,
+	"node": true, "nodejs": true, "bun": true, "deno": true, "perl": true, "ruby": true, "php": true, "lua": true,
+	"rscript": true, "julia": true, "awk": true, "gawk": true, "sed": true, "psql": true, "mysql": true, "sqlite": true,
 }

@@ -73,7 +73,11 @@ func (c *checker) checkTaint(sites []site) {
 				continue
 			}
 			if class == domain.SinkCode {
-				c.errorIn(st.ptr, ph.Start, "%s: no placeholder may stand in code, since any data in it would run; pass values through env and read them as \"$NAME\" (quoted), or as arguments after the code", desc)
+				how := `pass values through env and read them as "$NAME" (quoted), or as arguments after the code`
+				if st.sink == sinkEnv {
+					how = "write the value in the spec itself, and pass data in a variable the program reads as data"
+				}
+				c.errorIn(st.ptr, ph.Start, "%s: no placeholder may stand in code, since any data in it would run; %s", desc, how)
 				continue
 			}
 			check := domain.SinkCheck{Field: fieldPath(st.ptr), Expr: ce.src, Class: class}
@@ -159,6 +163,12 @@ func (st site) classAt(t Template, i int) (domain.SinkClass, string) {
 	case sinkQuery:
 		return domain.SinkQueryValue, st.sensitive
 	case sinkEnv:
+		switch st.role {
+		case roleCode:
+			return domain.SinkCode, st.sensitive + ", which the program runs as code"
+		case roleProgram:
+			return domain.SinkFixed, st.sensitive + ", which chooses the programs, libraries or modules that run"
+		}
 		return domain.SinkEnv, st.sensitive
 	case sinkWorkdir:
 		return domain.SinkPath, st.sensitive

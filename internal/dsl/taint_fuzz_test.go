@@ -38,7 +38,7 @@ func FuzzPatternVerdict(f *testing.F) {
 // FuzzCommandRoles reads arbitrary argv lists: one role per element, never a panic, and the
 // program is always a role that data cannot choose freely.
 func FuzzCommandRoles(f *testing.F) {
-	for _, seed := range []string{"sh\x1f-ec\x1fx", "env\x1f-S\x1fsh -c x", "find\x1f.\x1f-exec\x1fsh\x1f-c\x1fx\x1f;", "python3.12\x1f-Bc\x1fx", "ssh\x1f-p\x1f22\x1fh\x1fls", "xargs\x1frm", "awk\x1f-f\x1fp.awk", "sed\x1f-ne\x1fp"} {
+	for _, seed := range []string{"sh\x1f-ec\x1fx", "env\x1f-S\x1fsh -c x", "find\x1f.\x1f-exec\x1fsh\x1f-c\x1fx\x1f;", "python3.12\x1f-Bc\x1fx", "ssh\x1f-p\x1f22\x1fh\x1fls", "xargs\x1frm", "awk\x1f-f\x1fp.awk", "sed\x1f-ne\x1fp", "ssh\x1f-o\x1fProxyCommand=x\x1fh", "ssh\x1f-o", "ssh\x1f-F", "git\x1f-c", "git\x1fclone\x1f-u", "tar\x1f-I", "sqlite3\x1f-cmd", "sqlite3", "docker\x1frun\x1fimg\x1fsh\x1f-c\x1fx", "kubectl\x1fexec\x1f--", "flock\x1ff\x1f-c", "cmd\x1f/c", "psql"} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, joined string) {
