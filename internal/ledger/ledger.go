@@ -98,25 +98,17 @@ func redactDSN(dsn string) string {
 		return dsn // sqlite:PATH
 	}
 	u, err := url.Parse(dsn)
-	if err != nil {
-		return "(a DSN that is not a URL)"
+	if err != nil || u.Fragment != "" || u.Opaque != "" {
+		// A "#" or an unescaped "@" in a password makes the URL parse as something else:
+		// what looks like the host may be the rest of the password.
+		return "(a DSN that is not a plain URL)"
 	}
 	if u.User != nil {
 		if _, has := u.User.Password(); has {
 			u.User = url.UserPassword(u.User.Username(), domain.Redacted)
 		}
 	}
-	q := u.Query()
-	changed := false
-	for k := range q {
-		if isPasswordParam(k) {
-			q.Set(k, domain.Redacted)
-			changed = true
-		}
-	}
-	if changed {
-		u.RawQuery = strings.ReplaceAll(q.Encode(), url.QueryEscape(domain.Redacted), domain.Redacted)
-	}
+	u.RawQuery = redactQuery(u.RawQuery)
 	return u.String()
 }
 
@@ -132,16 +124,41 @@ func DSNSecrets(dsn string) []string {
 			out = append(out, p)
 		}
 	}
-	for k, vs := range u.Query() {
-		if isPasswordParam(k) {
-			for _, v := range vs {
-				if v != "" {
-					out = append(out, v)
-				}
-			}
+	for _, pair := range strings.Split(u.RawQuery, "&") {
+		k, v, _ := strings.Cut(pair, "=")
+		if !isPasswordParam(unescapeOr(k)) || v == "" {
+			continue
+		}
+		// Both forms: the one a message quotes and the one the server gets.
+		out = append(out, v)
+		if un := unescapeOr(v); un != v {
+			out = append(out, un)
 		}
 	}
 	return out
+}
+
+// redactQuery replaces the password parameters of a raw query, pair by pair: a value that is
+// not valid percent-encoding must be hidden too, and url.Values would drop it unseen.
+func redactQuery(raw string) string {
+	if raw == "" {
+		return raw
+	}
+	pairs := strings.Split(raw, "&")
+	for i, pair := range pairs {
+		k, _, _ := strings.Cut(pair, "=")
+		if isPasswordParam(unescapeOr(k)) {
+			pairs[i] = k + "=" + domain.Redacted
+		}
+	}
+	return strings.Join(pairs, "&")
+}
+
+func unescapeOr(s string) string {
+	if u, err := url.QueryUnescape(s); err == nil {
+		return u
+	}
+	return s
 }
 
 // isPasswordParam names the DSN parameters that carry a password or key (libpq and pgx spell
