@@ -507,6 +507,9 @@ type SinkFlow struct {
 	// Transformed is set when the placeholder computes from the value instead of passing it.
 	Transformed bool       `json:"transformed,omitempty"`
 	Constraint  Constraint `json:"constraint"`
+	// Class, when set, is a stricter position than the placeholder's: the spec's own text on
+	// the value's way (a transform's "?user=${{ x }}") places it in a url's query string.
+	Class SinkClass `json:"class,omitempty"`
 }
 
 // SinkCheck is one placeholder in a sink position of a step, with everything untrusted that

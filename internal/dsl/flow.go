@@ -1,6 +1,8 @@
 package dsl
 
 import (
+	"strings"
+
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
@@ -17,6 +19,10 @@ type Flow struct {
 	// Number is set when the value reaches the result only through a number (a count, a
 	// conversion, arithmetic): the result's text is then a number's, whatever the value was.
 	Number NumberUse
+	// AfterQueryMark is set when the expression's own text holds a "?" or "#" (as in
+	// "?user=" + x): in a url, the value may then stand in the query string or fragment
+	// whatever the template before the placeholder says.
+	AfterQueryMark bool
 }
 
 // NumberUse says whether a value reaches a result only as a number, and whether that number
@@ -148,6 +154,11 @@ func Flows(compiled *cel.Ast, src string) []Flow {
 		}
 	}
 	walk(native.Expr(), false, NotNumber, map[string]bool{})
+	if queryMark(native.Expr()) {
+		for i := range out {
+			out[i].AfterQueryMark = true
+		}
+	}
 	return out
 }
 
@@ -165,4 +176,18 @@ func numberUse(native *ast.AST, e ast.Expr) NumberUse {
 		}
 	}
 	return NotNumber
+}
+
+// queryMark reports whether an expression holds a string constant with "?" or "#".
+func queryMark(e ast.Expr) bool {
+	found := false
+	ast.PostOrderVisit(e, ast.NewExprVisitor(func(x ast.Expr) {
+		if x.Kind() != ast.LiteralKind {
+			return
+		}
+		if s, ok := x.AsLiteral().(types.String); ok && strings.ContainsAny(string(s), "?#") {
+			found = true
+		}
+	}))
+	return found
 }

@@ -44,7 +44,10 @@ type origin struct {
 	transformed bool
 	// number is set when the value reaches the sink only through a number computed from it.
 	number NumberUse
-	via    []string
+	// query is set when text the spec puts before the value on its way (a transform's
+	// "?user=${{ x }}", an expression's "?q=" + x) may place it in a url's query string.
+	query bool
+	via   []string
 }
 
 // checkTaint enforces the gate invariant on every site: untrusted data (inputs, model
@@ -85,7 +88,7 @@ func (c *checker) checkTaint(sites []site) {
 				check.Before = piecesBefore(t, i, exprs)
 			}
 			for _, fl := range Flows(ce.ast, ce.src) {
-				for _, o := range c.origins(st.step, fl.Reference, fl.Transformed, fl.Number, nil, 0) {
+				for _, o := range markQuery(c.origins(st.step, fl.Reference, fl.Transformed, fl.Number, nil, 0), fl.AfterQueryMark) {
 					if !o.number.Matters(class) {
 						continue // only a number reaches here, and any number is safe text in this position
 					}
@@ -94,7 +97,11 @@ func (c *checker) checkTaint(sites []site) {
 						if o.number != NotNumber {
 							how = ", as a number computed from it (a count, a conversion or arithmetic),"
 						}
-						c.errorIn(st.ptr, ce.base+fl.Offset, "%s%s reaches %s, but %s", culprit.name(fl.Reference), how, desc, bad)
+						where := desc
+						if culprit.query && class == domain.SinkURLPath {
+							where = st.sensitive + `'s query string (text on its way puts it after a "?" or "#")`
+						}
+						c.errorIn(st.ptr, ce.base+fl.Offset, "%s%s reaches %s, but %s", culprit.name(fl.Reference), how, where, bad)
 					} else {
 						check.Flows = append(check.Flows, flows...)
 					}
@@ -227,6 +234,10 @@ func (o origin) name(r Reference) string {
 // at run time, or the origin that is not safe and why.
 func (c *checker) judgeOrigin(o origin, class domain.SinkClass) ([]domain.SinkFlow, origin, string) {
 	flow := domain.SinkFlow{Origin: o.ref, Source: o.source, Transformed: o.transformed}
+	if o.query && class == domain.SinkURLPath {
+		// The spec's text on the way puts the value after a "?" or "#".
+		class, flow.Class = domain.SinkURLQuery, domain.SinkURLQuery
+	}
 	if weakenTaint {
 		return []domain.SinkFlow{flow}, o, ""
 	}
@@ -377,7 +388,7 @@ func (c *checker) valueOrigins(step *domain.Step, ptr string, v any, rest []Segm
 			return nil
 		}
 		var out []origin
-		for _, ce := range c.exprs[ptr] {
+		for i, ce := range c.exprs[ptr] {
 			for _, fl := range Flows(ce.ast, ce.src) {
 				r := fl.Reference
 				if t.Single() {
@@ -387,7 +398,8 @@ func (c *checker) valueOrigins(step *domain.Step, ptr string, v any, rest []Segm
 				if num == NotNumber {
 					num = fl.Number
 				}
-				out = append(out, c.origins(step, r, transformed || fl.Transformed, num, via, depth+1)...)
+				got := c.origins(step, r, transformed || fl.Transformed, num, via, depth+1)
+				out = append(out, markQuery(got, fl.AfterQueryMark || afterQueryMark(t, i, len(c.exprs[ptr])))...)
 			}
 		}
 		return out
@@ -452,4 +464,26 @@ func segmentsString(path []Segment) string {
 		b.WriteString(s.String())
 	}
 	return b.String()
+}
+
+// markQuery marks origins (and what a gate among them received) as placed after a "?" or "#".
+func markQuery(os []origin, mark bool) []origin {
+	if !mark {
+		return os
+	}
+	for i := range os {
+		os[i].query = true
+		os[i].inner = markQuery(append([]origin(nil), os[i].inner...), true)
+	}
+	return os
+}
+
+// afterQueryMark reports whether a template's own text before its i-th placeholder holds a
+// "?" or "#" (when its n compiled expressions line up with its placeholders; otherwise, to be
+// safe, whether any of its text does).
+func afterQueryMark(t Template, i, n int) bool {
+	if n != len(t.Placeholders) || i >= n {
+		return strings.ContainsAny(t.Text, "?#")
+	}
+	return strings.ContainsAny(literalPrefix(t, i, false), "?#")
 }

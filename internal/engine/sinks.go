@@ -41,6 +41,10 @@ func (e *Engine) checkSink(chk domain.SinkCheck, vars map[string]any) error {
 	}
 	var rendered *string
 	for _, fl := range chk.Flows {
+		class := class
+		if fl.Class != "" {
+			class = domain.Stricter(class, fl.Class)
+		}
 		finite := fl.Constraint.Finite()
 		if class == domain.SinkCode || (class == domain.SinkFixed && !finite) {
 			return fmt.Errorf("%s %s may not choose %s", fl.Source, fl.Origin, describeClass(class))

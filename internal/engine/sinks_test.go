@@ -248,3 +248,25 @@ steps:
 		}
 	}
 }
+
+// TestRuntimeCheckPlacesAValueByTheTextOnItsWay: a transform's "?user=${{ x }}" puts x in the
+// url's query string even though the url's placeholder stands in its path; the run-time check
+// then refuses "&" and "=" there (as the validator does), so a weakened static check cannot
+// let a value add a query parameter.
+func TestRuntimeCheckPlacesAValueByTheTextOnItsWay(t *testing.T) {
+	e := &Engine{}
+	chk := domain.SinkCheck{Field: "url", Expr: "steps.t.output", Class: domain.SinkURLPath, Flows: []domain.SinkFlow{{
+		Origin: domain.ValueRef{Path: []domain.PathSegment{{Field: "s"}}}, Source: "run input", Class: domain.SinkURLQuery,
+	}}}
+	vars := func(s string) map[string]any { return map[string]any{"inputs": map[string]any{"s": s}} }
+	if err := e.checkSink(chk, vars("bob")); err != nil {
+		t.Fatalf("a plain value was refused: %v", err)
+	}
+	if err := e.checkSink(chk, vars("bob&admin=1")); err == nil {
+		t.Fatal("a value that adds a query parameter passed the run-time check")
+	}
+	chk.Flows[0].Class = ""
+	if err := e.checkSink(chk, vars("bob&admin=1")); err != nil {
+		t.Fatalf("in a path, & and = are data: %v", err)
+	}
+}
