@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"net/url"
 	"sort"
 	"strings"
 	"testing"
@@ -41,4 +42,34 @@ func TestDSNPasswordsNeverShown(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "unreachable-pw") {
 		t.Fatalf("error %v", err)
 	}
+}
+
+// FuzzRedactDSN: whatever a password looks like, in user:password@ or ?password=, the DSN as
+// shown holds neither it nor its escaped form, and DSNSecrets names it.
+func FuzzRedactDSN(f *testing.F) {
+	f.Add("hunter2-pw", "q-secret-pw")
+	f.Add("a@b#c/d?e", "%zz&x=1")
+	f.Add("ü-pässword", "with space")
+	f.Fuzz(func(t *testing.T, userPW, queryPW string) {
+		dsn := "postgres://u:" + url.PathEscape(userPW) + "@db.internal:5432/pipectl?sslmode=disable&password=" + url.QueryEscape(queryPW)
+		shown := redactDSN(dsn)
+		secrets := DSNSecrets(dsn)
+		for _, pw := range []string{userPW, queryPW} {
+			if len(pw) < 6 || strings.Contains(dsn, pw+pw) || strings.Contains("postgres://u:@db.internal:5432/pipectl?sslmode=disable&password=***", pw) {
+				continue // too short or too common to tell apart from the rest of the DSN
+			}
+			for _, form := range []string{pw, url.PathEscape(pw), url.QueryEscape(pw)} {
+				if strings.Contains(shown, form) {
+					t.Fatalf("redactDSN(%q) = %q shows %q", dsn, shown, form)
+				}
+			}
+			found := false
+			for _, s := range secrets {
+				found = found || s == pw
+			}
+			if !found {
+				t.Fatalf("DSNSecrets(%q) = %q lacks %q", dsn, secrets, pw)
+			}
+		}
+	})
 }
