@@ -16,6 +16,9 @@ type WebhookTrigger struct {
 	// DeliveryHeader names the request header whose value identifies a delivery; a delivery
 	// sent again (the same id) finds the run it made. Default X-Pipectl-Delivery.
 	DeliveryHeader string
+	// Input maps the delivery's parsed body (the variable body) to the run input: a value
+	// with ${{ }} placeholders; nil means the body is the input.
+	Input any
 }
 
 // Catch-up policies of a schedule after the server was down over one or more slots.

@@ -42,6 +42,8 @@ type site struct {
 	response  bool
 	// onlyInputs restricts the site to the inputs variable (idempotency.key).
 	onlyInputs bool
+	// onlyBody restricts the site to the body variable (triggers.webhook.input).
+	onlyBody bool
 	want       string
 }
 
@@ -87,6 +89,9 @@ func (c *checker) sites() []site {
 	var out []site
 	if c.p.Idempotency.Key != "" {
 		out = append(out, site{ptr: "/idempotency/key", text: c.p.Idempotency.Key, onlyInputs: true})
+	}
+	if wh := c.p.Triggers.Webhook; wh != nil && wh.Input != nil {
+		walkStrings(c.doc, "/triggers/webhook/input", wh.Input, func(p, text string) { out = append(out, site{ptr: p, text: text, onlyBody: true}) })
 	}
 	for i, s := range c.p.Steps {
 		base := pointerJoin("/steps", i)
@@ -279,6 +284,12 @@ func (c *checker) checkType(st site, compiled *cel.Ast, base int) {
 
 // scopeError explains why a reference is not allowed at a site, or returns "".
 func (c *checker) scopeError(st site, r Reference) string {
+	if st.onlyBody != (r.Root == VarBody) {
+		if st.onlyBody {
+			return fmt.Sprintf("triggers.webhook.input maps the delivery's body to the run input; only body is in scope, not %s", r.Root)
+		}
+		return "body is only in scope in triggers.webhook.input"
+	}
 	if st.onlyInputs && r.Root != VarInputs {
 		return fmt.Sprintf("idempotency.key may use only inputs, not %s", r.Root)
 	}

@@ -26,6 +26,8 @@ const (
 	VarSecrets  = "secrets"
 	VarOutput   = "output"
 	VarResponse = "response"
+	// VarBody is a webhook delivery's parsed body, in scope only in triggers.webhook.input.
+	VarBody = "body"
 )
 
 // RunFields are the fields of the run variable.
@@ -60,6 +62,7 @@ func NewExpressions() (*Expressions, error) {
 		cel.Variable(VarSecrets, cel.MapType(cel.StringType, cel.StringType)),
 		cel.Variable(VarOutput, cel.DynType),
 		cel.Variable(VarResponse, cel.DynType),
+		cel.Variable(VarBody, cel.DynType),
 		ext.Strings(),
 		ext.Encoders(),
 		ext.Math(),

@@ -120,7 +120,7 @@ func (c *checker) checkTaint(sites []site) {
 // checkSecrets refuses secrets anywhere but headers, query values and env (and decisions,
 // whose boolean result carries no secret text).
 func (c *checker) checkSecrets(st site) {
-	if st.secretsOK || st.noSecrets || st.kind == siteRule {
+	if st.secretsOK || st.noSecrets || st.onlyBody || st.onlyInputs || st.kind == siteRule {
 		return
 	}
 	t, err := ParseTemplate(st.text)

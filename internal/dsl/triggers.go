@@ -25,7 +25,7 @@ const minEvery = time.Second
 func (dc *decoder) triggers(root map[string]any, inputs *domain.Schema) domain.Triggers {
 	var t domain.Triggers
 	if wh, ok := valueAt(root, "/triggers/webhook").(map[string]any); ok {
-		t.Webhook = &domain.WebhookTrigger{Secret: str(wh["secret"]), DeliveryHeader: str(wh["delivery_header"])}
+		t.Webhook = &domain.WebhookTrigger{Secret: str(wh["secret"]), DeliveryHeader: str(wh["delivery_header"]), Input: wh["input"]}
 	}
 	sc, ok := valueAt(root, "/triggers/schedule").(map[string]any)
 	if !ok {

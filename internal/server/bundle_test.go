@@ -50,6 +50,23 @@ steps:
     output: "${{ steps.check.output.id }}"
 `
 
+// mappedSpec takes its input from parts of a larger delivery body.
+const mappedSpec = `apiVersion: pipectl/v1
+kind: Pipeline
+name: mapped
+inputs:
+  type: object
+  required: [id, qty]
+  additionalProperties: false
+  properties: {id: {type: string, pattern: "^[a-z0-9-]+$"}, qty: {type: integer, minimum: 1}}
+triggers:
+  webhook:
+    secret: ORDERS_HOOK_SECRET
+    input: {id: "${{ body.order.ref }}", qty: "${{ size(body.order.lines) }}"}
+steps:
+  - {id: done, type: transform, output: "${{ inputs.id }}"}
+`
+
 const waitSpec = `apiVersion: pipectl/v1
 kind: Pipeline
 name: waiter
@@ -145,7 +162,8 @@ func setup(t testing.TB, dsn string, o options) *bundle {
 	}
 	cfg := server.Config{Ops: ops, PipelineDir: dir, Tokens: toks, Log: log, Ready: store.Ping, MaxBody: 4096, EventPoll: 20 * time.Millisecond,
 		FailedAuthBurst: 1000, FailedAuthRate: 1000,
-		Pipelines: map[string]*domain.Pipeline{"orders": parse(t, v, dir, "orders", ordersSpec), "waiter": parse(t, v, dir, "waiter", waitSpec)},
+		Pipelines: map[string]*domain.Pipeline{"orders": parse(t, v, dir, "orders", ordersSpec), "waiter": parse(t, v, dir, "waiter", waitSpec),
+			"mapped": parse(t, v, dir, "mapped", mappedSpec)},
 		Secret: func(name string) (string, bool) {
 			if name == "ORDERS_HOOK_SECRET" {
 				return hookSecret, true

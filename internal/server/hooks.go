@@ -70,6 +70,11 @@ func (s *Server) hook(w http.ResponseWriter, r *http.Request) {
 		s.problem(w, r, http.StatusBadRequest, "invalid", "input is not JSON: "+err.Error(), nil)
 		return
 	}
+	if in, err = s.cfg.Ops.WebhookInput(p, in); err != nil {
+		s.metrics.deliveries.WithLabelValues(name, "invalid").Inc()
+		s.fail(w, r, err)
+		return
+	}
 	header := hook.DeliveryHeader
 	if header == "" {
 		header = DefaultDeliveryHeader

@@ -81,3 +81,42 @@ func TestWebhookSignatures(t *testing.T) {
 		})
 	}
 }
+
+// A pipeline's triggers.webhook.input picks the run input out of a larger delivery; what it
+// makes must meet the inputs schema, and a body it cannot map is refused with nothing recorded.
+func TestWebhookInputMapping(t *testing.T) {
+	for name, dsn := range ledgers(t) {
+		t.Run(name, func(t *testing.T) {
+			b := setup(t, dsn(t), options{})
+			send := func(body string) (int, []byte) {
+				return b.do("POST", "/hooks/mapped", "", body, server.SignatureHeader, server.Sign(hookSecret, []byte(body)))
+			}
+			before := b.counts()
+			for _, tc := range []struct{ body, detail string }{
+				{`{"order": {"lines": [1]}}`, "triggers.webhook.input"},
+				{`{"order": {"ref": "o-1", "lines": []}}`, "inputs schema"},
+				{`{"order": {"ref": "O 7; rm", "lines": [1]}}`, "inputs schema"},
+			} {
+				if code, got := send(tc.body); code != 422 || !strings.Contains(string(got), tc.detail) {
+					t.Fatalf("%s: %d %s", tc.body, code, got)
+				}
+			}
+			if after := b.counts(); after != before {
+				t.Fatalf("refused deliveries recorded something: %s -> %s", before, after)
+			}
+			code, got := send(`{"order": {"ref": "o-7", "lines": [1, 2, 3], "note": "ignored"}, "sender": {"login": "x"}}`)
+			var r createdRun
+			decodeJSON(t, got, &r)
+			if code != http.StatusCreated {
+				t.Fatalf("mapped delivery: %d %s", code, got)
+			}
+			run, err := b.store.GetRun(t.Context(), r.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(run.Input) != `{"id":"o-7","qty":3}` {
+				t.Fatalf("run input %s", run.Input)
+			}
+		})
+	}
+}
