@@ -44,7 +44,7 @@ type site struct {
 	onlyInputs bool
 	// onlyBody restricts the site to the body variable (triggers.webhook.input).
 	onlyBody bool
-	want       string
+	want     string
 }
 
 // compiledExpr is one placeholder (or rule) that compiled.
