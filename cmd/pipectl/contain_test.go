@@ -221,6 +221,12 @@ func TestExecChildDiesWithPipectl(t *testing.T) {
 		t.Fatal(err)
 	}
 	leader, kid := waitPID(t, filepath.Join(c.dir, "leader")), waitPID(t, filepath.Join(c.dir, "kid"))
+	// The record of the running child is written right after it starts, while the script
+	// already runs: on a loaded machine the script can get here first. The kill is meant to
+	// land once the record exists (the window before it is covered by the parent-death signal).
+	if !eventually(func() bool { files, _ := filepath.Glob(filepath.Join(c.dir, "children", "*")); return len(files) > 0 }) {
+		t.Fatalf("no child record was written\n%s", out.String())
+	}
 	if err := first.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
