@@ -35,6 +35,11 @@ func (a *app) dlqListCommand() *cobra.Command {
 				return err
 			}
 			defer o.Close()
+			if pipeline != "" {
+				if err := o.CheckPipeline(ctx, pipeline, nil); err != nil {
+					return opError(err)
+				}
+			}
 			runs, err := o.store.ListRuns(ctx, ledger.RunFilter{State: domain.StateFailedPermanent, Pipeline: pipeline, Limit: limit})
 			if err != nil {
 				return err
@@ -74,6 +79,9 @@ func (a *app) dlqRedriveCommand() *cobra.Command {
 			defer o.Close()
 			var runs []*domain.Run
 			if pipeline != "" {
+				if err := o.CheckPipeline(ctx, pipeline, nil); err != nil {
+					return opError(err)
+				}
 				if runs, err = o.List(ctx, ledger.RunFilter{State: domain.StateFailedPermanent, Pipeline: pipeline}); err != nil {
 					return opError(err)
 				}

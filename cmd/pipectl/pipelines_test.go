@@ -30,7 +30,7 @@ func TestKillSwitchRefusesUnknownNames(t *testing.T) {
 	}{
 		{"typo with the folder", []string{"disable", "slwo", "--reason", "x", "--pipelines", c.dir}, "did you mean slow?"},
 		{"typo of enable", []string{"enable", "sloww", "--pipelines", c.dir}, "did you mean slow?"},
-		{"unknown to an empty ledger", []string{"disable", "slow", "--reason", "x"}, "known only through --pipelines DIR"},
+		{"unknown to an empty ledger", []string{"disable", "slow", "--reason", "x"}, "one that has never run is known through --pipelines DIR"},
 		{"far from every name", []string{"disable", "billing-export", "--reason", "x", "--pipelines", c.dir}, "pipectl pipelines list shows the known ones"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

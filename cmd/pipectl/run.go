@@ -115,6 +115,9 @@ func (a *app) reportRun(res *engine.Result, err error, took time.Duration) error
 	switch {
 	case res.Duplicate && !res.Resumed && err == nil && r.State != domain.StateProcessing:
 		fmt.Fprintf(a.stdout, "duplicate: run %s with key %q already exists; it is %s\n", r.ID, r.IdempotencyKey, r.State)
+		if next := operate.NextStep(r); next != "" {
+			fmt.Fprintf(a.stdout, "  next: %s\n", next)
+		}
 	case res.Resumed:
 		fmt.Fprintf(a.stdout, "run %s resumed and is %s (%s)\n", r.ID, r.State, took.Round(time.Millisecond))
 	default:

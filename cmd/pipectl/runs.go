@@ -41,7 +41,13 @@ func (a *app) runsListCommand() *cobra.Command {
 				return err
 			}
 			defer store.Close()
-			runs, err := a.ops(store, nil).List(cmd.Context(), ledger.RunFilter{State: domain.RunState(state), Pipeline: pipeline, Limit: limit})
+			ops := a.ops(store, nil)
+			if pipeline != "" {
+				if err := ops.CheckPipeline(cmd.Context(), pipeline, nil); err != nil {
+					return opError(err)
+				}
+			}
+			runs, err := ops.List(cmd.Context(), ledger.RunFilter{State: domain.RunState(state), Pipeline: pipeline, Limit: limit})
 			if err != nil {
 				return opError(err)
 			}

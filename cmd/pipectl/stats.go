@@ -36,7 +36,13 @@ func (a *app) statsCommand() *cobra.Command {
 				return err
 			}
 			defer store.Close()
-			stats, breaches, err := a.ops(store, nil).Stats(ctx, time.Now().Add(-since), pipeline, check)
+			ops := a.ops(store, nil)
+			if pipeline != "" {
+				if err := ops.CheckPipeline(ctx, pipeline, nil); err != nil {
+					return opError(err)
+				}
+			}
+			stats, breaches, err := ops.Stats(ctx, time.Now().Add(-since), pipeline, check)
 			if err != nil {
 				return err
 			}

@@ -44,6 +44,9 @@ func (a *app) submitCommand() *cobra.Command {
 			}
 			if res.Duplicate {
 				fmt.Fprintf(a.stdout, "duplicate: run %s with key %q already exists; it is %s\n", res.Run.ID, res.Run.IdempotencyKey, res.Run.State)
+				if next := operate.NextStep(res.Run); next != "" {
+					fmt.Fprintf(a.stdout, "  next: %s\n", next)
+				}
 				if code := exitForState(res.Run.State); code != domain.ExitOK && res.Run.State != domain.StateQueued && res.Run.State != domain.StateProcessing {
 					return &exitError{code: code}
 				}
@@ -69,6 +72,14 @@ func (a *app) workerCommand() *cobra.Command {
 			"claiming, lets runs in flight finish for --drain, then hands the rest back.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch {
+			case concurrency < 1:
+				return usageErrorf("--concurrency must be at least 1")
+			case maxPerPipeline < 0:
+				return usageErrorf("--max-per-pipeline must not be negative (0: no cap)")
+			case leaseTTL <= 0 || poll <= 0 || drain < 0:
+				return usageErrorf("--lease-ttl and --poll must be positive, --drain not negative")
+			}
 			ctx := cmd.Context()
 			log, err := a.logger()
 			if err != nil {

@@ -69,6 +69,8 @@ const (
 var (
 	// ErrNotFound: no such run.
 	ErrNotFound = errors.New("not found")
+	// ErrAmbiguous: a run id prefix matches more than one run.
+	ErrAmbiguous = errors.New("ambiguous")
 	// ErrStateConflict: the run was not in a state from which the change is legal, or another
 	// process changed it first.
 	ErrStateConflict = errors.New("state conflict")

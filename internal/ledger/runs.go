@@ -266,8 +266,11 @@ func (s *Store) takeOverTx(ctx context.Context, tx *sqlx.Tx, runID, previousOwne
 // GetRun returns a run by id, or by a unique prefix of its id.
 func (s *Store) GetRun(ctx context.Context, id string) (*domain.Run, error) {
 	r, err := s.getRun(ctx, s.db, id)
-	if !errors.Is(err, domain.ErrNotFound) || len(id) < 4 {
+	if !errors.Is(err, domain.ErrNotFound) {
 		return r, err
+	}
+	if len(id) < MinRunIDPrefix {
+		return nil, fmt.Errorf("run %s: %w (a run id prefix needs at least %d characters; %q is too short)", id, domain.ErrNotFound, MinRunIDPrefix, id)
 	}
 	var ids []string
 	if err := s.db.SelectContext(ctx, &ids, s.db.Rebind(`SELECT id FROM runs WHERE id LIKE ? ORDER BY id LIMIT 2`), escapeLike(id)+"%"); err != nil {
@@ -279,8 +282,13 @@ func (s *Store) GetRun(ctx context.Context, id string) (*domain.Run, error) {
 	case 1:
 		return s.getRun(ctx, s.db, ids[0])
 	}
-	return nil, fmt.Errorf("run id prefix %s is ambiguous (%s, %s, ...)", id, ids[0], ids[1])
+	return nil, fmt.Errorf("run id prefix %s is ambiguous (%s, %s, ...); give more characters: %w", id, ids[0], ids[1], domain.ErrAmbiguous)
 }
+
+// MinRunIDPrefix is the shortest run id prefix GetRun looks up. A run id's first ten characters
+// are its creation time in milliseconds, so eight of them already narrow it to about a second;
+// a shorter prefix would name every run of the same minutes or days.
+const MinRunIDPrefix = 8
 
 func escapeLike(s string) string {
 	return strings.NewReplacer("%", "", "_", "").Replace(s)

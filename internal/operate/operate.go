@@ -162,8 +162,13 @@ func (o *Ops) ExpireWaits(ctx context.Context) error {
 // Run loads a run by id (or unique id prefix).
 func (o *Ops) Run(ctx context.Context, id string) (*domain.Run, error) {
 	r, err := o.Store.GetRun(ctx, id)
-	if errors.Is(err, domain.ErrNotFound) {
+	switch {
+	case errors.Is(err, domain.ErrNotFound) && len(id) < ledger.MinRunIDPrefix:
+		return nil, errorf(KindNotFound, "no run %s in %s, and %q is too short for a run id prefix: give at least %d characters", id, o.Store.Description(), id, ledger.MinRunIDPrefix)
+	case errors.Is(err, domain.ErrNotFound):
 		return nil, errorf(KindNotFound, "no run %s in %s", id, o.Store.Description())
+	case errors.Is(err, domain.ErrAmbiguous):
+		return nil, errorf(KindInvalid, "%v", err)
 	}
 	return r, err
 }

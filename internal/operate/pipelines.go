@@ -151,24 +151,9 @@ func (o *Ops) Toggle(ctx context.Context, actor string, req ToggleRequest) (*Tog
 	if req.Disabled && strings.TrimSpace(req.Reason) == "" {
 		return nil, errorf(KindInvalid, "a reason is required: whoever finds the pipeline off needs to know why")
 	}
-	rows, err := o.Store.Pipelines(ctx)
+	prev, err := o.knownPipeline(ctx, req.Pipeline, req.Known)
 	if err != nil {
-		return nil, err
-	}
-	names := append([]string(nil), req.Known...)
-	var prev *ledger.PipelineRow
-	for i, r := range rows {
-		names = append(names, r.Name)
-		if r.Name == req.Pipeline {
-			prev = &rows[i]
-		}
-	}
-	known := prev != nil
-	for _, n := range req.Known {
-		known = known || n == req.Pipeline
-	}
-	if !known {
-		return nil, unknownPipeline(req.Pipeline, names)
+		return nil, errorf(KindOf(err), "%v; nothing was recorded", err)
 	}
 	if err := o.SetDisabled(ctx, actor, req.Pipeline, req.Disabled, req.Reason); err != nil {
 		return nil, err
@@ -183,16 +168,49 @@ func (o *Ops) Toggle(ctx context.Context, actor string, req ToggleRequest) (*Tog
 	return res, nil
 }
 
+// CheckPipeline returns a KindNotFound error, with the nearest known name, when neither the
+// ledger nor known (a folder's names) knows a pipeline: a filter with a typo must say so rather
+// than show an empty list that reads as "all is well".
+func (o *Ops) CheckPipeline(ctx context.Context, name string, known []string) error {
+	_, err := o.knownPipeline(ctx, name, known)
+	return err
+}
+
+// knownPipeline returns the ledger's row of a pipeline (nil when only known lists it), or the
+// error for a name nobody knows.
+func (o *Ops) knownPipeline(ctx context.Context, name string, known []string) (*ledger.PipelineRow, error) {
+	rows, err := o.Store.Pipelines(ctx)
+	if err != nil {
+		return nil, err
+	}
+	names := append([]string(nil), known...)
+	for i, r := range rows {
+		if r.Name == name {
+			return &rows[i], nil
+		}
+		names = append(names, r.Name)
+	}
+	for _, n := range known {
+		if n == name {
+			return nil, nil
+		}
+	}
+	return nil, unknownPipeline(name, names, known != nil)
+}
+
 // unknownPipeline is the error for a name neither the ledger nor the folder knows.
-func unknownPipeline(name string, known []string) error {
-	msg := fmt.Sprintf("no pipeline %q in the ledger or the --pipelines folder", name)
+func unknownPipeline(name string, known []string, folder bool) error {
+	msg := fmt.Sprintf("no pipeline %q in the ledger", name)
+	if folder {
+		msg += " or the --pipelines folder"
+	}
 	if len(known) == 0 {
-		return errorf(KindNotFound, "%s (a pipeline with no runs yet is known only through --pipelines DIR); nothing was recorded", msg)
+		return errorf(KindNotFound, "%s (it has no runs or kill switch yet; one that has never run is known through --pipelines DIR)", msg)
 	}
 	if near := Nearest(name, known); near != "" {
-		return errorf(KindNotFound, "%s; did you mean %s? nothing was recorded", msg, near)
+		return errorf(KindNotFound, "%s; did you mean %s?", msg, near)
 	}
-	return errorf(KindNotFound, "%s (pipectl pipelines list shows the known ones); nothing was recorded", msg)
+	return errorf(KindNotFound, "%s (pipectl pipelines list shows the known ones)", msg)
 }
 
 // Nearest returns the known name closest to name in edit distance when it is close enough to

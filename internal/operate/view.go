@@ -266,3 +266,17 @@ func StatesList() string {
 	}
 	return s
 }
+
+// NextStep is the command an operator most likely wants for a run in its state, or "" when
+// the run needs nothing (succeeded, or in the hands of a worker).
+func NextStep(r *domain.Run) string {
+	switch r.State {
+	case domain.StateFailedPermanent:
+		return "pipectl dlq redrive " + r.ID + " (after fixing the cause), or pipectl replay " + r.ID
+	case domain.StateNeedsReview:
+		return "pipectl review " + r.ID + " (shows what is to be decided)"
+	case domain.StateWaitingExternal:
+		return "pipectl signal " + r.ID + " STEP --data FILE"
+	}
+	return ""
+}
