@@ -291,13 +291,3 @@ func chain(e ast.Expr) (root ast.Expr, path []Segment, dynamic []ast.Expr, ok bo
 	}
 	return nil, nil, nil, false
 }
-
-// ScalarResult reports whether a compiled expression yields a boolean or a number: such a
-// value cannot carry model-chosen text into a URL or a command, whatever it was computed from.
-func ScalarResult(compiled *cel.Ast) bool {
-	switch compiled.OutputType() {
-	case cel.BoolType, cel.IntType, cel.UintType, cel.DoubleType:
-		return true
-	}
-	return false
-}

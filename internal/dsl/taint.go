@@ -129,15 +129,15 @@ func (c *checker) checkSecrets(st site) {
 	}
 	exprs := c.exprs[st.ptr]
 	for i, ce := range exprs {
-		if ScalarResult(ce.ast) {
-			continue
-		}
 		if st.sink == sinkURL && i < len(t.Placeholders) && len(exprs) == len(t.Placeholders) {
 			if class, _ := st.classAt(t, i); class == domain.SinkURLQuery {
 				continue
 			}
 		}
-		for _, r := range ce.refs {
+		// What flows into the result carries the secret, a number computed from it too
+		// (int(secrets.PIN) is the PIN); what only decides (a comparison, a condition) does not.
+		for _, fl := range Flows(ce.ast, ce.src) {
+			r := fl.Reference
 			if r.Root != VarSecrets || len(r.Path) == 0 {
 				continue
 			}
@@ -310,6 +310,22 @@ func (c *checker) origins(from *domain.Step, r Reference, transformed bool, numb
 			for _, fl := range Flows(ce.ast, ce.src) {
 				p := append(append(append([]Segment{}, fl.Path...), Segment{IsIndex: true, Dynamic: true}), r.Path...)
 				out = append(out, c.origins(from, Reference{Root: fl.Root, Path: p}, transformed || fl.Transformed, at(fl), append(via, "item"), depth+1)...)
+			}
+		}
+		return out
+	case VarIndex:
+		// The index is a count: how long the list is, which the data may choose.
+		if from == nil || from.ForEach == "" {
+			return nil
+		}
+		var out []origin
+		for _, ce := range c.exprs[c.stepPtr[from]+"/for_each"] {
+			for _, fl := range Flows(ce.ast, ce.src) {
+				num := Unsigned
+				if number != NotNumber {
+					num = number
+				}
+				out = append(out, c.origins(from, fl.Reference, true, num, append(via, "index"), depth+1)...)
 			}
 		}
 		return out
