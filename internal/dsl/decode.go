@@ -318,7 +318,11 @@ func (dc *decoder) schema(ptr string) *domain.Schema {
 			abs := filepath.Clean(filepath.Join(dc.dir, filepath.FromSlash(ref)))
 			doc, compiled, err := dc.schemas.loadFile(abs)
 			if err != nil {
-				dc.doc.errorf(ptr+"/$ref", "schema %s: %s", ref, cleanFSError(err, abs, ref))
+				msg := schemaFileError(doc, err)
+				if msg == "" {
+					msg = cleanFSError(err, abs, ref)
+				}
+				dc.doc.errorf(ptr+"/$ref", "schema %s: %s", ref, msg)
 				return nil
 			}
 			return &domain.Schema{Ref: ref, Location: fileURL(abs), Doc: doc, Compiled: compiled}

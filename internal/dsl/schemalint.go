@@ -82,10 +82,45 @@ func (d *document) lintInlineSchema(ptr string, v any) {
 // schemaErrors reports why an inline schema (at ptr) does not compile: each problem at the
 // offending keyword's value, with a suggestion for a misspelt type name.
 func (d *document) schemaErrors(ptr, location string, err error) {
-	var se *gate.SchemaError
-	if !errors.As(err, &se) || len(se.Reasons) == 0 {
+	problems := schemaProblems(valueAt(d.root, ptr), err)
+	if problems == nil {
 		d.errorf(ptr, "%s", strings.ReplaceAll(err.Error(), location, "schema"))
 		return
+	}
+	for _, p := range problems {
+		d.errorf(ptr+p.path, "invalid JSON Schema: %s", p.msg)
+	}
+}
+
+// schemaFileError explains why a schema file does not compile, naming each problem's place in
+// the file as a JSON pointer; "" when the error says nothing more precise than itself.
+func schemaFileError(doc any, err error) string {
+	problems := schemaProblems(doc, err)
+	if problems == nil {
+		return ""
+	}
+	parts := make([]string, len(problems))
+	for i, p := range problems {
+		at := p.path
+		if at == "" {
+			at = "/"
+		}
+		parts[i] = "at " + at + ": " + p.msg
+	}
+	return "invalid JSON Schema " + strings.Join(parts, "; ")
+}
+
+type schemaProblem struct {
+	path string // JSON pointer into the schema document
+	msg  string
+}
+
+// schemaProblems turns a compile error's meta-schema violations into one message per place in
+// the schema; nil when the error carries none.
+func schemaProblems(schema any, err error) []schemaProblem {
+	var se *gate.SchemaError
+	if !errors.As(err, &se) || len(se.Reasons) == 0 {
+		return nil
 	}
 	var order []string
 	byPath := map[string][]gate.Reason{}
@@ -95,23 +130,22 @@ func (d *document) schemaErrors(ptr, location string, err error) {
 		}
 		byPath[r.Path] = append(byPath[r.Path], r)
 	}
+	var out []schemaProblem
 	for _, p := range order {
 		if hasDeeper(order, p) {
 			// The meta-schema offers alternatives (a type name or a list of them): the deeper
 			// finding names the entry that is wrong, the one here only repeats the choice.
 			continue
 		}
-		at := ptr + p
-		val := valueAt(d.root, at)
+		val := valueAt(schema, p)
 		if name, isString := val.(string); isString && strings.HasSuffix(p, "/required") {
-			d.errorf(at, "invalid JSON Schema: required must be a list of property names, such as [%s]", name)
+			out = append(out, schemaProblem{p, fmt.Sprintf("required must be a list of property names, such as [%s]", name)})
 			continue
 		}
 		var msgs []string
 		for _, r := range byPath[p] {
 			if name, isString := val.(string); isString && r.Keyword == "enum" && isTypeKeyword(p) {
-				// The meta-schema allows a name or a list of names; both complaints about one
-				// misspelt name say less than this one does.
+				// Both complaints about one misspelt name say less than this one does.
 				msgs = []string{unknownTypeMessage(name)}
 				break
 			}
@@ -120,8 +154,9 @@ func (d *document) schemaErrors(ptr, location string, err error) {
 		if s, isString := val.(string); isString && len(msgs) > 0 {
 			msgs[len(msgs)-1] += yaml11Hint(s)
 		}
-		d.errorf(at, "invalid JSON Schema: %s", strings.Join(msgs, "; "))
+		out = append(out, schemaProblem{p, strings.Join(msgs, "; ")})
 	}
+	return out
 }
 
 func hasDeeper(paths []string, p string) bool {
