@@ -47,7 +47,9 @@ type origin struct {
 	// query is set when text the spec puts before the value on its way (a transform's
 	// "?user=${{ x }}", an expression's "?q=" + x) may place it in a url's query string.
 	query bool
-	via   []string
+	// numeric is set for a value that is a number by nature (an http status, an exit code).
+	numeric bool
+	via     []string
 }
 
 // checkTaint enforces the gate invariant on every site: untrusted data (inputs, model
@@ -94,7 +96,10 @@ func (c *checker) checkTaint(sites []site) {
 					}
 					if flows, culprit, bad := c.judgeOrigin(o, class); bad != "" {
 						how := ""
-						if o.number != NotNumber {
+						switch {
+						case culprit.numeric:
+							how = ", a number the other side chooses,"
+						case o.number != NotNumber:
 							how = ", as a number computed from it (a count, a conversion or arithmetic),"
 						}
 						where := desc
@@ -375,12 +380,14 @@ func (c *checker) stepOrigins(target *domain.Step, rest []Segment, transformed b
 		return c.valueOrigins(target, ptr+"/output", target.Transform.Output, inner, transformed, number, append(via, label), depth+1)
 	case domain.StepExec:
 		if field == "exit_code" {
-			return nil
+			// A number the program (and whatever drives it) chooses: -1 when it was killed.
+			return asNumber(unchecked("exec exit code"), number, Signed)
 		}
 		return unchecked("exec output")
 	case domain.StepHTTP:
 		if field == "status" {
-			return nil
+			// A number the server chooses, 100 to 999.
+			return asNumber(unchecked("http status"), number, Unsigned)
 		}
 		return unchecked("http response")
 	case domain.StepApproval:
@@ -502,4 +509,15 @@ func afterQueryMark(t Template, i, n int) bool {
 		return strings.ContainsAny(t.Text, "?#")
 	}
 	return strings.ContainsAny(literalPrefix(t, i, false), "?#")
+}
+
+// asNumber marks origins that are numbers by nature (a status, an exit code) with the kind of
+// number they are, unless a computation already made them one.
+func asNumber(os []origin, number, kind NumberUse) []origin {
+	for i := range os {
+		if number == NotNumber {
+			os[i].number, os[i].numeric = kind, true
+		}
+	}
+	return os
 }
