@@ -13,7 +13,7 @@ import (
 // jsonTypes are the type names JSON Schema knows.
 var jsonTypes = []string{"array", "boolean", "integer", "null", "number", "object", "string"}
 
-// Keywords of JSON Schema 2020-12 and draft-07, by what their value holds. A key of a schema
+// Keywords of JSON Schema 2020-12 and draft-07 (and draft-04's id), by what their value holds. A key of a schema
 // object that is none of them is allowed (an annotation), but one a typo away from a keyword
 // is almost always that keyword misspelt, and silently ignored it would loosen a gate.
 var (
@@ -23,7 +23,7 @@ var (
 	schemaMapValued = map[string]bool{"properties": true, "patternProperties": true, "$defs": true,
 		"definitions": true, "dependentSchemas": true}
 	schemaListValued = map[string]bool{"allOf": true, "anyOf": true, "oneOf": true, "prefixItems": true}
-	otherKeywords    = []string{"$schema", "$id", "$ref", "$anchor", "$dynamicRef", "$dynamicAnchor", "$vocabulary",
+	otherKeywords    = []string{"$schema", "$id", "id", "$ref", "$anchor", "$dynamicRef", "$dynamicAnchor", "$vocabulary",
 		"$comment", "type", "enum", "const", "multipleOf", "maximum", "exclusiveMaximum", "minimum",
 		"exclusiveMinimum", "maxLength", "minLength", "pattern", "maxItems", "minItems", "uniqueItems",
 		"maxContains", "minContains", "maxProperties", "minProperties", "required", "dependentRequired",
