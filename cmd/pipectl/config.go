@@ -11,8 +11,10 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/pipectl/pipectl/internal/domain"
 	"github.com/pipectl/pipectl/internal/dsl"
 	"github.com/pipectl/pipectl/internal/llm"
+	"github.com/pipectl/pipectl/internal/operate"
 )
 
 // config is pipectl.yaml.
@@ -211,4 +213,50 @@ func providerFunc(all map[string]llm.Provider, replay llm.Provider, record *llm.
 		}
 		return p, nil
 	}
+}
+
+// providerInfo describes the configured providers for a preflight, with the same defaults as
+// providers: the default one reads OPENAI_API_KEY and OPENAI_BASE_URL unless pipectl.yaml
+// says otherwise.
+func (c *config) providerInfo() map[string]operate.ProviderInfo {
+	out := map[string]operate.ProviderInfo{}
+	info := func(p providerConfig) operate.ProviderInfo {
+		return operate.ProviderInfo{BaseURL: p.BaseURL, KeyEnv: p.APIKeyEnv, HasKey: p.APIKeyEnv != "" && os.Getenv(p.APIKeyEnv) != ""}
+	}
+	def := providerConfig{BaseURL: os.Getenv("OPENAI_BASE_URL"), APIKeyEnv: "OPENAI_API_KEY"}
+	if p, ok := c.Providers["default"]; ok {
+		def = p
+		if def.APIKeyEnv == "" {
+			def.APIKeyEnv = "OPENAI_API_KEY"
+		}
+		if def.BaseURL == "" {
+			def.BaseURL = os.Getenv("OPENAI_BASE_URL")
+		}
+	}
+	out[""] = info(def)
+	out["default"] = out[""]
+	for name, p := range c.Providers {
+		if name != "default" {
+			out[name] = info(p)
+		}
+	}
+	return out
+}
+
+// preflight checks what a run of p would need before it is created (operate.Preflight); a
+// failure exits 2 with nothing written.
+func (a *app) preflight(p *domain.Pipeline, replayPath string, dryRun bool) error {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return err
+	}
+	env := operate.PreflightEnv{Providers: cfg.providerInfo(), DryRun: dryRun}
+	if replayPath != "" {
+		r, err := llm.LoadReplayer(replayPath)
+		if err != nil {
+			return &exitError{code: domain.ExitUsage, err: err}
+		}
+		env.Recorded = r.Steps()
+	}
+	return opError(operate.Preflight(p, env))
 }

@@ -198,7 +198,11 @@ func TestProvidersFromConfig(t *testing.T) {
 		t.Fatalf("unknown config key: exit %d\n%s", code, out)
 	}
 	os.WriteFile(filepath.Join(c.dir, "pipectl.yaml"), []byte("providers: {}\n"), 0o644)
-	if code, out := c.exec(t, nil, "run", c.spec, "--input", strings.Replace(input, "P-1", "P-3", 1)); code != 1 || !strings.Contains(out, `unknown model provider "local"`) {
+	// An unconfigured provider is found before the run exists, not by its first model call.
+	if code, out := c.exec(t, nil, "run", c.spec, "--input", strings.Replace(input, "P-1", "P-3", 1)); code != 2 || !strings.Contains(out, `model provider local is not configured`) {
 		t.Fatalf("unknown provider: exit %d\n%s", code, out)
+	}
+	if n := len(c.runsJSON()); n != 1 {
+		t.Fatalf("the preflight failure left %d runs, want the first one only", n)
 	}
 }

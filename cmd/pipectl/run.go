@@ -43,6 +43,9 @@ func (a *app) runCommand() *cobra.Command {
 			if err != nil {
 				return &exitError{code: domain.ExitUsage, err: err}
 			}
+			if err := a.preflight(p, replayPath, dryRun); err != nil {
+				return err
+			}
 			providers, err := a.modelProviders(recordPath, replayPath)
 			if err != nil {
 				return err

@@ -21,15 +21,29 @@ import (
 
 func (a *app) submitCommand() *cobra.Command {
 	var inputArg string
+	var noPreflight bool
 	cmd := &cobra.Command{
-		Use:   "submit FILE --input FILE|-|JSON",
+		Use:   "submit FILE --input FILE|-|JSON [--no-preflight]",
 		Short: "Create a run as queued, for workers; prints its id",
-		Args:  cobra.ExactArgs(1),
+		Long: "Before the run is created, the preflight of pipectl run checks this machine: the secrets,\n" +
+			"each llm step's provider and key, each exec command. When workers run elsewhere with keys\n" +
+			"and tools this machine lacks, --no-preflight leaves the checks to them.",
+		Example: "  pipectl submit pipelines/support-triage.yaml --input ticket.json\n" +
+			"  pipectl submit pipelines/nightly.yaml --input '{}' --no-preflight",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			v, p, input, err := a.pipelineAndInput(args[0], inputArg)
 			if err != nil {
 				return err
+			}
+			if !noPreflight {
+				if _, err := a.resolveSecrets(p); err != nil {
+					return &exitError{code: domain.ExitUsage, err: err}
+				}
+				if err := a.preflight(p, "", false); err != nil {
+					return err
+				}
 			}
 			store, err := a.openLedger(ctx)
 			if err != nil {
@@ -57,6 +71,7 @@ func (a *app) submitCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&inputArg, "input", "", "run input: a JSON file, - for stdin, or inline JSON")
+	cmd.Flags().BoolVar(&noPreflight, "no-preflight", false, "skip the checks of secrets, providers and commands on this machine (workers elsewhere have them)")
 	return cmd
 }
 

@@ -232,3 +232,17 @@ func (s *Scripted) Calls() map[string]int {
 	}
 	return out
 }
+
+// Steps counts the recorded exchanges of each pipeline step, for a check before a run that a
+// recording has answers for every model step at all.
+func (r *Replayer) Steps() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]int{}
+	for _, list := range r.answers {
+		for _, ex := range list {
+			out[ex.Request.Step]++
+		}
+	}
+	return out
+}
