@@ -55,7 +55,9 @@ func (c SinkClass) Forbidden() string {
 		return `NUL and a leading "-"`
 	case SinkArgTail, SinkEnv:
 		return "NUL"
-	case SinkURLPath, SinkQueryValue, SinkPath:
+	case SinkURLPath, SinkPath:
+		return `/ ? # % \, spaces and control characters, and "", "." or ".." as a whole segment`
+	case SinkQueryValue:
 		return `/ ? # % \, spaces and control characters, and "." or ".." as a whole segment`
 	case SinkURLQuery:
 		return `/ ? # % \ & = + ;, spaces and control characters, and "." or ".."`
@@ -106,6 +108,13 @@ func (c SinkClass) ForbidsDots() bool {
 	return false
 }
 
+// ForbidsEmpty reports whether the empty text is dangerous as the whole value: in a path it
+// drops the segment, so that .../users/${{ id }} names the collection (.../users/) instead
+// of one item, and a workdir /srv/${{ tenant }} becomes /srv/.
+func (c SinkClass) ForbidsEmpty() bool {
+	return c == SinkURLPath || c == SinkPath
+}
+
 // CheckText is the run-time check of an untrusted value's text in this position.
 func (c SinkClass) CheckText(s string) error {
 	if c == SinkCode || c == SinkFixed {
@@ -121,6 +130,9 @@ func (c SinkClass) CheckText(s string) error {
 	}
 	if c.ForbidsDots() && (s == "." || s == "..") {
 		return fmt.Errorf("is %q (this position refuses %s)", s, c.Forbidden())
+	}
+	if c.ForbidsEmpty() && s == "" {
+		return fmt.Errorf("is empty (this position refuses %s)", c.Forbidden())
 	}
 	return nil
 }

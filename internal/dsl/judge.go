@@ -384,7 +384,9 @@ func remedy(class domain.SinkClass) string {
 		return `use enum, const, a boolean, an integer with minimum 0, ` + formatsIn(class) + `, or a pattern anchored with ^...$ that cannot start with "-" or hold NUL, such as ^[A-Za-z0-9_][A-Za-z0-9_.-]*$`
 	case domain.SinkArgTail, domain.SinkEnv:
 		return `use enum, const, a boolean or number, ` + formatsIn(class) + `, or a pattern anchored with ^...$ that excludes NUL, such as ^[^\x00]*$`
-	case domain.SinkURLPath, domain.SinkQueryValue, domain.SinkPath:
+	case domain.SinkURLPath, domain.SinkPath:
+		return `use enum, const, a boolean or number, ` + formatsIn(class) + `, or a pattern anchored with ^...$ whose characters exclude / ? # % \ and spaces and that cannot be empty, "." or "..", such as ^[A-Za-z0-9_-]+$`
+	case domain.SinkQueryValue:
 		return `use enum, const, a boolean or number, ` + formatsIn(class) + `, or a pattern anchored with ^...$ whose characters exclude / ? # % \ and spaces and that cannot be "." or "..", such as ^[A-Za-z0-9_-]+$`
 	case domain.SinkURLQuery:
 		return `use enum, const, a boolean or number, ` + formatsIn(class) + `, or a pattern anchored with ^...$ whose characters exclude / ? # % \ & = + ; and spaces, such as ^[A-Za-z0-9_-]+$, or put the value in the step's query map`

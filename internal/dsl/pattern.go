@@ -29,6 +29,9 @@ func patternVerdict(re *regexp.Regexp, class domain.SinkClass) (why string) {
 	if r, ok := badRune(first, class.AllowsLeading); ok {
 		return fmt.Sprintf("pattern %s admits %s at the start", strconv.Quote(src), describeRune(r))
 	}
+	if class.ForbidsEmpty() && re.MatchString("") {
+		return fmt.Sprintf("pattern %s admits the empty text, which drops a path segment (.../users/ instead of .../users/42; require at least one character)", strconv.Quote(src))
+	}
 	if class.ForbidsDots() {
 		for _, dots := range []string{".", ".."} {
 			if re.MatchString(dots) {

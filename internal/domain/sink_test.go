@@ -1,0 +1,34 @@
+package domain
+
+import "testing"
+
+// TestCheckValue: the run-time check of a value's text by position, attacks first.
+func TestCheckValue(t *testing.T) {
+	cases := []struct {
+		class SinkClass
+		value any
+		ok    bool
+	}{
+		{SinkURLPath, "", false}, // .../users/ instead of .../users/42
+		{SinkPath, "", false},
+		{SinkURLPath, "..", false},
+		{SinkURLPath, "a&b=c", true},
+		{SinkURLQuery, "a&b=c", false},
+		{SinkURLQuery, "", true},
+		{SinkQueryValue, "", true},
+		{SinkURLQuery, float64(1e21), true}, // 1e+21: a number's exponent, not a space
+		{SinkURLQuery, "1e+21", false},      // the same text as a string is data with a "+"
+		{SinkArg, int64(-1), false},
+		{SinkArg, float64(1e21), true},
+		{SinkArgTail, int64(-1), true},
+		{SinkFixed, int64(80), false},
+		{SinkHeader, "a\r\nX: 1", false},
+		{SinkHeader, "", true},
+	}
+	for _, c := range cases {
+		err := c.class.CheckValue(c.value)
+		if (err == nil) != c.ok {
+			t.Errorf("%s %#v: got %v, want ok=%v", c.class, c.value, err, c.ok)
+		}
+	}
+}
