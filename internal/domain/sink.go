@@ -200,6 +200,23 @@ func (c Constraint) Finite() bool {
 	return false
 }
 
+// Lists reports whether v is one of the values the spec itself lists: an enum or const
+// value, a boolean, or such a value of an anyOf branch. Such a value is the spec's own text and
+// needs no check of its characters (anyOf [enum ["-v"], pattern] admits "-v" by its enum).
+func (c Constraint) Lists(v any) bool {
+	switch c.Kind {
+	case ConstraintEnum, ConstraintBoolean:
+		return c.Admits(v) == nil
+	case ConstraintAnyOf:
+		for _, b := range c.Any {
+			if b.Lists(v) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Admits is the run-time check of a source value against the constraint: the value must be
 // one the schema of this run's spec lets through.
 func (c Constraint) Admits(v any) error {

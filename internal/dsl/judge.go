@@ -267,6 +267,9 @@ func judgeLeaf(s *jsonschema.Schema, class domain.SinkClass) verdict {
 	}
 	var c domain.Constraint
 	c.AllowNull = slices.Contains(s.Types, "null")
+	if c.AllowNull && class.ForbidsEmpty() {
+		return verdict{where: where, why: `it may be null, which is written as the empty text and drops a path segment (.../users/ instead of .../users/42)`}
+	}
 	for _, t := range s.Types {
 		switch t {
 		case "null":

@@ -53,7 +53,7 @@ func (e *Engine) checkSink(chk domain.SinkCheck, vars map[string]any) error {
 			if err := fl.Constraint.Admits(v); err != nil {
 				return fmt.Errorf("%s %s = %s %v under this run's spec", fl.Source, fl.Origin, excerpt(v, vars), err)
 			}
-			if !finite && !fl.Transformed {
+			if !finite && !fl.Transformed && !fl.Constraint.Lists(v) {
 				if err := class.CheckValue(v); err != nil {
 					return fmt.Errorf("%s %s = %s %v", fl.Source, fl.Origin, excerpt(v, vars), err)
 				}

@@ -43,6 +43,8 @@ var fieldSchemas = []string{
 	`{pattern: "^[a-z]+$"}`,
 	`{type: string, pattern: "^[a-z]+$", format: email}`,
 	`{anyOf: [{enum: [a, b]}, {type: string, pattern: "^[0-9]+$"}]}`,
+	`{anyOf: [{enum: ["-rf", ""]}, {type: string, pattern: "^[a-z]+$"}]}`,
+	`{type: [string, "null"], pattern: "^[a-z]+$"}`,
 }
 
 // sinkTemplates place a field in every kind of side-effect position.
