@@ -89,6 +89,23 @@ func TestReviewApproveBindsTheProposal(t *testing.T) {
 	if held.Hash == "" || held.Proposal["team"] != "technical" {
 		t.Fatalf("held proposal %+v", held)
 	}
+	// What a reviewer reads: the proposal as indented JSON, each rule's verdict, why it was
+	// held by path, what approving does, and the model call with tokens and latency.
+	for _, args := range [][]string{{"review", id}, {"runs", "show", id}} {
+		code, out := c.exec(t, nil, args...)
+		for _, want := range []string{"held for review at step classify", "proposal  sha256 " + held.Hash, "\n      \"team\": \"technical\"\n",
+			"failed  urgent tickets need a person  (on_fail review)", "/: urgent tickets need a person (rule, on_fail review)", "approving step classify succeeds with exactly this proposal"} {
+			if code != 0 || !strings.Contains(out, want) {
+				t.Fatalf("%v: exit %d, want %q in:\n%s", args, code, want, out)
+			}
+		}
+		if args[0] == "review" && !strings.Contains(out, "pipectl review "+id+" --approve --proposal-hash "+held.Hash) {
+			t.Fatalf("review does not say how to decide:\n%s", out)
+		}
+		if args[0] == "runs" && !regexpLine(out, `model call classify #1 re-ask 0\s+review, gate review \d+ms\s+\S+, \d+\+\d+ tokens`) {
+			t.Fatalf("runs show: no model call line with verdict, latency and tokens:\n%s", out)
+		}
+	}
 	if code, out := c.exec(t, model, "review", id, "--approve", "--proposal-hash", strings.Repeat("0", 64)); code != 4 || !strings.Contains(out, "nothing was changed") {
 		t.Fatalf("wrong hash: exit %d\n%s", code, out)
 	}

@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestKillSwitchRefusesUnknownNames: the attack is a typo at 2 a.m. The switch of a pipeline
@@ -91,4 +93,43 @@ func regexpLine(out, expr string) bool {
 		}
 	}
 	return false
+}
+
+// TestRunsShowFollow follows a run from another process while it executes: the timeline grows
+// until the run ends, and the command exits by its state.
+func TestRunsShowFollow(t *testing.T) {
+	c := newCLI(t, slowSpec)
+	runner := c.command("run", c.spec, "--input", fmt.Sprintf(`{"id": "f1", "dir": %q}`, c.dir))
+	if err := runner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer runner.Wait()
+	var id string
+	for deadline := time.Now().Add(10 * time.Second); id == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if out, err := c.command("runs", "list", "--format", "json").Output(); err == nil {
+			var runs []map[string]any
+			if json.Unmarshal(out, &runs) == nil && len(runs) == 1 {
+				id = runs[0]["id"].(string)
+			}
+		}
+	}
+	if id == "" {
+		t.Fatal("the run did not appear")
+	}
+	code, out := c.exec(t, nil, "runs", "show", id, "--follow", "--poll", "100ms")
+	if code != 0 || !strings.Contains(out, "following until it ends") || !strings.Contains(out, "step two #1") ||
+		!strings.Contains(out, "processing -> succeeded") || !strings.HasSuffix(out, "run "+id+" succeeded\n") {
+		t.Fatalf("follow: exit %d\n%s", code, out)
+	}
+	// An attempt is printed when it starts and again when it ends; no line twice.
+	seen := map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if seen[l] {
+			t.Fatalf("line printed twice: %q\n%s", l, out)
+		}
+		seen[l] = true
+	}
+	if !strings.Contains(out, "step one #1  succeeded") {
+		t.Fatalf("the end of step one is missing:\n%s", out)
+	}
 }

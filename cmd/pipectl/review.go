@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -18,10 +19,13 @@ func (a *app) reviewCommand() *cobra.Command {
 		Long: "Approving accepts exactly the proposal the run holds (its sha256 is recorded; --proposal-hash\n" +
 			"refuses when the held proposal is not the one you reviewed) and continues the run in this\n" +
 			"process, or only queues it with --enqueue. Rejecting moves the run to failed_permanent.",
+		Example: "  pipectl review 01m8p146433v            # show the proposal and what approving would do\n" +
+			"  pipectl review 01m8p146433v --approve --proposal-hash 9f2c...\n" +
+			"  pipectl review 01m8p146433v --reject --note \"wrong team\"",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if approve == reject {
-				return usageErrorf("say --approve or --reject")
+			if approve && reject {
+				return usageErrorf("say --approve or --reject, not both")
 			}
 			ctx := cmd.Context()
 			o, err := a.operator(ctx)
@@ -29,6 +33,9 @@ func (a *app) reviewCommand() *cobra.Command {
 				return err
 			}
 			defer o.Close()
+			if !approve && !reject {
+				return a.showReview(ctx, o.Ops, args[0])
+			}
 			actor := a.g.actorName()
 			d, err := o.Review(ctx, actor, operate.ReviewRequest{RunID: args[0], Approve: approve, ProposalHash: hash, Note: note, Enqueue: enqueue})
 			if err != nil {
@@ -52,6 +59,26 @@ func (a *app) reviewCommand() *cobra.Command {
 	cmd.Flags().StringVar(&hash, "proposal-hash", "", "refuse unless the held proposal has this sha256")
 	cmd.Flags().BoolVar(&enqueue, "enqueue", false, "only queue the run for workers")
 	return cmd
+}
+
+// showReview prints what a run in needs_review holds and the commands that decide it; a run in
+// another state has nothing to decide (exit 4).
+func (a *app) showReview(ctx context.Context, ops *operate.Ops, id string) error {
+	doc, run, err := ops.Show(ctx, id)
+	if err != nil {
+		return opError(err)
+	}
+	if doc.Held == nil {
+		return &exitError{code: domain.ExitRefused, err: fmt.Errorf("run %s is %s, not needs_review: there is nothing to decide", run.ID, run.State)}
+	}
+	fmt.Fprintf(a.stdout, "run %s of %s is waiting for a review\n", run.ID, run.Pipeline)
+	writeHeld(a.stdout, doc.Held)
+	hash := ""
+	if doc.Held.ProposalHash != "" {
+		hash = " --proposal-hash " + doc.Held.ProposalHash
+	}
+	fmt.Fprintf(a.stdout, "\ndecide with\n  pipectl review %s --approve%s [--note TEXT]\n  pipectl review %s --reject --note TEXT\n", run.ID, hash, run.ID)
+	return nil
 }
 
 func (a *app) signalCommand() *cobra.Command {

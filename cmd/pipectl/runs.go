@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pipectl/pipectl/internal/domain"
+	"github.com/pipectl/pipectl/internal/gate"
 	"github.com/pipectl/pipectl/internal/ledger"
 	"github.com/pipectl/pipectl/internal/operate"
 )
@@ -71,13 +74,21 @@ func (a *app) runsListCommand() *cobra.Command {
 
 func (a *app) runsShowCommand() *cobra.Command {
 	var format string
+	var follow bool
+	var poll time.Duration
 	cmd := &cobra.Command{
-		Use:   "show RUN [--format table|json]",
-		Short: "Show a run: its state, steps, attempts, transitions and notes",
-		Args:  cobra.ExactArgs(1),
+		Use:   "show RUN [--format table|json] [--follow]",
+		Short: "Show a run: its state, steps, attempts, model calls, what it holds for review, transitions and notes",
+		Long: "RUN is a run id or a unique prefix of at least 8 characters. --follow prints the timeline as\n" +
+			"it grows until the run ends or pauses, and exits by its state like pipectl run.",
+		Example: "  pipectl runs show 01m8p146433v\n  pipectl runs show 01m8p146433v --format json\n  pipectl runs show 01m8p146433v --follow",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkFormat(format); err != nil {
 				return err
+			}
+			if follow && format == "json" {
+				return usageErrorf("--follow prints text; follow JSON events with the API's /runs/{id}/events")
 			}
 			ctx := cmd.Context()
 			store, err := a.openLedger(ctx)
@@ -85,6 +96,9 @@ func (a *app) runsShowCommand() *cobra.Command {
 				return err
 			}
 			defer store.Close()
+			if follow {
+				return a.follow(ctx, a.ops(store, nil), args[0], poll)
+			}
 			doc, run, err := a.ops(store, nil).Show(ctx, args[0])
 			if err != nil {
 				return opError(err)
@@ -96,7 +110,54 @@ func (a *app) runsShowCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "table", "table or json")
+	cmd.Flags().BoolVar(&follow, "follow", false, "print the timeline as it grows until the run ends or pauses")
+	cmd.Flags().DurationVar(&poll, "poll", 500*time.Millisecond, "with --follow, how often to read the ledger")
 	return cmd
+}
+
+// follow prints a run's timeline as it grows, reading the ledger every poll, until the run
+// is in a state only an operator or the clock moves it out of, and exits by that state.
+func (a *app) follow(ctx context.Context, ops *operate.Ops, id string, poll time.Duration) error {
+	if poll <= 0 {
+		return usageErrorf("--poll must be positive")
+	}
+	printed := map[line]bool{}
+	header := false
+	for {
+		doc, run, err := ops.Show(ctx, id)
+		if err != nil {
+			return opError(err)
+		}
+		if !header {
+			fmt.Fprintf(a.stdout, "run %s of %s, following until it ends or pauses\n", run.ID, run.Pipeline)
+			header = true
+		}
+		for _, l := range timeline(*doc) {
+			if !printed[l] {
+				printed[l] = true
+				fmt.Fprintf(a.stdout, "  %s  %s\n", l.at.UTC().Format("15:04:05.000"), strings.ReplaceAll(l.text, "\t", "  "))
+			}
+		}
+		switch run.State {
+		case domain.StateSucceeded, domain.StateFailedPermanent, domain.StateNeedsReview, domain.StateWaitingExternal:
+			if doc.Held != nil {
+				writeHeld(a.stdout, doc.Held)
+			}
+			fmt.Fprintf(a.stdout, "run %s %s\n", run.ID, run.State)
+			if next := operate.NextStep(run); next != "" {
+				fmt.Fprintf(a.stdout, "  next: %s\n", next)
+			}
+			if code := exitForState(run.State); code != domain.ExitOK {
+				return &exitError{code: code}
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return &exitError{code: domain.ExitPaused, err: fmt.Errorf("stopped following run %s, which is %s", run.ID, run.State)}
+		case <-time.After(poll):
+		}
+	}
 }
 
 func checkFormat(f string) error {
@@ -140,10 +201,27 @@ func writeShow(w io.Writer, r *domain.Run, doc operate.RunDoc) error {
 		fmt.Fprintf(tw, "  %s\t%s\t%d attempt(s)\t%s\n", s.Step, s.Outcome, s.Attempts, items)
 	}
 	tw.Flush()
-	type line struct {
-		at   time.Time
-		text string
+	lines := timeline(doc)
+	if h := doc.Held; h != nil {
+		writeHeld(w, h)
 	}
+	fmt.Fprintln(w, "\ntimeline")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, l := range lines {
+		fmt.Fprintf(tw, "  %s\t%s\n", l.at.UTC().Format("15:04:05.000"), l.text)
+	}
+	return tw.Flush()
+}
+
+// line is one entry of a run's timeline.
+type line struct {
+	at   time.Time
+	text string
+}
+
+// timeline lists a run's transitions, attempts, notes and model calls (with the gate's
+// reasons by path) in time order.
+func timeline(doc operate.RunDoc) []line {
 	var lines []line
 	for _, e := range doc.Events {
 		from := e.From
@@ -167,19 +245,70 @@ func writeShow(w io.Writer, r *domain.Run, doc operate.RunDoc) error {
 		lines = append(lines, line{n.At, fmt.Sprintf("note\tby %s\t%s", oneLine(n.Actor), oneLine(n.Text))})
 	}
 	for _, c := range doc.ModelCalls {
-		detail := callDetail(c)
-		if len(c.Reasons) > 0 {
-			detail += " " + shorten(string(c.Reasons), 160)
+		verdict := c.Outcome
+		if c.Verdict != "" {
+			verdict += ", gate " + c.Verdict
 		}
-		lines = append(lines, line{c.At, fmt.Sprintf("  model call %s #%d re-ask %d\t%s %dms\t%s", c.Step, c.Attempt, c.Reask, c.Outcome, c.LatencyMS, detail)})
+		lines = append(lines, line{c.At, fmt.Sprintf("  model call %s #%d re-ask %d\t%s %dms\t%s", c.Step, c.Attempt, c.Reask, verdict, c.LatencyMS, callDetail(c))})
+		var reasons []gate.Reason
+		if json.Unmarshal(c.Reasons, &reasons) == nil {
+			for _, r := range reasons {
+				lines = append(lines, line{c.At, "\t\t  " + reasonLine(r)})
+			}
+		}
 	}
 	sort.SliceStable(lines, func(i, j int) bool { return lines[i].at.Before(lines[j].at) })
-	fmt.Fprintln(w, "\ntimeline")
-	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	for _, l := range lines {
-		fmt.Fprintf(tw, "  %s\t%s\n", l.at.UTC().Format("15:04:05.000"), l.text)
+	return lines
+}
+
+// reasonLine is one gate reason: the path of the offending value, the message and the keyword
+// or the rule's on_fail.
+func reasonLine(r gate.Reason) string {
+	path := r.Path
+	if path == "" {
+		path = "/"
 	}
-	return tw.Flush()
+	kind := r.Keyword
+	if r.Keyword == "rule" && r.OnFail != "" {
+		kind = "rule, on_fail " + r.OnFail
+	}
+	return fmt.Sprintf("%s: %s (%s)", oneLine(path), oneLine(r.Message), kind)
+}
+
+// writeHeld prints what a run in needs_review holds: the proposal as indented JSON, why it was
+// held, each rule's verdict, and what approving would do.
+func writeHeld(w io.Writer, h *operate.HeldView) {
+	name := h.Step
+	if h.Item != nil {
+		name = fmt.Sprintf("%s[%d]", h.Step, *h.Item)
+	}
+	fmt.Fprintf(w, "\nheld for review at step %s\n", name)
+	if h.Message != "" {
+		fmt.Fprintf(w, "  message   %s\n", oneLine(h.Message))
+	}
+	if len(h.Proposal) > 0 {
+		var pretty bytes.Buffer
+		if json.Indent(&pretty, h.Proposal, "    ", "  ") != nil {
+			pretty.Reset()
+			pretty.Write(h.Proposal)
+		}
+		fmt.Fprintf(w, "  proposal  sha256 %s\n    %s\n", h.ProposalHash, pretty.String())
+	}
+	if len(h.Reasons) > 0 {
+		fmt.Fprintln(w, "  held because")
+		for _, r := range h.Reasons {
+			fmt.Fprintf(w, "    %s\n", reasonLine(r))
+		}
+	}
+	if len(h.Rules) > 0 {
+		fmt.Fprintln(w, "  rules")
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		for _, r := range h.Rules {
+			fmt.Fprintf(tw, "    %s\t%s\t(on_fail %s)\t%s\n", r.Verdict, oneLine(r.Message), r.OnFail, oneLine(r.Expr))
+		}
+		tw.Flush()
+	}
+	fmt.Fprintf(w, "  approving %s\n  rejecting dead-letters the run (failed_permanent)\n", h.Approve)
 }
 
 // callDetail is a model call's line in the timeline: the model (and the one that answered, when

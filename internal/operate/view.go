@@ -107,6 +107,8 @@ type RunDoc struct {
 	Events     []EventView   `json:"events"`
 	ModelCalls []CallView    `json:"model_calls"`
 	Notes      []NoteView    `json:"notes"`
+	// Held is what a run in needs_review waits on; absent in other states.
+	Held *HeldView `json:"held,omitempty"`
 }
 
 type CallView struct {
@@ -233,7 +235,7 @@ func (o *Ops) Show(ctx context.Context, id string) (*RunDoc, *domain.Run, error)
 		return nil, nil, err
 	}
 	doc := &RunDoc{Run: RunViewOf(run), Steps: summarizeSteps(attempts), Attempts: attemptViews(attempts), Events: eventViews(events),
-		ModelCalls: callViews(calls), Notes: noteViews(notes)}
+		ModelCalls: callViews(calls), Notes: noteViews(notes), Held: o.Held(ctx, run, attempts)}
 	doc.Run.Input = json.RawMessage(run.Input)
 	return doc, run, nil
 }
