@@ -73,6 +73,28 @@ func rolesFrom(argv []string, roles []argRole, i int) bool {
 	case "rsync":
 		optionRoles(argv, roles, rest, map[string]argRole{"-e": roleCode, "--rsh": roleCode, "--rsync-path": roleCode})
 		return false
+	case "make", "gmake", "bmake":
+		// A target chooses the recipe that runs, and an operand NAME=VALUE is an assignment
+		// whose value make expands ($(shell ...)): operands choose what runs.
+		makeRoles(argv, roles, rest)
+		return false
+	case "scp", "sftp":
+		for j := rest; j < len(argv); j++ {
+			if role, ok := sshOption(argv, j); ok {
+				if a := argv[j]; a == "-o" || a == "-F" || a == "-J" {
+					if j+1 < len(argv) {
+						roles[j+1] = role
+					}
+					j++
+				} else {
+					roles[j] = role
+				}
+			} else if argv[j] == "-S" && j+1 < len(argv) {
+				roles[j+1] = roleProgram // the ssh program
+				j++
+			}
+		}
+		return false
 	case "psql":
 		// psql runs its -c commands and stdin as SQL with meta-commands, and \! runs a shell.
 		optionRoles(argv, roles, rest, map[string]argRole{"-c": roleCode, "--command": roleCode, "-f": roleProgram, "--file": roleProgram})
@@ -643,8 +665,13 @@ func gitRoles(argv []string, roles []argRole, j int) {
 			roles[j] = roleProgram
 		case strings.HasPrefix(a, "-"):
 		default:
-			optionRoles(argv, roles, j+1, map[string]argRole{"--upload-pack": roleCode, "--receive-pack": roleCode, "--exec": roleCode, "-u": roleCode,
-				"--extcmd": roleCode, "-x": roleCode, "--tool": roleProgram})
+			opts := map[string]argRole{"--upload-pack": roleCode, "--receive-pack": roleCode, "--exec": roleCode, "-u": roleCode,
+				"--extcmd": roleCode, "-x": roleCode, "--tool": roleProgram}
+			if a == "clone" {
+				// clone -c sets configuration before the first fetch: core.sshCommand and the like.
+				opts["-c"], opts["--config"] = roleCode, roleCode
+			}
+			optionRoles(argv, roles, j+1, opts)
 			return
 		}
 	}
@@ -679,8 +706,20 @@ func optionRoles(argv []string, roles []argRole, j int, opts map[string]argRole)
 			continue
 		}
 		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
-			if role, ok := opts[a[:2]]; ok {
-				roles[j] = max(roles[j], role)
+			// A cluster such as -avze: the first listed letter takes the rest of the
+			// cluster, or the next argument when it ends the cluster.
+			for k := 1; k < len(a); k++ {
+				role, ok := opts["-"+a[k:k+1]]
+				if !ok {
+					continue
+				}
+				if k+1 < len(a) {
+					roles[j] = max(roles[j], role)
+				} else if j+1 < len(argv) {
+					roles[j+1] = max(roles[j+1], role)
+					j++
+				}
+				break
 			}
 		}
 	}
@@ -738,4 +777,33 @@ var interpreters = map[string]bool{
 	"csh": true, "tcsh": true, "busybox": true, "env": true, "python": true, "python2": true, "pypy": true,
 	"node": true, "nodejs": true, "bun": true, "deno": true, "perl": true, "ruby": true, "php": true, "lua": true,
 	"rscript": true, "julia": true, "awk": true, "gawk": true, "sed": true, "psql": true, "mysql": true, "sqlite": true,
+}
+
+// makeRoles: -f names a makefile, --eval (-E) is make code, and every operand is a target or
+// an assignment; -C, -I, -j, -l, -o, -W take a value.
+func makeRoles(argv []string, roles []argRole, j int) {
+	for ; j < len(argv); j++ {
+		a := argv[j]
+		switch {
+		case a == "-f" || a == "--file" || a == "--makefile":
+			if j+1 < len(argv) {
+				roles[j+1] = roleProgram
+			}
+			j++
+		case a == "-E" || a == "--eval":
+			if j+1 < len(argv) {
+				roles[j+1] = roleCode
+			}
+			j++
+		case strings.HasPrefix(a, "--eval=") || strings.HasPrefix(a, "-E") && len(a) > 2:
+			roles[j] = roleCode
+		case strings.HasPrefix(a, "--file=") || strings.HasPrefix(a, "--makefile=") || strings.HasPrefix(a, "-f") && len(a) > 2:
+			roles[j] = roleProgram
+		case a == "-C" || a == "-I" || a == "-o" || a == "-W" || a == "--directory" || a == "--include-dir":
+			j++
+		case strings.HasPrefix(a, "-"):
+		default:
+			roles[j] = roleProgram
+		}
+	}
 }

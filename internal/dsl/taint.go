@@ -166,6 +166,13 @@ func (st site) classAt(t Template, i int) (domain.SinkClass, string) {
 		case roleProgram:
 			return domain.SinkFixed, st.sensitive + ", which chooses the program, script or host that runs"
 		}
+		if strings.Contains(literal, "://") {
+			// A url by its own text (curl https://api.example.com/${{ id }}): the program
+			// sends it, so a value in it has the url's rules, host, path and query alike.
+			class := domain.URLPosition(literal)
+			desc := map[domain.SinkClass]string{domain.SinkFixed: "the scheme, host and port", domain.SinkURLPath: "the path", domain.SinkURLQuery: "the query string"}
+			return class, st.sensitive + ", in " + desc[class] + " of the url it holds"
+		}
 		if literal == "" {
 			return domain.SinkArg, st.sensitive
 		}
