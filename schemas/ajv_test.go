@@ -97,6 +97,7 @@ var beyondSchema = map[string]string{
 	"schedule-every-fraction":      "whole seconds of a duration",
 	"schedule-timezone-unknown":    "the time zone database",
 	"step-duplicate-id":            "uniqueness of a field across items",
+	"template-in-names":            "template syntax in map keys",
 }
 
 // The editor reads these YAML-level faults more leniently than pipectl (and than ajv's YAML

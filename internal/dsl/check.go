@@ -120,6 +120,10 @@ func (c *checker) sites() []site {
 		}
 		stringMap := func(ptr string, m map[string]string, kind sinkKind, what string) {
 			for _, k := range sortedKeys(m) {
+				if strings.Contains(k, "${{") {
+					// Names are sent as written: a placeholder there would be a literal "${{".
+					c.errorIn(pointerJoin(ptr, k), 0, "%s name is never rendered: ${{ }} in it would be sent as written; write the name in the spec", strings.TrimSuffix(fmt.Sprintf(what, ""), " "))
+				}
 				st := site{ptr: pointerJoin(ptr, k), text: m[k], sink: kind, secretsOK: true, sensitive: fmt.Sprintf(what, k)}
 				if kind == sinkEnv {
 					st.role = envRole(k)
