@@ -42,6 +42,10 @@ const (
 	SinkEnv SinkClass = "env"
 	// SinkPath is a file system path segment (exec workdir): as SinkURLPath.
 	SinkPath SinkClass = "path"
+	// SinkBodyText is inside an http body written as text around placeholders ('{"user":
+	// "${{ x }}"}', "user=${{ x }}&role=viewer"): the body's format is the spec's, unknown
+	// here, so no quote, backslash, form or markup delimiter, or control character.
+	SinkBodyText SinkClass = "body-text"
 )
 
 // Forbidden says in words what the class refuses, for error messages.
@@ -63,6 +67,8 @@ func (c SinkClass) Forbidden() string {
 		return `/ ? # % \ & = + ;, spaces and control characters, and "." or ".."`
 	case SinkHeader:
 		return "CR, LF and other control characters"
+	case SinkBodyText:
+		return `quotes, \ & = + % ; < >, and control characters`
 	}
 	return "unknown characters"
 }
@@ -76,6 +82,11 @@ func (c SinkClass) AllowsRune(r rune) bool {
 		return r != 0
 	case SinkHeader:
 		return r == '\t' || !(r < 0x20 || r == 0x7f)
+	case SinkBodyText:
+		if r < 0x20 || r == 0x7f || unicode.IsControl(r) || r == 0x2028 || r == 0x2029 {
+			return false
+		}
+		return !strings.ContainsRune(`"'\&=+%;<>`, r)
 	case SinkURLPath, SinkQueryValue, SinkPath, SinkURLQuery:
 		if r <= ' ' || r == 0x7f || unicode.IsControl(r) || unicode.Is(unicode.Zs, r) || r == 0x2028 || r == 0x2029 {
 			return false
@@ -582,7 +593,7 @@ func URLPosition(prefix string) SinkClass {
 // Stricter returns the class that refuses more of the two: a run-time position can only
 // make a check stricter than the one the validator proved.
 func Stricter(a, b SinkClass) SinkClass {
-	rank := map[SinkClass]int{SinkEnv: 1, SinkArgTail: 1, SinkHeader: 2, SinkArg: 3, SinkQueryValue: 4, SinkPath: 4, SinkURLPath: 4, SinkURLQuery: 5, SinkFixed: 6, SinkCode: 7}
+	rank := map[SinkClass]int{SinkEnv: 1, SinkArgTail: 1, SinkHeader: 2, SinkArg: 3, SinkQueryValue: 4, SinkPath: 4, SinkURLPath: 4, SinkURLQuery: 5, SinkBodyText: 5, SinkFixed: 6, SinkCode: 7}
 	if rank[b] > rank[a] {
 		return b
 	}

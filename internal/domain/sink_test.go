@@ -24,6 +24,10 @@ func TestCheckValue(t *testing.T) {
 		{SinkFixed, int64(80), false},
 		{SinkHeader, "a\r\nX: 1", false},
 		{SinkHeader, "", true},
+		{SinkBodyText, `x", "role": "admin`, false}, // JSON written as text in the spec
+		{SinkBodyText, "x&role=admin", false},       // a form
+		{SinkBodyText, "bob smith-2", true},
+		{SinkBodyText, float64(1e21), true},
 	}
 	for _, c := range cases {
 		err := c.class.CheckValue(c.value)

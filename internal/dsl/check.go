@@ -155,7 +155,13 @@ func (c *checker) sites() []site {
 			add(site{ptr: at("/url"), text: h.URL, sink: sinkURL, sensitive: "the http url"})
 			stringMap(at("/headers"), h.Headers, sinkHeader, "the http header %s")
 			stringMap(at("/query"), h.Query, sinkQuery, "the http query parameter %s")
-			values(at("/body"), h.Body)
+			if text, ok := h.Body.(string); ok && strings.Contains(text, "${{") && !wholePlaceholder(text) {
+				// Text around placeholders: the spec writes the body's format (JSON, a form,
+				// XML) and the data is spliced into it, where a quote or an "&" changes it.
+				add(site{ptr: at("/body"), text: text, sink: sinkBody, sensitive: "the http body written as text"})
+			} else {
+				values(at("/body"), h.Body)
+			}
 			if g := h.Guard; g != nil {
 				add(site{ptr: at("/guard/url"), text: g.URL, sink: sinkURL, sensitive: "the http guard url"})
 				stringMap(at("/guard/headers"), g.Headers, sinkHeader, "the http guard header %s")
@@ -412,4 +418,11 @@ func (c *checker) positionIn(ptr string, off int) (int, int) {
 	}
 	l, col := lineColOf(src, from+i)
 	return l, col + utf8.RuneCountInString(value[lineStart:off])
+}
+
+// wholePlaceholder reports whether a template is one placeholder and nothing else, so that the
+// value it renders is the whole text.
+func wholePlaceholder(text string) bool {
+	t, err := ParseTemplate(text)
+	return err == nil && t.Single()
 }

@@ -393,6 +393,8 @@ func remedy(class domain.SinkClass) string {
 		return `use enum, const, a boolean or number, ` + formatsIn(class) + `, or a pattern anchored with ^...$ whose characters exclude / ? # % \ and spaces and that cannot be "." or "..", such as ^[A-Za-z0-9_-]+$`
 	case domain.SinkURLQuery:
 		return `use enum, const, a boolean or number, ` + formatsIn(class) + `, or a pattern anchored with ^...$ whose characters exclude / ? # % \ & = + ; and spaces, such as ^[A-Za-z0-9_-]+$, or put the value in the step's query map`
+	case domain.SinkBodyText:
+		return `use enum, const, a boolean or number, ` + formatsIn(class) + `, or a pattern anchored with ^...$ whose characters exclude quotes, \ & = + % ; < > and control characters, such as ^[A-Za-z0-9_ .-]+$; or write the body as a YAML map, which is sent as JSON with every value encoded`
 	case domain.SinkHeader:
 		return `use enum, const, a boolean or number, ` + formatsIn(class) + `, or a pattern anchored with ^...$ that excludes CR and LF, such as ^[ -~]*$`
 	}

@@ -25,6 +25,8 @@ const (
 	sinkWorkdir
 	// sinkCode is text an interpreter runs (its stdin, when it reads its program there).
 	sinkCode
+	// sinkBody is an http body written as text around placeholders.
+	sinkBody
 )
 
 // origin is where an untrusted value was last checked by a schema, or where it entered
@@ -193,6 +195,8 @@ func (st site) classAt(t Template, i int) (domain.SinkClass, string) {
 		return domain.SinkPath, st.sensitive
 	case sinkCode:
 		return domain.SinkCode, st.sensitive
+	case sinkBody:
+		return domain.SinkBodyText, st.sensitive
 	}
 	return "", ""
 }
