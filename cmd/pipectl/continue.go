@@ -22,6 +22,7 @@ type operator struct {
 // operator opens the ledger and wires the operations layer to it; commands that act on runs
 // go through it so that they record what the API records.
 func (a *app) operator(ctx context.Context) (*operator, error) {
+	a.showProgress()
 	store, err := a.openLedger(ctx)
 	if err != nil {
 		return nil, err

@@ -51,6 +51,12 @@ type app struct {
 	stdout  io.Writer
 	stderr  io.Writer
 	jsonOut io.Writer
+	// rawErr is the process's stderr itself, for the progress display's cursor control;
+	// errTTY says it is a terminal. prog, when set, shows the steps of runs this process
+	// executes (run, and the commands that continue a run).
+	rawErr io.Writer
+	errTTY bool
+	prog   *progress
 	// red knows every secret this process holds: the pipelines' secrets, the model provider
 	// keys and the ledger's password. Logs, the ledger, recordings and output go through it.
 	red *domain.Redactor
@@ -60,13 +66,17 @@ type app struct {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	red := domain.NewRedactor(heldSecrets())
 	a := &app{stdin: stdin, red: red, stdout: &safeWriter{w: stdout, red: red, text: true},
-		stderr: &safeWriter{w: stderr, red: red, text: true}, jsonOut: &safeWriter{w: stdout, red: red}}
+		stderr: &safeWriter{w: stderr, red: red, text: true}, jsonOut: &safeWriter{w: stdout, red: red},
+		rawErr: stderr, errTTY: isTerminal(stderr)}
 	root := a.rootCommand()
 	root.SetArgs(args)
 	root.SetIn(stdin)
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	err := root.ExecuteContext(ctx)
+	if a.prog != nil {
+		a.prog.Close()
+	}
 	if err != nil {
 		var ee *exitError
 		if !errors.As(err, &ee) || ee.err != nil {

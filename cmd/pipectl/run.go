@@ -32,6 +32,7 @@ func (a *app) runCommand() *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			a.showProgress()
 			if _, err := a.logger(); err != nil {
 				return err
 			}
@@ -259,7 +260,7 @@ func (a *app) logConfig(log interface {
 	Info(msg string, args ...any)
 }, eng *engine.Engine, store *ledger.Store, extra map[string]any) {
 	args := []any{"version", version, "ledger", store.Description(), "owner", eng.Owner.String(), "actor", eng.Actor,
-		"lease_ttl", eng.LeaseTTL.String(), "log_format", a.g.logFormat}
+		"lease_ttl", eng.LeaseTTL.String(), "log_format", a.logFormat()}
 	for k, v := range extra {
 		args = append(args, k, v)
 	}

@@ -34,7 +34,7 @@ type globals struct {
 
 func (g *globals) register(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringVar(&g.ledgerDSN, "ledger", "", "run ledger: sqlite:PATH or postgres://... (default $PIPECTL_LEDGER or "+ledger.DefaultDSN+")")
-	cmd.PersistentFlags().StringVar(&g.logFormat, "log-format", "json", "log format on stderr: json or text")
+	cmd.PersistentFlags().StringVar(&g.logFormat, "log-format", "", "log format on stderr: json or text (default $PIPECTL_LOG_FORMAT, else text on a terminal and json otherwise)")
 	cmd.PersistentFlags().StringVar(&g.config, "config", "", "configuration file (pipectl.yaml)")
 	cmd.PersistentFlags().StringVar(&g.actor, "as", "", "name recorded on operator actions (default: the OS user)")
 	cmd.PersistentFlags().Int64Var(&g.maxInputBytes, "max-input-bytes", 0, fmt.Sprintf("largest --input or --data accepted, in bytes (default: limits.max_input_bytes in pipectl.yaml, else %d)", DefaultMaxInputBytes))
@@ -62,13 +62,35 @@ func (g *globals) actorName() string {
 
 func (a *app) logger() (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
-	switch a.g.logFormat {
+	switch f := a.logFormat(); f {
 	case "json":
 		return slog.New(engine.RedactingHandler(slog.NewJSONHandler(a.stderr, opts), a.red)), nil
 	case "text":
+		if a.prog != nil {
+			// The progress display shows every attempt; the log keeps what needs attention.
+			opts.Level = slog.LevelWarn
+			return slog.New(engine.RedactingHandler(slog.NewTextHandler(a.prog, opts), a.red)), nil
+		}
 		return slog.New(engine.RedactingHandler(slog.NewTextHandler(a.stderr, opts), a.red)), nil
+	default:
+		return nil, usageErrorf("unknown log format %q (--log-format or PIPECTL_LOG_FORMAT): use json or text", f)
 	}
-	return nil, usageErrorf("unknown --log-format %q: use json or text", a.g.logFormat)
+}
+
+// showProgress turns on the progress display for the runs this process executes, when logs
+// are text (a terminal, or --log-format text): live on a terminal, plain lines elsewhere.
+func (a *app) showProgress() {
+	if a.prog == nil && a.logFormat() == "text" {
+		a.prog = a.newProgress(nil)
+	}
+}
+
+// observer is the progress display, when it is on; a nil interface otherwise.
+func (a *app) observer() engine.Observer {
+	if a.prog == nil {
+		return nil
+	}
+	return a.prog
 }
 
 func usageErrorf(format string, args ...any) error {
@@ -100,6 +122,7 @@ func (a *app) newEngine(store engine.Store, v *dsl.Validator, log *slog.Logger, 
 			domain.StepApproval:  steps.Approval{},
 			domain.StepWait:      steps.Wait{},
 		},
+		Observer: a.observer(),
 		Regater:  gates,
 		Log:      log,
 		Redactor: a.red,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -176,9 +177,34 @@ func (a *app) runner(store *ledger.Store, eng *engine.Engine, specs *specCache) 
 			store.ReleaseLease(context.WithoutCancel(ctx), r.ID, eng.Owner.String())
 			return err
 		}
-		_, err = eng.Continue(ctx, p, r, in, engine.RunOptions{Secrets: secrets})
+		started := time.Now()
+		after, err := eng.Continue(ctx, p, r, in, engine.RunOptions{Secrets: secrets})
+		if after != nil {
+			logRunEnd(eng.Log, after, time.Since(started))
+		}
 		return err
 	}
+}
+
+// logRunEnd is the worker's line when a run leaves its hands: finished (succeeded or
+// dead-lettered), paused for a person or a signal, or handed back (a retry is due later, or
+// the pipeline was disabled).
+func logRunEnd(log *slog.Logger, r *domain.Run, took time.Duration) {
+	msg := "run handed back"
+	switch r.State {
+	case domain.StateSucceeded, domain.StateFailedPermanent:
+		msg = "run finished"
+	case domain.StateNeedsReview, domain.StateWaitingExternal:
+		msg = "run paused"
+	}
+	attrs := []any{"run_id", r.ID, "pipeline", r.Pipeline, "idempotency_key", r.IdempotencyKey, "state", string(r.State), "duration_ms", took.Milliseconds()}
+	if !r.FinishedAt.IsZero() {
+		attrs = append(attrs, "run_duration_ms", r.FinishedAt.Sub(r.CreatedAt).Milliseconds())
+	}
+	if r.State == domain.StateFailedPermanent {
+		attrs = append(attrs, "failed_step", r.FailedStep, "error_class", string(r.ErrorClass), "error", r.Error)
+	}
+	log.Info(msg, attrs...)
 }
 
 // specCache parses each stored spec once per worker.

@@ -229,7 +229,10 @@ func TestWorkerOnSQLite(t *testing.T) {
 	if counts[domain.StateSucceeded] != 2 {
 		t.Fatalf("sqlite worker: %v\n%s", counts, w.log)
 	}
-
+	// The worker says when each run leaves its hands, and how.
+	if n := strings.Count(w.log.String(), `"msg":"run finished"`); n != 2 || !strings.Contains(w.log.String(), `"state":"succeeded","duration_ms":`) {
+		t.Fatalf("want a run finished line per run, got %d:\n%s", n, w.log)
+	}
 }
 
 func TestRunOnPostgres(t *testing.T) {

@@ -55,6 +55,12 @@ type Observer interface {
 	RunChanged(pipeline string, to domain.RunState)
 }
 
+// AttemptStarter is an Observer that also hears of each attempt as it starts, for a live
+// progress display; the attempt must not be changed.
+type AttemptStarter interface {
+	AttemptStarted(pipeline string, step *domain.Step, att *domain.Attempt)
+}
+
 // Renderer evaluates ${{ }} templates inside a value.
 type Renderer interface {
 	Render(v any, vars map[string]any) (any, error)

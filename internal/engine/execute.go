@@ -432,6 +432,9 @@ func (e *Engine) runUnit(ctx context.Context, s *session, u *unit) (r *unitResul
 			return r
 		}
 	}
+	if o, ok := e.Observer.(AttemptStarter); ok {
+		o.AttemptStarted(s.run.Pipeline, u.step, u.att)
+	}
 	timeout := u.step.Timeout
 	if timeout == 0 {
 		timeout = s.p.Defaults.Timeout
