@@ -65,7 +65,7 @@ func TestExitCodes(t *testing.T) {
 		{"unknown command", []string{"frobnicate"}, 2, "unknown command"},
 		{"unknown flag", []string{"runs", "list", "--frob"}, 2, "unknown flag"},
 		{"bad ledger", []string{"--ledger", "mysql://x", "runs", "list"}, 2, "expected sqlite:PATH"},
-		{"bad log format", []string{"--log-format", "xml", "run", c.spec, "--input", `{"id": "x", "mode": "ok"}`}, 2, "unknown --log-format"},
+		{"bad log format", []string{"--log-format", "xml", "run", c.spec, "--input", `{"id": "x", "mode": "ok"}`}, 2, "unknown log format \"xml\""},
 
 		{"version", []string{"version"}, 0, "pipectl"},
 		{"version with an argument", []string{"version", "x"}, 2, "unknown command"},
