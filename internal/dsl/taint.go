@@ -175,6 +175,11 @@ func (st site) classAt(t Template, i int) (domain.SinkClass, string) {
 			desc := map[domain.SinkClass]string{domain.SinkFixed: "the scheme, host and port", domain.SinkURLPath: "the path", domain.SinkURLQuery: "the query string"}
 			return class, st.sensitive + ", in " + desc[class] + " of the url it holds"
 		}
+		if strings.HasSuffix(literal, "/") {
+			// A path segment by its own text (rm -rf /srv/tenants/${{ t }}): "..", "" or
+			// a "/" in the value would name another file than the one the spec means.
+			return domain.SinkPath, st.sensitive + `, a path segment after "/"`
+		}
 		if literal == "" {
 			return domain.SinkArg, st.sensitive
 		}
