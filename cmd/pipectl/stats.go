@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -73,12 +75,34 @@ func writeStats(a *app, stats []ledger.PipelineStats, since time.Duration) {
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "PIPELINE / STEP\tRUNS\tSUCCESS\tRETRIES\tDEAD LETTERS\tP50\tP95\t(last %s)\n", since)
 	for _, p := range stats {
-		fmt.Fprintf(tw, "%s\t%d\t%.1f%%\t%.1f%%\t%.1f%%\t%s\t%s\t\n", p.Pipeline, p.Runs, 100*p.SuccessRate, 100*p.RetryRate, 100*p.DeadLetterRate, secs(p.P50Seconds), secs(p.P95Seconds))
+		runs := fmt.Sprint(p.Runs)
+		if p.DryRuns > 0 {
+			runs += fmt.Sprintf(" (+%d dry)", p.DryRuns)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.1f%%\t%.1f%%\t%.1f%%\t%s\t%s\t\n", p.Pipeline, runs, 100*p.SuccessRate, 100*p.RetryRate, 100*p.DeadLetterRate, secs(p.P50Seconds), secs(p.P95Seconds))
 		for _, s := range p.Steps {
-			fmt.Fprintf(tw, "  %s\t%d att.\t%.1f%%\t%.1f%%\t\t%s\t%s\t\n", s.Step, s.Attempts, 100*s.SuccessRate, 100*s.RetryRate, secs(s.P50Seconds), secs(s.P95Seconds))
+			fmt.Fprintf(tw, "  %s\t%d att.\t%.1f%%\t%.1f%%\t\t%s\t%s\t%s\n", s.Step, s.Attempts, 100*s.SuccessRate, 100*s.RetryRate, secs(s.P50Seconds), secs(s.P95Seconds), outcomeList(s.Outcomes))
 		}
 	}
 	tw.Flush()
+}
+
+// outcomeList is a step's attempts by outcome, most frequent first.
+func outcomeList(m map[string]int) string {
+	type kv struct {
+		k string
+		n int
+	}
+	var list []kv
+	for k, n := range m {
+		list = append(list, kv{k, n})
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].n > list[j].n || list[i].n == list[j].n && list[i].k < list[j].k })
+	parts := make([]string, len(list))
+	for i, e := range list {
+		parts[i] = fmt.Sprintf("%s %d", e.k, e.n)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func secs(s float64) string {

@@ -13,12 +13,18 @@ import (
 type Stats struct {
 	Pipeline string `json:"pipeline"`
 	Step     string `json:"step,omitempty"`
-	// Runs created in the window (for a step: step attempts).
-	Runs         int `json:"runs,omitempty"`
-	Attempts     int `json:"attempts,omitempty"`
+	// Runs created in the window, dry runs apart (for a step: step attempts).
+	Runs    int `json:"runs,omitempty"`
+	DryRuns int `json:"dry_runs,omitempty"`
+	// Attempts counts every finished attempt, whatever its outcome; Outcomes breaks it down.
+	Attempts int            `json:"attempts,omitempty"`
+	Outcomes map[string]int `json:"outcomes,omitempty"`
+	// Succeeded: for a pipeline, runs that succeeded; for a step, attempts that succeeded,
+	// were guarded, skipped or reused.
 	Succeeded    int `json:"succeeded"`
 	DeadLettered int `json:"dead_lettered"`
-	// Retries are attempts after the first of their step (and item).
+	// Retries are attempts that follow a failed (or abandoned) attempt of their step and
+	// item: an approval or a signal that completes a paused step is no retry.
 	Retries        int     `json:"retries"`
 	SuccessRate    float64 `json:"success_rate"`
 	DeadLetterRate float64 `json:"dead_letter_rate"`
@@ -69,24 +75,25 @@ func (s *Store) Stats(ctx context.Context, since time.Time, pipeline string) ([]
 		N        int    `db:"n"`
 	}
 	var stepCounts []struct {
-		Pipeline  string `db:"pipeline"`
-		Step      string `db:"step_id"`
-		N         int    `db:"n"`
-		Retries   int    `db:"retries"`
-		Succeeded int    `db:"succeeded"`
+		Pipeline string `db:"pipeline"`
+		Step     string `db:"step_id"`
+		Outcome  string `db:"outcome"`
+		N        int    `db:"n"`
+		Retries  int    `db:"retries"`
 	}
 	// The two counting scans are independent: they run side by side.
 	err = runParallel(2, []func() error{
 		func() error {
-			return db.SelectContext(ctx, &runCounts, s.db.Rebind(`SELECT pipeline, state, COUNT(*) AS n FROM runs
-				WHERE created_at >= ?`+filter+` GROUP BY pipeline, state`), args...)
+			return db.SelectContext(ctx, &runCounts, s.db.Rebind(`SELECT pipeline, CASE WHEN dry_run THEN 'dry' ELSE state END AS state, COUNT(*) AS n FROM runs
+				WHERE created_at >= ?`+filter+` GROUP BY pipeline, CASE WHEN dry_run THEN 'dry' ELSE state END`), args...)
 		},
 		func() error {
-			return db.SelectContext(ctx, &stepCounts, s.db.Rebind(`SELECT pipeline, step_id, COUNT(*) AS n,
-				COALESCE(SUM(CASE WHEN attempt > 1 THEN 1 ELSE 0 END), 0) AS retries,
-				COALESCE(SUM(CASE WHEN outcome IN ('failed', 'abandoned') THEN 0 ELSE 1 END), 0) AS succeeded
-				FROM step_attempts WHERE started_at >= ?`+filter+` AND `+countedOutcomes+`
-				GROUP BY pipeline, step_id`), args...)
+			return db.SelectContext(ctx, &stepCounts, s.db.Rebind(`SELECT pipeline, step_id, outcome, COUNT(*) AS n,
+				COALESCE(SUM(CASE WHEN attempt > 1 AND EXISTS (SELECT 1 FROM step_attempts p WHERE p.run_id = a.run_id
+					AND p.step_id = a.step_id AND p.item_index = a.item_index AND p.attempt = a.attempt - 1
+					AND p.outcome IN ('failed', 'abandoned')) THEN 1 ELSE 0 END), 0) AS retries
+				FROM step_attempts a WHERE started_at >= ?`+filter+` AND attempt > 0 AND outcome <> 'running' AND `+notDry("a")+`
+				GROUP BY pipeline, step_id, outcome`), args...)
 		},
 	})
 	if err != nil {
@@ -94,6 +101,10 @@ func (s *Store) Stats(ctx context.Context, since time.Time, pipeline string) ([]
 	}
 	for _, c := range runCounts {
 		p := get(c.Pipeline)
+		if c.State == "dry" {
+			p.DryRuns += c.N
+			continue
+		}
 		p.Runs += c.N
 		switch c.State {
 		case "succeeded":
@@ -104,19 +115,43 @@ func (s *Store) Stats(ctx context.Context, since time.Time, pipeline string) ([]
 	}
 	// Every percentile is an index walk of its own; they run two at a time.
 	var jobs []func() error
+	steps := map[[2]string]*Stats{}
+	timed := map[[2]string]int{}
 	for _, c := range stepCounts {
-		p := get(c.Pipeline)
-		p.Steps = append(p.Steps, Stats{Pipeline: c.Pipeline, Step: c.Step, Attempts: c.N, Retries: c.Retries, Succeeded: c.Succeeded,
-			SuccessRate: float64(c.Succeeded) / float64(c.N), RetryRate: float64(c.Retries) / float64(c.N)})
-		p.Attempts += c.N
-		p.Retries += c.Retries
+		k := [2]string{c.Pipeline, c.Step}
+		st := steps[k]
+		if st == nil {
+			st = &Stats{Pipeline: c.Pipeline, Step: c.Step, Outcomes: map[string]int{}}
+			steps[k] = st
+		}
+		st.Attempts += c.N
+		st.Retries += c.Retries
+		st.Outcomes[c.Outcome] += c.N
+		switch c.Outcome {
+		case "succeeded", "guarded", "skipped", "reused", "dry_run":
+			st.Succeeded += c.N
+		}
+		if !untimed[c.Outcome] {
+			timed[k] += c.N
+		}
+	}
+	for k, st := range steps {
+		if ended := st.Succeeded + st.Outcomes["failed"] + st.Outcomes["abandoned"]; ended > 0 {
+			st.SuccessRate = float64(st.Succeeded) / float64(ended)
+		}
+		st.RetryRate = float64(st.Retries) / float64(st.Attempts)
+		p := get(k[0])
+		p.Steps = append(p.Steps, *st)
+		p.Attempts += st.Attempts
+		p.Retries += st.Retries
 	}
 	for _, p := range byPipeline {
 		for i := range p.Steps {
 			st := &p.Steps[i]
+			n := timed[[2]string{st.Pipeline, st.Step}]
 			jobs = append(jobs, func() (err error) {
 				st.P50Seconds, st.P95Seconds, err = percentiles(ctx, db, `SELECT duration_ms FROM step_attempts
-					WHERE pipeline = ? AND step_id = ? AND started_at >= ? AND `+countedOutcomes+` ORDER BY duration_ms`, st.Attempts, st.Pipeline, st.Step, from)
+					WHERE pipeline = ? AND step_id = ? AND started_at >= ? AND `+countedOutcomes+` AND `+notDry("step_attempts")+` ORDER BY duration_ms`, n, st.Pipeline, st.Step, from)
 				return err
 			})
 		}
@@ -125,7 +160,7 @@ func (s *Store) Stats(ctx context.Context, since time.Time, pipeline string) ([]
 			p.DeadLetterRate = float64(p.DeadLettered) / float64(finished)
 			jobs = append(jobs, func() (err error) {
 				p.P50Seconds, p.P95Seconds, err = percentiles(ctx, db, `SELECT finished_at - created_at FROM runs`+s.latencyIndex()+`
-					WHERE pipeline = ? AND finished_at > 0 AND created_at >= ? AND state IN ('succeeded', 'failed_permanent')
+					WHERE pipeline = ? AND finished_at > 0 AND created_at >= ? AND state IN ('succeeded', 'failed_permanent') AND NOT dry_run
 					ORDER BY finished_at - created_at`, finished, p.Pipeline, from)
 				return err
 			})
@@ -181,9 +216,18 @@ func (s *Store) latencyIndex() string {
 	return ""
 }
 
-// countedOutcomes leaves out attempts that did no work of their own.
-// Attempt 0 is a for_each step's collected output.
+// countedOutcomes selects the attempts whose duration is work of their own, for the duration
+// percentiles: not in flight, not reused, skipped or a pause (whose duration is a person's or
+// the world's). Attempt 0 is a for_each step's collected output.
 const countedOutcomes = `attempt > 0 AND outcome NOT IN ('running', 'reused', 'skipped', 'needs_review', 'waiting')`
+
+// untimed are the outcomes countedOutcomes leaves out of the percentiles.
+var untimed = map[string]bool{"running": true, "reused": true, "skipped": true, "needs_review": true, "waiting": true}
+
+// notDry leaves out the attempts of dry runs, which the figures show apart.
+func notDry(attempts string) string {
+	return `NOT EXISTS (SELECT 1 FROM runs d WHERE d.id = ` + attempts + `.run_id AND d.dry_run)`
+}
 
 // percentiles returns the p50 and p95 of a query's values by nearest rank, in seconds; the
 // query must select one column ordered by an index, so each rank is an index walk with no sort;

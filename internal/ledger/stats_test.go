@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"reflect"
 	"path/filepath"
 	"testing"
 	"time"
@@ -69,14 +70,58 @@ func TestStatsAgainstHandComputedFigures(t *testing.T) {
 		// 13 attempts, 3 of them retries. Success 8 of 10 finished, dead letters 2 of 10.
 		want := Stats{Pipeline: "billing", Runs: 10, Attempts: 13, Succeeded: 8, DeadLettered: 2, Retries: 3,
 			SuccessRate: 0.8, DeadLetterRate: 0.2, RetryRate: 3.0 / 13, P50Seconds: 5, P95Seconds: 10}
-		if p.Stats != want {
+		if !reflect.DeepEqual(p.Stats, want) {
 			t.Fatalf("pipeline stats\n got %+v\nwant %+v", p.Stats, want)
 		}
 		// Attempt durations sorted: 100 x7, 200, 300, 400, 400, 500, 500 (13 values).
 		// p50: rank ceil(6.5) = 7 -> 100 ms; p95: rank ceil(12.35) = 13 -> 500 ms. 8 of 13 attempts succeeded.
 		step := p.Steps[0]
+		if !reflect.DeepEqual(step.Outcomes, map[string]int{"succeeded": 8, "failed": 5}) {
+			t.Fatalf("step outcomes %v", step.Outcomes)
+		}
 		if step.Step != "call" || step.Attempts != 13 || step.Retries != 3 || step.P50Seconds != 0.1 || step.P95Seconds != 0.5 || math.Abs(step.SuccessRate-8.0/13) > 1e-9 {
 			t.Fatalf("step stats %+v", step)
+		}
+	})
+}
+
+// TestStatsCountsEveryOutcomeNotApprovalsNorDryRuns: the attack is a figure that lies. A run
+// held for review and approved has two attempts of its step, and the second is no retry; the
+// held attempt is counted with its outcome; a dry run's run and attempts stay out of the
+// figures and are counted apart.
+func TestStatsCountsEveryOutcomeNotApprovalsNorDryRuns(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		base := time.Now().Add(-time.Hour)
+		add := func(id string, dry bool, outcomes ...string) {
+			r := &domain.Run{ID: id, Pipeline: "triage", IdempotencyKey: id, InputHash: "h", Input: []byte("{}"), SpecText: "s", SpecHash: "h", Version: "t", DryRun: dry}
+			if _, _, err := s.CreateRun(ctx, r, "seed", &domain.Claim{Owner: "o", LeaseUntil: base.Add(2 * time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+			for n, o := range outcomes {
+				a := &domain.Attempt{RunID: id, StepID: "classify", ItemIndex: domain.NoItem, Attempt: n + 1, StepKey: "k", StartedAt: base, FinishedAt: base, DurationMS: 10, Outcome: o}
+				if err := s.FinishAttempt(ctx, "o", a, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Transition(ctx, id, domain.Change{To: domain.StateSucceeded, Owner: "o", Actor: "seed"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		add("approved", false, domain.OutcomeNeedsReview, domain.OutcomeSucceeded)
+		add("retried", false, domain.OutcomeFailed, domain.OutcomeSucceeded)
+		add("dry", true, domain.OutcomeFailed, domain.OutcomeSucceeded)
+		got, err := s.Stats(ctx, time.Now().Add(-2*time.Hour), "")
+		if err != nil || len(got) != 1 {
+			t.Fatalf("stats %+v %v", got, err)
+		}
+		p := got[0]
+		if p.Runs != 2 || p.DryRuns != 1 || p.Succeeded != 2 || p.Attempts != 4 || p.Retries != 1 {
+			t.Fatalf("pipeline: %+v", p.Stats)
+		}
+		st := p.Steps[0]
+		if !reflect.DeepEqual(st.Outcomes, map[string]int{"needs_review": 1, "succeeded": 2, "failed": 1}) || st.Retries != 1 || math.Abs(st.SuccessRate-2.0/3) > 1e-9 {
+			t.Fatalf("step: %+v", st)
 		}
 	})
 }
