@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"reflect"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
