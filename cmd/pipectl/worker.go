@@ -89,6 +89,8 @@ func (a *app) workerCommand() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
+			case a.g.actor != "":
+				return usageErrorf("--as does not apply to a worker: it records its own identity (its owner id) on everything it does")
 			case concurrency < 1:
 				return usageErrorf("--concurrency must be at least 1")
 			case maxPerPipeline < 0:
@@ -116,6 +118,9 @@ func (a *app) workerCommand() *cobra.Command {
 			}
 			metrics := worker.NewMetrics(version)
 			eng := a.newEngine(store, v, log, providers, nil)
+			// A worker acts as itself: the claims name its owner id, and so does every
+			// transition it makes, so the events say which process did what.
+			eng.Actor = eng.Owner.String()
 			eng.LeaseTTL = leaseTTL
 			eng.Observer = redactingObserver{metrics, a.red}
 			a.logConfig(log, eng, store, map[string]any{"command": "worker", "concurrency": concurrency, "pipelines": pipelines,
