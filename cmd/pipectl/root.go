@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 
@@ -12,8 +13,41 @@ import (
 	"github.com/pipectl/pipectl/internal/ledger"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "v0.1.0-dev"
+// version is set at build time with -ldflags "-X main.version=..."; without, init takes it
+// from the module's build information (go install ...@v1.2.3 records v1.2.3, a build in a git
+// checkout a pseudo-version of its commit).
+var version string
+
+func init() {
+	if version == "" {
+		version = buildVersion()
+	}
+}
+
+// buildVersion is the main module's version from the build information, or the VCS revision
+// when the build has no version, or v0.0.0-dev.
+func buildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "v0.0.0-dev"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	rev, dirty := "", ""
+	for _, s := range bi.Settings {
+		switch {
+		case s.Key == "vcs.revision" && len(s.Value) >= 12:
+			rev = s.Value[:12]
+		case s.Key == "vcs.modified" && s.Value == "true":
+			dirty = "-dirty"
+		}
+	}
+	if rev != "" {
+		return "v0.0.0-dev+" + rev + dirty
+	}
+	return "v0.0.0-dev"
+}
 
 // exitError carries the process exit code of a command that did not succeed.
 type exitError struct {
@@ -92,7 +126,9 @@ func (a *app) rootCommand() *cobra.Command {
 		Short:         "Run automation pipelines with schema-gated LLM steps and an auditable run ledger",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version,
 	}
+	root.SetVersionTemplate("pipectl {{.Version}}\n")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{code: domain.ExitUsage, err: fmt.Errorf("%w\nrun '%s --help' for usage", err, c.CommandPath())}
 	})
@@ -107,6 +143,7 @@ func (a *app) rootCommand() *cobra.Command {
 	}
 	root.AddCommand(a.versionCommand(), a.schemaCommand(), a.validateCommand(), a.runCommand(), a.runsCommand(), a.testCommand(),
 		a.reviewCommand(), a.signalCommand(), a.noteCommand(), a.disableCommand(), a.enableCommand(), a.pipelinesCommand(), a.dlqCommand(), a.replayCommand(), a.statsCommand(), a.submitCommand(), a.workerCommand(), a.serveCommand(), a.tokenCommand())
+	a.finishCommands(root)
 	return root
 }
 
