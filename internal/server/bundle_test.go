@@ -19,6 +19,7 @@ import (
 	"github.com/pipectl/pipectl/internal/dsl"
 	"github.com/pipectl/pipectl/internal/engine"
 	"github.com/pipectl/pipectl/internal/ledger"
+	"github.com/pipectl/pipectl/internal/llm"
 	"github.com/pipectl/pipectl/internal/operate"
 	"github.com/pipectl/pipectl/internal/server"
 	"github.com/pipectl/pipectl/internal/steps"
@@ -122,7 +123,39 @@ func parse(t testing.TB, v *dsl.Validator, dir, name, src string) *domain.Pipeli
 type options struct {
 	workers bool
 	cfg     func(*server.Config)
+	// model, when set, is the base URL of an OpenAI-compatible server: the bundle then serves
+	// the triage pipeline, whose llm step asks it.
+	model string
 }
+
+// triageSpec holds an urgent ticket's classification for a person.
+const triageSpec = `apiVersion: pipectl/v1
+kind: Pipeline
+name: triage
+inputs: {type: object, required: [id], properties: {id: {type: string}}}
+idempotency: {key: "${{ inputs.id }}"}
+steps:
+  - id: classify
+    type: llm
+    model: test-model
+    prompt: "Classify ticket ${{ inputs.id }}"
+    max_reasks: 0
+    output:
+      schema:
+        type: object
+        required: [team, priority, summary]
+        properties:
+          team: {enum: [billing, technical]}
+          priority: {enum: [low, urgent]}
+          summary: {type: string}
+    rules:
+      - expr: output.priority != "urgent"
+        message: urgent tickets need a person
+        on_fail: review
+  - id: done
+    type: transform
+    output: "${{ steps.classify.output.team }}"
+`
 
 // setup serves the API over loopback on a real ledger, wired as pipectl serve wires it, with
 // an in-process worker when asked.
@@ -149,6 +182,17 @@ func setup(t testing.TB, dsn string, o options) *bundle {
 			Steps: map[domain.StepType]domain.StepExecutor{domain.StepTransform: steps.Transform{}, domain.StepGate: steps.Gate{Gates: gates},
 				domain.StepApproval: steps.Approval{}, domain.StepWait: steps.Wait{}}}, nil
 	}
+	if o.model != "" {
+		stepsOf := newEngine
+		provider := llm.NewOpenAI(llm.Config{BaseURL: o.model, APIKey: "test-key"})
+		newEngine = func(actor string, v *dsl.Validator, p operate.Providers) (*engine.Engine, error) {
+			e, err := stepsOf(actor, v, p)
+			if err == nil {
+				e.Steps[domain.StepLLM] = steps.LLM{Provider: func(string) (llm.Provider, error) { return provider, nil }, Gates: gates}
+			}
+			return e, err
+		}
+	}
 	ops := &operate.Ops{Store: store, Validator: v, NewEngine: newEngine, ForbidSelfApproval: true}
 	b := &bundle{t: t, store: store, ops: ops, tokens: map[server.Role]string{}, client: &http.Client{Timeout: 30 * time.Second}}
 	var toks []server.Token
@@ -170,6 +214,9 @@ func setup(t testing.TB, dsn string, o options) *bundle {
 			}
 			return "", false
 		}}
+	if o.model != "" {
+		cfg.Pipelines["triage"] = parse(t, v, dir, "triage", triageSpec)
+	}
 	if o.cfg != nil {
 		o.cfg(&cfg)
 	}

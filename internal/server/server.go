@@ -1,4 +1,4 @@
-// Package server is pipectl's HTTP API: routes that translate requests into operations, with roles, webhooks and metrics.
+// Package server is pipectl's HTTP API and web dashboard: routes that translate requests into operations, with roles, webhooks and metrics.
 package server
 
 import (
@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"html/template"
 	"log/slog"
 	"net/http"
 	"regexp"
@@ -62,6 +63,9 @@ type Server struct {
 	stopOnce sync.Once
 	// streams holds a token per open event stream.
 	streams chan struct{}
+	// sessions are the dashboard's signed-in browsers; ui its parsed pages.
+	sessions *sessions
+	ui       map[string]*template.Template
 }
 
 // New checks the configuration and registers the metrics.
@@ -98,7 +102,12 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, log: cfg.Log, metrics: m, auth: a, stopping: make(chan struct{}), streams: make(chan struct{}, cfg.MaxStreams)}, nil
+	ui, err := uiTemplates()
+	if err != nil {
+		return nil, fmt.Errorf("server: dashboard templates: %w", err)
+	}
+	return &Server{cfg: cfg, log: cfg.Log, metrics: m, auth: a, stopping: make(chan struct{}), streams: make(chan struct{}, cfg.MaxStreams),
+		sessions: &sessions{m: map[string]*session{}}, ui: ui}, nil
 }
 
 // Stop ends the event streams; call it (or register it with http.Server.RegisterOnShutdown)
@@ -165,6 +174,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		mux.Handle(rt.method+" "+rt.path, s.limitBody(h))
 	}
+	s.uiRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.problem(w, r, http.StatusNotFound, "not-found", fmt.Sprintf("no route %s %s", r.Method, r.URL.Path), nil)
 	})

@@ -1,0 +1,482 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"embed"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pipectl/pipectl/internal/domain"
+	"github.com/pipectl/pipectl/internal/ledger"
+	"github.com/pipectl/pipectl/internal/operate"
+)
+
+// The dashboard: server-rendered pages over the same operations as the API. Handlers stay
+// thin: they read the form, call operate, and render a template.
+
+//go:embed ui/*.html ui/static/*
+var uiFiles embed.FS
+
+// uiCSP forbids inline script and style and every request to another origin: a model answer
+// that slips past escaping still cannot run or phone home.
+const uiCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
+	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+const (
+	sessionCookie = "pipectl_session"
+	// signinCookie carries the sign-in form's CSRF value before any session exists.
+	signinCookie = "pipectl_signin"
+	sessionTTL   = 12 * time.Hour
+	maxSessions  = 10000
+)
+
+// session is a signed-in browser. Sessions live in the server's memory: a restart or a
+// sign-out ends them, and the cookie holds only a random id.
+type session struct {
+	name    string
+	role    Role
+	csrf    string
+	expires time.Time
+}
+
+type sessions struct {
+	mu sync.Mutex
+	m  map[string]*session
+}
+
+func randomID() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func (ss *sessions) create(name string, role Role) (string, *session) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	now := time.Now()
+	if len(ss.m) >= maxSessions {
+		for id, s := range ss.m {
+			if now.After(s.expires) {
+				delete(ss.m, id)
+			}
+		}
+		if len(ss.m) >= maxSessions {
+			// Bounded memory: the oldest-expiring half goes rather than refusing sign-in.
+			for id := range ss.m {
+				delete(ss.m, id)
+				if len(ss.m) < maxSessions/2 {
+					break
+				}
+			}
+		}
+	}
+	id := randomID()
+	s := &session{name: name, role: role, csrf: randomID(), expires: now.Add(sessionTTL)}
+	ss.m[id] = s
+	return id, s
+}
+
+func (ss *sessions) get(id string) *session {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	s := ss.m[id]
+	if s == nil {
+		return nil
+	}
+	if time.Now().After(s.expires) {
+		delete(ss.m, id)
+		return nil
+	}
+	return s
+}
+
+func (ss *sessions) drop(id string) {
+	ss.mu.Lock()
+	delete(ss.m, id)
+	ss.mu.Unlock()
+}
+
+type ctxSession struct{}
+
+func sessionOf(r *http.Request) *session {
+	s, _ := r.Context().Value(ctxSession{}).(*session)
+	return s
+}
+
+// uiTemplates parses each page together with the layout.
+func uiTemplates() (map[string]*template.Template, error) {
+	funcs := template.FuncMap{
+		"stateClass": func(s any) string { return "state-" + strings.ReplaceAll(fmt.Sprint(s), "_", "-") },
+		"when": func(t time.Time) string {
+			if t.IsZero() {
+				return ""
+			}
+			return t.UTC().Format("2006-01-02 15:04:05Z")
+		},
+		"whenp": func(t *time.Time) string {
+			if t == nil {
+				return ""
+			}
+			return t.UTC().Format("2006-01-02 15:04:05Z")
+		},
+		"pretty": prettyJSON,
+		"duration": func(a time.Time, b *time.Time) string {
+			end := time.Now()
+			if b != nil {
+				end = *b
+			}
+			return end.Sub(a).Round(time.Millisecond).String()
+		},
+		"ms": func(n int64) string { return (time.Duration(n) * time.Millisecond).String() },
+		// dict hands the held-proposal block its page (role, CSRF), run id and proposal.
+		"dict": func(page pageData, id string, held *operate.HeldView) map[string]any {
+			return map[string]any{"page": page, "id": id, "held": held}
+		},
+	}
+	pages := []string{"signin", "runs", "run", "inbox", "error"}
+	out := map[string]*template.Template{}
+	for _, p := range pages {
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(uiFiles, "ui/layout.html", "ui/held.html", "ui/"+p+".html")
+		if err != nil {
+			return nil, err
+		}
+		out[p] = t
+	}
+	return out, nil
+}
+
+// prettyJSON indents stored JSON for reading; text that is not JSON is shown as it is.
+func prettyJSON(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return string(raw)
+	}
+	// The text is shown as it is (no \u003c): html/template escapes it for the page.
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return string(raw)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// pageData is what every page gets: who is signed in, what they may do, the CSRF value for
+// its forms.
+type pageData struct {
+	Title      string
+	User       string
+	Role       Role
+	CSRF       string
+	CanReview  bool
+	CanOperate bool
+	Nav        string
+	// Live makes the page refresh itself while a run is in the hands of workers.
+	Live bool
+	Body any
+}
+
+func (s *Server) uiRoutes(mux *http.ServeMux) {
+	static, _ := fs.Sub(uiFiles, "ui/static")
+	mux.Handle("GET /assets/", s.uiHeaders(http.StripPrefix("/assets/", http.FileServerFS(static))))
+	mux.Handle("GET /signin", s.uiHeaders(http.HandlerFunc(s.signinPage)))
+	mux.Handle("POST /signin", s.uiHeaders(s.limitBody(http.HandlerFunc(s.signin))))
+	mux.Handle("POST /signout", s.uiHeaders(s.limitBody(s.uiAuth(permRead, http.HandlerFunc(s.signout)))))
+	mux.Handle("GET /{$}", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.runsPage))))
+	mux.Handle("GET /runs/{id}", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.runPage))))
+	mux.Handle("GET /inbox", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.inboxPage))))
+	mux.Handle("POST /runs/{id}/review", s.uiHeaders(s.limitBody(s.uiAuth(permReview, http.HandlerFunc(s.reviewForm)))))
+}
+
+// uiHeaders sets the security headers of every dashboard answer.
+func (s *Server) uiHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", uiCSP)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "same-origin")
+		if !strings.HasPrefix(r.URL.Path, "/assets/") {
+			h.Set("Cache-Control", "no-store")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// uiAuth admits a request with a live session whose role carries the permission. A page
+// without a session goes to sign-in; a form post also needs the session's CSRF value and,
+// when the browser names one, our own origin. A refusal never reaches the handler, so
+// nothing is recorded.
+func (s *Server) uiAuth(need permission, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var sess *session
+		if c, err := r.Cookie(sessionCookie); err == nil {
+			sess = s.sessions.get(c.Value)
+		}
+		post := r.Method == http.MethodPost
+		if sess == nil {
+			if !post {
+				http.Redirect(w, r, "/signin?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+				return
+			}
+			s.uiError(w, r, nil, http.StatusUnauthorized, "You are not signed in (or your session ended). Sign in and try again; nothing was changed.")
+			return
+		}
+		if slot, _ := r.Context().Value(keyActorSlot).(*string); slot != nil {
+			*slot = sess.name
+		}
+		if post {
+			if !sameOrigin(r) || subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(sess.csrf)) != 1 {
+				s.uiError(w, r, sess, http.StatusForbidden, "This form did not come from this dashboard (missing or wrong CSRF token); nothing was changed.")
+				return
+			}
+		}
+		if !sess.role.can(need) {
+			s.uiError(w, r, sess, http.StatusForbidden, fmt.Sprintf("%s has role %s, which may not %s; nothing was changed.", sess.name, sess.role, need))
+			return
+		}
+		ctx := context.WithValue(r.Context(), ctxSession{}, sess)
+		ctx = context.WithValue(ctx, keyActor, sess.name)
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// sameOrigin refuses a form whose Origin header names another site; browsers that send no
+// Origin are left to the CSRF token.
+func sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Host == r.Host
+}
+
+func (s *Server) data(r *http.Request, title, nav string, body any) pageData {
+	d := pageData{Title: title, Nav: nav, Body: body}
+	if sess := sessionOf(r); sess != nil {
+		d.User, d.Role, d.CSRF = sess.name, sess.role, sess.csrf
+		d.CanReview, d.CanOperate = sess.role.can(permReview), sess.role.can(permOperate)
+	}
+	return d
+}
+
+func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page string, d pageData) {
+	t := s.ui[page]
+	var buf strings.Builder
+	if err := t.ExecuteTemplate(&buf, "layout.html", d); err != nil {
+		s.log.Error("rendering page", "page", page, "request_id", requestID(r), "error", err)
+		http.Error(w, "internal error (request id "+requestID(r)+")", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	w.Write([]byte(buf.String()))
+}
+
+func (s *Server) uiError(w http.ResponseWriter, r *http.Request, sess *session, status int, msg string) {
+	d := pageData{Title: http.StatusText(status), Body: msg}
+	if sess != nil {
+		d.User, d.Role, d.CSRF = sess.name, sess.role, sess.csrf
+	}
+	s.render(w, r, status, "error", d)
+}
+
+// uiFail shows an operation's error with the status the API would give it.
+func (s *Server) uiFail(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusInternalServerError
+	msg := err.Error()
+	switch operate.KindOf(err) {
+	case operate.KindNotFound:
+		status = http.StatusNotFound
+	case operate.KindInvalid:
+		status = http.StatusBadRequest
+	case operate.KindRefused, operate.KindConflict:
+		status = http.StatusConflict
+	case operate.KindDisabled:
+		status = http.StatusLocked
+	case operate.KindForbidden:
+		status = http.StatusForbidden
+	case operate.KindInputSchema:
+		status = http.StatusUnprocessableEntity
+	default:
+		s.log.Error("operation failed", "request_id", requestID(r), "route", r.Pattern, "error", err)
+		msg = "internal error (request id " + requestID(r) + ")"
+	}
+	s.uiError(w, r, sessionOf(r), status, msg)
+}
+
+// safeNext keeps a post-sign-in redirect on this site: a path, never "//host" or a scheme.
+func safeNext(v string) string {
+	if !strings.HasPrefix(v, "/") || strings.HasPrefix(v, "//") || strings.HasPrefix(v, "/\\") {
+		return "/"
+	}
+	return v
+}
+
+type signinBody struct {
+	Next, Error, CSRF string
+}
+
+func (s *Server) signinPage(w http.ResponseWriter, r *http.Request) {
+	s.showSignin(w, r, http.StatusOK, "")
+}
+
+func (s *Server) showSignin(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	// Login CSRF: the form's value must match a cookie only this site could set.
+	v := randomID()
+	http.SetCookie(w, &http.Cookie{Name: signinCookie, Value: v, Path: "/signin", HttpOnly: true, Secure: r.TLS != nil,
+		SameSite: http.SameSiteStrictMode, MaxAge: 3600})
+	s.render(w, r, status, "signin", pageData{Title: "Sign in", Body: signinBody{Next: safeNext(r.FormValue("next")), Error: msg, CSRF: v}})
+}
+
+// signin trades an API token for a session. Failures count against the address as the
+// API's do.
+func (s *Server) signin(w http.ResponseWriter, r *http.Request) {
+	addr := clientAddr(r)
+	if s.auth.exhausted(addr) {
+		w.Header().Set("Retry-After", "1")
+		s.showSignin(w, r, http.StatusTooManyRequests, "Too many failed attempts from "+addr+"; wait and retry.")
+		return
+	}
+	c, err := r.Cookie(signinCookie)
+	if err != nil || !sameOrigin(r) || subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(c.Value)) != 1 {
+		s.showSignin(w, r, http.StatusForbidden, "This sign-in form did not come from this dashboard; please try again.")
+		return
+	}
+	t, ok := s.auth.match(strings.TrimSpace(r.PostFormValue("token")))
+	if !ok {
+		s.auth.limiter(addr).Allow()
+		s.metrics.authFailed.Inc()
+		s.showSignin(w, r, http.StatusUnauthorized, "That token is not valid.")
+		return
+	}
+	id, _ := s.sessions.create(t.name, t.role)
+	if slot, _ := r.Context().Value(keyActorSlot).(*string); slot != nil {
+		*slot = t.name
+	}
+	http.SetCookie(w, &http.Cookie{Name: signinCookie, Value: "", Path: "/signin", MaxAge: -1})
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: id, Path: "/", HttpOnly: true, Secure: r.TLS != nil,
+		SameSite: http.SameSiteStrictMode, MaxAge: int(sessionTTL.Seconds())})
+	http.Redirect(w, r, safeNext(r.PostFormValue("next")), http.StatusSeeOther)
+}
+
+func (s *Server) signout(w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie(sessionCookie); err == nil {
+		s.sessions.drop(c.Value)
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, Secure: r.TLS != nil,
+		SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	http.Redirect(w, r, "/signin", http.StatusSeeOther)
+}
+
+type runsBody struct {
+	Pipeline, State string
+	Pipelines       []string
+	States          []domain.RunState
+	Runs            []operate.RunView
+	Error           string
+}
+
+func (s *Server) pipelineNames() []string {
+	var names []string
+	for n := range s.cfg.Pipelines {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func (s *Server) runsPage(w http.ResponseWriter, r *http.Request) {
+	b := runsBody{Pipeline: r.URL.Query().Get("pipeline"), State: r.URL.Query().Get("state"), Pipelines: s.pipelineNames(), States: domain.RunStates}
+	f := ledger.RunFilter{Pipeline: b.Pipeline, State: domain.RunState(b.State), Limit: 100}
+	runs, err := s.cfg.Ops.List(r.Context(), f)
+	if err != nil && operate.KindOf(err) != operate.KindInvalid {
+		s.uiFail(w, r, err)
+		return
+	}
+	status := http.StatusOK
+	if err != nil {
+		b.Error, status = err.Error(), http.StatusBadRequest
+	}
+	b.Runs = operate.RunViews(runs)
+	s.render(w, r, status, "runs", s.data(r, "Runs", "runs", b))
+}
+
+func (s *Server) runPage(w http.ResponseWriter, r *http.Request) {
+	doc, _, err := s.cfg.Ops.Show(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.uiFail(w, r, err)
+		return
+	}
+	d := s.data(r, "Run "+doc.Run.ID, "runs", doc)
+	st := doc.Run.State
+	d.Live = st == domain.StateQueued || st == domain.StateProcessing || st == domain.StateFailedTransient
+	s.render(w, r, http.StatusOK, "run", d)
+}
+
+type inboxItem struct {
+	Run  operate.RunView
+	Held *operate.HeldView
+}
+
+// inboxPage lists every run in needs_review, oldest first, each with what it holds.
+func (s *Server) inboxPage(w http.ResponseWriter, r *http.Request) {
+	runs, err := s.cfg.Ops.List(r.Context(), ledger.RunFilter{State: domain.StateNeedsReview, Limit: 200})
+	if err != nil {
+		s.uiFail(w, r, err)
+		return
+	}
+	slices.Reverse(runs) // the ledger lists newest first
+	items := []inboxItem{}
+	for _, run := range runs {
+		doc, _, err := s.cfg.Ops.Show(r.Context(), run.ID)
+		if err != nil {
+			if operate.KindOf(err) == operate.KindNotFound {
+				continue
+			}
+			s.uiFail(w, r, err)
+			return
+		}
+		if doc.Run.State != domain.StateNeedsReview {
+			continue // decided meanwhile
+		}
+		items = append(items, inboxItem{Run: doc.Run, Held: doc.Held})
+	}
+	s.render(w, r, http.StatusOK, "inbox", s.data(r, "Review inbox", "inbox", items))
+}
+
+// reviewForm approves or rejects a held run, bound to the proposal hash the page showed.
+func (s *Server) reviewForm(w http.ResponseWriter, r *http.Request) {
+	decision := r.PostFormValue("decision")
+	if decision != "approve" && decision != "reject" {
+		s.uiError(w, r, sessionOf(r), http.StatusBadRequest, `decision must be "approve" or "reject"; nothing was changed.`)
+		return
+	}
+	_, err := s.cfg.Ops.Review(r.Context(), actorOf(r), operate.ReviewRequest{RunID: r.PathValue("id"), Approve: decision == "approve",
+		ProposalHash: r.PostFormValue("proposal_hash"), RequireHash: true, Note: r.PostFormValue("note"), Enqueue: true})
+	if err != nil {
+		if operate.KindOf(err) == operate.KindRefused {
+			err = fmt.Errorf("%w. The proposal or the run changed since the page you decided on was shown; nothing was changed. Open the run again to see what it holds now", err)
+			err = &operate.Error{Kind: operate.KindRefused, Err: err}
+		}
+		s.uiFail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/runs/"+url.PathEscape(r.PathValue("id")), http.StatusSeeOther)
+}

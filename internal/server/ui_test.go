@@ -1,0 +1,263 @@
+package server_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/pipectl/pipectl/internal/domain"
+	"github.com/pipectl/pipectl/internal/server"
+)
+
+// browser is a cookie-keeping HTTP client that does not follow redirects, so tests see them.
+type browser struct {
+	t      testing.TB
+	b      *bundle
+	client *http.Client
+}
+
+func (b *bundle) browser() *browser {
+	jar, _ := cookiejar.New(nil)
+	return &browser{t: b.t, b: b, client: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+func (br *browser) get(path string) (*http.Response, string) {
+	br.t.Helper()
+	resp, err := br.client.Get(br.b.url + path)
+	if err != nil {
+		br.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp, string(data)
+}
+
+func (br *browser) post(path string, form url.Values, headers ...string) (*http.Response, string) {
+	br.t.Helper()
+	req, _ := http.NewRequest("POST", br.b.url+path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := br.client.Do(req)
+	if err != nil {
+		br.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp, string(data)
+}
+
+var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+func csrfOf(t testing.TB, page string) string {
+	t.Helper()
+	m := csrfField.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("no csrf field in %s", page)
+	}
+	return m[1]
+}
+
+// signIn trades a role's token for a session and returns the session's CSRF value.
+func (br *browser) signIn(role server.Role) string {
+	br.t.Helper()
+	_, page := br.get("/signin")
+	resp, body := br.post("/signin", url.Values{"csrf": {csrfOf(br.t, page)}, "token": {br.b.tokens[role]}, "next": {"/"}})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
+		br.t.Fatalf("sign in as %s: %d %s", role, resp.StatusCode, body)
+	}
+	_, page = br.get("/")
+	return csrfOf(br.t, page)
+}
+
+func TestDashboardSignIn(t *testing.T) {
+	b := setup(t, ledgers(t)["sqlite"](t), options{})
+	br := b.browser()
+	// Every page but sign-in sends a stranger to sign in, keeping where they were going.
+	resp, _ := br.get("/inbox")
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/signin?next=%2Finbox" {
+		t.Fatalf("anonymous /inbox: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	resp, page := br.get("/signin")
+	csp := resp.Header.Get("Content-Security-Policy")
+	if !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "default-src 'none'") || strings.Contains(csp, "unsafe-inline") {
+		t.Fatalf("CSP %q", csp)
+	}
+	if strings.Contains(page, "<script>") || strings.Contains(page, " style=") || strings.Contains(page, "http://") || strings.Contains(page, "https://") {
+		t.Fatalf("the page holds inline script or style or names another site:\n%s", page)
+	}
+	csrf := csrfOf(t, page)
+	for _, tc := range []struct {
+		name   string
+		form   url.Values
+		origin string
+		status int
+		say    string
+	}{
+		{"wrong token", url.Values{"csrf": {csrf}, "token": {"pct_wrong"}}, "", 401, "not valid"},
+		{"no csrf (login CSRF)", url.Values{"token": {b.tokens[server.RoleAdmin]}}, "", 403, "did not come from this dashboard"},
+		{"other origin", url.Values{"csrf": {csrf}, "token": {b.tokens[server.RoleAdmin]}}, "http://evil.example", 403, "did not come from this dashboard"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var h []string
+			if tc.origin != "" {
+				h = []string{"Origin", tc.origin}
+			}
+			resp, body := br.post("/signin", tc.form, h...)
+			if resp.StatusCode != tc.status || !strings.Contains(body, tc.say) {
+				t.Fatalf("%d %s", resp.StatusCode, body)
+			}
+			for _, c := range resp.Cookies() {
+				if c.Name == "pipectl_session" {
+					t.Fatal("a refused sign-in set a session")
+				}
+			}
+		})
+	}
+	// A sign-in lands only on this site's own paths.
+	_, page = br.get("/signin")
+	resp, _ = br.post("/signin", url.Values{"csrf": {csrfOf(t, page)}, "token": {b.tokens[server.RoleViewer]}, "next": {"//evil.example/x"}})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
+		t.Fatalf("open redirect: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	var session *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == "pipectl_session" {
+			session = c
+		}
+	}
+	if session == nil || !session.HttpOnly || session.SameSite != http.SameSiteStrictMode || session.Path != "/" {
+		t.Fatalf("session cookie %+v", session)
+	}
+	resp, page = br.get("/")
+	if resp.StatusCode != 200 || !strings.Contains(page, "viewer-1") {
+		t.Fatalf("runs page: %d %s", resp.StatusCode, page)
+	}
+	// Sign-out ends the session on the server: the old cookie no longer works.
+	resp, _ = br.post("/signout", url.Values{"csrf": {csrfOf(t, page)}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign out: %d", resp.StatusCode)
+	}
+	replay := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest("GET", b.url+"/", nil)
+	req.AddCookie(session)
+	r2, err := replay.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Body.Close()
+	if r2.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the signed-out cookie still opens pages: %d", r2.StatusCode)
+	}
+}
+
+// Forged and unauthorized review posts are refused before anything is recorded; a decision
+// bound to a proposal that is not the held one is refused with a clear message.
+func TestDashboardReviewRefusals(t *testing.T) {
+	for name, dsn := range ledgers(t) {
+		t.Run(name, func(t *testing.T) {
+			b := setup(t, dsn(t), options{})
+			id := b.pausedOrder("r-1")
+			full, _, err := b.ops.Show(context.Background(), id)
+			if err != nil || full.Held == nil || full.Held.ProposalHash == "" {
+				t.Fatalf("held: %v %+v", err, full)
+			}
+			hash := full.Held.ProposalHash
+			viewer, reviewer := b.browser(), b.browser()
+			vcsrf, rcsrf := viewer.signIn(server.RoleViewer), reviewer.signIn(server.RoleReviewer)
+			// What each role is shown.
+			_, vpage := viewer.get("/inbox")
+			_, rpage := reviewer.get("/inbox")
+			if !strings.Contains(vpage, id) || strings.Contains(vpage, "Approve") || strings.Contains(vpage, "/review") {
+				t.Fatalf("viewer's inbox:\n%s", vpage)
+			}
+			if !strings.Contains(rpage, `value="`+hash+`"`) || !strings.Contains(rpage, ">Approve<") {
+				t.Fatalf("reviewer's inbox:\n%s", rpage)
+			}
+			path := "/runs/" + id + "/review"
+			before := b.counts()
+			for _, tc := range []struct {
+				name    string
+				br      *browser
+				form    url.Values
+				headers []string
+				status  int
+				say     string
+			}{
+				{"no csrf", reviewer, url.Values{"decision": {"approve"}, "proposal_hash": {hash}}, nil, 403, "CSRF"},
+				{"wrong csrf", reviewer, url.Values{"decision": {"approve"}, "proposal_hash": {hash}, "csrf": {vcsrf}}, nil, 403, "CSRF"},
+				{"other origin", reviewer, url.Values{"decision": {"approve"}, "proposal_hash": {hash}, "csrf": {rcsrf}}, []string{"Origin", "http://evil.example"}, 403, "CSRF"},
+				{"no session", b.browser(), url.Values{"decision": {"approve"}, "proposal_hash": {hash}, "csrf": {rcsrf}}, nil, 401, "not signed in"},
+				{"viewer", viewer, url.Values{"decision": {"approve"}, "proposal_hash": {hash}, "csrf": {vcsrf}}, nil, 403, "role viewer, which may not review"},
+				{"changed proposal", reviewer, url.Values{"decision": {"approve"}, "proposal_hash": {strings.Repeat("0", 64)}, "csrf": {rcsrf}}, nil, 409, "changed since the page"},
+				{"no proposal hash", reviewer, url.Values{"decision": {"approve"}, "csrf": {rcsrf}}, nil, 400, "needs proposal_hash"},
+				{"bad decision", reviewer, url.Values{"decision": {"maybe"}, "proposal_hash": {hash}, "csrf": {rcsrf}}, nil, 400, "decision must be"},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					resp, body := tc.br.post(path, tc.form, tc.headers...)
+					if resp.StatusCode != tc.status || !strings.Contains(body, tc.say) {
+						t.Fatalf("%d %s", resp.StatusCode, body)
+					}
+					if after := b.counts(); after != before {
+						t.Fatalf("recorded something: %s -> %s", before, after)
+					}
+				})
+			}
+			resp, body := reviewer.post(path, url.Values{"decision": {"approve"}, "proposal_hash": {hash}, "csrf": {rcsrf}, "note": {"ok by me"}})
+			if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/runs/"+id {
+				t.Fatalf("approve: %d %s", resp.StatusCode, body)
+			}
+			run := b.waitState(id, domain.StateProcessing) // handed to workers; none runs in this test
+			events, _ := b.store.Events(context.Background(), run.ID)
+			if last := events[len(events)-1]; last.Actor != "reviewer-1" {
+				t.Fatalf("decided by %q", last.Actor)
+			}
+			// The same form again: the run no longer holds anything.
+			resp, body = reviewer.post(path, url.Values{"decision": {"approve"}, "proposal_hash": {hash}, "csrf": {rcsrf}})
+			if resp.StatusCode != http.StatusConflict {
+				t.Fatalf("second approval: %d %s", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+// Untrusted text is escaped everywhere it is shown; filters that name no state are refused
+// with a message, not a crash.
+func TestDashboardEscapesAndFilters(t *testing.T) {
+	b := setup(t, ledgers(t)["sqlite"](t), options{})
+	id := b.pausedOrder(`<script>alert(1)</script>`)
+	br := b.browser()
+	br.signIn(server.RoleAdmin)
+	for _, path := range []string{"/", "/runs/" + id, "/inbox"} {
+		resp, page := br.get(path)
+		if resp.StatusCode != 200 || strings.Contains(page, "<script>alert") || (path != "/" && !strings.Contains(page, `&#34;&lt;script&gt;alert(1)&lt;/script&gt;&#34;`)) {
+			t.Fatalf("%s: %d\n%s", path, resp.StatusCode, page)
+		}
+	}
+	resp, page := br.get("/?state=" + url.QueryEscape(`"><b>x`))
+	if resp.StatusCode != 400 || !strings.Contains(page, "unknown state") || strings.Contains(page, "<b>x") {
+		t.Fatalf("bad state: %d %s", resp.StatusCode, page)
+	}
+	resp, page = br.get("/?state=needs_review&pipeline=orders")
+	if resp.StatusCode != 200 || !strings.Contains(page, id[:8]) {
+		t.Fatalf("filter: %d %s", resp.StatusCode, page)
+	}
+	resp, page = br.get("/?state=succeeded")
+	if resp.StatusCode != 200 || strings.Contains(page, id) || !strings.Contains(page, "No runs match") {
+		t.Fatalf("filter succeeded: %d %s", resp.StatusCode, page)
+	}
+	resp, _ = br.get("/runs/nope")
+	if resp.StatusCode != 404 {
+		t.Fatalf("missing run: %d", resp.StatusCode)
+	}
+	resp, _ = br.get("/assets/app.js")
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/javascript") {
+		t.Fatalf("app.js: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}
