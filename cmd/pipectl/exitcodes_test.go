@@ -149,6 +149,9 @@ func TestExitCodes(t *testing.T) {
 		{"token create without name", []string{"token", "create"}, 2, "accepts 1 arg"},
 		{"token create bad role", []string{"token", "create", "ci", "--role", "god"}, 2, "role"},
 		{"help", []string{"help", "runs"}, 0, "Usage"},
+		{"init", []string{"init", "fresh", "--dir", filepath.Join(c.dir, "fresh")}, 0, "wrote"},
+		{"init over an existing pipeline", []string{"init", "fresh", "--dir", filepath.Join(c.dir, "fresh")}, 4, "exists"},
+		{"init bad name", []string{"init", "Fresh"}, 2, "pipeline name"},
 		{"completion", []string{"completion", "bash"}, 0, "bash completion"},
 	}
 	// The three runs were created within a few milliseconds: their ids share the time

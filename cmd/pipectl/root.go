@@ -141,7 +141,7 @@ func (a *app) rootCommand() *cobra.Command {
 			a.red.Add(c.keys()...)
 		}
 	}
-	root.AddCommand(a.versionCommand(), a.schemaCommand(), a.validateCommand(), a.runCommand(), a.runsCommand(), a.testCommand(),
+	root.AddCommand(a.versionCommand(), a.initCommand(), a.schemaCommand(), a.validateCommand(), a.runCommand(), a.runsCommand(), a.testCommand(),
 		a.reviewCommand(), a.signalCommand(), a.noteCommand(), a.disableCommand(), a.enableCommand(), a.pipelinesCommand(), a.dlqCommand(), a.replayCommand(), a.statsCommand(), a.submitCommand(), a.workerCommand(), a.serveCommand(), a.tokenCommand())
 	a.finishCommands(root)
 	return root
