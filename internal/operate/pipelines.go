@@ -208,7 +208,7 @@ func unknownPipeline(name string, known []string, folder bool) error {
 		return errorf(KindNotFound, "%s (it has no runs or kill switch yet; one that has never run is known through --pipelines DIR)", msg)
 	}
 	if near := Nearest(name, known); near != "" {
-		return errorf(KindNotFound, "%s; did you mean %s?", msg, near)
+		return errorf(KindNotFound, "%s (did you mean %s?)", msg, near)
 	}
 	return errorf(KindNotFound, "%s (pipectl pipelines list shows the known ones)", msg)
 }
