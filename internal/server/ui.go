@@ -138,13 +138,17 @@ func uiTemplates() (map[string]*template.Template, error) {
 			}
 			return end.Sub(a).Round(time.Millisecond).String()
 		},
+		"pct": func(f float64) string { return fmt.Sprintf("%.0f%%", f*100) },
+		"secs": func(f float64) string {
+			return (time.Duration(f * float64(time.Second))).Round(time.Millisecond).String()
+		},
 		"ms": func(n int64) string { return (time.Duration(n) * time.Millisecond).String() },
 		// dict hands the held-proposal block its page (role, CSRF), run id and proposal.
 		"dict": func(page pageData, id string, held *operate.HeldView) map[string]any {
 			return map[string]any{"page": page, "id": id, "held": held}
 		},
 	}
-	pages := []string{"signin", "runs", "run", "inbox", "error"}
+	pages := []string{"signin", "runs", "run", "inbox", "error", "dlq", "pipelines"}
 	out := map[string]*template.Template{}
 	for _, p := range pages {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(uiFiles, "ui/layout.html", "ui/held.html", "ui/"+p+".html")
@@ -201,6 +205,10 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /runs/{id}", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.runPage))))
 	mux.Handle("GET /inbox", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.inboxPage))))
 	mux.Handle("POST /runs/{id}/review", s.uiHeaders(s.limitBody(s.uiAuth(permReview, http.HandlerFunc(s.reviewForm)))))
+	mux.Handle("GET /dlq", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.dlqPage))))
+	mux.Handle("POST /dlq/redrive", s.uiHeaders(s.limitBody(s.uiAuth(permOperate, http.HandlerFunc(s.redriveForm)))))
+	mux.Handle("GET /pipelines", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.pipelinesPage))))
+	mux.Handle("POST /pipelines/{name}/{action}", s.uiHeaders(s.limitBody(s.uiAuth(permOperate, http.HandlerFunc(s.switchForm)))))
 }
 
 // uiHeaders sets the security headers of every dashboard answer.
@@ -479,4 +487,136 @@ func (s *Server) reviewForm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, "/runs/"+url.PathEscape(r.PathValue("id")), http.StatusSeeOther)
+}
+
+type dlqBody struct {
+	Runs []operate.RunView
+	// Done lists what the last redrive did, one line per run.
+	Done []string
+}
+
+// dlqPage lists dead-lettered runs, newest first, with the failing step and error.
+func (s *Server) dlqPage(w http.ResponseWriter, r *http.Request) {
+	s.showDLQ(w, r, http.StatusOK, nil)
+}
+
+func (s *Server) showDLQ(w http.ResponseWriter, r *http.Request, status int, done []string) {
+	runs, err := s.cfg.Ops.List(r.Context(), ledger.RunFilter{State: domain.StateFailedPermanent, Limit: 200})
+	if err != nil {
+		s.uiFail(w, r, err)
+		return
+	}
+	s.render(w, r, status, "dlq", s.data(r, "Dead-letter queue", "dlq", dlqBody{Runs: operate.RunViews(runs), Done: done}))
+}
+
+// redriveForm sends the chosen dead-lettered runs back to the queue, each on its own: one
+// that was redriven meanwhile is reported, the others still go.
+func (s *Server) redriveForm(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		s.uiError(w, r, sessionOf(r), http.StatusBadRequest, "the form could not be read; nothing was changed.")
+		return
+	}
+	ids := r.PostForm["run"]
+	if len(ids) == 0 {
+		s.uiError(w, r, sessionOf(r), http.StatusBadRequest, "no run was chosen; nothing was changed.")
+		return
+	}
+	if len(ids) > 200 {
+		s.uiError(w, r, sessionOf(r), http.StatusBadRequest, "at most 200 runs at once; nothing was changed.")
+		return
+	}
+	var done []string
+	failed := false
+	for _, id := range ids {
+		run, err := s.cfg.Ops.Redrivable(r.Context(), id)
+		if err == nil {
+			_, err = s.cfg.Ops.Redrive(r.Context(), actorOf(r), run)
+		}
+		if err != nil {
+			if operate.KindOf(err) == operate.KindFailed {
+				s.log.Error("redrive failed", "request_id", requestID(r), "run_id", id, "error", err)
+				err = fmt.Errorf("internal error (request id %s)", requestID(r))
+			}
+			failed = true
+			done = append(done, "not redriven: "+err.Error())
+			continue
+		}
+		done = append(done, "redriven: "+id)
+	}
+	status := http.StatusOK
+	if failed {
+		status = http.StatusConflict
+	}
+	s.showDLQ(w, r, status, done)
+}
+
+type pipelineRow struct {
+	operate.PipelineView
+	Next  string
+	Stats *ledger.PipelineStats
+}
+
+type pipelinesBody struct {
+	Pipelines []pipelineRow
+	Error     string
+}
+
+// pipelinesPage lists the served pipelines with their kill switch, triggers, next scheduled
+// time and the last 24 hours' figures.
+func (s *Server) pipelinesPage(w http.ResponseWriter, r *http.Request) {
+	s.showPipelines(w, r, http.StatusOK, "")
+}
+
+func (s *Server) showPipelines(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	var folder []*domain.Pipeline
+	for _, n := range s.pipelineNames() {
+		folder = append(folder, s.cfg.Pipelines[n])
+	}
+	views, err := s.cfg.Ops.Pipelines(r.Context(), folder)
+	if err != nil {
+		s.uiFail(w, r, err)
+		return
+	}
+	stats, _, err := s.cfg.Ops.Stats(r.Context(), time.Now().Add(-24*time.Hour), "", false)
+	if err != nil {
+		s.uiFail(w, r, err)
+		return
+	}
+	byName := map[string]*ledger.PipelineStats{}
+	for i := range stats {
+		byName[stats[i].Pipeline] = &stats[i]
+	}
+	b := pipelinesBody{Error: msg}
+	for _, v := range views {
+		row := pipelineRow{PipelineView: v, Stats: byName[v.Name]}
+		if t, ok := s.cfg.NextSlot(v.Name); ok {
+			row.Next = t.UTC().Format("2006-01-02 15:04:05Z")
+		}
+		b.Pipelines = append(b.Pipelines, row)
+	}
+	s.render(w, r, status, "pipelines", s.data(r, "Pipelines", "pipelines", b))
+}
+
+// switchForm throws or resets a served pipeline's kill switch; throwing needs a reason.
+func (s *Server) switchForm(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if _, ok := s.cfg.Pipelines[name]; !ok {
+		s.uiError(w, r, sessionOf(r), http.StatusNotFound, fmt.Sprintf("no pipeline %s is served here; nothing was changed.", name))
+		return
+	}
+	action := r.PathValue("action")
+	if action != "disable" && action != "enable" {
+		s.uiError(w, r, sessionOf(r), http.StatusNotFound, "a kill switch can be disabled or enabled, nothing else; nothing was changed.")
+		return
+	}
+	disable := action == "disable"
+	if err := s.cfg.Ops.SetDisabled(r.Context(), actorOf(r), name, disable, strings.TrimSpace(r.PostFormValue("reason"))); err != nil {
+		if operate.KindOf(err) == operate.KindInvalid {
+			s.showPipelines(w, r, http.StatusBadRequest, name+": "+err.Error()+"; nothing was changed.")
+			return
+		}
+		s.uiFail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/pipelines", http.StatusSeeOther)
 }

@@ -123,7 +123,8 @@ func waitText(t *testing.T, ctx context.Context, sel, want string) {
 }
 
 // The dashboard in a real browser: a reviewer signs in, sees the runs, opens one, approves a
-// held proposal from the inbox and watches the run finish; a model answer holding <script>
+// held proposal from the inbox and watches the run finish, rejects another; an operator
+// redrives it from the dead-letter queue and throws and resets a kill switch; a model answer holding <script>
 // is shown as text; a viewer sees no buttons and neither a cross-site form nor a same-site
 // post without the CSRF value changes anything.
 func TestDashboardBrowser(t *testing.T) {
@@ -136,6 +137,8 @@ func TestDashboardBrowser(t *testing.T) {
 
 	order := b.submit("o-1", 20)
 	b.waitState(order.ID, domain.StateNeedsReview)
+	second := b.submit("o-2", 30)
+	b.waitState(second.ID, domain.StateNeedsReview)
 	code, body := b.do("POST", "/api/v1/pipelines/triage/runs", server.RoleOperator, `{"id": "T-1"}`)
 	if code != 201 {
 		t.Fatalf("triage: %d %s", code, body)
@@ -149,8 +152,8 @@ func TestDashboardBrowser(t *testing.T) {
 	b.signInChrome(t, ctx, server.RoleReviewer)
 	do(t, ctx, "runs list", chromedp.WaitVisible(css("#runs")))
 	rows := get(t, ctx, "count runs", chromedp.Evaluate[int](`document.querySelectorAll("#runs tbody tr").length`))
-	if rows != 2 {
-		t.Fatalf("the runs list shows %d runs, want 2", rows)
+	if rows != 3 {
+		t.Fatalf("the runs list shows %d runs, want 3", rows)
 	}
 	shoot(t, ctx, "runs")
 
@@ -193,6 +196,35 @@ func TestDashboardBrowser(t *testing.T) {
 		t.Fatalf("a forged post recorded something: %s -> %s", before, after)
 	}
 
+	// Reject the second order: it is dead-lettered.
+	do(t, ctx, "reject", chromedp.Navigate(b.url+"/inbox"),
+		chromedp.SendKeys(css(`section[data-run="`+second.ID+`"] input[name=note]`), "customer cancelled"),
+		chromedp.Click(css(`section[data-run="`+second.ID+`"] button.reject`)),
+		chromedp.WaitVisible(css("#state")))
+	waitText(t, ctx, "#state", "failed_permanent")
+
+	// An operator redrives it from the dead-letter queue (the gate holds it again) and throws
+	// the orders pipeline's kill switch, then resets it.
+	do(t, ctx, "sign out", chromedp.Click(css(".signout button")), chromedp.WaitVisible(css("#token")))
+	b.signInChrome(t, ctx, server.RoleOperator)
+	do(t, ctx, "dead letters", chromedp.Click(css(`nav a[href="/dlq"]`)), chromedp.WaitVisible(css(`#pick-`+second.ID)))
+	shoot(t, ctx, "dlq")
+	do(t, ctx, "redrive", chromedp.Click(css(`#pick-`+second.ID)), chromedp.Click(css("#redrive-chosen")), chromedp.WaitVisible(css("#done")))
+	waitText(t, ctx, "#done", "redriven: "+second.ID)
+	b.waitState(second.ID, domain.StateNeedsReview)
+	do(t, ctx, "pipelines", chromedp.Click(css(`nav a[href="/pipelines"]`)), chromedp.WaitVisible(css("#reason-orders")),
+		chromedp.SendKeys(css("#reason-orders"), "supplier down"),
+		chromedp.Click(css(`tr[data-pipeline="orders"] button.reject`)),
+		chromedp.WaitVisible(css(`tr[data-pipeline="orders"] button.approve`)))
+	waitText(t, ctx, `tr[data-pipeline="orders"]`, "by operator-1")
+	waitText(t, ctx, `tr[data-pipeline="orders"]`, "supplier down")
+	shoot(t, ctx, "pipelines")
+	if code, body := b.do("POST", "/api/v1/pipelines/orders/runs", server.RoleOperator, `{"id": "o-3", "qty": 1}`); code != 423 {
+		t.Fatalf("submit while the kill switch is thrown: %d %s", code, body)
+	}
+	do(t, ctx, "enable", chromedp.Click(css(`tr[data-pipeline="orders"] button.approve`)), chromedp.WaitVisible(css("#reason-orders")))
+	waitText(t, ctx, `tr[data-pipeline="orders"]`, "enabled")
+
 	// Sign out, then in as a viewer: the inbox shows the held run and no buttons.
 	do(t, ctx, "sign out", chromedp.Click(css(".signout button")), chromedp.WaitVisible(css("#token")))
 	b.signInChrome(t, ctx, server.RoleViewer)
@@ -201,8 +233,15 @@ func TestDashboardBrowser(t *testing.T) {
 	if buttons != 0 {
 		t.Fatalf("the viewer is shown %d forms or buttons", buttons)
 	}
+	for _, path := range []string{"/dlq", "/pipelines"} {
+		do(t, ctx, "viewer's "+path, chromedp.Navigate(b.url+path), chromedp.WaitVisible(css("main h1")))
+		if n := get(t, ctx, "count buttons", chromedp.Evaluate[int](`document.querySelectorAll("main form, main button, main input").length`)); n != 0 {
+			t.Fatalf("the viewer is shown %d form elements on %s", n, path)
+		}
+	}
 
 	// A page on another (loopback) site that submits a form to the dashboard.
+	before = b.counts()
 	attacker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `<!doctype html><form id=f method=post action="%s/runs/%s/review">
 <input name=decision value=approve><input name=proposal_hash value=x><input name=csrf value=guess></form>

@@ -261,3 +261,86 @@ func TestDashboardEscapesAndFilters(t *testing.T) {
 		t.Fatalf("app.js: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 }
+
+// The dead-letter queue and the kill switch: only operators and admins may act, a kill switch
+// needs a reason, and each refusal records nothing.
+func TestDashboardOperatorForms(t *testing.T) {
+	for name, dsn := range ledgers(t) {
+		t.Run(name, func(t *testing.T) {
+			b := setup(t, dsn(t), options{})
+			dead := b.pausedOrder("d-1")
+			if code, body := b.do("POST", "/api/v1/runs/"+dead+"/review", server.RoleReviewer, `{"decision": "reject"}`); code != 200 {
+				t.Fatalf("reject: %d %s", code, body)
+			}
+			held := b.pausedOrder("h-1")
+			viewer, reviewer, operator := b.browser(), b.browser(), b.browser()
+			vcsrf, rcsrf, ocsrf := viewer.signIn(server.RoleViewer), reviewer.signIn(server.RoleReviewer), operator.signIn(server.RoleOperator)
+			for _, path := range []string{"/dlq", "/pipelines"} {
+				_, page := viewer.get(path)
+				if strings.Count(page, "<button") != 1 || strings.Contains(page, `name="run"`) { // sign-out only
+					t.Fatalf("viewer's %s shows buttons:\n%s", path, page)
+				}
+			}
+			_, page := operator.get("/dlq")
+			if !strings.Contains(page, `name="run" value="`+dead+`"`) || strings.Contains(page, held) {
+				t.Fatalf("operator's dead letters:\n%s", page)
+			}
+			_, page = operator.get("/inbox")
+			if strings.Contains(page, ">Approve<") {
+				t.Fatal("an operator is offered Approve")
+			}
+			before := b.counts()
+			for _, tc := range []struct {
+				name   string
+				br     *browser
+				path   string
+				form   url.Values
+				status int
+				say    string
+			}{
+				{"viewer redrives", viewer, "/dlq/redrive", url.Values{"csrf": {vcsrf}, "run": {dead}}, 403, "may not operate"},
+				{"reviewer redrives", reviewer, "/dlq/redrive", url.Values{"csrf": {rcsrf}, "run": {dead}}, 403, "may not operate"},
+				{"redrive without csrf", operator, "/dlq/redrive", url.Values{"run": {dead}}, 403, "CSRF"},
+				{"redrive nothing", operator, "/dlq/redrive", url.Values{"csrf": {ocsrf}}, 400, "no run was chosen"},
+				{"redrive a held run", operator, "/dlq/redrive", url.Values{"csrf": {ocsrf}, "run": {held}}, 409, "only dead-lettered"},
+				{"viewer disables", viewer, "/pipelines/orders/disable", url.Values{"csrf": {vcsrf}, "reason": {"x"}}, 403, "may not operate"},
+				{"disable without reason", operator, "/pipelines/orders/disable", url.Values{"csrf": {ocsrf}, "reason": {"  "}}, 400, "reason is required"},
+				{"unknown pipeline", operator, "/pipelines/nope/disable", url.Values{"csrf": {ocsrf}, "reason": {"x"}}, 404, "no pipeline nope"},
+				{"unknown action", operator, "/pipelines/orders/explode", url.Values{"csrf": {ocsrf}, "reason": {"x"}}, 404, "disabled or enabled"},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					resp, body := tc.br.post(tc.path, tc.form)
+					if resp.StatusCode != tc.status || !strings.Contains(body, tc.say) {
+						t.Fatalf("%d %s", resp.StatusCode, body)
+					}
+					if after := b.counts(); after != before {
+						t.Fatalf("recorded something: %s -> %s", before, after)
+					}
+				})
+			}
+			// One dead run and one held: the dead one goes, the other is reported.
+			resp, body := operator.post("/dlq/redrive", url.Values{"csrf": {ocsrf}, "run": {dead, held}})
+			if resp.StatusCode != http.StatusConflict || !strings.Contains(body, "redriven: "+dead) || !strings.Contains(body, "not redriven: run "+held) {
+				t.Fatalf("redrive: %d %s", resp.StatusCode, body)
+			}
+			b.waitState(dead, domain.StateQueued)
+			resp, body = operator.post("/pipelines/orders/disable", url.Values{"csrf": {ocsrf}, "reason": {"supplier <b>down</b>"}})
+			if resp.StatusCode != http.StatusSeeOther {
+				t.Fatalf("disable: %d %s", resp.StatusCode, body)
+			}
+			if code, body := b.do("POST", "/api/v1/pipelines/orders/runs", server.RoleOperator, `{"id": "x", "qty": 1}`); code != 423 {
+				t.Fatalf("submit to a disabled pipeline: %d %s", code, body)
+			}
+			_, page = viewer.get("/pipelines")
+			if !strings.Contains(page, "by operator-1") || !strings.Contains(page, "supplier &lt;b&gt;down&lt;/b&gt;") {
+				t.Fatalf("pipelines page:\n%s", page)
+			}
+			if resp, body := operator.post("/pipelines/orders/enable", url.Values{"csrf": {ocsrf}}); resp.StatusCode != http.StatusSeeOther {
+				t.Fatalf("enable: %d %s", resp.StatusCode, body)
+			}
+			if code, body := b.do("POST", "/api/v1/pipelines/orders/runs", server.RoleOperator, `{"id": "x", "qty": 1}`); code != 201 {
+				t.Fatalf("submit after enabling: %d %s", code, body)
+			}
+		})
+	}
+}

@@ -26,11 +26,3 @@
   }
   setTimeout(tick, every);
 })();
-
-// Rejecting dead-letters the run: ask once.
-document.addEventListener("click", function (e) {
-  var b = e.target;
-  if (b && b.classList && b.classList.contains("reject") && !window.confirm("Reject this proposal? The run is dead-lettered.")) {
-    e.preventDefault();
-  }
-});
