@@ -190,8 +190,10 @@ type pageData struct {
 	CanReview  bool
 	CanOperate bool
 	Nav        string
-	// Live makes the page refresh itself while a run is in the hands of workers.
-	Live bool
+	// Events, when set, is the event stream the page listens to: it re-renders itself on
+	// news. Refresh makes it re-render every few seconds instead (the runs list).
+	Events  string
+	Refresh bool
 	Body any
 }
 
@@ -203,6 +205,8 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 	mux.Handle("POST /signout", s.uiHeaders(s.limitBody(s.uiAuth(permRead, http.HandlerFunc(s.signout)))))
 	mux.Handle("GET /{$}", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.runsPage))))
 	mux.Handle("GET /runs/{id}", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.runPage))))
+	// The API's event stream, reached with the session instead of a bearer token.
+	mux.Handle("GET /runs/{id}/events", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.events))))
 	mux.Handle("GET /inbox", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.inboxPage))))
 	mux.Handle("POST /runs/{id}/review", s.uiHeaders(s.limitBody(s.uiAuth(permReview, http.HandlerFunc(s.reviewForm)))))
 	mux.Handle("GET /dlq", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.dlqPage))))
@@ -423,7 +427,9 @@ func (s *Server) runsPage(w http.ResponseWriter, r *http.Request) {
 		b.Error, status = err.Error(), http.StatusBadRequest
 	}
 	b.Runs = operate.RunViews(runs)
-	s.render(w, r, status, "runs", s.data(r, "Runs", "runs", b))
+	d := s.data(r, "Runs", "runs", b)
+	d.Refresh = true
+	s.render(w, r, status, "runs", d)
 }
 
 func (s *Server) runPage(w http.ResponseWriter, r *http.Request) {
@@ -434,7 +440,9 @@ func (s *Server) runPage(w http.ResponseWriter, r *http.Request) {
 	}
 	d := s.data(r, "Run "+doc.Run.ID, "runs", doc)
 	st := doc.Run.State
-	d.Live = st == domain.StateQueued || st == domain.StateProcessing || st == domain.StateFailedTransient
+	if st == domain.StateQueued || st == domain.StateProcessing || st == domain.StateFailedTransient {
+		d.Events = "/runs/" + url.PathEscape(doc.Run.ID) + "/events"
+	}
 	s.render(w, r, http.StatusOK, "run", d)
 }
 

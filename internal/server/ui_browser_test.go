@@ -157,6 +157,27 @@ func TestDashboardBrowser(t *testing.T) {
 	}
 	shoot(t, ctx, "runs")
 
+	// A run submitted while the list is open appears on it; its page follows it over the
+	// event stream until it finishes (the model takes four seconds to answer).
+	model.Push(llmtest.Reply{Content: `{"team": "billing", "priority": "low", "summary": "slow"}`, Delay: 4 * time.Second})
+	code, body = b.do("POST", "/api/v1/pipelines/triage/runs", server.RoleOperator, `{"id": "T-2"}`)
+	if code != 201 {
+		t.Fatalf("triage T-2: %d %s", code, body)
+	}
+	var slow createdRun
+	decodeJSON(t, body, &slow)
+	do(t, ctx, "the new run appears", chromedp.WaitVisible(css(`tr[data-run="`+slow.ID+`"]`)))
+	do(t, ctx, "open the new run", chromedp.Click(css(`a[href="/runs/`+slow.ID+`"]`)), chromedp.WaitVisible(css("#state")))
+	if following := get(t, ctx, "follows", chromedp.Evaluate[bool](`!!document.getElementById("main").dataset.events`)); !following {
+		t.Fatalf("the page of a running run does not follow its event stream (state %s)", get(t, ctx, "state", chromedp.Text(css("#state"))))
+	}
+	waitText(t, ctx, "#state", "succeeded")
+	waitText(t, ctx, "#timeline", "processing → succeeded")
+	if code, metrics := b.do("GET", "/metrics", "", ""); code != 200 || !strings.Contains(string(metrics), `route="GET /runs/{id}/events"`) {
+		t.Fatalf("the run page opened no event stream: %d", code)
+	}
+	do(t, ctx, "back to the list", chromedp.Navigate(b.url+"/"), chromedp.WaitVisible(css("#runs")))
+
 	// Open the triage run from the list: the model's answer is text, not markup.
 	do(t, ctx, "open the triage run", chromedp.Click(css(`a[href="/runs/`+triage.ID+`"]`)), chromedp.WaitVisible(css("#held")))
 	answer := get(t, ctx, "answer", chromedp.Text(css(".answer")))

@@ -84,6 +84,10 @@ func TestDashboardSignIn(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/signin?next=%2Finbox" {
 		t.Fatalf("anonymous /inbox: %d %s", resp.StatusCode, resp.Header.Get("Location"))
 	}
+	resp, _ = br.get("/runs/r-1/events")
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("anonymous event stream: %d", resp.StatusCode)
+	}
 	resp, page := br.get("/signin")
 	csp := resp.Header.Get("Content-Security-Policy")
 	if !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "default-src 'none'") || strings.Contains(csp, "unsafe-inline") {

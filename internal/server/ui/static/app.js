@@ -1,28 +1,55 @@
-// pipectl dashboard: the little JavaScript the pages use. Everything works without it.
+// pipectl dashboard: the little JavaScript the pages use. Every page works without it; with
+// it, pages follow what happens without a reload.
 "use strict";
 
-// A page for a run still in the hands of workers refreshes itself: the server renders
-// the page again and the new <main> replaces the old one, unless the user is typing.
 (function () {
   var main = document.getElementById("main");
-  if (!main || !main.dataset.refresh) return;
-  var every = Math.max(1, parseInt(main.dataset.refresh, 10) || 2) * 1000;
-  function tick() {
+  if (!main) return;
+  var stream = null, timer = null, busy = false, again = false;
+
+  // typing is true while the user is in a form field: the page is not replaced under them.
+  function typing() {
     var a = document.activeElement;
-    if (a && (a.tagName === "INPUT" || a.tagName === "TEXTAREA" || a.tagName === "SELECT")) {
-      setTimeout(tick, every);
-      return;
-    }
+    return a && main.contains(a) && (a.tagName === "INPUT" || a.tagName === "TEXTAREA" || a.tagName === "SELECT");
+  }
+
+  // refresh renders the page again on the server and puts the new <main> in place.
+  function refresh() {
+    if (busy) { again = true; return; }
+    if (typing()) { setTimeout(refresh, 1000); return; }
+    busy = true;
     fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
-      .then(function (r) { if (!r.ok) throw new Error(r.status); return r.text(); })
+      .then(function (r) { if (!r.ok) throw new Error(String(r.status)); return r.text(); })
       .then(function (html) {
         var next = new DOMParser().parseFromString(html, "text/html").getElementById("main");
         if (!next) return;
         main.replaceChildren.apply(main, Array.prototype.slice.call(next.childNodes));
-        if (next.dataset.refresh) setTimeout(tick, every);
-        else delete main.dataset.refresh;
+        if (next.dataset.events !== main.dataset.events) {
+          if (next.dataset.events) main.dataset.events = next.dataset.events; else delete main.dataset.events;
+          follow();
+        }
       })
-      .catch(function () { setTimeout(tick, every * 2); });
+      .catch(function () { /* the next news or tick tries again */ })
+      .then(function () { busy = false; if (again) { again = false; refresh(); } });
   }
-  setTimeout(tick, every);
+
+  // follow listens to the run's event stream while the page names one.
+  function follow() {
+    if (stream) { stream.close(); stream = null; }
+    var url = main.dataset.events;
+    if (!url) return;
+    if (!window.EventSource) { poll(2000); return; }
+    stream = new EventSource(url);
+    stream.addEventListener("transition", refresh);
+    stream.addEventListener("step", refresh);
+    stream.addEventListener("end", function () { stream.close(); stream = null; refresh(); });
+  }
+
+  function poll(every) {
+    if (timer) return;
+    timer = setInterval(refresh, every);
+  }
+
+  follow();
+  if (main.dataset.refresh) poll(Math.max(1, parseInt(main.dataset.refresh, 10) || 3) * 1000);
 })();
