@@ -194,7 +194,7 @@ type pageData struct {
 	// news. Refresh makes it re-render every few seconds instead (the runs list).
 	Events  string
 	Refresh bool
-	Body any
+	Body    any
 }
 
 func (s *Server) uiRoutes(mux *http.ServeMux) {
