@@ -21,3 +21,21 @@ func TestNearest(t *testing.T) {
 		t.Errorf("no known names: %q", got)
 	}
 }
+
+// FuzzNearest: the name of a kill switch comes from a person at 2 a.m. or from a script; no
+// name may panic the suggestion, and the distance it rests on is a metric's basics: zero to
+// itself, symmetric, at most the longer length.
+func FuzzNearest(f *testing.F) {
+	for _, s := range []string{"suport-triage", "", "ü", "\xff\xfe", "a-very-long-pipeline-name-that-goes-on"} {
+		f.Add(s, "support-triage")
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		d := editDistance(a, b)
+		if d != editDistance(b, a) || editDistance(a, a) != 0 || d > max(len([]rune(a)), len([]rune(b))) {
+			t.Fatalf("editDistance(%q, %q) = %d", a, b, d)
+		}
+		if got := Nearest(a, []string{b}); got != "" && got != b {
+			t.Fatalf("Nearest(%q, [%q]) = %q", a, b, got)
+		}
+	})
+}
