@@ -2,8 +2,10 @@ package ledger
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -74,26 +76,73 @@ func (s *Store) Stats(ctx context.Context, since time.Time, pipeline string) ([]
 		State    string `db:"state"`
 		N        int    `db:"n"`
 	}
-	var stepCounts []struct {
-		Pipeline string `db:"pipeline"`
-		Step     string `db:"step_id"`
-		Outcome  string `db:"outcome"`
-		N        int    `db:"n"`
-		Retries  int    `db:"retries"`
-	}
+	var stepCounts []stepCount
 	// The two counting scans are independent: they run side by side.
+	var pausedThen, dryCounts []stepCount
+	err = runParallel(2, []func() error{
+		func() error {
+			// Attempts that complete a step after a review or a signal: attempts after the
+			// first, but no retries.
+			return db.SelectContext(ctx, &pausedThen, s.db.Rebind(`SELECT pipeline, step_id, outcome, COUNT(*) AS n, 0 AS retries FROM (
+				SELECT a.pipeline, a.step_id, (SELECT n.outcome FROM step_attempts n WHERE n.run_id = a.run_id AND n.step_id = a.step_id
+					AND n.item_index = a.item_index AND n.attempt = a.attempt + 1) AS outcome
+				FROM step_attempts a WHERE a.started_at >= ?`+strings.ReplaceAll(filter, "pipeline", "a.pipeline")+` AND a.outcome IN ('needs_review', 'waiting')) x
+				WHERE outcome IS NOT NULL AND outcome <> 'running' GROUP BY pipeline, step_id, outcome`), args...)
+		},
+		func() error {
+			// The attempts of dry runs, to take out of the figures.
+			return db.SelectContext(ctx, &dryCounts, s.db.Rebind(`SELECT a.pipeline, a.step_id, a.outcome, COUNT(*) AS n,
+				COALESCE(SUM(CASE WHEN a.attempt > 1 THEN 1 ELSE 0 END), 0) AS retries
+				FROM step_attempts a
+				WHERE a.run_id IN (SELECT id FROM runs WHERE `+s.dryRun()+` AND created_at >= ?) AND a.started_at >= ?`+strings.ReplaceAll(filter, "pipeline", "a.pipeline")+` AND a.attempt > 0 AND a.outcome <> 'running'
+				GROUP BY a.pipeline, a.step_id, a.outcome`), append([]any{from - dryRunSlack}, args...)...)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
 	err = runParallel(2, []func() error{
 		func() error {
 			return db.SelectContext(ctx, &runCounts, s.db.Rebind(`SELECT pipeline, CASE WHEN dry_run THEN 'dry' ELSE state END AS state, COUNT(*) AS n FROM runs
 				WHERE created_at >= ?`+filter+` GROUP BY pipeline, CASE WHEN dry_run THEN 'dry' ELSE state END`), args...)
 		},
 		func() error {
-			return db.SelectContext(ctx, &stepCounts, s.db.Rebind(`SELECT pipeline, step_id, outcome, COUNT(*) AS n,
-				COALESCE(SUM(CASE WHEN attempt > 1 AND EXISTS (SELECT 1 FROM step_attempts p WHERE p.run_id = a.run_id
-					AND p.step_id = a.step_id AND p.item_index = a.item_index AND p.attempt = a.attempt - 1
-					AND p.outcome IN ('failed', 'abandoned')) THEN 1 ELSE 0 END), 0) AS retries
-				FROM step_attempts a WHERE started_at >= ?`+filter+` AND attempt > 0 AND outcome <> 'running' AND `+notDry("a")+`
-				GROUP BY pipeline, step_id, outcome`), args...)
+			// Retries are counted as attempts after the first, less those that follow a pause
+			// (found from the pauses, which are few, not from every attempt).
+			// One row per step, a column per outcome: grouping by the outcome too would sort
+			// every attempt, while this walks the stats index in its order.
+			var rows []map[string]any
+			q := `SELECT pipeline, step_id, COALESCE(SUM(CASE WHEN attempt > 1 THEN 1 ELSE 0 END), 0) AS retries`
+			for i, o := range finishedOutcomes {
+				q += fmt.Sprintf(`, COALESCE(SUM(CASE WHEN outcome = '%s' THEN 1 ELSE 0 END), 0) AS o%d`, o, i)
+			}
+			q += ` FROM step_attempts WHERE started_at >= ?` + filter + ` AND attempt > 0 AND outcome <> 'running' GROUP BY pipeline, step_id`
+			r, err := db.QueryxContext(ctx, s.db.Rebind(q), args...)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			for r.Next() {
+				row := map[string]any{}
+				if err := r.MapScan(row); err != nil {
+					return err
+				}
+				rows = append(rows, row)
+			}
+			if err := r.Err(); err != nil {
+				return err
+			}
+			for _, row := range rows {
+				pipeline, step := asString(row["pipeline"]), asString(row["step_id"])
+				retries := asInt(row["retries"])
+				for i, o := range finishedOutcomes {
+					if n := asInt(row[fmt.Sprintf("o%d", i)]); n > 0 {
+						stepCounts = append(stepCounts, stepCount{pipeline, step, o, n, retries})
+						retries = 0 // the step's retries ride on its first row
+					}
+				}
+			}
+			return nil
 		},
 	})
 	if err != nil {
@@ -117,6 +166,15 @@ func (s *Store) Stats(ctx context.Context, since time.Time, pipeline string) ([]
 	var jobs []func() error
 	steps := map[[2]string]*Stats{}
 	timed := map[[2]string]int{}
+	for _, c := range pausedThen {
+		stepCounts = append(stepCounts, stepCount{c.Pipeline, c.Step, c.Outcome, 0, -c.N})
+	}
+	for _, c := range dryCounts {
+		stepCounts = append(stepCounts, stepCount{c.Pipeline, c.Step, c.Outcome, -c.N, -c.Retries})
+		if !untimed[c.Outcome] {
+			timed[[2]string{c.Pipeline, c.Step}] += c.N // the duration percentiles walk them all
+		}
+	}
 	for _, c := range stepCounts {
 		k := [2]string{c.Pipeline, c.Step}
 		st := steps[k]
@@ -127,6 +185,9 @@ func (s *Store) Stats(ctx context.Context, since time.Time, pipeline string) ([]
 		st.Attempts += c.N
 		st.Retries += c.Retries
 		st.Outcomes[c.Outcome] += c.N
+		if st.Outcomes[c.Outcome] == 0 {
+			delete(st.Outcomes, c.Outcome)
+		}
 		switch c.Outcome {
 		case "succeeded", "guarded", "skipped", "reused", "dry_run":
 			st.Succeeded += c.N
@@ -136,6 +197,9 @@ func (s *Store) Stats(ctx context.Context, since time.Time, pipeline string) ([]
 		}
 	}
 	for k, st := range steps {
+		if st.Attempts == 0 {
+			continue // only dry runs' attempts
+		}
 		if ended := st.Succeeded + st.Outcomes["failed"] + st.Outcomes["abandoned"]; ended > 0 {
 			st.SuccessRate = float64(st.Succeeded) / float64(ended)
 		}
@@ -151,7 +215,7 @@ func (s *Store) Stats(ctx context.Context, since time.Time, pipeline string) ([]
 			n := timed[[2]string{st.Pipeline, st.Step}]
 			jobs = append(jobs, func() (err error) {
 				st.P50Seconds, st.P95Seconds, err = percentiles(ctx, db, `SELECT duration_ms FROM step_attempts
-					WHERE pipeline = ? AND step_id = ? AND started_at >= ? AND `+countedOutcomes+` AND `+notDry("step_attempts")+` ORDER BY duration_ms`, n, st.Pipeline, st.Step, from)
+					WHERE pipeline = ? AND step_id = ? AND started_at >= ? AND `+countedOutcomes+` ORDER BY duration_ms`, n, st.Pipeline, st.Step, from)
 				return err
 			})
 		}
@@ -160,7 +224,7 @@ func (s *Store) Stats(ctx context.Context, since time.Time, pipeline string) ([]
 			p.DeadLetterRate = float64(p.DeadLettered) / float64(finished)
 			jobs = append(jobs, func() (err error) {
 				p.P50Seconds, p.P95Seconds, err = percentiles(ctx, db, `SELECT finished_at - created_at FROM runs`+s.latencyIndex()+`
-					WHERE pipeline = ? AND finished_at > 0 AND created_at >= ? AND state IN ('succeeded', 'failed_permanent') AND NOT dry_run
+					WHERE pipeline = ? AND finished_at > 0 AND created_at >= ? AND state IN ('succeeded', 'failed_permanent') AND `+s.notDryRun()+`
 					ORDER BY finished_at - created_at`, finished, p.Pipeline, from)
 				return err
 			})
@@ -211,7 +275,7 @@ func runParallel(n int, jobs []func() error) error {
 // index and would sort instead.
 func (s *Store) latencyIndex() string {
 	if s.dialect == "sqlite" {
-		return " INDEXED BY runs_latency"
+		return " INDEXED BY runs_latency_real"
 	}
 	return ""
 }
@@ -224,10 +288,35 @@ const countedOutcomes = `attempt > 0 AND outcome NOT IN ('running', 'reused', 's
 // untimed are the outcomes countedOutcomes leaves out of the percentiles.
 var untimed = map[string]bool{"running": true, "reused": true, "skipped": true, "needs_review": true, "waiting": true}
 
-// notDry leaves out the attempts of dry runs, which the figures show apart.
-func notDry(attempts string) string {
-	return `NOT EXISTS (SELECT 1 FROM runs d WHERE d.id = ` + attempts + `.run_id AND d.dry_run)`
+// stepCount is one row of the step counting queries.
+type stepCount struct {
+	Pipeline string `db:"pipeline"`
+	Step     string `db:"step_id"`
+	Outcome  string `db:"outcome"`
+	N        int    `db:"n"`
+	Retries  int    `db:"retries"`
 }
+
+// notDryRun and dryRun are the predicates of the runs_latency_real and runs_dry indexes, as
+// each dialect's index spells them, so that the planners use them.
+func (s *Store) notDryRun() string {
+	if s.dialect == "sqlite" {
+		return "dry_run = 0"
+	}
+	return "NOT dry_run"
+}
+
+func (s *Store) dryRun() string {
+	if s.dialect == "sqlite" {
+		return "dry_run = 1"
+	}
+	return "dry_run"
+}
+
+// dryRunSlack: the attempts of a dry run start after it is created, so the dry runs whose
+// attempts fall in the window were created in it or shortly before; one whose first attempt
+// waited longer than this is counted in the figures, the safe side for an alert.
+const dryRunSlack = int64(24 * 60 * 60 * 1000)
 
 // percentiles returns the p50 and p95 of a query's values by nearest rank, in seconds; the
 // query must select one column ordered by an index, so each rank is an index walk with no sort;
@@ -259,4 +348,39 @@ func (s *Store) LatestSpec(ctx context.Context, pipeline string) (text, path str
 	}
 	err = s.db.GetContext(ctx, &row, s.db.Rebind(`SELECT spec_text, spec_path FROM runs WHERE pipeline = ? ORDER BY created_at DESC LIMIT 1`), pipeline)
 	return row.Text, row.Path, err
+}
+
+// finishedOutcomes are the outcomes of a finished attempt (the CHECK of step_attempts but running).
+var finishedOutcomes = []string{"succeeded", "failed", "skipped", "guarded", "dry_run", "abandoned", "needs_review", "waiting", "reused"}
+
+func asString(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case []byte:
+		return string(x)
+	}
+	return fmt.Sprint(v)
+}
+
+func asInt(v any) int {
+	switch x := v.(type) {
+	case int64:
+		return int(x)
+	case int32:
+		return int(x)
+	case int:
+		return x
+	case float64:
+		return int(x)
+	case []byte:
+		var n int
+		fmt.Sscan(string(x), &n)
+		return n
+	case string:
+		var n int
+		fmt.Sscan(x, &n)
+		return n
+	}
+	return 0
 }
