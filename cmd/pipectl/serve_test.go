@@ -19,6 +19,8 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -417,6 +419,42 @@ func TestServeTLSAndWebhook(t *testing.T) {
 			t.Fatalf("%s\n%s", data, p.log())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// The dashboard from the same binary: over TLS its session cookie is Secure, and the
+	// run shows on its list.
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar, Transport: client.Transport, Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err = browser.Get("https://" + p.addr + "/signin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page)
+	if resp.StatusCode != 200 || m == nil || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "script-src 'self'") {
+		t.Fatalf("sign-in page: %d %s", resp.StatusCode, page)
+	}
+	resp, err = browser.PostForm("https://"+p.addr+"/signin", url.Values{"csrf": {string(m[1])}, "token": {tok}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	secure := false
+	for _, c := range resp.Cookies() {
+		secure = secure || (c.Name == "pipectl_session" && c.Secure && c.HttpOnly && c.SameSite == http.SameSiteStrictMode)
+	}
+	if resp.StatusCode != http.StatusSeeOther || !secure {
+		t.Fatalf("sign-in: %d, cookies %v", resp.StatusCode, resp.Header["Set-Cookie"])
+	}
+	resp, err = browser.Get("https://" + p.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), created.ID) {
+		t.Fatalf("runs page: %d %s", resp.StatusCode, page)
 	}
 	if code := p.stop(t, 15*time.Second); code != 0 {
 		t.Fatalf("exit %d", code)

@@ -209,6 +209,7 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /runs/{id}/events", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.events))))
 	mux.Handle("GET /inbox", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.inboxPage))))
 	mux.Handle("POST /runs/{id}/review", s.uiHeaders(s.limitBody(s.uiAuth(permReview, http.HandlerFunc(s.reviewForm)))))
+	mux.Handle("POST /runs/{id}/notes", s.uiHeaders(s.limitBody(s.uiAuth(permOperate, http.HandlerFunc(s.noteForm)))))
 	mux.Handle("GET /dlq", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.dlqPage))))
 	mux.Handle("POST /dlq/redrive", s.uiHeaders(s.limitBody(s.uiAuth(permOperate, http.HandlerFunc(s.redriveForm)))))
 	mux.Handle("GET /pipelines", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.pipelinesPage))))
@@ -398,11 +399,11 @@ func (s *Server) signout(w http.ResponseWriter, r *http.Request) {
 }
 
 type runsBody struct {
-	Pipeline, State string
-	Pipelines       []string
-	States          []domain.RunState
-	Runs            []operate.RunView
-	Error           string
+	Pipeline, State, Since string
+	Pipelines              []string
+	States                 []domain.RunState
+	Runs                   []operate.RunView
+	Error                  string
 }
 
 func (s *Server) pipelineNames() []string {
@@ -415,9 +416,20 @@ func (s *Server) pipelineNames() []string {
 }
 
 func (s *Server) runsPage(w http.ResponseWriter, r *http.Request) {
-	b := runsBody{Pipeline: r.URL.Query().Get("pipeline"), State: r.URL.Query().Get("state"), Pipelines: s.pipelineNames(), States: domain.RunStates}
+	q := r.URL.Query()
+	b := runsBody{Pipeline: q.Get("pipeline"), State: q.Get("state"), Since: q.Get("since"), Pipelines: s.pipelineNames(), States: domain.RunStates}
 	f := ledger.RunFilter{Pipeline: b.Pipeline, State: domain.RunState(b.State), Limit: 100}
-	runs, err := s.cfg.Ops.List(r.Context(), f)
+	var err error
+	if b.Since != "" {
+		f.Since, err = parseSince(b.Since)
+		if err != nil {
+			err = &operate.Error{Kind: operate.KindInvalid, Err: err}
+		}
+	}
+	var runs []*domain.Run
+	if err == nil {
+		runs, err = s.cfg.Ops.List(r.Context(), f)
+	}
 	if err != nil && operate.KindOf(err) != operate.KindInvalid {
 		s.uiFail(w, r, err)
 		return
@@ -627,4 +639,13 @@ func (s *Server) switchForm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, "/pipelines", http.StatusSeeOther)
+}
+
+// noteForm adds an operator's note to a run.
+func (s *Server) noteForm(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.cfg.Ops.Note(r.Context(), actorOf(r), r.PathValue("id"), r.PostFormValue("text")); err != nil {
+		s.uiFail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/runs/"+url.PathEscape(r.PathValue("id")), http.StatusSeeOther)
 }

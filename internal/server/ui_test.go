@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pipectl/pipectl/internal/domain"
 	"github.com/pipectl/pipectl/internal/server"
@@ -256,6 +257,18 @@ func TestDashboardEscapesAndFilters(t *testing.T) {
 	if resp.StatusCode != 200 || strings.Contains(page, id) || !strings.Contains(page, "No runs match") {
 		t.Fatalf("filter succeeded: %d %s", resp.StatusCode, page)
 	}
+	resp, page = br.get("/?since=forever")
+	if resp.StatusCode != 400 || !strings.Contains(page, "since must be") {
+		t.Fatalf("bad since: %d %s", resp.StatusCode, page)
+	}
+	resp, page = br.get("/?since=1h&pipeline=orders")
+	if resp.StatusCode != 200 || !strings.Contains(page, id[:8]) {
+		t.Fatalf("since 1h: %d %s", resp.StatusCode, page)
+	}
+	resp, page = br.get("/?since=" + url.QueryEscape(time.Now().Add(time.Hour).Format(time.RFC3339)))
+	if resp.StatusCode != 200 || strings.Contains(page, id) {
+		t.Fatalf("since the future: %d %s", resp.StatusCode, page)
+	}
 	resp, _ = br.get("/runs/nope")
 	if resp.StatusCode != 404 {
 		t.Fatalf("missing run: %d", resp.StatusCode)
@@ -321,6 +334,26 @@ func TestDashboardOperatorForms(t *testing.T) {
 						t.Fatalf("recorded something: %s -> %s", before, after)
 					}
 				})
+			}
+			_, page = operator.get("/runs/" + dead)
+			if !strings.Contains(page, `id="redrive-run"`) || !strings.Contains(page, `id="add-note"`) {
+				t.Fatalf("operator's dead run page:\n%s", page)
+			}
+			_, page = viewer.get("/runs/" + dead)
+			if strings.Contains(page, `id="redrive-run"`) || strings.Contains(page, `id="add-note"`) {
+				t.Fatal("a viewer is offered redrive or notes")
+			}
+			if resp, body := reviewer.post("/runs/"+dead+"/notes", url.Values{"csrf": {rcsrf}, "text": {"x"}}); resp.StatusCode != 403 {
+				t.Fatalf("reviewer's note: %d %s", resp.StatusCode, body)
+			}
+			if after := b.counts(); after != before {
+				t.Fatalf("recorded something: %s -> %s", before, after)
+			}
+			if resp, body := operator.post("/runs/"+dead+"/notes", url.Values{"csrf": {ocsrf}, "text": {"<i>supplier</i> fixed"}}); resp.StatusCode != http.StatusSeeOther {
+				t.Fatalf("note: %d %s", resp.StatusCode, body)
+			}
+			if _, page = viewer.get("/runs/" + dead); !strings.Contains(page, "operator-1: &lt;i&gt;supplier&lt;/i&gt; fixed") {
+				t.Fatalf("the note is not shown escaped:\n%s", page)
 			}
 			// One dead run and one held: the dead one goes, the other is reported.
 			resp, body := operator.post("/dlq/redrive", url.Values{"csrf": {ocsrf}, "run": {dead, held}})
