@@ -133,3 +133,35 @@ func TestRunsShowFollow(t *testing.T) {
 		t.Fatalf("the end of step one is missing:\n%s", out)
 	}
 }
+
+const gateShowSpec = `apiVersion: pipectl/v1
+kind: Pipeline
+name: gated
+inputs: {type: object, properties: {id: {type: string}, total: {type: integer}}}
+idempotency: {key: "${{ inputs.id }}"}
+steps:
+  - id: check
+    type: gate
+    input: ${{ inputs }}
+    schema: {type: object, required: [total]}
+    rules:
+      - expr: output.total <= 100
+        message: totals above 100 are refused
+`
+
+// TestRunsShowGateVerdicts: runs show names a gate step's verdict and each reason by path,
+// not only "succeeded" or "failed".
+func TestRunsShowGateVerdicts(t *testing.T) {
+	c := newCLI(t, gateShowSpec)
+	c.exec(t, nil, "run", c.spec, "--input", `{"id": "ok", "total": 5}`)
+	c.exec(t, nil, "run", c.spec, "--input", `{"id": "big", "total": 500}`)
+	runs := c.runsJSON() // newest first
+	_, out := c.exec(t, nil, "runs", "show", runs[0]["id"].(string))
+	if !regexpLine(out, `step check #1\s+failed \d+ms\s+permanent: .*gate reject`) || !strings.Contains(out, "/: totals above 100 are refused (rule, on_fail reject)") {
+		t.Fatalf("refused gate:\n%s", out)
+	}
+	_, out = c.exec(t, nil, "runs", "show", runs[1]["id"].(string))
+	if !regexpLine(out, `step check #1\s+succeeded \d+ms\s+gate pass`) {
+		t.Fatalf("passed gate:\n%s", out)
+	}
+}

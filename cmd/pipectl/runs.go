@@ -239,7 +239,16 @@ func timeline(doc operate.RunDoc) []line {
 		if a.Error != "" {
 			detail = a.ErrorClass + ": " + oneLine(firstLine(a.Error))
 		}
+		verdict := gateVerdict(a.Response)
+		if verdict != nil {
+			detail = strings.TrimPrefix(detail+", gate "+verdict.Decision, ", ")
+		}
 		lines = append(lines, line{a.StartedAt, fmt.Sprintf("step %s #%d\t%s %dms\t%s", name, a.Attempt, a.Outcome, a.DurationMS, detail)})
+		if verdict != nil {
+			for _, r := range verdict.Reasons {
+				lines = append(lines, line{a.StartedAt, "\t\t  " + reasonLine(r)})
+			}
+		}
 	}
 	for _, n := range doc.Notes {
 		lines = append(lines, line{n.At, fmt.Sprintf("note\tby %s\t%s", oneLine(n.Actor), oneLine(n.Text))})
@@ -259,6 +268,24 @@ func timeline(doc operate.RunDoc) []line {
 	}
 	sort.SliceStable(lines, func(i, j int) bool { return lines[i].at.Before(lines[j].at) })
 	return lines
+}
+
+// gateVerdict reads a gate step's verdict from its attempt's response, or nil when the
+// response is something else (an http or exec result has other fields).
+func gateVerdict(resp json.RawMessage) *gate.Verdict {
+	var v struct {
+		Decision string        `json:"decision"`
+		Reasons  []gate.Reason `json:"reasons"`
+		Other    any           `json:"status"`
+	}
+	if len(resp) == 0 || json.Unmarshal(resp, &v) != nil || v.Other != nil {
+		return nil
+	}
+	switch v.Decision {
+	case gate.Pass, gate.Reject, gate.Review:
+		return &gate.Verdict{Decision: v.Decision, Reasons: v.Reasons}
+	}
+	return nil
 }
 
 // reasonLine is one gate reason: the path of the offending value, the message and the keyword
