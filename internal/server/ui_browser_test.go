@@ -21,7 +21,7 @@ import (
 
 // chromium finds the distribution's browser; .ci/run installs it. PIPECTL_CHROMIUM names
 // another binary.
-func chromium(t *testing.T) string {
+func chromium(t testing.TB) string {
 	t.Helper()
 	for _, p := range []string{os.Getenv("PIPECTL_CHROMIUM"), "/usr/bin/chromium"} {
 		if p == "" {
@@ -37,7 +37,9 @@ func chromium(t *testing.T) string {
 
 // newChrome starts a headless Chromium with a fresh profile and nothing that calls home; the
 // tests navigate only to loopback servers.
-func newChrome(t *testing.T) context.Context {
+func newChrome(t *testing.T) context.Context { return newChromeTB(t) }
+
+func newChromeTB(t testing.TB) context.Context {
 	t.Helper()
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromium(t)),
@@ -60,7 +62,7 @@ func newChrome(t *testing.T) context.Context {
 	return ctx
 }
 
-func do(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+func do(t testing.TB, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
 	if err := chromedp.Do(ctx, actions...); err != nil {
 		t.Fatalf("%s: %v", what, err)
@@ -93,6 +95,10 @@ func shoot(t *testing.T, ctx context.Context, name string) {
 }
 
 func (b *bundle) signInChrome(t *testing.T, ctx context.Context, role server.Role) {
+	b.signInChromeTB(t, ctx, role)
+}
+
+func (b *bundle) signInChromeTB(t testing.TB, ctx context.Context, role server.Role) {
 	t.Helper()
 	do(t, ctx, "sign in as "+string(role),
 		chromedp.Navigate(b.url+"/"),
