@@ -45,8 +45,10 @@ type progress struct {
 	red   func([]byte) []byte
 	live  bool
 	color bool
-	// running are the attempts in flight, by "step #attempt", with their start.
+	// running are the attempts in flight, by "step #attempt", with their start; called counts
+	// the model calls of each already shown.
 	running map[string]time.Time
+	called  map[string]int
 	frame   int
 	shown   bool
 	stop    chan struct{}
@@ -56,7 +58,7 @@ type progress struct {
 
 func (a *app) newProgress(inner engine.Observer) *progress {
 	p := &progress{w: a.rawErr, red: func(b []byte) []byte { return visible(a.red.Bytes(b)) }, live: a.errTTY,
-		color: a.errTTY && os.Getenv("NO_COLOR") == "", running: map[string]time.Time{}, stop: make(chan struct{}), inner: inner}
+		color: a.errTTY && os.Getenv("NO_COLOR") == "", running: map[string]time.Time{}, called: map[string]int{}, stop: make(chan struct{}), inner: inner}
 	if p.live {
 		p.done.Add(1)
 		go p.spin()
@@ -168,13 +170,12 @@ func (p *progress) AttemptFinished(pipeline string, step *domain.Step, att *doma
 	defer p.mu.Unlock()
 	name := attemptName(step, att)
 	delete(p.running, name)
-	for _, c := range att.Calls {
-		verdict := ""
-		if c.Verdict != "" {
-			verdict = ", gate " + c.Verdict
+	for i, c := range att.Calls {
+		if i >= p.called[name] {
+			p.modelCall(name, c)
 		}
-		p.line("·", "2", fmt.Sprintf("  model call %s re-ask %d: %s%s, %d+%d tokens, %dms", name, c.Reask, c.Outcome, verdict, c.PromptTokens, c.CompletionTokens, c.LatencyMS))
 	}
+	delete(p.called, name)
 	mark, color := "✓", "32"
 	switch att.Outcome {
 	case domain.OutcomeFailed:
@@ -189,6 +190,24 @@ func (p *progress) AttemptFinished(pipeline string, step *domain.Step, att *doma
 		text += ": " + oneLine(firstLine(att.Error))
 	}
 	p.line(mark, color, text)
+}
+
+// ModelCalled shows a model call and the gate's verdict as soon as they happen, while the
+// attempt goes on (a re-ask, say).
+func (p *progress) ModelCalled(_ string, step *domain.Step, att *domain.Attempt, c domain.ModelCall) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	name := attemptName(step, att)
+	p.called[name]++
+	p.modelCall(name, c)
+}
+
+func (p *progress) modelCall(name string, c domain.ModelCall) {
+	verdict := ""
+	if c.Verdict != "" {
+		verdict = ", gate " + c.Verdict
+	}
+	p.line("·", "2", fmt.Sprintf("  model call %s re-ask %d: %s%s, %d+%d tokens, %dms", name, c.Reask, c.Outcome, verdict, c.PromptTokens, c.CompletionTokens, c.LatencyMS))
 }
 
 func (p *progress) RunChanged(pipeline string, to domain.RunState) {

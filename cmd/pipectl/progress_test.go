@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/pipectl/pipectl/internal/llm/llmtest"
 )
 
 const progressSpec = `apiVersion: pipectl/v1
@@ -71,5 +75,66 @@ func TestProgressOnTerminal(t *testing.T) {
 	code, plain = c.exec(t, nil, "--log-format", "text", "run", c.spec, "--input", `{"id": "p2"}`)
 	if code != 0 || !strings.Contains(plain, "✓ one #1 succeeded") || !strings.Contains(plain, "✓ two #1 succeeded") || strings.Contains(plain, "\x1b") || strings.Contains(plain, "running") {
 		t.Fatalf("text without a terminal: exit %d\n%q", code, plain)
+	}
+}
+
+const progressLLMSpec = `apiVersion: pipectl/v1
+kind: Pipeline
+name: progress-llm
+inputs: {type: object, properties: {id: {type: string}}}
+idempotency: {key: "${{ inputs.id }}"}
+steps:
+  - id: pick
+    type: llm
+    model: test-model
+    prompt: pick
+    max_reasks: 1
+    output: {schema: {type: object, additionalProperties: false, required: [team], properties: {team: {enum: [billing, technical]}}}}
+`
+
+// TestProgressShowsModelCallsAsTheyHappen: a model call and the gate's verdict show while the
+// attempt goes on. The first answer is rejected and the re-ask is answered slowly; the line of
+// the first call must be out while the process still waits for the second.
+func TestProgressShowsModelCallsAsTheyHappen(t *testing.T) {
+	model := llmtest.New()
+	defer model.Close()
+	model.Push(llmtest.Answer(`{"team": "sales"}`), llmtest.Reply{Content: `{"team": "billing"}`, Delay: 3 * time.Second})
+	c := newCLI(t, progressLLMSpec)
+	cmd := c.command("--log-format", "text", "run", c.spec, "--input", `{"id": "m1"}`)
+	cmd.Env = append(cmd.Env, "OPENAI_BASE_URL="+model.BaseURL(), "OPENAI_API_KEY=test-key")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stderr)
+	var seen []string
+	var firstAt, doneAt time.Time
+	for lines.Scan() {
+		line := lines.Text()
+		seen = append(seen, line)
+		switch {
+		case strings.Contains(line, "model call pick #1 re-ask 0: rejected, gate reject"):
+			firstAt = time.Now()
+		case strings.Contains(line, "pick #1 succeeded"):
+			doneAt = time.Now()
+		}
+	}
+	cmd.Wait()
+	out := strings.Join(seen, "\n")
+	// The re-ask is answered 3 s after it was asked: a line shown as the call happened comes
+	// that much before the attempt's end; one shown with the attempt's end comes with it.
+	if firstAt.IsZero() || doneAt.IsZero() || doneAt.Sub(firstAt) < 1500*time.Millisecond {
+		t.Fatalf("the first model call was not shown while the attempt went on (%s before its end):\n%s", doneAt.Sub(firstAt), out)
+	}
+	for _, want := range []string{"re-ask 1: accepted, gate pass", "pick #1 succeeded"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("progress lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Count(out, "re-ask 0:") != 1 {
+		t.Fatalf("a model call shown twice:\n%s", out)
 	}
 }

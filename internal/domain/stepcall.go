@@ -25,6 +25,9 @@ type StepCall struct {
 	RenderWith func(v any, extra map[string]any) (any, error)
 	// Vars are the step's expression variables (inputs, steps, run), for policy rules. Read only.
 	Vars map[string]any
+	// ModelCalled, when set, hears of each model call as soon as its answer was judged (a live
+	// display); the calls are still returned in the result. It must not block.
+	ModelCalled func(ModelCall)
 	// Redactor knows every secret of the run. Executors redact a text before they cut it (a
 	// cut secret is no longer recognised), and add the values they compute from secrets, such
 	// as a header built from one, so that a server echoing them back is redacted too.

@@ -61,6 +61,12 @@ type AttemptStarter interface {
 	AttemptStarted(pipeline string, step *domain.Step, att *domain.Attempt)
 }
 
+// ModelCallObserver is an Observer that also hears of each model call of an attempt as soon as
+// its answer was judged, before the attempt ends. The call is not redacted yet.
+type ModelCallObserver interface {
+	ModelCalled(pipeline string, step *domain.Step, att *domain.Attempt, call domain.ModelCall)
+}
+
 // Renderer evaluates ${{ }} templates inside a value.
 type Renderer interface {
 	Render(v any, vars map[string]any) (any, error)

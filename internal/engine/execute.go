@@ -458,6 +458,9 @@ func (e *Engine) runUnit(ctx context.Context, s *session, u *unit) (r *unitResul
 			return e.Renderer.Render(v, vars)
 		},
 	}
+	if o, ok := e.Observer.(ModelCallObserver); ok {
+		call.ModelCalled = func(c domain.ModelCall) { o.ModelCalled(s.run.Pipeline, u.step, u.att, c) }
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			r.err = &domain.ClassifiedError{Class: domain.ClassUnknown, Err: fmt.Errorf("panic in %s step: %v\n%s", u.step.Type, p, debug.Stack())}

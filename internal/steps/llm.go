@@ -61,6 +61,12 @@ func (l LLM) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRes
 	req.Messages = base
 
 	var result domain.StepResult
+	record := func(mc domain.ModelCall) {
+		result.Calls = append(result.Calls, mc)
+		if call.ModelCalled != nil {
+			call.ModelCalled(mc)
+		}
+	}
 	used := 0
 	var last gate.Verdict
 	for reask := 0; reask <= spec.MaxReasks; reask++ {
@@ -79,7 +85,7 @@ func (l LLM) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRes
 		used += resp.PromptTokens + resp.CompletionTokens
 		if err != nil {
 			mc.Outcome, mc.Error = "error", err.Error()
-			result.Calls = append(result.Calls, mc)
+			record(mc)
 			return result, classifyProviderError(err)
 		}
 		// Refusal, truncation and filtering are outcomes of their own, not parse errors.
@@ -89,7 +95,7 @@ func (l LLM) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRes
 			last = gate.Verdict{Decision: gate.Reject, Reasons: []gate.Reason{{Keyword: "refusal", Message: "the model refused: " + resp.Refusal}}}
 		case resp.FinishReason == llm.FinishLength:
 			mc.Outcome = "truncated"
-			result.Calls = append(result.Calls, mc)
+			record(mc)
 			if resp.ReasoningTokens != nil && *resp.ReasoningTokens > 0 {
 				// A reasoning model's limit covers its reasoning too, which can use it all.
 				return result, domain.Permanentf("the answer was cut off at max_tokens (%d), %d of the %d completion tokens spent on reasoning; raise max_tokens",
@@ -98,7 +104,7 @@ func (l LLM) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRes
 			return result, domain.Permanentf("the answer was cut off at max_tokens (%d); raise max_tokens", spec.MaxTokens)
 		case resp.FinishReason == llm.FinishContentFilter:
 			mc.Outcome = "filtered"
-			result.Calls = append(result.Calls, mc)
+			record(mc)
 			return result, domain.Permanentf("the provider's content filter withheld the answer")
 		case len(resp.Content) > maxAnswer:
 			mc.Outcome, mc.Response = "rejected", call.Redactor.Head(resp.Content, 1000)
@@ -118,13 +124,13 @@ func (l LLM) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRes
 			case gate.Pass:
 				mc.Outcome = "accepted"
 				mc.Reasons = reasonsJSON(last)
-				result.Calls = append(result.Calls, mc)
+				record(mc)
 				result.Output, result.Outcome = value, domain.OutcomeSucceeded
 				return result, nil
 			case gate.Review:
 				mc.Outcome = "review"
 				mc.Reasons = reasonsJSON(last)
-				result.Calls = append(result.Calls, mc)
+				record(mc)
 				out, err := reviewOutput(value, last)
 				if err != nil {
 					return result, domain.Permanent(err)
@@ -138,7 +144,7 @@ func (l LLM) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRes
 			mc.Verdict = gate.Reject
 		}
 		mc.Reasons = reasonsJSON(last)
-		result.Calls = append(result.Calls, mc)
+		record(mc)
 		req.Messages = reaskMessages(base, call.Redactor.String(resp.Content), last)
 	}
 	return result, domain.Permanentf("proposal rejected after %d re-ask(s): %s", spec.MaxReasks, last.Summary())
