@@ -117,7 +117,7 @@ func sessionOf(r *http.Request) *session {
 // uiTemplates parses each page together with the layout.
 func uiTemplates() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
-		"stateClass": func(s any) string { return "state-" + strings.ReplaceAll(fmt.Sprint(s), "_", "-") },
+		"stateClass": func(s any) string { return "state-" + strings.NewReplacer("_", "-", " ", "-").Replace(fmt.Sprint(s)) },
 		"when": func(t time.Time) string {
 			if t.IsZero() {
 				return ""
@@ -142,7 +142,8 @@ func uiTemplates() (map[string]*template.Template, error) {
 		"secs": func(f float64) string {
 			return (time.Duration(f * float64(time.Second))).Round(time.Millisecond).String()
 		},
-		"ms": func(n int64) string { return (time.Duration(n) * time.Millisecond).String() },
+		"plus": func(a, b int) int { return a + b },
+		"ms":   func(n int64) string { return (time.Duration(n) * time.Millisecond).String() },
 		// dict hands the held-proposal block its page (role, CSRF), run id and proposal.
 		"dict": func(page pageData, id string, held *operate.HeldView) map[string]any {
 			return map[string]any{"page": page, "id": id, "held": held}
@@ -444,13 +445,28 @@ func (s *Server) runsPage(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, status, "runs", d)
 }
 
+type runBody struct {
+	*operate.RunDoc
+	Graph *graph
+}
+
 func (s *Server) runPage(w http.ResponseWriter, r *http.Request) {
-	doc, _, err := s.cfg.Ops.Show(r.Context(), r.PathValue("id"))
+	doc, run, err := s.cfg.Ops.Show(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.uiFail(w, r, err)
 		return
 	}
-	d := s.data(r, "Run "+doc.Run.ID, "runs", doc)
+	outcomes := map[string]string{}
+	for _, st := range doc.Steps {
+		outcomes[st.Step] = st.Outcome
+	}
+	body := runBody{RunDoc: doc}
+	if p, err := s.cfg.Ops.Spec(run); err == nil {
+		body.Graph = stepGraph(p, outcomes)
+	} else {
+		s.log.Warn("run page: the run's spec does not parse; no step graph", "run_id", run.ID, "error", err)
+	}
+	d := s.data(r, "Run "+doc.Run.ID, "runs", body)
 	st := doc.Run.State
 	if st == domain.StateQueued || st == domain.StateProcessing || st == domain.StateFailedTransient {
 		d.Events = "/runs/" + url.PathEscape(doc.Run.ID) + "/events"
@@ -648,4 +664,78 @@ func (s *Server) noteForm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, "/runs/"+url.PathEscape(r.PathValue("id")), http.StatusSeeOther)
+}
+
+// graph is a pipeline's steps laid out for an SVG drawing: a column per depth in the
+// `needs` order, a box per step with its outcome in this run, a line per dependency.
+type graph struct {
+	Width, Height int
+	Nodes         []graphNode
+	Edges         []graphEdge
+}
+
+type graphNode struct {
+	X, Y                     int
+	ID, Label, Type, Outcome string
+}
+
+type graphEdge struct{ X1, Y1, X2, Y2 int }
+
+const (
+	nodeW, nodeH = 170, 44
+	gapX, gapY   = 50, 16
+)
+
+// stepGraph lays out p's steps; outcomes are the run's step outcomes by step id.
+func stepGraph(p *domain.Pipeline, outcomes map[string]string) *graph {
+	if p == nil || len(p.Steps) == 0 {
+		return nil
+	}
+	depth := map[string]int{}
+	var depthOf func(id string, seen int) int
+	byID := map[string]*domain.Step{}
+	for _, s := range p.Steps {
+		byID[s.ID] = s
+	}
+	depthOf = func(id string, seen int) int {
+		if d, ok := depth[id]; ok {
+			return d
+		}
+		s := byID[id]
+		d := 0
+		if s != nil && seen < len(p.Steps) { // a validated spec has no cycle; the bound guards anyway
+			for _, n := range s.Needs {
+				d = max(d, depthOf(n, seen+1)+1)
+			}
+		}
+		depth[id] = d
+		return d
+	}
+	rows := map[int]int{}
+	pos := map[string]graphNode{}
+	g := &graph{}
+	for _, s := range p.Steps {
+		d := depthOf(s.ID, 0)
+		n := graphNode{X: 8 + d*(nodeW+gapX), Y: 8 + rows[d]*(nodeH+gapY), ID: s.ID, Label: s.ID, Type: string(s.Type), Outcome: outcomes[s.ID]}
+		if len([]rune(n.Label)) > 20 {
+			n.Label = string([]rune(n.Label)[:19]) + "…"
+		}
+		if n.Outcome == "" {
+			n.Outcome = "not run"
+		}
+		rows[d]++
+		pos[s.ID] = n
+		g.Nodes = append(g.Nodes, n)
+		g.Width = max(g.Width, n.X+nodeW+8)
+		g.Height = max(g.Height, n.Y+nodeH+8)
+	}
+	for _, s := range p.Steps {
+		to := pos[s.ID]
+		for _, need := range s.Needs {
+			if from, ok := pos[need]; ok {
+				g.Edges = append(g.Edges, graphEdge{X1: from.X + nodeW, Y1: from.Y + nodeH/2, X2: to.X, Y2: to.Y + nodeH/2})
+			}
+		}
+	}
+	return g
 }

@@ -193,6 +193,12 @@ func TestDashboardBrowser(t *testing.T) {
 		t.Fatalf("answer %q, title %q, %d injected elements", answer, title, injected)
 	}
 	waitText(t, ctx, "#state", "needs_review")
+	// The step graph: classify holds the run, done (which needs it) has not run, one line.
+	graph := get(t, ctx, "step graph", chromedp.Evaluate[string](`[...document.querySelectorAll("#graph g.node")].map(g => g.dataset.step + "=" + g.getAttribute("class")).join(" ")
+		+ " lines=" + document.querySelectorAll("#graph line").length + " width=" + Math.round(document.getElementById("graph").getBoundingClientRect().width)`))
+	if graph != "classify=node state-needs-review done=node state-not-run lines=1 width=406" {
+		t.Fatalf("step graph: %s", graph)
+	}
 	shoot(t, ctx, "run")
 
 	// Approve the order from the inbox (oldest first) and watch the run continue.
