@@ -72,7 +72,8 @@ func (ss *sessions) create(name string, role Role) (string, *session) {
 			}
 		}
 		if len(ss.m) >= maxSessions {
-			// Bounded memory: the oldest-expiring half goes rather than refusing sign-in.
+			// Bounded memory: half of the live sessions (any half) end rather than sign-in
+			// being refused; their browsers sign in again.
 			for id := range ss.m {
 				delete(ss.m, id)
 				if len(ss.m) < maxSessions/2 {
@@ -210,6 +211,7 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /runs/{id}/events", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.events))))
 	mux.Handle("GET /inbox", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.inboxPage))))
 	mux.Handle("POST /runs/{id}/review", s.uiHeaders(s.limitBody(s.uiAuth(permReview, http.HandlerFunc(s.reviewForm)))))
+	mux.Handle("POST /runs/{id}/replay", s.uiHeaders(s.limitBody(s.uiAuth(permOperate, http.HandlerFunc(s.replayForm)))))
 	mux.Handle("POST /runs/{id}/notes", s.uiHeaders(s.limitBody(s.uiAuth(permOperate, http.HandlerFunc(s.noteForm)))))
 	mux.Handle("GET /dlq", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.dlqPage))))
 	mux.Handle("POST /dlq/redrive", s.uiHeaders(s.limitBody(s.uiAuth(permOperate, http.HandlerFunc(s.redriveForm)))))
@@ -738,4 +740,19 @@ func stepGraph(p *domain.Pipeline, outcomes map[string]string) *graph {
 		}
 	}
 	return g
+}
+
+// replayForm queues a replay of a run, from a chosen step, with recorded or live model
+// answers, and opens the new run.
+func (s *Server) replayForm(w http.ResponseWriter, r *http.Request) {
+	res, err := s.cfg.Ops.Replay(r.Context(), actorOf(r), operate.ReplayRequest{RunID: r.PathValue("id"), From: r.PostFormValue("from"),
+		LLM: r.PostFormValue("llm"), Enqueue: true})
+	if res == nil {
+		s.uiFail(w, r, err)
+		return
+	}
+	if err != nil {
+		s.log.Warn("replay created and then failed", "request_id", requestID(r), "run_id", res.Run.ID, "error", err)
+	}
+	http.Redirect(w, r, "/runs/"+url.PathEscape(res.Run.ID), http.StatusSeeOther)
 }

@@ -355,8 +355,33 @@ func TestDashboardOperatorForms(t *testing.T) {
 			if _, page = viewer.get("/runs/" + dead); !strings.Contains(page, "operator-1: &lt;i&gt;supplier&lt;/i&gt; fixed") {
 				t.Fatalf("the note is not shown escaped:\n%s", page)
 			}
+			// Replay from the page: refused for a reviewer, an unknown step or model mode, then made.
+			if _, page = operator.get("/runs/" + dead); !strings.Contains(page, `id="replay-run"`) || !strings.Contains(page, `<option value="check">`) {
+				t.Fatal("no replay form for the operator")
+			}
+			if _, page = viewer.get("/runs/" + dead); strings.Contains(page, `id="replay-run"`) {
+				t.Fatal("a replay form for a viewer")
+			}
+			if resp, body := reviewer.post("/runs/"+dead+"/replay", url.Values{"csrf": {rcsrf}, "from": {"check"}}); resp.StatusCode != 403 {
+				t.Fatalf("reviewer's replay: %d %s", resp.StatusCode, body)
+			}
+			if resp, body := operator.post("/runs/"+dead+"/replay", url.Values{"csrf": {ocsrf}, "from": {"nope"}}); resp.StatusCode != 400 || !strings.Contains(body, "no such step") {
+				t.Fatalf("replay from an unknown step: %d %s", resp.StatusCode, body)
+			}
+			if resp, body := operator.post("/runs/"+dead+"/replay", url.Values{"csrf": {ocsrf}, "from": {"check"}, "llm": {"sometimes"}}); resp.StatusCode != 400 || !strings.Contains(body, "recorded or live") {
+				t.Fatalf("replay with a bad llm: %d %s", resp.StatusCode, body)
+			}
+			resp, body := operator.post("/runs/"+dead+"/replay", url.Values{"csrf": {ocsrf}, "from": {"check"}, "llm": {"recorded"}})
+			replayID := strings.TrimPrefix(resp.Header.Get("Location"), "/runs/")
+			if resp.StatusCode != http.StatusSeeOther || replayID == "" || replayID == dead {
+				t.Fatalf("replay: %d %s", resp.StatusCode, body)
+			}
+			if r, err := b.store.GetRun(context.Background(), replayID); err != nil || r.ReplayOf != dead {
+				t.Fatalf("the replay %s: %+v %v", replayID, r, err)
+			}
+			before = b.counts()
 			// One dead run and one held: the dead one goes, the other is reported.
-			resp, body := operator.post("/dlq/redrive", url.Values{"csrf": {ocsrf}, "run": {dead, held}})
+			resp, body = operator.post("/dlq/redrive", url.Values{"csrf": {ocsrf}, "run": {dead, held}})
 			if resp.StatusCode != http.StatusConflict || !strings.Contains(body, "redriven: "+dead) || !strings.Contains(body, "not redriven: run "+held) {
 				t.Fatalf("redrive: %d %s", resp.StatusCode, body)
 			}
