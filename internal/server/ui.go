@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -211,6 +212,7 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /runs/{id}/events", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.events))))
 	mux.Handle("GET /inbox", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.inboxPage))))
 	mux.Handle("POST /runs/{id}/review", s.uiHeaders(s.limitBody(s.uiAuth(permReview, http.HandlerFunc(s.reviewForm)))))
+	mux.Handle("POST /runs/{id}/signal", s.uiHeaders(s.limitBody(s.uiAuth(permReview, http.HandlerFunc(s.signalFormPost)))))
 	mux.Handle("POST /runs/{id}/replay", s.uiHeaders(s.limitBody(s.uiAuth(permOperate, http.HandlerFunc(s.replayForm)))))
 	mux.Handle("POST /runs/{id}/notes", s.uiHeaders(s.limitBody(s.uiAuth(permOperate, http.HandlerFunc(s.noteForm)))))
 	mux.Handle("GET /dlq", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.dlqPage))))
@@ -449,7 +451,8 @@ func (s *Server) runsPage(w http.ResponseWriter, r *http.Request) {
 
 type runBody struct {
 	*operate.RunDoc
-	Graph *graph
+	Graph  *graph
+	Signal *signalForm
 }
 
 func (s *Server) runPage(w http.ResponseWriter, r *http.Request) {
@@ -462,7 +465,7 @@ func (s *Server) runPage(w http.ResponseWriter, r *http.Request) {
 	for _, st := range doc.Steps {
 		outcomes[st.Step] = st.Outcome
 	}
-	body := runBody{RunDoc: doc}
+	body := runBody{RunDoc: doc, Signal: s.waitForm(run, doc.Attempts)}
 	if p, err := s.cfg.Ops.Spec(run); err == nil {
 		body.Graph = stepGraph(p, outcomes)
 	} else {
@@ -755,4 +758,142 @@ func (s *Server) replayForm(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("replay created and then failed", "request_id", requestID(r), "run_id", res.Run.ID, "error", err)
 	}
 	http.Redirect(w, r, "/runs/"+url.PathEscape(res.Run.ID), http.StatusSeeOther)
+}
+
+// signalForm is the form a wait step's schema gives: a field per property when every
+// property is a plain boolean, integer, number, string or string enum; else one JSON box.
+type signalForm struct {
+	Step   string
+	Fields []signalField
+	// Raw asks for the payload as JSON text.
+	Raw bool
+}
+
+type signalField struct {
+	Name, Type string
+	Enum       []string
+	Required   bool
+}
+
+// waitForm finds the wait step a run in waiting_external waits on and its form.
+func (s *Server) waitForm(run *domain.Run, attempts []operate.AttemptView) *signalForm {
+	if run.State != domain.StateWaitingExternal {
+		return nil
+	}
+	step := ""
+	for i := len(attempts) - 1; i >= 0; i-- {
+		if attempts[i].Outcome == domain.OutcomeWaiting {
+			step = attempts[i].Step
+			break
+		}
+	}
+	p, err := s.cfg.Ops.Spec(run)
+	if step == "" || err != nil || p.Step(step) == nil || p.Step(step).Wait == nil {
+		return nil
+	}
+	f := &signalForm{Step: step, Raw: true}
+	sc := p.Step(step).Wait.Schema
+	if sc == nil {
+		return f
+	}
+	doc, _ := sc.Doc.(map[string]any)
+	props, _ := doc["properties"].(map[string]any)
+	if doc["type"] != "object" || len(props) == 0 {
+		return f
+	}
+	required := map[string]bool{}
+	if req, ok := doc["required"].([]any); ok {
+		for _, r := range req {
+			if n, ok := r.(string); ok {
+				required[n] = true
+			}
+		}
+	}
+	names := make([]string, 0, len(props))
+	for n := range props {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		prop, _ := props[n].(map[string]any)
+		fd := signalField{Name: n, Required: required[n]}
+		if enum, ok := prop["enum"].([]any); ok {
+			for _, e := range enum {
+				str, ok := e.(string)
+				if !ok {
+					return f
+				}
+				fd.Enum = append(fd.Enum, str)
+			}
+			fd.Type = "enum"
+		} else if t, ok := prop["type"].(string); ok && (t == "boolean" || t == "integer" || t == "number" || t == "string") {
+			fd.Type = t
+		} else {
+			return f
+		}
+		f.Fields = append(f.Fields, fd)
+	}
+	f.Raw = false
+	return f
+}
+
+// payload reads the posted form back into the JSON value the schema describes; the types
+// come from the spec, never from the form.
+func (f *signalForm) payload(r *http.Request) (any, error) {
+	if f.Raw {
+		return domain.DecodeJSON([]byte(r.PostFormValue("json")))
+	}
+	out := map[string]any{}
+	for _, fd := range f.Fields {
+		v := strings.TrimSpace(r.PostFormValue("f." + fd.Name))
+		switch {
+		case fd.Type == "boolean":
+			out[fd.Name] = v == "true"
+		case v == "" && !fd.Required:
+		case fd.Type == "integer":
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("%s must be a whole number, not %q", fd.Name, v)
+			}
+			out[fd.Name] = n
+		case fd.Type == "number":
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return nil, fmt.Errorf("%s must be a number, not %q", fd.Name, v)
+			}
+			out[fd.Name] = n
+		default:
+			out[fd.Name] = v
+		}
+	}
+	return out, nil
+}
+
+// signalFormPost completes a run's wait step with the form's payload.
+func (s *Server) signalFormPost(w http.ResponseWriter, r *http.Request) {
+	run, err := s.cfg.Ops.Run(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.uiFail(w, r, err)
+		return
+	}
+	doc, _, err := s.cfg.Ops.Show(r.Context(), run.ID)
+	if err != nil {
+		s.uiFail(w, r, err)
+		return
+	}
+	form := s.waitForm(run, doc.Attempts)
+	if form == nil || form.Step != r.PostFormValue("step") {
+		s.uiError(w, r, sessionOf(r), http.StatusConflict, fmt.Sprintf("run %s is %s and does not wait on step %q now; nothing was changed.", run.ID, run.State, r.PostFormValue("step")))
+		return
+	}
+	payload, err := form.payload(r)
+	if err != nil {
+		s.uiError(w, r, sessionOf(r), http.StatusBadRequest, err.Error()+"; nothing was changed.")
+		return
+	}
+	if _, err := s.cfg.Ops.Signal(r.Context(), actorOf(r), operate.SignalRequest{RunID: run.ID, Step: form.Step, Payload: payload, Enqueue: true}); err != nil {
+		s.uiFail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/runs/"+url.PathEscape(run.ID), http.StatusSeeOther)
 }

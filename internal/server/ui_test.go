@@ -406,3 +406,63 @@ func TestDashboardOperatorForms(t *testing.T) {
 		})
 	}
 }
+
+// A wait step's schema becomes a form: a reviewer sends the signal and the run continues; a
+// viewer gets no form, and a signal for another step is refused.
+func TestDashboardSignalForm(t *testing.T) {
+	b := setup(t, ledgers(t)["sqlite"](t), options{workers: true})
+	code, body := b.do("POST", "/api/v1/pipelines/waiter/runs", server.RoleOperator, `{"id": "w-1"}`)
+	if code != 201 {
+		t.Fatalf("submit: %d %s", code, body)
+	}
+	var r createdRun
+	decodeJSON(t, body, &r)
+	b.waitState(r.ID, domain.StateWaitingExternal)
+	viewer, reviewer := b.browser(), b.browser()
+	vcsrf, rcsrf := viewer.signIn(server.RoleViewer), reviewer.signIn(server.RoleReviewer)
+	_, page := reviewer.get("/runs/" + r.ID)
+	if !strings.Contains(page, `name="f.ok"`) || !strings.Contains(page, `name="step" value="callback"`) {
+		t.Fatalf("reviewer's page has no signal form:\n%s", page)
+	}
+	if _, page = viewer.get("/runs/" + r.ID); strings.Contains(page, `name="f.ok"`) {
+		t.Fatal("a viewer is offered the signal form")
+	}
+	before := b.counts()
+	for _, tc := range []struct {
+		name   string
+		br     *browser
+		form   url.Values
+		status int
+		say    string
+	}{
+		{"viewer", viewer, url.Values{"csrf": {vcsrf}, "step": {"callback"}, "f.ok": {"true"}}, 403, "may not review"},
+		{"no csrf", reviewer, url.Values{"step": {"callback"}, "f.ok": {"true"}}, 403, "CSRF"},
+		{"another step", reviewer, url.Values{"csrf": {rcsrf}, "step": {"other"}, "f.ok": {"true"}}, 409, "does not wait on step"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := tc.br.post("/runs/"+r.ID+"/signal", tc.form)
+			if resp.StatusCode != tc.status || !strings.Contains(body, tc.say) {
+				t.Fatalf("%d %s", resp.StatusCode, body)
+			}
+			if after := b.counts(); after != before {
+				t.Fatalf("recorded something: %s -> %s", before, after)
+			}
+		})
+	}
+	resp, sig := reviewer.post("/runs/"+r.ID+"/signal", url.Values{"csrf": {rcsrf}, "step": {"callback"}, "f.ok": {"true"}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("signal: %d %s", resp.StatusCode, sig)
+	}
+	b.waitState(r.ID, domain.StateSucceeded)
+	full, _, err := b.ops.Show(context.Background(), r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, a := range full.Attempts {
+		found = found || (a.Step == "callback" && strings.Contains(string(a.Output), `"ok":true`))
+	}
+	if !found {
+		t.Fatalf("the signal's payload is not the step's output: %+v", full.Attempts)
+	}
+}
