@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -339,9 +340,14 @@ func (s *Server) uiFail(w http.ResponseWriter, r *http.Request, err error) {
 	s.uiError(w, r, sessionOf(r), status, msg)
 }
 
+// nextPath is what a post-sign-in redirect may hold: a path and query of plain characters.
+// Browsers drop tabs and newlines and read "\\" as "/", so "/\t/evil" is "//evil", another
+// site: anything outside this set goes to "/".
+var nextPath = regexp.MustCompile(`^/(?:[A-Za-z0-9/_.~?=&+-]|%[0-9A-Fa-f]{2})*$`)
+
 // safeNext keeps a post-sign-in redirect on this site: a path, never "//host" or a scheme.
 func safeNext(v string) string {
-	if !strings.HasPrefix(v, "/") || strings.HasPrefix(v, "//") || strings.HasPrefix(v, "/\\") {
+	if !nextPath.MatchString(v) || strings.HasPrefix(v, "//") {
 		return "/"
 	}
 	return v
