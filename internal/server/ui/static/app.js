@@ -7,10 +7,11 @@
   if (!main) return;
   var stream = null, timer = null, busy = false, again = false;
 
-  // typing is true while the user is in a form field: the page is not replaced under them.
+  // typing is true while keyboard focus is inside the page (a field, a link, a button): the
+  // page is not replaced under the user, who would lose their place.
   function typing() {
     var a = document.activeElement;
-    return a && main.contains(a) && (a.tagName === "INPUT" || a.tagName === "TEXTAREA" || a.tagName === "SELECT");
+    return a && a !== document.body && main.contains(a);
   }
 
   // refresh renders the page again on the server and puts the new <main> in place.
