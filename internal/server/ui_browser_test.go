@@ -184,6 +184,17 @@ func TestDashboardBrowser(t *testing.T) {
 	}
 	do(t, ctx, "back to the list", chromedp.Navigate(b.url+"/"), chromedp.WaitVisible(css("#runs")))
 
+	// On a phone-sized screen the list and a run's page fit the width: no sideways scrolling.
+	do(t, ctx, "phone", chromedp.EmulateViewport(390, 844))
+	for _, path := range []string{"/", "/runs/" + triage.ID, "/inbox"} {
+		do(t, ctx, "phone "+path, chromedp.Navigate(b.url+path), chromedp.WaitVisible(css("main h1")))
+		if w := get(t, ctx, "page width", chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); w > 390 {
+			wide := get(t, ctx, "wide", chromedp.Evaluate[string](`"cw=" + document.documentElement.clientWidth + " iw=" + innerWidth + " bw=" + document.body.scrollWidth + " " + [...document.querySelectorAll("body *")].filter(e => e.scrollWidth > 392 || e.getBoundingClientRect().right > 392).slice(0, 8).map(e => e.tagName + "#" + e.id + "=" + Math.round(e.getBoundingClientRect().right) + "/" + e.scrollWidth).join(" ")`))
+			t.Errorf("%s is %d px wide on a 390 px screen: %s", path, w, wide)
+		}
+	}
+	do(t, ctx, "desktop", chromedp.EmulateReset(), chromedp.Navigate(b.url+"/"), chromedp.WaitVisible(css("#runs")))
+
 	// Open the triage run from the list: the model's answer is text, not markup.
 	do(t, ctx, "open the triage run", chromedp.Click(css(`a[href="/runs/`+triage.ID+`"]`)), chromedp.WaitVisible(css("#held")))
 	answer := get(t, ctx, "answer", chromedp.Text(css(".answer")))
