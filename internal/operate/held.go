@@ -84,22 +84,40 @@ func (o *Ops) Held(ctx context.Context, r *domain.Run, attempts []domain.Attempt
 			h.Message = step.Approval.Message
 		}
 	}
-	for _, rule := range rules {
-		v := RuleView{Expr: rule.Expr, Message: rule.Message, OnFail: string(rule.OnFail), Verdict: "passed"}
-		if v.OnFail == "" {
-			v.OnFail = string(domain.OnFailReject)
-		}
-		for _, reason := range h.Reasons {
-			if reason.Keyword == "rule" && strings.HasPrefix(reason.Message, rule.Message) {
-				v.Verdict = "failed"
-			}
-		}
-		h.Rules = append(h.Rules, v)
-	}
+	h.Rules = RuleVerdicts(rules, h.Reasons)
 	if h.ProposalHash != "" {
 		h.Approve = "step " + held.StepID + " succeeds with exactly this proposal (sha256 " + h.ProposalHash + "); the run continues with the steps after it"
 	} else {
 		h.Approve = "step " + held.StepID + " succeeds with {decision: approved, by: you}; the run continues with the steps after it"
 	}
 	return h
+}
+
+// RuleVerdicts gives each rule its verdict from a gate's reasons: "failed" when a rule reason
+// names it, "not checked" when the schema failed (the gate evaluates rules only on a value
+// that conforms), else "passed".
+func RuleVerdicts(rules []domain.Rule, reasons []gate.Reason) []RuleView {
+	schemaFailed := false
+	for _, reason := range reasons {
+		if reason.Keyword != "rule" {
+			schemaFailed = true
+		}
+	}
+	var out []RuleView
+	for _, rule := range rules {
+		v := RuleView{Expr: rule.Expr, Message: rule.Message, OnFail: string(rule.OnFail), Verdict: "passed"}
+		if v.OnFail == "" {
+			v.OnFail = string(domain.OnFailReject)
+		}
+		if schemaFailed {
+			v.Verdict = "not checked"
+		}
+		for _, reason := range reasons {
+			if reason.Keyword == "rule" && strings.HasPrefix(reason.Message, rule.Message) {
+				v.Verdict = "failed"
+			}
+		}
+		out = append(out, v)
+	}
+	return out
 }

@@ -157,6 +157,29 @@ steps:
     output: "${{ steps.classify.output.team }}"
 `
 
+// reaskSpec lets the model try twice; its rule's message is hostile markup, shown as text.
+const reaskSpec = `apiVersion: pipectl/v1
+kind: Pipeline
+name: reasks
+inputs: {type: object, required: [id], properties: {id: {type: string}}}
+steps:
+  - id: classify
+    type: llm
+    model: test-model
+    prompt: "Classify ticket ${{ inputs.id }}"
+    max_reasks: 1
+    output:
+      schema:
+        type: object
+        required: [team]
+        properties:
+          team: {enum: [billing, technical]}
+    rules:
+      - expr: output.team != "technical"
+        message: "<img src=x onerror=alert(1)> technical needs a person"
+        on_fail: review
+`
+
 // setup serves the API over loopback on a real ledger, wired as pipectl serve wires it, with
 // an in-process worker when asked.
 func setup(t testing.TB, dsn string, o options) *bundle {
@@ -216,6 +239,7 @@ func setup(t testing.TB, dsn string, o options) *bundle {
 		}}
 	if o.model != "" {
 		cfg.Pipelines["triage"] = parse(t, v, dir, "triage", triageSpec)
+		cfg.Pipelines["reasks"] = parse(t, v, dir, "reasks", reaskSpec)
 	}
 	if o.cfg != nil {
 		o.cfg(&cfg)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pipectl/pipectl/internal/domain"
+	"github.com/pipectl/pipectl/internal/gate"
 	"github.com/pipectl/pipectl/internal/ledger"
 	"github.com/pipectl/pipectl/internal/operate"
 )
@@ -146,7 +147,9 @@ func uiTemplates() (map[string]*template.Template, error) {
 			return (time.Duration(f * float64(time.Second))).Round(time.Millisecond).String()
 		},
 		"plus": func(a, b int) int { return a + b },
-		"ms":   func(n int64) string { return (time.Duration(n) * time.Millisecond).String() },
+		// verdictClass names a verdict's colour class ("not checked" -> verdict-not-checked).
+		"verdictClass": func(v string) string { return "verdict-" + strings.ReplaceAll(v, " ", "-") },
+		"ms":           func(n int64) string { return (time.Duration(n) * time.Millisecond).String() },
 		// dict hands the held-proposal block its page (role, CSRF), run id and proposal.
 		"dict": func(page pageData, id string, held *operate.HeldView) map[string]any {
 			return map[string]any{"page": page, "id": id, "held": held}
@@ -459,6 +462,38 @@ type runBody struct {
 	*operate.RunDoc
 	Graph  *graph
 	Signal *signalForm
+	// Calls are the run's model calls, each with the gate's verdict per rule and per path.
+	Calls []callRow
+}
+
+// callRow is a model call with its gate verdict made readable: the step's rules, each with
+// its verdict on this answer, and the gate's reasons by path. RawReasons keeps reasons the
+// page could not read as the gate's (shown as JSON rather than lost).
+type callRow struct {
+	operate.CallView
+	Rules      []operate.RuleView
+	Reasons    []gate.Reason
+	RawReasons json.RawMessage
+}
+
+// callRows pairs each model call with its step's rules in the run's spec (p may be nil).
+func callRows(p *domain.Pipeline, calls []operate.CallView) []callRow {
+	out := make([]callRow, len(calls))
+	for i, c := range calls {
+		row := callRow{CallView: c}
+		if len(c.Reasons) > 0 && string(c.Reasons) != "null" {
+			if err := json.Unmarshal(c.Reasons, &row.Reasons); err != nil {
+				row.RawReasons = c.Reasons
+			}
+		}
+		if c.Verdict != "" && p != nil {
+			if st := p.Step(c.Step); st != nil && st.LLM != nil {
+				row.Rules = operate.RuleVerdicts(st.LLM.Rules, row.Reasons)
+			}
+		}
+		out[i] = row
+	}
+	return out
 }
 
 func (s *Server) runPage(w http.ResponseWriter, r *http.Request) {
@@ -472,7 +507,9 @@ func (s *Server) runPage(w http.ResponseWriter, r *http.Request) {
 		outcomes[st.Step] = st.Outcome
 	}
 	body := runBody{RunDoc: doc, Signal: s.waitForm(run, doc.Attempts)}
-	if p, err := s.cfg.Ops.Spec(run); err == nil {
+	p, err := s.cfg.Ops.Spec(run)
+	body.Calls = callRows(p, doc.ModelCalls)
+	if err == nil {
 		body.Graph = stepGraph(p, outcomes)
 	} else {
 		s.log.Warn("run page: the run's spec does not parse; no step graph", "run_id", run.ID, "error", err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pipectl/pipectl/internal/domain"
+	"github.com/pipectl/pipectl/internal/llm/llmtest"
 	"github.com/pipectl/pipectl/internal/server"
 )
 
@@ -464,5 +465,65 @@ func TestDashboardSignalForm(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("the signal's payload is not the step's output: %+v", full.Attempts)
+	}
+}
+
+// A run's page shows the gate's verdict per rule and per path for every model call: the
+// rejected first answer (a re-ask followed) and the accepted second, with hostile text in the
+// rule's message and in the gate's reason escaped.
+func TestDashboardCallVerdicts(t *testing.T) {
+	for name, dsn := range ledgers(t) {
+		t.Run(name, func(t *testing.T) {
+			model := llmtest.New()
+			defer model.Close()
+			model.Push(llmtest.Answer(`{"team": "<script>alert(2)</script>"}`), llmtest.Answer(`{"team": "billing"}`))
+			b := setup(t, dsn(t), options{workers: true, model: model.BaseURL()})
+			code, body := b.do("POST", "/api/v1/pipelines/reasks/runs", server.RoleOperator, `{"id": "R-1"}`)
+			if code != 201 {
+				t.Fatalf("submit: %d %s", code, body)
+			}
+			var run createdRun
+			decodeJSON(t, body, &run)
+			b.waitState(run.ID, domain.StateSucceeded)
+			br := b.browser()
+			br.signIn(server.RoleViewer)
+			resp, page := br.get("/runs/" + run.ID)
+			if resp.StatusCode != 200 {
+				t.Fatalf("run page: %d %s", resp.StatusCode, page)
+			}
+			if strings.Contains(page, "<script>alert") || strings.Contains(page, "<img src=x") {
+				t.Fatalf("hostile text reached the page unescaped:\n%s", page)
+			}
+			calls := strings.Split(page, `<details class="call"`)
+			if len(calls) != 3 {
+				t.Fatalf("want 2 model calls on the page, got %d:\n%s", len(calls)-1, page)
+			}
+			rejected, accepted := calls[1], calls[2]
+			rule := `<td><code>output.team != &#34;technical&#34;</code></td><td>&lt;img src=x onerror=alert(1)&gt; technical needs a person</td><td>review</td>`
+			for _, want := range []string{
+				"verdict-reject",
+				rule + `<td><span class="verdict verdict-not-checked">not checked</span>`,
+				`<table class="reasons">`,
+				`<td><code>/team</code></td><td>schema: enum</td>`,
+				`&lt;script&gt;`,
+			} {
+				if !strings.Contains(rejected, want) {
+					t.Errorf("the rejected call lacks %q:\n%s", want, rejected)
+				}
+			}
+			for _, want := range []string{
+				"re-ask 1",
+				"verdict-pass",
+				rule + `<td><span class="verdict verdict-passed">passed</span>`,
+				"The gate gave no reasons",
+			} {
+				if !strings.Contains(accepted, want) {
+					t.Errorf("the accepted call lacks %q:\n%s", want, accepted)
+				}
+			}
+			if strings.Contains(page, `<h3>Gate reasons</h3><pre>`) {
+				t.Errorf("reasons shown as raw JSON:\n%s", page)
+			}
+		})
 	}
 }
