@@ -126,6 +126,8 @@ type options struct {
 	// model, when set, is the base URL of an OpenAI-compatible server: the bundle then serves
 	// the triage pipeline, whose llm step asks it.
 	model string
+	// specs are more pipelines to serve, by name.
+	specs map[string]string
 }
 
 // triageSpec holds an urgent ticket's classification for a person.
@@ -202,7 +204,7 @@ func setup(t testing.TB, dsn string, o options) *bundle {
 	newEngine := func(actor string, v *dsl.Validator, _ operate.Providers) (*engine.Engine, error) {
 		return &engine.Engine{Store: store, Renderer: dsl.NewEvaluator(v.Expressions()), Log: log, Owner: engine.CurrentOwner(), Actor: actor,
 			LeaseTTL: 5 * time.Second, Version: "test",
-			Steps: map[domain.StepType]domain.StepExecutor{domain.StepTransform: steps.Transform{}, domain.StepGate: steps.Gate{Gates: gates},
+			Steps: map[domain.StepType]domain.StepExecutor{domain.StepTransform: steps.Transform{}, domain.StepGate: steps.Gate{Gates: gates}, domain.StepHTTP: steps.NewHTTP(nil),
 				domain.StepApproval: steps.Approval{}, domain.StepWait: steps.Wait{}}}, nil
 	}
 	if o.model != "" {
@@ -240,6 +242,9 @@ func setup(t testing.TB, dsn string, o options) *bundle {
 	if o.model != "" {
 		cfg.Pipelines["triage"] = parse(t, v, dir, "triage", triageSpec)
 		cfg.Pipelines["reasks"] = parse(t, v, dir, "reasks", reaskSpec)
+	}
+	for name, src := range o.specs {
+		cfg.Pipelines[name] = parse(t, v, dir, name, src)
 	}
 	if o.cfg != nil {
 		o.cfg(&cfg)

@@ -2,12 +2,15 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -523,6 +526,80 @@ func TestDashboardCallVerdicts(t *testing.T) {
 			}
 			if strings.Contains(page, `<h3>Gate reasons</h3><pre>`) {
 				t.Errorf("reasons shown as raw JSON:\n%s", page)
+			}
+		})
+	}
+}
+
+// A secret never reaches a run's page: an http step sends it in headers and the target echoes
+// it back, so both the request and the output carry it; the ledger stores *** and the page
+// shows ***, never the value or an encoded form of it.
+func TestDashboardHidesSecrets(t *testing.T) {
+	const secret = "tok-S3cret/Value+x"
+	var echoed atomic.Int32
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		echoed.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]string{"auth": r.Header.Get("Authorization"), "key": r.Header.Get("X-Key"), "query": r.URL.RawQuery})
+	}))
+	defer target.Close()
+	spec := `apiVersion: pipectl/v1
+kind: Pipeline
+name: secrethdr
+inputs: {type: object}
+secrets: [API_TOKEN]
+steps:
+  - id: call
+    type: http
+    method: POST
+    url: ` + target.URL + `/echo?token=${{ secrets.API_TOKEN }}
+    headers: {Authorization: "Bearer ${{ secrets.API_TOKEN }}", X-Key: "${{ secrets.API_TOKEN }}"}
+    body: {hello: world}
+`
+	for name, dsn := range ledgers(t) {
+		t.Run(name, func(t *testing.T) {
+			b := setup(t, dsn(t), options{specs: map[string]string{"secrethdr": spec}})
+			b.ops.Secrets = func(p *domain.Pipeline) (map[string]string, error) {
+				return map[string]string{"API_TOKEN": secret}, nil
+			}
+			code, body := b.do("POST", "/api/v1/pipelines/secrethdr/runs", server.RoleOperator, `{}`)
+			if code != 201 {
+				t.Fatalf("submit: %d %s", code, body)
+			}
+			var created createdRun
+			decodeJSON(t, body, &created)
+			// Claim and execute it here as a worker would, through the operations layer that
+			// resolves the pipeline's secrets.
+			run, _ := b.store.GetRun(context.Background(), created.ID)
+			eng, _ := b.ops.Engine("worker", nil)
+			claimed, err := b.store.ClaimNext(context.Background(), eng.Owner.String(), run.CreatedAt.Add(time.Hour), domain.ClaimFilter{})
+			if err != nil || claimed == nil || claimed.ID != created.ID {
+				t.Fatalf("claim: %+v %v", claimed, err)
+			}
+			before := echoed.Load()
+			final, err := b.ops.Continue(context.Background(), "worker", claimed)
+			if err != nil || final.State != domain.StateSucceeded || echoed.Load() != before+1 {
+				t.Fatalf("run: %v (target asked %d times): %+v", err, echoed.Load()-before, final)
+			}
+			br := b.browser()
+			br.signIn(server.RoleViewer)
+			resp, page := br.get("/runs/" + created.ID)
+			if resp.StatusCode != 200 {
+				t.Fatalf("run page: %d %s", resp.StatusCode, page)
+			}
+			for _, form := range []string{secret, url.QueryEscape(secret), url.PathEscape(secret), "S3cret"} {
+				if strings.Contains(page, form) {
+					t.Fatalf("the page shows the secret as %q:\n%s", form, page)
+				}
+			}
+			for _, want := range []string{
+				// The request as sent: headers computed from the secret are *** whole.
+				`&#34;Authorization&#34;: &#34;***&#34;`, `&#34;X-Key&#34;: &#34;***&#34;`, `/echo?token=***&#34;`,
+				// The output: the target's echo of them.
+				`&#34;auth&#34;: &#34;Bearer ***&#34;`, `&#34;key&#34;: &#34;***&#34;`, `&#34;query&#34;: &#34;token=***&#34;`} {
+				if !strings.Contains(page, want) {
+					t.Errorf("the page lacks %s:\n%s", want, page)
+				}
 			}
 		})
 	}
