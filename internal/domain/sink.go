@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -392,11 +393,15 @@ func SinkText(v any) string {
 	case []byte:
 		return string(x)
 	}
-	b, err := json.Marshal(v)
-	if err != nil {
+	// As the http and exec steps send it: no HTML escaping, so that the check sees the very
+	// characters that go out (json.Marshal would hide an & as \u0026).
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		return fmt.Sprint(v)
 	}
-	return string(b)
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 func number(v any) (float64, bool) {

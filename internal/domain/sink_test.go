@@ -36,3 +36,15 @@ func TestCheckValue(t *testing.T) {
 		}
 	}
 }
+
+func TestSinkTextIsWhatStepsSend(t *testing.T) {
+	// An object rendered into a url or argument goes out with its & and < as they are: the
+	// run-time check must see the same characters, not JSON's HTML escapes.
+	got := SinkText(map[string]any{"q": "a&b<c>"})
+	if got != `{"q":"a&b<c>"}` {
+		t.Fatalf("SinkText = %s", got)
+	}
+	if err := SinkURLQuery.CheckText(got); err == nil {
+		t.Fatal("an & in a query position passed the check")
+	}
+}

@@ -64,18 +64,6 @@ func shown(values map[string]string, secret map[string]bool) map[string]string {
 	return out
 }
 
-func textOf(v any) string {
-	switch x := v.(type) {
-	case nil:
-		return ""
-	case string:
-		return x
-	case []byte:
-		return string(x)
-	}
-	b, err := jsonMarshal(v)
-	if err != nil {
-		return fmt.Sprint(v)
-	}
-	return string(b)
-}
+// textOf is the text a value takes in a url, header, argument or env: the same rule the
+// engine's run-time gate check applies.
+func textOf(v any) string { return domain.SinkText(v) }
