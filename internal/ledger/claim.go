@@ -39,7 +39,9 @@ func (s *Store) ClaimNext(ctx context.Context, owner string, until time.Time, f 
 			q += ` AND (SELECT COUNT(*) FROM runs busy WHERE busy.pipeline = runs.pipeline AND busy.state = 'processing' AND busy.lease_expires_at >= ?) < ?`
 			args = append(args, now, f.MaxPerPipeline)
 		}
-		q += ` ORDER BY created_at LIMIT 1`
+		// Run ids sort by creation time too: they break ties within a millisecond, so that the
+		// order is the same on every ledger and every call.
+		q += ` ORDER BY created_at, id LIMIT 1`
 		if s.dialect == "postgres" {
 			q += ` FOR UPDATE SKIP LOCKED`
 		}
