@@ -146,3 +146,70 @@ func send(w http.ResponseWriter, id, event string, v any) {
 	}
 	fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data)
 }
+
+// listPollFactor slows the runs list's stream against a run's: each look reads up to 100
+// runs, and a list a second late is still live.
+const listPollFactor = 5
+
+// listEvents streams changes to the runs list a filter selects (the dashboard's list page):
+// a "runs" event whenever a run enters or leaves the list or changes state, carrying the
+// list's new version. The client passes the version it shows as ?v=, so a change made just
+// before the stream started is sent at once. Streams share the bound of run streams.
+func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	f, err := runsFilter(r.URL.Query())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	select {
+	case s.streams <- struct{}{}:
+		defer func() { <-s.streams }()
+	default:
+		w.Header().Set("Retry-After", "5")
+		s.problem(w, r, http.StatusServiceUnavailable, "too-many-streams", fmt.Sprintf("%d event streams are open, the most this server keeps; retry later", cap(s.streams)), nil)
+		return
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		s.problem(w, r, http.StatusInternalServerError, "internal", "streaming is not supported here", nil)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(w, "retry: 2000\n\n")
+	flusher.Flush()
+	version := r.URL.Query().Get("v")
+	tick := time.NewTicker(s.cfg.EventPoll * listPollFactor)
+	defer tick.Stop()
+	lastWrite := time.Now()
+	for {
+		runs, err := s.cfg.Ops.List(ctx, f)
+		if err != nil {
+			return
+		}
+		wrote := false
+		if v := listVersion(runs); v != version {
+			version = v
+			send(w, "", "runs", map[string]any{"version": v, "count": len(runs)})
+			wrote = true
+		} else if time.Since(lastWrite) > 15*time.Second {
+			fmt.Fprint(w, ": keep-alive\n\n") // proxies drop idle streams
+			wrote = true
+		}
+		if wrote {
+			flusher.Flush()
+			lastWrite = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.stopping:
+			return
+		case <-tick.C:
+		}
+	}
+}

@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -214,6 +216,8 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /runs/{id}", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.runPage))))
 	// The API's event stream, reached with the session instead of a bearer token.
 	mux.Handle("GET /runs/{id}/events", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.events))))
+	// The runs list's stream: an event whenever the list its filter selects changes.
+	mux.Handle("GET /events/runs", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.listEvents))))
 	mux.Handle("GET /inbox", s.uiHeaders(s.uiAuth(permRead, http.HandlerFunc(s.inboxPage))))
 	mux.Handle("POST /runs/{id}/review", s.uiHeaders(s.limitBody(s.uiAuth(permReview, http.HandlerFunc(s.reviewForm)))))
 	mux.Handle("POST /runs/{id}/signal", s.uiHeaders(s.limitBody(s.uiAuth(permReview, http.HandlerFunc(s.signalFormPost)))))
@@ -429,17 +433,33 @@ func (s *Server) pipelineNames() []string {
 	return names
 }
 
+// runsFilter reads the runs list's filter from a query: pipeline, state, since.
+func runsFilter(q url.Values) (ledger.RunFilter, error) {
+	f := ledger.RunFilter{Pipeline: q.Get("pipeline"), State: domain.RunState(q.Get("state")), Limit: 100}
+	if v := q.Get("since"); v != "" {
+		t, err := parseSince(v)
+		if err != nil {
+			return f, &operate.Error{Kind: operate.KindInvalid, Err: err}
+		}
+		f.Since = t
+	}
+	return f, nil
+}
+
+// listVersion fingerprints what the runs list shows of each run (its id, state and last
+// change), so that a stream can tell whether the list a page rendered is still current.
+func listVersion(runs []*domain.Run) string {
+	h := sha256.New()
+	for _, r := range runs {
+		fmt.Fprintf(h, "%s|%s|%d\n", r.ID, r.State, r.UpdatedAt.UnixMilli())
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
 func (s *Server) runsPage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	b := runsBody{Pipeline: q.Get("pipeline"), State: q.Get("state"), Since: q.Get("since"), Pipelines: s.pipelineNames(), States: domain.RunStates}
-	f := ledger.RunFilter{Pipeline: b.Pipeline, State: domain.RunState(b.State), Limit: 100}
-	var err error
-	if b.Since != "" {
-		f.Since, err = parseSince(b.Since)
-		if err != nil {
-			err = &operate.Error{Kind: operate.KindInvalid, Err: err}
-		}
-	}
+	f, err := runsFilter(q)
 	var runs []*domain.Run
 	if err == nil {
 		runs, err = s.cfg.Ops.List(r.Context(), f)
@@ -449,12 +469,24 @@ func (s *Server) runsPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	status := http.StatusOK
+	d := s.data(r, "Runs", "runs", nil)
 	if err != nil {
 		b.Error, status = err.Error(), http.StatusBadRequest
+		d.Refresh = true // no stream for a filter that does not parse; the page says why
+	} else {
+		// The page follows the list's stream; v is the version it shows, so a change made
+		// between this render and the stream's start is not lost.
+		sq := url.Values{}
+		for _, k := range []string{"pipeline", "state", "since"} {
+			if v := q.Get(k); v != "" {
+				sq.Set(k, v)
+			}
+		}
+		sq.Set("v", listVersion(runs))
+		d.Events = "/events/runs?" + sq.Encode()
 	}
 	b.Runs = operate.RunViews(runs)
-	d := s.data(r, "Runs", "runs", b)
-	d.Refresh = true
+	d.Body = b
 	s.render(w, r, status, "runs", d)
 }
 

@@ -1,8 +1,10 @@
 package server_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -600,6 +602,109 @@ steps:
 				if !strings.Contains(page, want) {
 					t.Errorf("the page lacks %s:\n%s", want, page)
 				}
+			}
+		})
+	}
+}
+
+var eventsAttr = regexp.MustCompile(`data-events="([^"]+)"`)
+
+// openStream opens an event stream with the browser's session and returns its event names
+// as they come.
+func (br *browser) openStream(ctx context.Context, path string) (*http.Response, <-chan string) {
+	br.t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, "GET", br.b.url+path, nil)
+	resp, err := br.client.Do(req)
+	if err != nil {
+		br.t.Fatal(err)
+	}
+	names := make(chan string, 16)
+	go func() {
+		defer resp.Body.Close()
+		defer close(names)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if name, ok := strings.CutPrefix(sc.Text(), "event: "); ok {
+				names <- name
+			}
+		}
+	}()
+	return resp, names
+}
+
+// The runs list follows a stream of its own: a run that is created or changes state sends an
+// event; a page whose version is stale gets one at once; a bad filter, no session and more
+// streams than the bound are refused.
+func TestDashboardRunsListStream(t *testing.T) {
+	for name, dsn := range ledgers(t) {
+		t.Run(name, func(t *testing.T) {
+			b := setup(t, dsn(t), options{cfg: func(c *server.Config) { c.MaxStreams = 1 }})
+			b.submit("s-1", 1)
+			br := b.browser()
+			br.signIn(server.RoleViewer)
+			_, page := br.get("/?pipeline=orders")
+			m := eventsAttr.FindStringSubmatch(page)
+			if m == nil || strings.Contains(page, "data-refresh") {
+				t.Fatalf("the runs list names no stream, or still polls:\n%s", page)
+			}
+			path := html.UnescapeString(m[1])
+			if !strings.HasPrefix(path, "/events/runs?") || !strings.Contains(path, "pipeline=orders") || !strings.Contains(path, "v=") {
+				t.Fatalf("stream path %q", path)
+			}
+			wait := func(names <-chan string, want bool, what string) {
+				t.Helper()
+				select {
+				case n, ok := <-names:
+					if !want || !ok || n != "runs" {
+						t.Fatalf("%s: got event %q (open %v)", what, n, ok)
+					}
+				case <-time.After(3 * time.Second):
+					if want {
+						t.Fatalf("%s: no event", what)
+					}
+				}
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			resp, names := br.openStream(ctx, path)
+			if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+				t.Fatalf("stream: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+			}
+			wait(names, false, "nothing changed")
+			// The bound on streams holds for list streams too.
+			busy, _ := br.get(path)
+			if busy.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("a second stream past the bound: %d", busy.StatusCode)
+			}
+			b.submit("s-2", 1)
+			wait(names, true, "a new run")
+			// A run changing state (queued to processing, claimed by a worker).
+			if got, err := b.store.ClaimNext(context.Background(), "w-list", time.Now().Add(time.Minute), domain.ClaimFilter{}); err != nil || got == nil {
+				t.Fatalf("claim: %v %v", got, err)
+			}
+			wait(names, true, "a run claimed")
+			cancel()
+			// A page rendered before a change: its stale version brings an event at once (once
+			// the closed stream's slot is released).
+			ctx2, cancel2 := context.WithCancel(context.Background())
+			defer cancel2()
+			var stale <-chan string
+			for deadline := time.Now().Add(5 * time.Second); stale == nil; time.Sleep(50 * time.Millisecond) {
+				resp, names := br.openStream(ctx2, strings.Replace(path, "v=", "v=0", 1))
+				if resp.StatusCode == 200 {
+					stale = names
+				} else if time.Now().After(deadline) {
+					t.Fatalf("the closed stream's slot was never released: %d", resp.StatusCode)
+				}
+			}
+			wait(stale, true, "a stale version")
+			cancel2()
+			for _, bad := range []string{"/events/runs?since=yesterday"} {
+				if r, _ := br.get(bad); r.StatusCode != http.StatusBadRequest {
+					t.Fatalf("%s: %d", bad, r.StatusCode)
+				}
+			}
+			if r, _ := b.browser().get(path); r.StatusCode != http.StatusSeeOther {
+				t.Fatalf("a stream without a session: %d", r.StatusCode)
 			}
 		})
 	}

@@ -40,10 +40,17 @@
     var url = main.dataset.events;
     if (!url) return;
     if (!window.EventSource) { poll(2000); return; }
+    if (timer) { clearInterval(timer); timer = null; }
     stream = new EventSource(url);
     stream.addEventListener("transition", refresh);
     stream.addEventListener("step", refresh);
+    stream.addEventListener("runs", refresh);
     stream.addEventListener("end", function () { stream.close(); stream = null; refresh(); });
+    // A refused stream (the server's bound on streams, or a lost session) is not retried by
+    // the browser: fall back to asking every few seconds.
+    stream.addEventListener("error", function () {
+      if (stream && stream.readyState === EventSource.CLOSED) { stream = null; poll(5000); }
+    });
   }
 
   function poll(every) {
