@@ -146,7 +146,12 @@ func (a *app) attackCase(ctx context.Context, v *dsl.Validator, p *domain.Pipeli
 			defer cleanup()
 			for i := range work {
 				m := kept[i]
-				input := m.Case.Input
+				// Mutants share the parts of the case they do not change, and coercion writes
+				// into what it is given: each run gets its own copy of the input.
+				input, err := copyJSON(m.Case.Input)
+				if err != nil {
+					continue
+				}
 				if p.Inputs != nil {
 					input = gate.Coerce(p.Inputs.Doc, input)
 				}
@@ -302,3 +307,12 @@ func fixtureTransport(fixtures []pipetest.Fixture) http.RoundTripper {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// copyJSON is a deep copy of a JSON-shaped value.
+func copyJSON(v any) (any, error) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return domain.DecodeJSON(raw)
+}
