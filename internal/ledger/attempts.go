@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
@@ -112,37 +113,103 @@ func (s *Store) insertAttempt(ctx context.Context, tx *sqlx.Tx, a *domain.Attemp
 // A run transition, when given, commits together with it. Nothing is written when owner no
 // longer holds the run.
 func (s *Store) FinishAttempt(ctx context.Context, owner string, a *domain.Attempt, ch *domain.Change) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
-		if a.ID == 0 && owner != "" && s.dialect == "sqlite" {
-			// The write transaction holds SQLite's lock, so checking the owner inside the
-			// insert is as safe as a separate read, and saves a statement per step.
-			if err := s.insertOwnedAttempt(ctx, tx, owner, a); err != nil {
-				return err
-			}
-		} else if err := s.checkOwner(ctx, tx, a.RunID, owner); err != nil {
-			return err
-		} else if a.ID == 0 {
-			if err := s.insertAttempt(ctx, tx, a); err != nil {
-				return err
-			}
-		} else {
-			r := toRow(a)
-			res, err := s.txExec(ctx, tx, updateAttemptSQL, r.FinishedAt, r.DurationMS, r.Outcome, r.ErrorClass, r.Error, r.Request, r.Response, r.Output, r.ID)
-			if err != nil {
-				return fmt.Errorf("record attempt result: %w", err)
-			}
-			if n, _ := res.RowsAffected(); n != 1 {
-				return fmt.Errorf("attempt %d of %s was closed by another process: %w", a.Attempt, a.StepID, domain.ErrLeaseLost)
-			}
+	return s.CommitAttempts(ctx, owner, []*domain.Attempt{a}, nil, ch)
+}
+
+// CommitAttempts commits in one transaction, in this order: the finished attempts done (each
+// as FinishAttempt writes it, model calls included), the intent start when not nil (as
+// StartAttempt writes it), and the transition ch when not nil. The engine writes the attempts
+// of pure steps this way: their commit waits for the next write that has to be durable (a side
+// effect's intent, a pause, the run's end) and goes with it. Nothing is written when owner no
+// longer holds the run, and then every ID is left as it was, so that the same attempts can be
+// committed again.
+func (s *Store) CommitAttempts(ctx context.Context, owner string, done []*domain.Attempt, start *domain.Attempt, ch *domain.Change) error {
+	runID := ""
+	switch {
+	case len(done) > 0:
+		runID = done[0].RunID
+	case start != nil:
+		runID = start.RunID
+	default:
+		return errors.New("commit attempts: no attempt names the run")
+	}
+	ids := make([]int64, len(done))
+	for i, a := range done {
+		ids[i] = a.ID
+	}
+	restore := func() {
+		for i, a := range done {
+			a.ID = ids[i]
 		}
-		if err := s.insertCalls(ctx, tx, a); err != nil {
-			return err
+		if start != nil {
+			start.ID = 0
+		}
+	}
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		// A transaction helper may run this again after a failed commit: start from the IDs
+		// the attempts came with.
+		restore()
+		checked := false
+		for _, a := range done {
+			if err := s.finishAttemptTx(ctx, tx, owner, a, checked); err != nil {
+				return err
+			}
+			checked = true
+		}
+		if start != nil {
+			if !checked {
+				if err := s.checkOwner(ctx, tx, runID, owner); err != nil {
+					return err
+				}
+			}
+			if err := s.insertAttempt(ctx, tx, start); err != nil {
+				return err
+			}
 		}
 		if ch != nil {
-			return s.transitionTx(ctx, tx, a.RunID, *ch)
+			return s.transitionTx(ctx, tx, runID, *ch)
 		}
 		return nil
 	})
+	if err != nil {
+		restore()
+	}
+	return err
+}
+
+// finishAttemptTx writes one finished attempt inside tx. ownerChecked says an earlier
+// statement of tx already found the run held by owner: the transaction holds SQLite's write
+// lock, or PostgreSQL's row lock, so that cannot have changed.
+func (s *Store) finishAttemptTx(ctx context.Context, tx *sqlx.Tx, owner string, a *domain.Attempt, ownerChecked bool) error {
+	switch {
+	case a.ID == 0 && owner != "" && s.dialect == "sqlite" && !ownerChecked:
+		// The write transaction holds SQLite's lock, so checking the owner inside the
+		// insert is as safe as a separate read, and saves a statement per step.
+		if err := s.insertOwnedAttempt(ctx, tx, owner, a); err != nil {
+			return err
+		}
+	default:
+		if !ownerChecked {
+			if err := s.checkOwner(ctx, tx, a.RunID, owner); err != nil {
+				return err
+			}
+		}
+		if a.ID == 0 {
+			if err := s.insertAttempt(ctx, tx, a); err != nil {
+				return err
+			}
+			break
+		}
+		r := toRow(a)
+		res, err := s.txExec(ctx, tx, updateAttemptSQL, r.FinishedAt, r.DurationMS, r.Outcome, r.ErrorClass, r.Error, r.Request, r.Response, r.Output, r.ID)
+		if err != nil {
+			return fmt.Errorf("record attempt result: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("attempt %d of %s was closed by another process: %w", a.Attempt, a.StepID, domain.ErrLeaseLost)
+		}
+	}
+	return s.insertCalls(ctx, tx, a)
 }
 
 const insertCallSQL = `INSERT INTO model_calls (attempt_id, run_id, step_id, reask, provider, model, request, response, parsed,
