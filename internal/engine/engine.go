@@ -31,6 +31,12 @@ type Store interface {
 	// optionally with a transition. Both refuse when owner no longer holds the run.
 	StartAttempt(ctx context.Context, owner string, a *domain.Attempt) error
 	FinishAttempt(ctx context.Context, owner string, a *domain.Attempt, ch *domain.Change) error
+	// CommitAttempts commits in one transaction the finished attempts done, then the intent
+	// start and the transition ch when they are not nil; nothing is written when owner no
+	// longer holds the run, and the attempts' IDs are then left as they were. The engine
+	// defers the results of pure steps and writes them this way with the next commit that
+	// must be durable.
+	CommitAttempts(ctx context.Context, owner string, done []*domain.Attempt, start *domain.Attempt, ch *domain.Change) error
 	Attempts(ctx context.Context, runID string) ([]domain.Attempt, error)
 	Events(ctx context.Context, runID string) ([]domain.Event, error)
 	// PipelineDisabled reports the kill switch of a pipeline and the reason it was thrown.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/pipectl/pipectl/internal/domain"
@@ -146,6 +147,20 @@ type session struct {
 	// disabled is set when the kill switch was thrown during the pass.
 	disabled    string
 	checkedKill time.Time
+
+	// deferred holds the finished attempts of pure steps (and skips) not yet committed: they
+	// go with the next commit that must be durable (a side effect's intent, a result that
+	// is not pure, a pause, the run's end). wmu guards it and is held through any commit that
+	// writes it, so that attempts reach the ledger in the order they finished.
+	wmu      sync.Mutex
+	deferred []*domain.Attempt
+}
+
+// pureStep reports whether a step's attempt may be recomputed after a crash instead of being
+// committed at once: it has no side effect and asks nothing of the outside world (a model
+// call costs money and may answer differently, so llm steps are not pure here).
+func pureStep(step *domain.Step) bool {
+	return step.Type == domain.StepTransform || step.Type == domain.StepGate
 }
 
 type failure struct {
@@ -427,7 +442,7 @@ func (e *Engine) runUnit(ctx context.Context, s *session, u *unit) (r *unitResul
 		return r
 	}
 	if u.step.SideEffecting() && !s.run.DryRun {
-		if err := e.Store.StartAttempt(ctx, s.owner, u.att); err != nil {
+		if err := s.startAttempt(ctx, u.att); err != nil {
 			r.err = fmt.Errorf("recording the attempt: %w", err)
 			return r
 		}
@@ -490,7 +505,7 @@ func (s *session) handle(ctx context.Context, r *unitResult) error {
 			}
 		}
 		s.logAttempt(u, att)
-		return s.writeAttempt(ctx, att, s.changeIfLast())
+		return s.writeAttempt(ctx, att, s.changeIfLast(), false)
 	}
 	if r.err == nil && r.res.Outcome == domain.OutcomeNeedsReview {
 		att.Outcome = domain.OutcomeNeedsReview
@@ -500,7 +515,7 @@ func (s *session) handle(ctx context.Context, r *unitResult) error {
 			s.review = fmt.Sprintf("step %s needs review: %s", u.step.ID, s.redact.String(r.res.Review))
 		}
 		s.logAttempt(u, att)
-		return s.writeAttempt(ctx, att, s.changeIfLast())
+		return s.writeAttempt(ctx, att, s.changeIfLast(), false)
 	}
 	if r.err == nil && r.res.Output != nil {
 		out, err := domain.MarshalJSON(r.res.Output)
@@ -573,7 +588,7 @@ func (s *session) attemptFailed(ctx context.Context, u *unit, att *domain.Attemp
 		}
 		s.setFailure(u.step.ID, class, msg)
 	}
-	return s.writeAttempt(ctx, att, s.changeIfLast())
+	return s.writeAttempt(ctx, att, s.changeIfLast(), false)
 }
 
 func (s *session) setFailure(step string, class domain.ErrorClass, msg string) {
@@ -621,13 +636,14 @@ func (s *session) record(u *unit, out any) {
 // commit writes a completed attempt; the last item of a for_each also writes the step's list.
 func (s *session) commit(ctx context.Context, step *domain.Step, att *domain.Attempt) error {
 	s.logAttempt(&unit{step: step, item: att.ItemIndex}, att)
+	pure := pureStep(step)
 	if att.ItemIndex != domain.NoItem && len(s.pr.itemOutputs[step.ID]) == s.items[step.ID] {
-		if err := s.writeAttempt(ctx, att, nil); err != nil {
+		if err := s.writeAttempt(ctx, att, nil, pure); err != nil {
 			return err
 		}
 		return s.completeForEach(ctx, step)
 	}
-	return s.writeAttempt(ctx, att, s.changeIfLast())
+	return s.writeAttempt(ctx, att, s.changeIfLast(), pure)
 }
 
 // complete records a step that finished without an attempt of its executor (a skip).
@@ -646,7 +662,9 @@ func (s *session) complete(ctx context.Context, step *domain.Step, item int, out
 	if number > 0 {
 		s.logAttempt(&unit{step: step, item: item}, att)
 	}
-	return s.writeAttempt(ctx, att, s.changeIfLast())
+	// A skip and a for_each step's collected list did no work of their own: recomputing them
+	// after a crash repeats nothing.
+	return s.writeAttempt(ctx, att, s.changeIfLast(), true)
 }
 
 func (s *session) completeForEach(ctx context.Context, step *domain.Step) error {
@@ -657,14 +675,77 @@ func (s *session) completeForEach(ctx context.Context, step *domain.Step) error 
 	return s.complete(ctx, step, domain.NoItem, domain.OutcomeSucceeded, list, s.redactJSON(list))
 }
 
-func (s *session) writeAttempt(ctx context.Context, att *domain.Attempt, ch *domain.Change) error {
+// writeAttempt records a finished attempt, with the run's transition when ch is set. The
+// attempt of a pure step (deferrable) waits for the next commit when nothing else goes with
+// it; any other write carries every deferred attempt before its own.
+func (s *session) writeAttempt(ctx context.Context, att *domain.Attempt, ch *domain.Change, deferrable bool) error {
+	s.wmu.Lock()
+	if deferrable && ch == nil {
+		s.deferred = append(s.deferred, att)
+		s.wmu.Unlock()
+		return nil
+	}
 	// Results are written even while the run is being stopped: the work was done.
 	wctx := context.WithoutCancel(ctx)
-	if err := s.e.Store.FinishAttempt(wctx, s.owner, att, ch); err != nil {
+	var err error
+	if len(s.deferred) == 0 {
+		err = s.e.Store.FinishAttempt(wctx, s.owner, att, ch)
+	} else {
+		done := append(s.deferred[:len(s.deferred):len(s.deferred)], att)
+		if err = s.e.Store.CommitAttempts(wctx, s.owner, done, nil, ch); err == nil {
+			s.deferred = nil
+		}
+	}
+	s.wmu.Unlock()
+	if err != nil {
 		return fmt.Errorf("recording %s attempt %d: %w", att.StepID, att.Attempt, err)
 	}
 	s.applied(ch)
 	return nil
+}
+
+// startAttempt commits the intent of a side effect, and with it every deferred attempt: what
+// the side effect may depend on is durable before it happens. Units run concurrently, so the
+// lock is held through the commit only when it carries deferred attempts.
+func (s *session) startAttempt(ctx context.Context, att *domain.Attempt) error {
+	s.wmu.Lock()
+	if len(s.deferred) == 0 {
+		s.wmu.Unlock()
+		return s.e.Store.StartAttempt(ctx, s.owner, att)
+	}
+	defer s.wmu.Unlock()
+	if err := s.e.Store.CommitAttempts(ctx, s.owner, s.deferred, att, nil); err != nil {
+		return err
+	}
+	s.deferred = nil
+	return nil
+}
+
+// flush commits the deferred attempts, with ch when it is set; with nothing deferred, ch
+// alone is a plain transition.
+func (s *session) flush(ctx context.Context, ch *domain.Change) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if len(s.deferred) == 0 {
+		if ch == nil {
+			return nil
+		}
+		return s.e.Store.Transition(ctx, s.run.ID, *ch)
+	}
+	if err := s.e.Store.CommitAttempts(ctx, s.owner, s.deferred, nil, ch); err != nil {
+		return err
+	}
+	s.deferred = nil
+	return nil
+}
+
+// handBack commits what is deferred and returns the lease, for a pass that stops before the
+// run ended. A failed commit leaves the deferred attempts to be recomputed by the next owner.
+func (s *session) handBack(ctx context.Context) {
+	if err := s.flush(ctx, nil); err != nil {
+		s.logger.Warn("deferred attempts not recorded; the next owner recomputes them", "run_id", s.run.ID, "error", err)
+	}
+	s.e.Store.ReleaseLease(ctx, s.run.ID, s.owner)
 }
 
 // changeIfLast returns the run's transition when nothing else is in flight or pending, so
@@ -711,12 +792,12 @@ func (s *session) finish(parent, ctx context.Context) error {
 	wctx := context.WithoutCancel(parent)
 	paused := s.failure != nil || !s.retryAt.IsZero() || s.review != "" || s.waiting != ""
 	if s.disabled != "" && !paused {
-		s.e.Store.ReleaseLease(wctx, s.run.ID, s.owner)
+		s.handBack(wctx)
 		return fmt.Errorf("run %s stopped after its current step and waits: pipeline %s is disabled (%s): %w", s.run.ID, s.run.Pipeline, s.disabled, ErrDisabled)
 	}
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, errRunTimeout) && !paused {
 		// Interrupted or lease lost: hand the run back for the next owner.
-		s.e.Store.ReleaseLease(wctx, s.run.ID, s.owner)
+		s.handBack(wctx)
 		if errors.Is(cause, domain.ErrLeaseLost) {
 			return fmt.Errorf("run %s: %w", s.run.ID, cause)
 		}
@@ -729,10 +810,7 @@ func (s *session) finish(parent, ctx context.Context) error {
 	if ch == nil && (s.failure != nil || !s.retryAt.IsZero() || s.review != "" || s.waiting != "") {
 		ch = s.stopChange()
 	}
-	if ch == nil {
-		return nil
-	}
-	if err := s.e.Store.Transition(wctx, s.run.ID, *ch); err != nil {
+	if err := s.flush(wctx, ch); err != nil {
 		return err
 	}
 	s.applied(ch)
