@@ -81,6 +81,7 @@ func (e *Engine) Replay(ctx context.Context, p *domain.Pipeline, orig *domain.Ru
 	res := &ReplayResult{Result: &Result{Run: got}}
 	if ro.From != "" {
 		reused := map[string]bool{}
+		var copies []*domain.Attempt
 		for _, a := range origAttempts {
 			if rerun[a.StepID] || !domain.Completed(a.Outcome) || p.Step(a.StepID) == nil {
 				continue
@@ -88,12 +89,17 @@ func (e *Engine) Replay(ctx context.Context, p *domain.Pipeline, orig *domain.Ru
 			copyOf := &domain.Attempt{RunID: got.ID, StepID: a.StepID, ItemIndex: a.ItemIndex, Attempt: 1, StepKey: a.StepKey,
 				StartedAt: time.Now(), FinishedAt: time.Now(), Outcome: domain.OutcomeReused, Output: a.Output,
 				Error: fmt.Sprintf("output reused from run %s", orig.ID)}
-			if err := e.Store.FinishAttempt(ctx, owner, copyOf, nil); err != nil {
-				return res, err
-			}
+			copies = append(copies, copyOf)
 			if !reused[a.StepID] {
 				reused[a.StepID] = true
 				res.Reused = append(res.Reused, a.StepID)
+			}
+		}
+		// The reused outputs are one commit: a replay that starts after a crash of this one
+		// finds all of them or none.
+		if len(copies) > 0 {
+			if err := e.Store.CommitAttempts(ctx, owner, copies, nil, nil); err != nil {
+				return res, err
 			}
 		}
 	}
