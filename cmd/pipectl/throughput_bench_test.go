@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/pipectl/pipectl/internal/dsl"
+	"github.com/pipectl/pipectl/internal/engine"
+	"github.com/pipectl/pipectl/internal/ledger"
+)
+
+// throughputSpec is a pipeline of n pure transform steps: CPU-bound work for the worker, so
+// that what is measured is the cost of the ledger and the engine per run.
+func throughputSpec(name string, n int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: pipectl/v1\nkind: Pipeline\nname: %s\n", name)
+	b.WriteString("inputs: {type: object, properties: {id: {type: string}}}\n")
+	b.WriteString("idempotency: {key: \"${{ inputs.id }}\"}\nsteps:\n")
+	for i := range n {
+		fmt.Fprintf(&b, "  - {id: s%d, type: transform, output: {id: \"${{ inputs.id }}\", n: %d}}\n", i, i)
+	}
+	return b.String()
+}
+
+// BenchmarkWorkerThroughput drains runs queued beforehand with real `pipectl worker` child
+// processes (--concurrency 32 each) on PostgreSQL, and prints in the same run the floor of the
+// same server: single-row commits per second over one connection and over 32.
+//
+//	PIPECTL_TEST_POSTGRES=... go test ./cmd/pipectl -run '^$' -bench WorkerThroughput -benchtime 1x
+//
+// The rate of a scenario is its runs divided by the time from the first claim to the last
+// finish, both read from the ledger: process start-up is not counted. Scenarios: one-step runs
+// on one worker and on two, three-step runs on one worker. PIPECTL_BENCH_RUNS sets the number
+// of runs per scenario (default 4000).
+func BenchmarkWorkerThroughput(b *testing.B) {
+	base := os.Getenv("PIPECTL_TEST_POSTGRES")
+	if base == "" {
+		b.Skip("PIPECTL_TEST_POSTGRES is not set")
+	}
+	runs := 4000
+	if v := os.Getenv("PIPECTL_BENCH_RUNS"); v != "" {
+		fmt.Sscan(v, &runs)
+	}
+	bin := buildBinary(b)
+	for b.Loop() {
+		floor1 := commitFloor(b, ledger.PostgresTestSchema(b, base), 1)
+		floorN := commitFloor(b, ledger.PostgresTestSchema(b, base), 32)
+		one := drainRate(b, bin, base, 1, 1, runs)
+		three := drainRate(b, bin, base, 3, 1, runs)
+		two := drainRate(b, bin, base, 1, 2, runs)
+		b.ReportMetric(floor1, "floor-commits/s-1conn")
+		b.ReportMetric(floorN, "floor-commits/s-32conn")
+		b.ReportMetric(one, "runs/s-1step-1worker")
+		b.ReportMetric(three, "runs/s-3step-1worker")
+		b.ReportMetric(two, "runs/s-1step-2workers")
+		b.ReportMetric(two/one, "x-2workers/1")
+		load, _ := os.ReadFile("/proc/loadavg")
+		b.Logf("%d runs per scenario; floor %.0f commits/s (1 conn), %.0f (32 conns); 1-step %.0f runs/s (%.2fx the 1-conn floor), 3-step %.0f runs/s, 2 workers %.0f runs/s (%.2fx one); load average %s",
+			runs, floor1, floorN, one, one/floor1, three, two, two/one, strings.TrimSpace(string(load)))
+	}
+}
+
+// commitFloor measures single-row INSERT commits per second over conns connections for a
+// second: the most a one-commit-per-run design could reach on this server.
+func commitFloor(b *testing.B, dsn string, conns int) float64 {
+	db, err := sqlx.Open("pgx", dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(conns)
+	db.SetMaxIdleConns(conns)
+	if _, err := db.Exec(`CREATE TABLE floor (id bigserial PRIMARY KEY, v bigint NOT NULL)`); err != nil {
+		b.Fatal(err)
+	}
+	var n atomic.Int64
+	end := time.Now().Add(time.Second)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range conns {
+		wg.Go(func() {
+			for time.Now().Before(end) {
+				if _, err := db.Exec(`INSERT INTO floor (v) VALUES ($1)`, 1); err != nil {
+					b.Error(err)
+					return
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return float64(n.Load()) / time.Since(start).Seconds()
+}
+
+// drainRate queues runs of a steps-step transform pipeline, starts workers `pipectl worker`
+// processes and returns the runs per second from the first claim to the last finish.
+func drainRate(b *testing.B, bin, base string, steps, workers, runs int) float64 {
+	dsn := ledger.PostgresTestSchema(b, base)
+	dir := b.TempDir()
+	name := fmt.Sprintf("tp%d", steps)
+	specPath := filepath.Join(dir, name+".yaml")
+	if err := os.WriteFile(specPath, []byte(throughputSpec(name, steps)), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	queue(b, dsn, specPath, runs)
+	store, err := ledger.Open(context.Background(), dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	var procs []*exec.Cmd
+	for range workers {
+		cmd := exec.Command(bin, "--ledger", dsn, "worker", "--concurrency", "32")
+		cmd.Dir = dir
+		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		procs = append(procs, cmd)
+	}
+	defer func() {
+		for _, p := range procs {
+			p.Process.Signal(os.Interrupt)
+			p.Wait()
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		var done int
+		if err := store.DB().Get(&done, `SELECT COUNT(*) FROM runs WHERE state = 'succeeded'`); err != nil {
+			b.Fatal(err)
+		}
+		if done == runs {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d runs succeeded after 5 minutes", done, runs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var span struct {
+		First int64 `db:"first"`
+		Last  int64 `db:"last"`
+	}
+	if err := store.DB().Get(&span, `SELECT (SELECT MIN(at) FROM run_events WHERE to_state = 'processing') AS first, (SELECT MAX(finished_at) FROM runs) AS last`); err != nil {
+		b.Fatal(err)
+	}
+	return float64(runs) / (float64(max(span.Last-span.First, 1)) / 1000)
+}
+
+// queue submits runs of the pipeline at specPath in-process, eight at a time.
+func queue(b *testing.B, dsn, specPath string, runs int) {
+	v, err := dsl.NewValidator()
+	if err != nil {
+		b.Fatal(err)
+	}
+	text, err := os.ReadFile(specPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, diags := v.Parse(specPath, text)
+	if p == nil {
+		b.Fatal(diags)
+	}
+	store, err := ledger.Open(context.Background(), dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	eng := &engine.Engine{Store: store, Renderer: dsl.NewEvaluator(v.Expressions()), Log: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Owner: engine.CurrentOwner(), Actor: "bench", Version: "bench"}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for i := next.Add(1); i <= int64(runs); i = next.Add(1) {
+				if _, err := eng.Submit(context.Background(), p, map[string]any{"id": fmt.Sprintf("r%06d", i)}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
