@@ -31,6 +31,9 @@ type Run struct {
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
 	FinishedAt  time.Time
+	// Unstarted is set by a claim on a run that has no attempt at all: whoever claimed it may
+	// start at the first step without reading its history back. It is not stored.
+	Unstarted bool
 }
 
 // Attempt outcomes recorded for a step.

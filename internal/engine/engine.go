@@ -317,6 +317,10 @@ func (e *Engine) Continue(ctx context.Context, p *domain.Pipeline, r *domain.Run
 			return r, err
 		}
 	case r.State == domain.StateProcessing && r.LeaseOwner == e.Owner.String():
+		if r.Unstarted {
+			// Just claimed, and nothing of it ran yet: there is no history to read back.
+			return e.execute(ctx, p, r.ID, r, input, opts)
+		}
 	default:
 		return r, fmt.Errorf("run %s is %s under %q; it cannot be continued here: %w", r.ID, r.State, r.LeaseOwner, domain.ErrStateConflict)
 	}

@@ -2,9 +2,8 @@ package ledger
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -16,81 +15,243 @@ import (
 // NotifyChannel is the PostgreSQL channel new queued runs are announced on.
 const NotifyChannel = "pipectl_runs"
 
-// ClaimNext takes one due run for owner: the oldest queued run, a failed_transient run whose
-// retry is due, or a processing run whose lease expired (taken over: attempts it left running
-// become abandoned). Disabled pipelines are skipped. It returns nil when nothing is due.
-// PostgreSQL workers skip rows other workers are claiming (FOR UPDATE SKIP LOCKED); SQLite
-// serialises claims on its write lock.
+// ClaimNext takes one due run for owner; see ClaimBatch.
 func (s *Store) ClaimNext(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter) (*domain.Run, error) {
-	var claimed *domain.Run
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
-		now := ms(s.now())
-		q := `SELECT id, state, lease_owner, pipeline FROM runs
-			WHERE (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= ?) OR (state = 'processing' AND lease_expires_at < ?))
-			AND pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled = ?)`
-		args := []any{now, now, true}
-		if len(f.Pipelines) > 0 {
-			q += ` AND pipeline IN (` + strings.TrimSuffix(strings.Repeat("?, ", len(f.Pipelines)), ", ") + `)`
-			for _, p := range f.Pipelines {
-				args = append(args, p)
-			}
+	runs, err := s.ClaimBatch(ctx, owner, until, f, 1)
+	if err != nil || len(runs) == 0 {
+		return nil, err
+	}
+	return runs[0], nil
+}
+
+// claimCandidate is a due run locked by a claim, with what the claim must know of it.
+type claimCandidate struct {
+	ID       string `db:"id"`
+	State    string `db:"state"`
+	Owner    string `db:"lease_owner"`
+	Pipeline string `db:"pipeline"`
+}
+
+// ClaimBatch takes up to n due runs for owner in one transaction, oldest first (created_at,
+// then id): queued runs, failed_transient runs whose retry is due, and processing runs whose
+// lease expired (taken over: the attempts they left running become abandoned). Disabled
+// pipelines are skipped; f narrows the pipelines and caps the runs of one pipeline in
+// processing across all workers. It returns the claimed runs in that order, none when nothing
+// is due.
+//
+// The statements are the same whatever n is: one SELECT locks the candidates (PostgreSQL skips
+// rows other workers are claiming, FOR UPDATE SKIP LOCKED; SQLite holds its write lock), one
+// UPDATE per kind of claim moves them all, one INSERT records every claim event.
+func (s *Store) ClaimBatch(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n int) ([]*domain.Run, error) {
+	if n < 1 {
+		return nil, nil
+	}
+	var claimed []*domain.Run
+	// A claim commits on its own, outside any group commit: its row locks must be held as
+	// briefly as possible, and a worker waits for nothing else.
+	err := s.directTx(ctx, func(tx *sqlx.Tx) error {
+		claimed = nil
+		now := s.now()
+		cands, err := s.claimCandidates(ctx, tx, now, f, n)
+		if err != nil || len(cands) == 0 {
+			return err
 		}
 		if f.MaxPerPipeline > 0 {
-			q += ` AND (SELECT COUNT(*) FROM runs busy WHERE busy.pipeline = runs.pipeline AND busy.state = 'processing' AND busy.lease_expires_at >= ?) < ?`
-			args = append(args, now, f.MaxPerPipeline)
-		}
-		// Run ids sort by creation time too: they break ties within a millisecond, so that the
-		// order is the same on every ledger and every call.
-		q += ` ORDER BY created_at, id LIMIT 1`
-		if s.dialect == "postgres" {
-			q += ` FOR UPDATE SKIP LOCKED`
-		}
-		var cand struct {
-			ID       string `db:"id"`
-			State    string `db:"state"`
-			Owner    string `db:"lease_owner"`
-			Pipeline string `db:"pipeline"`
-		}
-		if err := tx.GetContext(ctx, &cand, s.db.Rebind(q), args...); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return nil
+			if cands, err = s.withinCaps(ctx, tx, now, f.MaxPerPipeline, cands); err != nil || len(cands) == 0 {
+				return err
 			}
+		}
+		var fresh, expired []string
+		for _, c := range cands {
+			if c.State == string(domain.StateProcessing) {
+				expired = append(expired, c.ID)
+			} else {
+				fresh = append(fresh, c.ID)
+			}
+		}
+		rows := make(map[string]runRow, len(cands))
+		if len(expired) > 0 {
+			// Attempts the dead owner left running are closed first, while the run rows still
+			// name that owner.
+			q, args := s.inList(`UPDATE step_attempts SET outcome = 'abandoned', finished_at = ?,
+				error = ? || ' (' || (SELECT lease_owner FROM runs WHERE runs.id = step_attempts.run_id) || ')'
+				WHERE outcome = 'running' AND run_id %s`, expired, ms(now), "the process running this attempt stopped renewing its lease")
+			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+				return err
+			}
+			q, args = s.inList(`UPDATE runs SET lease_owner = ?, lease_expires_at = ?, updated_at = ?
+				WHERE state = 'processing' AND id %s RETURNING `+runColumns, expired, owner, ms(until), ms(now))
+			if err := s.collect(ctx, tx, rows, q, args); err != nil {
+				return err
+			}
+		}
+		if len(fresh) > 0 {
+			q, args := s.inList(`UPDATE runs SET state = 'processing', updated_at = ?, lease_owner = ?, lease_expires_at = ?, next_attempt_at = 0
+				WHERE state IN ('queued', 'failed_transient') AND id %s RETURNING `+runColumns, fresh, ms(now), owner, ms(until))
+			if err := s.collect(ctx, tx, rows, q, args); err != nil {
+				return err
+			}
+		}
+		// The candidates are locked, so every one of them moved; a missing row would mean the
+		// lock did not hold, and claiming the rest would hide it.
+		if len(rows) != len(cands) {
+			return fmt.Errorf("%d of %d locked runs changed under the claim: %w", len(cands)-len(rows), len(cands), domain.ErrStateConflict)
+		}
+		q := `INSERT INTO run_events (run_id, from_state, to_state, reason, actor, at) VALUES `
+		args := make([]any, 0, 6*len(cands))
+		for i, c := range cands {
+			if i > 0 {
+				q += ", "
+			}
+			q += "(?, ?, ?, ?, ?, ?)"
+			reason := "claimed by " + owner
+			if c.State == string(domain.StateProcessing) {
+				reason = fmt.Sprintf("taken over from %s (lease expired) by %s", c.Owner, owner)
+			}
+			args = append(args, c.ID, c.State, string(domain.StateProcessing), reason, owner, ms(now))
+		}
+		if _, err := tx.ExecContext(ctx, s.db.Rebind(q), args...); err != nil {
 			return err
 		}
-		if f.MaxPerPipeline > 0 && s.dialect == "postgres" {
-			// Two workers may pick runs of one pipeline at once: recount under a lock per
-			// pipeline, so the cap holds across machines.
-			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, cand.Pipeline); err != nil {
-				return err
-			}
-			var busy int
-			if err := tx.GetContext(ctx, &busy, `SELECT COUNT(*) FROM runs WHERE pipeline = $1 AND state = 'processing' AND lease_expires_at >= $2 AND id <> $3`, cand.Pipeline, now, cand.ID); err != nil {
-				return err
-			}
-			if busy >= f.MaxPerPipeline {
-				return nil
-			}
+		// Runs without any attempt start from their first step: their claimer need not read
+		// their history back.
+		ids := make([]string, len(cands))
+		for i, c := range cands {
+			ids[i] = c.ID
 		}
-		if cand.State == string(domain.StateProcessing) {
-			err := s.takeOverTx(ctx, tx, cand.ID, cand.Owner, owner, until, fmt.Sprintf("taken over from %s (lease expired) by %s", cand.Owner, owner), owner,
-				"the process running this attempt stopped renewing its lease")
-			if errors.Is(err, domain.ErrLeaseLost) {
-				return nil // another worker took it first
-			}
-			if err != nil {
-				return err
-			}
-		} else if err := s.transitionTx(ctx, tx, cand.ID, domain.Change{To: domain.StateProcessing, Reason: "claimed by " + owner, Actor: owner, LeaseOwner: owner, LeaseUntil: until}); err != nil {
+		q, args = s.inList(`SELECT DISTINCT run_id FROM step_attempts WHERE run_id %s`, ids)
+		var started []string
+		if err := tx.SelectContext(ctx, &started, q, args...); err != nil {
 			return err
 		}
-		r, err := s.getRun(ctx, tx, cand.ID)
-		claimed = r
-		return err
+		begun := make(map[string]bool, len(started))
+		for _, id := range started {
+			begun[id] = true
+		}
+		claimed = make([]*domain.Run, len(cands))
+		for i, c := range cands {
+			r := rows[c.ID]
+			claimed[i] = r.domain()
+			claimed[i].Unstarted = !begun[c.ID]
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
 	return claimed, nil
+}
+
+// claimCandidates locks up to n due runs, oldest first.
+func (s *Store) claimCandidates(ctx context.Context, tx *sqlx.Tx, now time.Time, f domain.ClaimFilter, n int) ([]claimCandidate, error) {
+	q := `SELECT id, state, lease_owner, pipeline FROM runs
+		WHERE (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= ?) OR (state = 'processing' AND lease_expires_at < ?))
+		AND pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled = ?)`
+	args := []any{ms(now), ms(now), true}
+	if len(f.Pipelines) > 0 {
+		q += ` AND pipeline IN (` + strings.TrimSuffix(strings.Repeat("?, ", len(f.Pipelines)), ", ") + `)`
+		for _, p := range f.Pipelines {
+			args = append(args, p)
+		}
+	}
+	if f.MaxPerPipeline > 0 {
+		// Pipelines already at their cap are skipped here; withinCaps admits the rest.
+		q += ` AND (SELECT COUNT(*) FROM runs busy WHERE busy.pipeline = runs.pipeline AND busy.state = 'processing' AND busy.lease_expires_at >= ?) < ?`
+		args = append(args, ms(now), f.MaxPerPipeline)
+	}
+	// Run ids sort by creation time too: they break ties within a millisecond, so that the
+	// order is the same on every ledger and every call. The limit is a parameter, so that the
+	// statement is prepared once whatever the number of free slots.
+	q += ` ORDER BY created_at, id LIMIT ?`
+	args = append(args, n)
+	if s.dialect == "postgres" {
+		q += ` FOR UPDATE SKIP LOCKED`
+	}
+	var cands []claimCandidate
+	err := tx.SelectContext(ctx, &cands, s.db.Rebind(q), args...)
+	return cands, err
+}
+
+// withinCaps keeps, per pipeline and in order, only as many candidates as its cap leaves room
+// for. On PostgreSQL two workers may lock runs of one pipeline at once: each recounts under a
+// transaction-scoped advisory lock per pipeline, so that the cap holds across machines. The
+// locks are taken in name order, so two claims never wait for each other in a cycle.
+func (s *Store) withinCaps(ctx context.Context, tx *sqlx.Tx, now time.Time, limit int, cands []claimCandidate) ([]claimCandidate, error) {
+	var pipelines, ids []string
+	seen := map[string]bool{}
+	for _, c := range cands {
+		ids = append(ids, c.ID)
+		if !seen[c.Pipeline] {
+			seen[c.Pipeline] = true
+			pipelines = append(pipelines, c.Pipeline)
+		}
+	}
+	sort.Strings(pipelines)
+	if s.dialect == "postgres" {
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext(p)) FROM (SELECT unnest($1::text[]) AS p ORDER BY 1) locks`, pipelines); err != nil {
+			return nil, err
+		}
+	}
+	q, args := s.idList(`SELECT pipeline, COUNT(*) AS n FROM runs WHERE state = 'processing' AND lease_expires_at >= ? AND id %s GROUP BY pipeline`, ids, true, ms(now))
+	var counts []struct {
+		Pipeline string `db:"pipeline"`
+		N        int    `db:"n"`
+	}
+	if err := tx.SelectContext(ctx, &counts, q, args...); err != nil {
+		return nil, err
+	}
+	busy := map[string]int{}
+	for _, c := range counts {
+		busy[c.Pipeline] = c.N
+	}
+	kept := cands[:0]
+	for _, c := range cands {
+		if busy[c.Pipeline] < limit {
+			busy[c.Pipeline]++
+			kept = append(kept, c)
+		}
+	}
+	return kept, nil
+}
+
+// inList fills the %s of query, which follows a column, with a test that the column is one
+// of ids (negated: none of them): one array parameter on PostgreSQL, one placeholder per id on
+// SQLite, which has no arrays. It returns the query rebound, and args: the leading arguments,
+// then the ids.
+func (s *Store) inList(query string, ids []string, leading ...any) (string, []any) {
+	return s.idList(query, ids, false, leading...)
+}
+
+func (s *Store) idList(query string, ids []string, not bool, leading ...any) (string, []any) {
+	args := append([]any(nil), leading...)
+	var test string
+	switch {
+	case s.dialect == "postgres" && not:
+		test, args = "<> ALL(?::text[])", append(args, ids)
+	case s.dialect == "postgres":
+		test, args = "= ANY(?::text[])", append(args, ids)
+	default:
+		test = "IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ") + ")"
+		if not {
+			test = "NOT " + test
+		}
+		for _, id := range ids {
+			args = append(args, id)
+		}
+	}
+	return s.db.Rebind(fmt.Sprintf(query, test)), args
+}
+
+// collect runs a statement that returns run rows and keeps them by id.
+func (s *Store) collect(ctx context.Context, tx *sqlx.Tx, into map[string]runRow, q string, args []any) error {
+	var rows []runRow
+	if err := tx.SelectContext(ctx, &rows, q, args...); err != nil {
+		return err
+	}
+	for _, r := range rows {
+		into[r.ID] = r
+	}
+	return nil
 }
 
 // QueueDepth counts runs waiting for a worker: queued, and retries already due.

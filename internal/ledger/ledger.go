@@ -293,6 +293,11 @@ func fromMS(v int64) time.Time {
 
 // inTx runs fn in one transaction and commits it: one durable write.
 func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	return s.directTx(ctx, fn)
+}
+
+// directTx runs fn in a transaction of its own and commits it.
+func (s *Store) directTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return err

@@ -14,7 +14,8 @@ import (
 // Queue is the part of the ledger a worker takes work from. Implementations must make a claim
 // exclusive across processes and machines.
 type Queue interface {
-	ClaimNext(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter) (*domain.Run, error)
+	// ClaimBatch claims up to n due runs for owner, oldest first, in one transaction.
+	ClaimBatch(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n int) ([]*domain.Run, error)
 	QueueDepth(ctx context.Context) (int, error)
 	// PausedRuns counts runs in needs_review and waiting_external.
 	PausedRuns(ctx context.Context) (map[domain.RunState]int, error)
@@ -25,7 +26,9 @@ type Queue interface {
 // Runner executes a run this worker has claimed, until it ends, pauses or ctx ends.
 type Runner func(ctx context.Context, run *domain.Run) error
 
-// Worker runs Concurrency slots, each claiming and executing one run at a time.
+// Worker runs Concurrency slots, each executing one run at a time. One fetcher claims for
+// every free slot at once and hands the runs out, so that a busy queue costs one claim
+// transaction per batch rather than one per run.
 type Worker struct {
 	Queue       Queue
 	Run         Runner
@@ -35,6 +38,10 @@ type Worker struct {
 	Filter      domain.ClaimFilter
 	// Poll is the fallback interval when no notification arrives.
 	Poll time.Duration
+	// FetchCooldown is how long the fetcher lets free slots gather after a full batch, while
+	// more runs are due, before it claims again: batches stay large when runs end one by one.
+	// Zero means 2 ms.
+	FetchCooldown time.Duration
 	// Wake fires when a run is queued (nil: poll only).
 	Wake    <-chan struct{}
 	Log     *slog.Logger
@@ -51,22 +58,26 @@ func (w *Worker) Serve(ctx context.Context, drain time.Duration) error {
 	if w.Poll <= 0 {
 		w.Poll = time.Second
 	}
+	if w.FetchCooldown <= 0 {
+		w.FetchCooldown = 2 * time.Millisecond
+	}
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	wakes := make([]chan struct{}, w.Concurrency)
-	for i := range wakes {
-		wakes[i] = make(chan struct{}, 1)
-	}
-	go w.fanOut(ctx, wakes)
+	runs := make(chan *domain.Run)
+	free := make(chan struct{}, w.Concurrency)
 	go w.housekeeping(ctx)
 	var wg sync.WaitGroup
-	for i := range w.Concurrency {
+	for range w.Concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w.slot(ctx, work, wakes[i])
+			w.slot(work, runs, free)
 		}()
 	}
+	go func() {
+		defer close(runs)
+		w.fetch(ctx, runs, free)
+	}()
 	<-ctx.Done()
 	w.Log.Info("draining", "owner", w.Owner, "drain_timeout", drain.String())
 	done := make(chan struct{})
@@ -79,29 +90,6 @@ func (w *Worker) Serve(ctx context.Context, drain time.Duration) error {
 		<-done
 	}
 	return nil
-}
-
-// fanOut passes each notification to every slot.
-func (w *Worker) fanOut(ctx context.Context, wakes []chan struct{}) {
-	if w.Wake == nil {
-		return
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case _, ok := <-w.Wake:
-			if !ok {
-				return
-			}
-			for _, c := range wakes {
-				select {
-				case c <- struct{}{}:
-				default:
-				}
-			}
-		}
-	}
 }
 
 // housekeeping expires overdue waits and samples the queue depth.
@@ -129,38 +117,95 @@ func (w *Worker) housekeeping(ctx context.Context) {
 	}
 }
 
-func (w *Worker) slot(ctx, work context.Context, wake <-chan struct{}) {
-	for ctx.Err() == nil {
-		start := time.Now()
-		run, err := w.Queue.ClaimNext(ctx, w.Owner, time.Now().Add(w.LeaseTTL), w.Filter)
-		if w.Metrics != nil && err == nil {
-			w.Metrics.ClaimSeconds.Observe(time.Since(start).Seconds())
-		}
-		if err != nil {
-			if ctx.Err() == nil {
-				w.Log.Warn("claim failed", "error", err)
-			}
-			w.idle(ctx, wake)
-			continue
-		}
-		if run == nil {
-			w.idle(ctx, wake)
-			continue
-		}
+// slot executes the runs the fetcher hands it, one at a time, and says when it is free.
+func (w *Worker) slot(work context.Context, runs <-chan *domain.Run, free chan<- struct{}) {
+	free <- struct{}{}
+	for run := range runs {
 		w.Log.Info("claimed run", "run_id", run.ID, "pipeline", run.Pipeline, "idempotency_key", run.IdempotencyKey)
 		if err := w.Run(work, run); err != nil && !errors.Is(err, context.Canceled) {
 			w.Log.Info("run left the worker", "run_id", run.ID, "pipeline", run.Pipeline, "reason", err.Error())
 		}
+		free <- struct{}{}
 	}
 }
 
-// idle waits for a notification or the poll interval.
-func (w *Worker) idle(ctx context.Context, wake <-chan struct{}) {
-	t := time.NewTimer(w.Poll)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-wake:
-	case <-t.C:
+// fetch claims runs for the free slots until ctx ends. It claims for all free slots at once,
+// then again at once while a claim comes back full (more is due), else when a notification
+// arrives or the poll interval passes. Claimed runs are always handed to a slot, even when ctx
+// ends meanwhile: they are this worker's until the slot runs them (and hands them back if it
+// must stop).
+func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan struct{}) {
+	slots, due := 0, true
+	poll := time.NewTimer(w.Poll)
+	defer poll.Stop()
+	for ctx.Err() == nil {
+		if slots == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-free:
+				slots++
+			}
+			if due {
+				// Let more slots free up before the next claim.
+				cool := time.NewTimer(w.FetchCooldown)
+			gather:
+				for slots < w.Concurrency {
+					select {
+					case <-free:
+						slots++
+					case <-cool.C:
+						break gather
+					case <-ctx.Done():
+						cool.Stop()
+						return
+					}
+				}
+				cool.Stop()
+			}
+		}
+		for more := true; more; {
+			select {
+			case <-free:
+				slots++
+			default:
+				more = false
+			}
+		}
+		if slots == 0 {
+			continue
+		}
+		if !due {
+			select {
+			case <-ctx.Done():
+				return
+			case <-free:
+				slots++
+				continue
+			case _, ok := <-w.Wake:
+				if !ok {
+					w.Wake = nil
+				}
+			case <-poll.C:
+			}
+		}
+		poll.Reset(w.Poll)
+		start := time.Now()
+		claimed, err := w.Queue.ClaimBatch(ctx, w.Owner, time.Now().Add(w.LeaseTTL), w.Filter, slots)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.Log.Warn("claim failed", "error", err)
+			}
+			due = false
+			continue
+		}
+		if w.Metrics != nil {
+			w.Metrics.ClaimSeconds.Observe(time.Since(start).Seconds())
+		}
+		due = len(claimed) == slots
+		for _, r := range claimed {
+			runs <- r
+			slots--
+		}
 	}
 }
