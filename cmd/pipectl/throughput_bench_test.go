@@ -130,12 +130,16 @@ func drainRate(b *testing.B, bin, base string, steps, workers, runs int) float64
 		}
 		procs = append(procs, cmd)
 	}
-	defer func() {
+	var cpu time.Duration
+	stop := func() {
 		for _, p := range procs {
 			p.Process.Signal(os.Interrupt)
 			p.Wait()
+			cpu += p.ProcessState.UserTime() + p.ProcessState.SystemTime()
 		}
-	}()
+		procs = nil
+	}
+	defer stop()
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		var done int
@@ -157,6 +161,8 @@ func drainRate(b *testing.B, bin, base string, steps, workers, runs int) float64
 	if err := store.DB().Get(&span, `SELECT (SELECT MIN(at) FROM run_events WHERE to_state = 'processing') AS first, (SELECT MAX(finished_at) FROM runs) AS last`); err != nil {
 		b.Fatal(err)
 	}
+	stop()
+	b.Logf("%d-step runs, %d worker(s): %.0f µs of worker CPU per run (user+system, start-up included)", steps, workers, float64(cpu.Microseconds())/float64(runs))
 	return float64(runs) / (float64(max(span.Last-span.First, 1)) / 1000)
 }
 

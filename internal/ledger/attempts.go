@@ -56,12 +56,16 @@ func (r attemptRow) domain() domain.Attempt {
 // StartAttempt commits the intent to run a side-effecting attempt before the effect happens, so
 // that a crash leaves a trace; it sets a.ID.
 func (s *Store) StartAttempt(ctx context.Context, owner string, a *domain.Attempt) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.runTx(ctx, a.RunID, func(tx *sqlx.Tx) error {
 		if err := s.checkOwner(ctx, tx, a.RunID, owner); err != nil {
 			return err
 		}
 		return s.insertAttempt(ctx, tx, a)
 	})
+	if err != nil {
+		a.ID = 0 // an insert rolled back with a batch named a row that does not exist
+	}
+	return err
 }
 
 const insertAttemptSQL = `INSERT INTO step_attempts (run_id, step_id, item_index, attempt, step_key, started_at, finished_at,
@@ -145,9 +149,9 @@ func (s *Store) CommitAttempts(ctx context.Context, owner string, done []*domain
 			start.ID = 0
 		}
 	}
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
-		// A transaction helper may run this again after a failed commit: start from the IDs
-		// the attempts came with.
+	err := s.runTx(ctx, runID, func(tx *sqlx.Tx) error {
+		// A group commit may run this again after a rollback: start from the IDs the attempts
+		// came with.
 		restore()
 		checked := false
 		for _, a := range done {

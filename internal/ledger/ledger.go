@@ -40,6 +40,9 @@ type Store struct {
 	// stmts holds the prepared statements of the hot path, read-only once the store is open:
 	// re-parsing SQL costs more than the commit itself at synchronous=NORMAL.
 	stmts map[string]*sqlx.Stmt
+
+	// group commits the writes of concurrent callers together; nil: each alone.
+	group *committer
 }
 
 // txExec runs a statement inside tx, through its prepared form when the store has one.
@@ -241,11 +244,17 @@ func openSQLite(ctx context.Context, spec string) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("ledger %s: %w", path, err)
 	}
+	// One connection: one committer, batches as large as the callers queued.
+	s.group = newCommitter(s, 1, 256)
 	return s, nil
 }
 
-// Close releases the prepared statements and the connections.
+// Close waits for the writes already handed to the group committer, then releases the
+// prepared statements and the connections.
 func (s *Store) Close() error {
+	if s.group != nil {
+		s.group.close()
+	}
 	for _, st := range s.stmts {
 		st.Close()
 	}
@@ -291,13 +300,28 @@ func fromMS(v int64) time.Time {
 	return time.UnixMilli(v)
 }
 
-// inTx runs fn in one transaction and commits it: one durable write.
+// inTx runs fn in one transaction and commits it: one durable write. The transaction may be
+// shared with other writes (group commit, see committer): fn must be safe to run twice.
 func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
-	return s.directTx(ctx, fn)
+	return s.runTx(ctx, "", fn)
+}
+
+// runTx is inTx for a write about one run: the writes of one run always go to the same
+// committer.
+func (s *Store) runTx(ctx context.Context, runID string, fn func(tx *sqlx.Tx) error) error {
+	if s.group == nil {
+		return s.directTx(ctx, fn)
+	}
+	return s.group.submit(ctx, runID, fn)
 }
 
 // directTx runs fn in a transaction of its own and commits it.
 func (s *Store) directTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	return unwrapCommit(s.txOnce(ctx, fn))
+}
+
+// txOnce is directTx, with an error of the commit itself marked as a *commitError.
+func (s *Store) txOnce(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return err
@@ -306,5 +330,8 @@ func (s *Store) directTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error 
 		tx.Rollback()
 		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return &commitError{err}
+	}
+	return nil
 }

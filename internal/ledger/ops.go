@@ -94,7 +94,7 @@ type Review struct {
 // the transition; it fails, writing nothing, when the run is no longer in the state the
 // change leaves.
 func (s *Store) Decide(ctx context.Context, d Decision) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.runTx(ctx, d.RunID, func(tx *sqlx.Tx) error {
 		if err := s.transitionTx(ctx, tx, d.RunID, d.Change); err != nil {
 			return err
 		}

@@ -10,6 +10,9 @@ import (
 	"github.com/jmoiron/sqlx"
 )
 
+// pgCommitters is how many group-commit transactions one process runs at once on PostgreSQL.
+const pgCommitters = 4
+
 // openPostgres opens a PostgreSQL ledger through pgx's database/sql driver. Transitions lock the
 // run row (SELECT ... FOR UPDATE), so any number of processes on any number of machines can
 // share it.
@@ -32,6 +35,9 @@ func openPostgres(ctx context.Context, dsn string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("ledger %s: %w", redactDSN(dsn), err)
 	}
+	// Several committers, each on a connection of its own, so that the server works on a
+	// batch while the next one forms.
+	s.group = newCommitter(s, pgCommitters, 64)
 	return s, nil
 }
 

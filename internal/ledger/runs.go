@@ -65,7 +65,9 @@ func (s *Store) CreateRun(ctx context.Context, r *domain.Run, actor string, clai
 	if claim != nil {
 		state, owner, until = domain.StateProcessing, claim.Owner, claim.LeaseUntil
 	}
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.runTx(ctx, r.ID, func(tx *sqlx.Tx) error {
+		// A group commit may run this again: start afresh.
+		created, out = false, nil
 		var replayOf any
 		if r.ReplayOf != "" {
 			replayOf = r.ReplayOf
@@ -121,7 +123,7 @@ const insertRunSQL = `INSERT INTO runs (id, pipeline, idempotency_key, input_has
 // Transition moves a run to ch.To when its current state allows it, recording the event in the
 // same commit. It fails with domain.ErrStateConflict otherwise.
 func (s *Store) Transition(ctx context.Context, runID string, ch domain.Change) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error { return s.transitionTx(ctx, tx, runID, ch) })
+	return s.runTx(ctx, runID, func(tx *sqlx.Tx) error { return s.transitionTx(ctx, tx, runID, ch) })
 }
 
 func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, runID string, ch domain.Change) error {
@@ -238,7 +240,7 @@ func (s *Store) ReleaseLease(ctx context.Context, runID, owner string) error {
 // The run stays in processing; the takeover is recorded as an event, and attempts the previous
 // owner left running are marked abandoned, all in one commit.
 func (s *Store) TakeOver(ctx context.Context, runID, previousOwner, owner string, until time.Time, reason, actor string) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.runTx(ctx, runID, func(tx *sqlx.Tx) error {
 		return s.takeOverTx(ctx, tx, runID, previousOwner, owner, until, reason, actor, "the process running this attempt died")
 	})
 }
@@ -438,7 +440,7 @@ func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 // RebindSpec binds a run to another spec, provided it is still bound to fromHash (two
 // processes rebinding at once cannot both win), and records the event with the reason.
 func (s *Store) RebindSpec(ctx context.Context, runID, fromHash string, spec domain.Run, reason, actor string) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.runTx(ctx, runID, func(tx *sqlx.Tx) error {
 		var state domain.RunState
 		if err := tx.GetContext(ctx, &state, s.db.Rebind(`SELECT state FROM runs WHERE id = ? AND spec_hash = ?`), runID, fromHash); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {

@@ -1,0 +1,173 @@
+package ledger
+
+import (
+	"context"
+	"hash/fnv"
+	"sync"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// Group commit: the writes of many runs share one transaction.
+//
+// Each write (a transition, an attempt's intent or result, a new run) is a closure over a
+// transaction. Instead of committing it alone, the caller hands it to a committer goroutine,
+// which runs every closure waiting at that moment in one transaction and commits once. Each
+// caller is answered only after the commit that contains its write, so nothing a caller does
+// next (the next side effect of its run) happens before its write is durable: the promise of
+// a commit per write, at the price of one commit per batch.
+//
+// When any closure of a batch fails (a lease refused, a deadlock, a cancelled caller), the
+// batch is rolled back and every closure of it runs again in a transaction of its own: errors
+// stay with their caller and one run's refusal never costs another run its write. Closures must
+// therefore be safe to run twice, starting from the state they were first given (they reset
+// what they fill in).
+//
+// A batch forms naturally: while one commits, the next callers queue. Nobody waits for a batch
+// to fill. The writes of one run always go to the same committer, so two batches of one
+// process never lock the rows of the same run in opposite orders; on PostgreSQL several
+// committers work in parallel, on SQLite one does (there is one connection).
+type committer struct {
+	s     *Store
+	parts []chan *txRequest
+	quit  chan struct{}
+	done  sync.WaitGroup
+	max   int
+	once  sync.Once
+}
+
+type txRequest struct {
+	ctx    context.Context
+	fn     func(*sqlx.Tx) error
+	result chan error
+}
+
+func newCommitter(s *Store, parts, maxBatch int) *committer {
+	c := &committer{s: s, quit: make(chan struct{}), max: maxBatch}
+	for range parts {
+		ch := make(chan *txRequest)
+		c.parts = append(c.parts, ch)
+		c.done.Add(1)
+		go c.loop(ch)
+	}
+	return c
+}
+
+// submit runs fn in the next batch of the committer that owns key and returns its outcome once
+// that batch committed or failed. A caller whose ctx ends before its closure was taken gets
+// ctx's error and nothing is written; once taken, it waits for the outcome, since the write
+// may be committed. After close, writes commit alone.
+func (c *committer) submit(ctx context.Context, key string, fn func(*sqlx.Tx) error) error {
+	r := &txRequest{ctx: ctx, fn: fn, result: make(chan error, 1)}
+	select {
+	case c.parts[c.part(key)] <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.quit:
+		return c.s.directTx(ctx, fn)
+	}
+	return <-r.result
+}
+
+func (c *committer) part(key string) int {
+	if len(c.parts) == 1 || key == "" {
+		return 0
+	}
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return int(h.Sum32() % uint32(len(c.parts)))
+}
+
+// close stops taking writes and waits for the batches in progress: every write taken is
+// committed (or has failed) when it returns.
+func (c *committer) close() {
+	c.once.Do(func() { close(c.quit) })
+	c.done.Wait()
+}
+
+func (c *committer) loop(in chan *txRequest) {
+	defer c.done.Done()
+	batch := make([]*txRequest, 0, c.max)
+	for {
+		select {
+		case <-c.quit:
+			return
+		case r := <-in:
+			batch = append(batch[:0], r)
+		}
+		// Everyone who queued while the last batch committed goes into this one.
+	gather:
+		for len(batch) < c.max {
+			select {
+			case r := <-in:
+				batch = append(batch, r)
+			default:
+				break gather
+			}
+		}
+		c.run(batch)
+		clear(batch)
+	}
+}
+
+// run commits a batch, or, when a closure of it fails, each closure alone.
+func (c *committer) run(batch []*txRequest) {
+	// A caller that gave up before its turn writes nothing.
+	live := make([]*txRequest, 0, len(batch))
+	for _, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			r.result <- err
+			continue
+		}
+		live = append(live, r)
+	}
+	batch = live
+	switch len(batch) {
+	case 0:
+		return
+	case 1:
+		r := batch[0]
+		r.result <- c.s.directTx(r.ctx, r.fn)
+		return
+	}
+	err := c.s.txOnce(context.Background(), func(tx *sqlx.Tx) error {
+		for _, r := range batch {
+			if err := r.ctx.Err(); err != nil {
+				return err
+			}
+			if err := r.fn(tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil || isCommitError(err) {
+		// The commit's outcome is every write's outcome: on an error at commit nobody can
+		// tell whether it was applied, exactly as with a transaction of its own.
+		for _, r := range batch {
+			r.result <- unwrapCommit(err)
+		}
+		return
+	}
+	for _, r := range batch {
+		r.result <- c.s.directTx(r.ctx, r.fn)
+	}
+}
+
+// commitError marks an error of the commit itself, as opposed to one of a closure.
+type commitError struct{ err error }
+
+func (e *commitError) Error() string { return e.err.Error() }
+func (e *commitError) Unwrap() error { return e.err }
+
+func isCommitError(err error) bool {
+	_, ok := err.(*commitError)
+	return ok
+}
+
+func unwrapCommit(err error) error {
+	if ce, ok := err.(*commitError); ok {
+		return ce.err
+	}
+	return err
+}
