@@ -32,6 +32,11 @@ type StepCall struct {
 	// cut secret is no longer recognised), and add the values they compute from secrets, such
 	// as a header built from one, so that a server echoing them back is redacted too.
 	Redactor *Redactor
+	// Fence, when set, must be called after any guard and just before the side effect (an
+	// http write, an exec command). An error, which wraps ErrLeaseLost when another process
+	// holds the run now, means this process may no longer act for the run (it was paused or
+	// cut off past its lease) and the effect must not happen.
+	Fence func(ctx context.Context) error
 }
 
 // StepResult is what an attempt produced.

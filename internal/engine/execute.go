@@ -154,6 +154,12 @@ type session struct {
 	// writes it, so that attempts reach the ledger in the order they finished.
 	wmu      sync.Mutex
 	deferred []*domain.Attempt
+
+	// lease is when this process's lease runs out as far as it knows; cancelLease ends the
+	// pass when it is lost (once, with lostOnce).
+	lease       leaseClock
+	cancelLease context.CancelCauseFunc
+	lostOnce    sync.Once
 }
 
 // pureStep reports whether a step's attempt may be recomputed after a crash instead of being
@@ -251,8 +257,13 @@ func (s *session) pass(parent context.Context) error {
 	deadline := s.run.CreatedAt.Add(s.p.Limits.RunTimeout)
 	ctx, cancel := context.WithDeadlineCause(parent, deadline, errRunTimeout)
 	defer cancel()
-	ctx, cancelLease := context.WithCancelCause(ctx)
-	stopHeartbeat := s.e.heartbeat(ctx, s.run.ID, s.owner, cancelLease)
+	ctx, s.cancelLease = context.WithCancelCause(ctx)
+	if s.run.LeaseExpires.IsZero() {
+		s.lease.renewed(time.Now().Add(s.e.leaseTTL()))
+	} else {
+		s.lease.renewed(s.run.LeaseExpires)
+	}
+	stopHeartbeat := s.e.heartbeat(ctx, s.run.ID, s.owner, s.leaseLost, s.lease.renewed)
 	defer stopHeartbeat()
 
 	for {
@@ -461,6 +472,7 @@ func (e *Engine) runUnit(ctx context.Context, s *session, u *unit) (r *unitResul
 		ItemIndex: u.item, Attempt: u.att.Attempt, StepKey: u.att.StepKey, DryRun: s.run.DryRun, Offline: s.opts.Offline, Workdir: s.workdir,
 		Vars:     u.vars,
 		Redactor: s.redact,
+		Fence:    s.fence,
 		Render:   func(v any) (any, error) { return e.Renderer.Render(v, u.vars) },
 		RenderWith: func(v any, extra map[string]any) (any, error) {
 			vars := make(map[string]any, len(u.vars)+len(extra))
@@ -533,6 +545,10 @@ func (s *session) handle(ctx context.Context, r *unitResult) error {
 		}
 		s.record(u, r.res.Output)
 		return s.commit(ctx, u.step, att)
+	}
+	if errors.Is(r.err, domain.ErrLeaseLost) {
+		// The fence refused the side effect: the run is another process's now.
+		s.leaseLost(r.err)
 	}
 	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), errRunTimeout) {
 		// Stopping (interrupt or lost lease): the attempt stays as its intent row, if any,
@@ -888,7 +904,7 @@ func truncate(s string, n int) string {
 
 // heartbeat renews the lease every third of its TTL until stopped; losing the lease cancels
 // the pass, since another process now owns the run.
-func (e *Engine) heartbeat(ctx context.Context, runID, owner string, lost context.CancelCauseFunc) (stop func()) {
+func (e *Engine) heartbeat(ctx context.Context, runID, owner string, lost func(error), renewed func(time.Time)) (stop func()) {
 	ttl := e.leaseTTL()
 	done := make(chan struct{})
 	finished := make(chan struct{})
@@ -903,9 +919,14 @@ func (e *Engine) heartbeat(ctx context.Context, runID, owner string, lost contex
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if err := e.Store.RenewLease(ctx, runID, owner, time.Now().Add(ttl)); errors.Is(err, domain.ErrLeaseLost) {
+				until := time.Now().Add(ttl)
+				err := e.Store.RenewLease(ctx, runID, owner, until)
+				if errors.Is(err, domain.ErrLeaseLost) {
 					lost(err)
 					return
+				}
+				if err == nil {
+					renewed(until)
 				}
 			}
 		}

@@ -88,6 +88,11 @@ func (e Exec) Execute(ctx context.Context, call *domain.StepCall) (domain.StepRe
 		out := map[string]any{"exit_code": int64(0), "stdout": "", "stderr": ""}
 		return domain.StepResult{Output: out, Outcome: domain.OutcomeDryRun, Request: req}, nil
 	}
+	if call.Fence != nil {
+		if err := call.Fence(ctx); err != nil {
+			return domain.StepResult{Request: req}, err
+		}
+	}
 	var dropped int
 	res, err := e.run(ctx, call, req, &dropped)
 	result := domain.StepResult{Output: res, Outcome: domain.OutcomeSucceeded, Request: req, Response: res}

@@ -143,6 +143,11 @@ func (h *HTTP) Execute(ctx context.Context, call *domain.StepCall) (domain.StepR
 			return domain.StepResult{Output: out, Outcome: domain.OutcomeDryRun, Request: req}, nil
 		}
 	}
+	if sideEffect && call.Fence != nil {
+		if err := call.Fence(ctx); err != nil {
+			return domain.StepResult{Request: req}, err
+		}
+	}
 	resp, err := h.send(ctx, req)
 	if err != nil {
 		return domain.StepResult{Request: req}, err
