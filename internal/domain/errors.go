@@ -76,4 +76,8 @@ var (
 	ErrStateConflict = errors.New("state conflict")
 	// ErrLeaseLost: another process owns the run now.
 	ErrLeaseLost = errors.New("lease lost")
+	// ErrLedgerUnavailable: the database could not be reached or dropped the connection
+	// (a restart, a failover, a cut connection) before the write was committed, so nothing of
+	// it was written and it may be tried again.
+	ErrLedgerUnavailable = errors.New("ledger unavailable")
 )

@@ -187,6 +187,9 @@ type unitResult struct {
 	u   *unit
 	res domain.StepResult
 	err error
+	// unrecorded: the intent could not be committed, so the step did not run; err is the
+	// ledger's, not the step's.
+	unrecorded bool
 }
 
 // execute runs a claimed run until it ends, pauses, or this process must stop.
@@ -454,7 +457,7 @@ func (e *Engine) runUnit(ctx context.Context, s *session, u *unit) (r *unitResul
 	}
 	if u.step.SideEffecting() && !s.run.DryRun {
 		if err := s.startAttempt(ctx, u.att); err != nil {
-			r.err = fmt.Errorf("recording the attempt: %w", err)
+			r.err, r.unrecorded = fmt.Errorf("recording the attempt of %s: %w", u.step.ID, err), true
 			return r
 		}
 	}
@@ -499,6 +502,12 @@ func (e *Engine) runUnit(ctx context.Context, s *session, u *unit) (r *unitResul
 
 // handle records a unit's result and decides what follows.
 func (s *session) handle(ctx context.Context, r *unitResult) error {
+	if r.unrecorded {
+		// The ledger failed, not the step (which did not run): that is no attempt to count
+		// against the retry budget (during a database restart it dead-lettered runs). The
+		// pass stops; the next owner runs the step.
+		return r.err
+	}
 	u, att := r.u, r.u.att
 	att.FinishedAt = time.Now()
 	att.DurationMS = att.FinishedAt.Sub(att.StartedAt).Milliseconds()
@@ -705,10 +714,10 @@ func (s *session) writeAttempt(ctx context.Context, att *domain.Attempt, ch *dom
 	wctx := context.WithoutCancel(ctx)
 	var err error
 	if len(s.deferred) == 0 {
-		err = s.e.Store.FinishAttempt(wctx, s.owner, att, ch)
+		err = s.retrying(ctx, func() error { return s.e.Store.FinishAttempt(wctx, s.owner, att, ch) })
 	} else {
 		done := append(s.deferred[:len(s.deferred):len(s.deferred)], att)
-		if err = s.e.Store.CommitAttempts(wctx, s.owner, done, nil, ch); err == nil {
+		if err = s.retrying(ctx, func() error { return s.e.Store.CommitAttempts(wctx, s.owner, done, nil, ch) }); err == nil {
 			s.deferred = nil
 		}
 	}
@@ -727,10 +736,10 @@ func (s *session) startAttempt(ctx context.Context, att *domain.Attempt) error {
 	s.wmu.Lock()
 	if len(s.deferred) == 0 {
 		s.wmu.Unlock()
-		return s.e.Store.StartAttempt(ctx, s.owner, att)
+		return s.retrying(ctx, func() error { return s.e.Store.StartAttempt(ctx, s.owner, att) })
 	}
 	defer s.wmu.Unlock()
-	if err := s.e.Store.CommitAttempts(ctx, s.owner, s.deferred, att, nil); err != nil {
+	if err := s.retrying(ctx, func() error { return s.e.Store.CommitAttempts(ctx, s.owner, s.deferred, att, nil) }); err != nil {
 		return err
 	}
 	s.deferred = nil
@@ -746,9 +755,9 @@ func (s *session) flush(ctx context.Context, ch *domain.Change) error {
 		if ch == nil {
 			return nil
 		}
-		return s.e.Store.Transition(ctx, s.run.ID, *ch)
+		return s.retrying(ctx, func() error { return s.e.Store.Transition(ctx, s.run.ID, *ch) })
 	}
-	if err := s.e.Store.CommitAttempts(ctx, s.owner, s.deferred, nil, ch); err != nil {
+	if err := s.retrying(ctx, func() error { return s.e.Store.CommitAttempts(ctx, s.owner, s.deferred, nil, ch) }); err != nil {
 		return err
 	}
 	s.deferred = nil
