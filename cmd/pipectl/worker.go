@@ -21,19 +21,36 @@ import (
 )
 
 func (a *app) submitCommand() *cobra.Command {
-	var inputArg string
+	var inputArg, inputsArg, format string
 	var noPreflight bool
+	var batch int
 	cmd := &cobra.Command{
-		Use:   "submit FILE --input FILE|-|JSON [--no-preflight]",
+		Use:   "submit FILE (--input FILE|-|JSON | --inputs FILE.jsonl|-) [--no-preflight]",
 		Short: "Create a run as queued, for workers; prints its id",
 		Long: "Before the run is created, the preflight of pipectl run checks this machine: the secrets,\n" +
 			"each llm step's provider and key, each exec command. When workers run elsewhere with keys\n" +
-			"and tools this machine lacks, --no-preflight leaves the checks to them.",
+			"and tools this machine lacks, --no-preflight leaves the checks to them.\n\n" +
+			"--inputs queues one run per line of a JSON Lines file (or stdin), in batches of one commit,\n" +
+			"each line checked and keyed exactly as --input would be. A bad line is refused with its line\n" +
+			"number (on stderr) and does not stop the others; a line whose key already has a run is a\n" +
+			"duplicate. The summary counts created, duplicates and refused. Exit 0 when no line was\n" +
+			"refused, 4 when one was refused by the ledger (a key with another input, the kill switch),\n" +
+			"else 1 when one was invalid; 2 when the file cannot be read.",
 		Example: "  pipectl submit pipelines/support-triage.yaml --input ticket.json\n" +
-			"  pipectl submit pipelines/nightly.yaml --input '{}' --no-preflight",
+			"  pipectl submit pipelines/nightly.yaml --input '{}' --no-preflight\n" +
+			"  pipectl submit pipelines/support-triage.yaml --inputs backfill.jsonl --format json",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if err := checkFormat(format); err != nil {
+				return err
+			}
+			if inputsArg != "" {
+				if inputArg != "" {
+					return usageErrorf("--input and --inputs exclude each other: one run, or one run per line")
+				}
+				return a.submitMany(ctx, args[0], inputsArg, noPreflight, bulkOptions{format: format, batch: batch})
+			}
 			v, p, input, err := a.pipelineAndInput(args[0], inputArg)
 			if err != nil {
 				return err
@@ -57,21 +74,28 @@ func (a *app) submitCommand() *cobra.Command {
 			if err != nil {
 				return opError(err)
 			}
-			if res.Duplicate {
+			if format == "json" {
+				if err := writeJSON(a.jsonOut, submitted{Duplicate: res.Duplicate, Run: operate.RunViewOf(res.Run)}); err != nil {
+					return err
+				}
+			} else if res.Duplicate {
 				fmt.Fprintf(a.stdout, "duplicate: run %s with key %q already exists; it is %s\n", res.Run.ID, res.Run.IdempotencyKey, res.Run.State)
 				if next := operate.NextStep(res.Run); next != "" {
 					fmt.Fprintf(a.stdout, "  next: %s\n", next)
 				}
-				if code := exitForState(res.Run.State); code != domain.ExitOK && res.Run.State != domain.StateQueued && res.Run.State != domain.StateProcessing {
-					return &exitError{code: code}
-				}
-				return nil
+			} else {
+				fmt.Fprintln(a.stdout, res.Run.ID)
 			}
-			fmt.Fprintln(a.stdout, res.Run.ID)
+			if code := exitForState(res.Run.State); res.Duplicate && code != domain.ExitOK && res.Run.State != domain.StateQueued && res.Run.State != domain.StateProcessing {
+				return &exitError{code: code}
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&inputArg, "input", "", "run input: a JSON file, - for stdin, or inline JSON")
+	cmd.Flags().StringVar(&inputsArg, "inputs", "", "one run input per line: a JSON Lines file, or - for stdin")
+	cmd.Flags().StringVar(&format, "format", "table", "table or json (the run, or the summary of --inputs)")
+	cmd.Flags().IntVar(&batch, "batch-size", operate.DefaultBatchRuns, fmt.Sprintf("with --inputs, runs per commit (1 to %d)", ledger.MaxBatchRuns))
 	cmd.Flags().BoolVar(&noPreflight, "no-preflight", false, "skip the checks of secrets, providers and commands on this machine (workers elsewhere have them)")
 	return cmd
 }

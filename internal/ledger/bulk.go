@@ -68,9 +68,9 @@ func (w *BatchWriter) Close() error {
 	return nil
 }
 
-// maxBatchRuns bounds one batch: SQLite binds at most 32,766 parameters per statement, and a
+// MaxBatchRuns bounds one batch: SQLite binds at most 32,766 parameters per statement, and a
 // row of the multi-row insert takes four.
-const maxBatchRuns = 4096
+const MaxBatchRuns = 4096
 
 // Create inserts the runs as queued, each with its creation event, in one commit, and on
 // PostgreSQL announces them with one NOTIFY (sent at commit). It returns, for each run in
@@ -82,8 +82,8 @@ func (w *BatchWriter) Create(ctx context.Context, runs []QueuedRun) ([]*Existing
 	if len(runs) == 0 {
 		return out, nil
 	}
-	if len(runs) > maxBatchRuns {
-		return nil, fmt.Errorf("create runs: a batch holds at most %d runs, not %d", maxBatchRuns, len(runs))
+	if len(runs) > MaxBatchRuns {
+		return nil, fmt.Errorf("create runs: a batch holds at most %d runs, not %d", MaxBatchRuns, len(runs))
 	}
 	// The first run of each key is inserted; a later one in the same batch is its duplicate.
 	// Deciding it here, not by the database's order of conflict, says exactly which line won.

@@ -86,7 +86,7 @@ func TestBatchWriterSizes(t *testing.T) {
 		w := s.NewBatchWriter(BatchSpec{Pipeline: "sizes", SpecText: "spec", SpecHash: "sh", Version: "test", Actor: "bob"})
 		defer w.Close()
 		n := 0
-		for _, size := range []int{1, 2, 3, 5, 7, 11, 13, 17, 19, 23, maxBatchRuns} {
+		for _, size := range []int{1, 2, 3, 5, 7, 11, 13, 17, 19, 23, MaxBatchRuns} {
 			batch := make([]QueuedRun, size)
 			for i := range batch {
 				n++
@@ -109,7 +109,7 @@ func TestBatchWriterSizes(t *testing.T) {
 		if len(runs) != n {
 			t.Errorf("%d runs in the ledger, want %d", len(runs), n)
 		}
-		if _, err := w.Create(ctx, make([]QueuedRun, maxBatchRuns+1)); err == nil {
+		if _, err := w.Create(ctx, make([]QueuedRun, MaxBatchRuns+1)); err == nil {
 			t.Error("a batch over the limit was accepted")
 		}
 	})

@@ -90,19 +90,29 @@ func (o *Ops) Submit(ctx context.Context, actor string, req SubmitRequest) (*eng
 	if err != nil {
 		return nil, err
 	}
-	key := ""
-	switch {
-	case req.Pipeline.Idempotency.Key == "" || req.Scheduled:
-		key = req.Key
-	default:
-		if key, err = eng.RunKey(req.Pipeline, input); err != nil {
-			return nil, err
-		}
-		if err := notReserved(key); err != nil {
-			return nil, err
-		}
+	key, err := submitKey(eng, req, input)
+	if err != nil {
+		return nil, err
 	}
 	return eng.SubmitKeyed(ctx, req.Pipeline, input, key)
+}
+
+// submitKey is the run key of a submission of a checked input: the caller's key when the
+// pipeline declares none (or for a schedule slot), else the pipeline's key over the input,
+// which may not take a schedule slot's prefix. Empty means the engine's default, the input's
+// hash. Every way of submitting (one run, a file of runs) goes through here.
+func submitKey(eng *engine.Engine, req SubmitRequest, input any) (string, error) {
+	if req.Pipeline.Idempotency.Key == "" || req.Scheduled {
+		return req.Key, nil
+	}
+	key, err := eng.RunKey(req.Pipeline, input)
+	if err != nil {
+		return "", err
+	}
+	if err := notReserved(key); err != nil {
+		return "", err
+	}
+	return key, nil
 }
 
 // ScheduleKeyPrefix starts the run keys of schedule slots. A key computed from an input may not
