@@ -127,6 +127,13 @@ func TestSubmitInputs(t *testing.T) {
 			lines: `{"id":"a"}` + "\n" + `{"id":"b"}` + "\n" + `{"id":"a"}` + "\n" + `{"id":"c"}` + "\n" + `{"id":"b"}` + "\n" + `{"id":"b","n":1}` + "\n",
 			code:  domain.ExitRefused, created: 3, duplicates: 2, refuse: 1, refusals: []string{"6 conflict"},
 		}}},
+		{name: "many batches in flight, accounted in file order", spec: bulkSpec, steps: []step{{
+			args: []string{"--batch-size", "1"},
+			lines: `{"id":"a"}` + "\n" + `{"id":"b"}` + "\n" + `[]` + "\n" + `{"id":"c"}` + "\n" + `{"id":"a","n":1}` + "\n" +
+				`{"id":"d"}` + "\n" + `"x"` + "\n" + `{"id":"b"}` + "\n" + `{"id":"e"}` + "\n" + `{"id":"c","n":3}` + "\n",
+			code: domain.ExitRefused, created: 5, duplicates: 1, refuse: 4,
+			refusals: []string{"3 not_object", "5 conflict", "7 not_object", "10 conflict"},
+		}}},
 		{name: "rerunning the file creates nothing", spec: bulkSpec, steps: []step{
 			{lines: `{"id":"a"}` + "\n" + `{"id":"b"}` + "\n" + `{"id":"c"}` + "\n", created: 3},
 			{lines: `{"id":"a"}` + "\n" + `{"id":"b"}` + "\n" + `{"id":"c"}` + "\n", duplicates: 3, byState: map[domain.RunState]int{domain.StateQueued: 3}},
@@ -335,5 +342,56 @@ func TestSubmitInputsThenWorker(t *testing.T) {
 				t.Fatalf("events of %s: %+v", runs[0].ID, ev)
 			}
 		})
+	}
+}
+
+// TestSubmitInputsOrderUnderParallelWrites holds back the first batch on PostgreSQL (an
+// uncommitted run with one of its keys makes its insert wait) while the second batch, which
+// shares a key with it, could be written on another connection: the second must wait, so that
+// the line that conflicts is the later one, as writing in file order makes it.
+func TestSubmitInputsOrderUnderParallelWrites(t *testing.T) {
+	dsn := postgresDSN(t)
+	dir := t.TempDir()
+	spec := filepath.Join(dir, "pipeline.yaml")
+	os.WriteFile(spec, []byte(bulkSpec), 0o644)
+	in := filepath.Join(dir, "in.jsonl")
+	os.WriteFile(in, []byte(`{"id":"x"}`+"\n"+`{"id":"a"}`+"\n"+`{"id":"a","n":1}`+"\n"), 0o644)
+	// The ledger's schema exists once a command has opened it.
+	if code, out, errOut := pipectlIn(t, "", "--ledger", dsn, "runs", "list"); code != 0 {
+		t.Fatalf("runs list: %d %s%s", code, out, errOut)
+	}
+	store, err := ledger.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	tx, err := store.DB().Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`INSERT INTO runs (id, pipeline, idempotency_key, input_hash, input, spec_text, spec_hash, pipectl_version, state, created_at, updated_at)
+		VALUES ('blocker', 'tickets', 'x', 'h', '{}', '', '', 'test', 'queued', 1, 1)`); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		code     int
+		out, err string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, out, errOut := pipectlIn(t, "", "--ledger", dsn, "submit", spec, "--inputs", in, "--batch-size", "2", "--format", "json")
+		done <- result{code, out, errOut}
+	}()
+	// Long enough for the second batch to be written if nothing held it back; the outcome
+	// does not depend on it.
+	time.Sleep(500 * time.Millisecond)
+	tx.Rollback()
+	r := <-done
+	var sum bulkSummary
+	if err := json.Unmarshal([]byte(r.out), &sum); err != nil {
+		t.Fatalf("exit %d: %v\n%s%s", r.code, err, r.out, r.err)
+	}
+	if got := refusalsOf(sum.Refusals); sum.Created != 2 || !reflect.DeepEqual(got, []string{"3 conflict"}) {
+		t.Fatalf("created %d, refusals %v; want 2 created and line 3 the conflict\n%s", sum.Created, got, r.err)
 	}
 }

@@ -42,7 +42,8 @@ type Existing struct {
 
 // BatchWriter creates many queued runs of one pipeline and spec, a batch per commit. It keeps
 // the statements of the batch sizes it has seen prepared, so that a long stream of batches
-// parses its SQL once. It is not safe for concurrent use; Close releases its statements.
+// parses its SQL once. Create may be called concurrently (see Parallel); Close releases the
+// statements once no Create is running.
 type BatchWriter struct {
 	s    *Store
 	spec BatchSpec
@@ -54,6 +55,15 @@ type BatchWriter struct {
 // NewBatchWriter returns a writer of queued runs of spec.
 func (s *Store) NewBatchWriter(spec BatchSpec) *BatchWriter {
 	return &BatchWriter{s: s, spec: spec, stmts: map[string]*sqlx.Stmt{}}
+}
+
+// Parallel is how many batches are worth writing at once: PostgreSQL runs each transaction in
+// a server process of its own, so two batches use two cores; SQLite has one writer.
+func (w *BatchWriter) Parallel() int {
+	if w.s.dialect == "postgres" {
+		return 2
+	}
+	return 1
 }
 
 // Close releases the prepared statements.

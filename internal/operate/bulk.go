@@ -137,8 +137,23 @@ func (o *Ops) SubmitMany(ctx context.Context, actor string, req BulkRequest) (*B
 		defer close(batches)
 		readErr = o.readBatches(ctx, eng, req, res, batches)
 	}()
-	disabled := ""
+	// Batches are written in parallel where the ledger gains by it (PostgreSQL), and accounted
+	// for in file order. A batch that shares a key with one still in flight waits for it, so
+	// that which line is the duplicate (or the conflict) is what writing in order would make it.
+	par := w.Parallel()
+	var pending []*flight
 	var werr error
+	settle := func() {
+		f := pending[0]
+		pending = pending[1:]
+		<-f.done
+		if werr == nil {
+			if werr = res.account(f, p.Name, req.OnRefused); werr != nil {
+				cancel()
+			}
+		}
+	}
+	disabled := ""
 	for b := range batches {
 		if werr != nil {
 			continue // drain, so that the reader ends
@@ -152,9 +167,30 @@ func (o *Ops) SubmitMany(ctx context.Context, actor string, req BulkRequest) (*B
 				disabled = reason
 			}
 		}
-		if werr = res.write(ctx, w, b, p.Name, disabled, req.OnRefused); werr != nil {
-			cancel()
+		wait := len(pending) >= par
+		for _, f := range pending {
+			wait = wait || f.shares(b)
 		}
+		for wait && len(pending) > 0 {
+			settle()
+			wait = len(pending) >= par
+			for _, f := range pending {
+				wait = wait || f.shares(b)
+			}
+		}
+		f := &flight{b: b, disabled: disabled, done: make(chan struct{})}
+		if disabled == "" && len(b.runs) > 0 {
+			go func() {
+				defer close(f.done)
+				f.got, f.err = w.Create(ctx, b.runs)
+			}()
+		} else {
+			close(f.done)
+		}
+		pending = append(pending, f)
+	}
+	for len(pending) > 0 {
+		settle()
 	}
 	switch {
 	case werr != nil:
@@ -284,25 +320,49 @@ func jsonKind(v any) string {
 	return "a number"
 }
 
-// write creates a batch's runs (unless the kill switch is thrown) and accounts for its lines in
-// line order.
-func (res *BulkResult) write(ctx context.Context, w *ledger.BatchWriter, b *queuedBatch, pipeline, disabled string, onRefused func(LineRefusal)) error {
+// flight is a batch being written (or refused by the kill switch).
+type flight struct {
+	b        *queuedBatch
+	disabled string
+	done     chan struct{}
+	got      []*ledger.Existing
+	err      error
+	keys     map[string]bool
+}
+
+// shares says whether batch b has a key of this flight's batch.
+func (f *flight) shares(b *queuedBatch) bool {
+	if f.keys == nil {
+		f.keys = make(map[string]bool, len(f.b.runs))
+		for _, r := range f.b.runs {
+			f.keys[r.IdempotencyKey] = true
+		}
+	}
+	for _, r := range b.runs {
+		if f.keys[r.IdempotencyKey] {
+			return true
+		}
+	}
+	return false
+}
+
+// account sums up a written batch and reports its refused lines in line order.
+func (res *BulkResult) account(f *flight, pipeline string, onRefused func(LineRefusal)) error {
+	b := f.b
 	var decided []LineRefusal
 	switch {
 	case len(b.runs) == 0:
-	case disabled != "":
+	case f.disabled != "":
 		// Lines refused for themselves keep their own reason; the valid ones are refused as a
 		// range, since the switch refuses them all alike.
 		decided = append(decided, LineRefusal{Line: b.lines[0], Through: b.lines[len(b.lines)-1], Reason: RefusedDisabled, Kind: KindDisabled,
-			Error: fmt.Sprintf("pipeline %s was disabled while the file was read (%s); these lines were not queued", pipeline, disabled)})
+			Error: fmt.Sprintf("pipeline %s was disabled while the file was read (%s); these lines were not queued", pipeline, f.disabled)})
 		res.Refused += len(b.runs) - 1 // the range counts as one below
+	case f.err != nil:
+		return f.err
 	default:
-		got, err := w.Create(ctx, b.runs)
-		if err != nil {
-			return err
-		}
 		res.Batches++
-		for i, ex := range got {
+		for i, ex := range f.got {
 			switch {
 			case ex == nil:
 				res.Created++
