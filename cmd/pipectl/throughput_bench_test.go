@@ -167,7 +167,7 @@ func drainRate(b *testing.B, bin, base string, steps, workers, runs int) float64
 }
 
 // queue submits runs of the pipeline at specPath in-process, eight at a time.
-func queue(b *testing.B, dsn, specPath string, runs int) {
+func queue(b testing.TB, dsn, specPath string, runs int) {
 	v, err := dsl.NewValidator()
 	if err != nil {
 		b.Fatal(err)

@@ -207,6 +207,7 @@ func (e *Engine) execute(ctx context.Context, p *domain.Pipeline, runID string, 
 		redact = domain.NewRedactor(nil)
 	}
 	redact.Add(values...)
+	fresh0 := fresh
 	for {
 		run, pr := fresh, emptyProgress()
 		fresh = nil
@@ -232,6 +233,11 @@ func (e *Engine) execute(ctx context.Context, p *domain.Pipeline, runID string, 
 			logger:  slog.New(RedactingHandler(e.Log.Handler(), redact)),
 			workdir: workdirOf(p, opts), pr: pr, activated: map[string]bool{}, items: map[string]int{},
 			perStep: map[string]int{}, results: make(chan *unitResult),
+		}
+		if run == fresh0 {
+			// Whoever created or claimed this run just now asked for the kill switch (a claim
+			// skips disabled pipelines): no need to ask again before the first step.
+			s.checkedKill = time.Now()
 		}
 		if err := s.pass(ctx); err != nil {
 			final, _ := e.Store.GetRun(context.WithoutCancel(ctx), runID)

@@ -80,10 +80,25 @@ const insertOwnedAttemptSQL = `INSERT INTO step_attempts (run_id, step_id, item_
 	SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, pipeline FROM runs
 	WHERE id = ? AND state = 'processing' AND lease_owner = ?`
 
+// insertOwnedAttempt inserts an attempt provided owner holds its run, in one statement. On
+// PostgreSQL the statement also locks the run's row (FOR UPDATE), as checkOwner would, so
+// that no takeover can commit before this transaction does.
 func (s *Store) insertOwnedAttempt(ctx context.Context, tx *sqlx.Tx, owner string, a *domain.Attempt) error {
 	r := toRow(a)
-	res, err := s.txExec(ctx, tx, insertOwnedAttemptSQL, r.RunID, r.StepID, r.ItemIndex, r.Attempt, r.StepKey, r.StartedAt,
-		r.FinishedAt, r.DurationMS, r.Outcome, r.ErrorClass, r.Error, r.Request, r.Response, r.Output, r.RunID, owner)
+	args := []any{r.RunID, r.StepID, r.ItemIndex, r.Attempt, r.StepKey, r.StartedAt,
+		r.FinishedAt, r.DurationMS, r.Outcome, r.ErrorClass, r.Error, r.Request, r.Response, r.Output, r.RunID, owner}
+	if s.dialect == "postgres" {
+		var ids []int64
+		if err := tx.SelectContext(ctx, &ids, s.db.Rebind(insertOwnedAttemptSQL+` FOR UPDATE RETURNING id`), args...); err != nil {
+			return fmt.Errorf("record attempt: %w", err)
+		}
+		if len(ids) != 1 {
+			return fmt.Errorf("run %s is no longer held by %s: %w", a.RunID, owner, domain.ErrLeaseLost)
+		}
+		a.ID = ids[0]
+		return nil
+	}
+	res, err := s.txExec(ctx, tx, insertOwnedAttemptSQL, args...)
 	if err != nil {
 		return fmt.Errorf("record attempt: %w", err)
 	}
@@ -170,10 +185,14 @@ func (s *Store) CommitAttempts(ctx context.Context, owner string, done []*domain
 				return err
 			}
 		}
-		if ch != nil {
-			return s.transitionTx(ctx, tx, runID, *ch)
+		if ch == nil {
+			return nil
 		}
-		return nil
+		if checked && owner != "" {
+			// The run is in processing under owner, and stays so until this commits.
+			return s.applyTransitionTx(ctx, tx, runID, domain.StateProcessing, owner, *ch)
+		}
+		return s.transitionTx(ctx, tx, runID, *ch)
 	})
 	if err != nil {
 		restore()
@@ -186,9 +205,9 @@ func (s *Store) CommitAttempts(ctx context.Context, owner string, done []*domain
 // lock, or PostgreSQL's row lock, so that cannot have changed.
 func (s *Store) finishAttemptTx(ctx context.Context, tx *sqlx.Tx, owner string, a *domain.Attempt, ownerChecked bool) error {
 	switch {
-	case a.ID == 0 && owner != "" && s.dialect == "sqlite" && !ownerChecked:
-		// The write transaction holds SQLite's lock, so checking the owner inside the
-		// insert is as safe as a separate read, and saves a statement per step.
+	case a.ID == 0 && owner != "" && !ownerChecked:
+		// Checking the owner inside the insert is as safe as a separate read (SQLite's write
+		// lock is held; PostgreSQL's insert locks the run row), and saves a statement per step.
 		if err := s.insertOwnedAttempt(ctx, tx, owner, a); err != nil {
 			return err
 		}

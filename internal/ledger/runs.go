@@ -137,12 +137,17 @@ func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, runID string, ch 
 		}
 		return err
 	}
-	from := domain.RunState(cur.State)
+	return s.applyTransitionTx(ctx, tx, runID, domain.RunState(cur.State), cur.Owner, ch)
+}
+
+// applyTransitionTx is transitionTx once the run's state and lease owner were read (and locked)
+// in tx.
+func (s *Store) applyTransitionTx(ctx context.Context, tx *sqlx.Tx, runID string, from domain.RunState, owner string, ch domain.Change) error {
 	if !domain.CanTransition(from, ch.To) {
 		return fmt.Errorf("run %s is %s; it cannot move to %s: %w", runID, from, ch.To, domain.ErrStateConflict)
 	}
-	if from == domain.StateProcessing && ch.Owner != "" && cur.Owner != ch.Owner {
-		return fmt.Errorf("run %s is owned by %s: %w", runID, cur.Owner, domain.ErrLeaseLost)
+	if from == domain.StateProcessing && ch.Owner != "" && owner != ch.Owner {
+		return fmt.Errorf("run %s is owned by %s: %w", runID, owner, domain.ErrLeaseLost)
 	}
 	now := s.now()
 	args := []any{string(ch.To), ms(now)}
@@ -161,6 +166,19 @@ func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, runID string, ch 
 		args = append(args, string(src))
 	}
 	args = append(args, string(from))
+	if s.dialect == "postgres" && ch.To != domain.StateQueued {
+		// One round trip: the event is inserted for the row the update moved, if it moved.
+		res, err := tx.ExecContext(ctx, s.db.Rebind(`WITH moved AS (`+transitionSQL(ch.To)+` RETURNING id)
+			INSERT INTO run_events (run_id, from_state, to_state, reason, actor, at) SELECT id, ?, ?, ?, ?, ? FROM moved`),
+			append(args, string(from), string(ch.To), ch.Reason, ch.Actor, ms(now))...)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("run %s changed under us: %w", runID, domain.ErrStateConflict)
+		}
+		return nil
+	}
 	res, err := s.txExec(ctx, tx, transitionSQL(ch.To), args...)
 	if err != nil {
 		return err
