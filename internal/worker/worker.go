@@ -130,82 +130,87 @@ func (w *Worker) slot(work context.Context, runs <-chan *domain.Run, free chan<-
 }
 
 // fetch claims runs for the free slots until ctx ends. It claims for all free slots at once,
-// then again at once while a claim comes back full (more is due), else when a notification
-// arrives or the poll interval passes. Claimed runs are always handed to a slot, even when ctx
-// ends meanwhile: they are this worker's until the slot runs them (and hands them back if it
-// must stop).
+// then again while claims come back full (more is due), else when a notification arrives or
+// the poll interval passes. Up to two claims are in flight at once, each for the slots that
+// were free when it started: while one waits for the database, slots that free up meanwhile
+// are claimed for by the next. Claimed runs are always handed to a slot, even when ctx ends
+// meanwhile: they are this worker's until the slot runs them (and hands them back if it must
+// stop).
 func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan struct{}) {
-	slots, due := 0, true
+	const maxInflight = 2
+	type result struct {
+		asked int
+		runs  []*domain.Run
+		err   error
+		took  time.Duration
+	}
+	results := make(chan result, maxInflight)
+	// A claim in flight finishes even when ctx ends, so that what it claimed is not stranded.
+	claimCtx := context.WithoutCancel(ctx)
+	slots, inflight, due := 0, 0, true
 	poll := time.NewTimer(w.Poll)
 	defer poll.Stop()
-	for ctx.Err() == nil {
-		if slots == 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-free:
-				slots++
-			}
-			if due {
-				// Let more slots free up before the next claim.
-				cool := time.NewTimer(w.FetchCooldown)
-			gather:
-				for slots < w.Concurrency {
-					select {
-					case <-free:
-						slots++
-					case <-cool.C:
-						break gather
-					case <-ctx.Done():
-						cool.Stop()
-						return
-					}
-				}
-				cool.Stop()
-			}
+	// cool is armed while free slots gather before the next claim of a busy queue; the first
+	// claim waits for the slots to report too.
+	cool := time.NewTimer(w.FetchCooldown)
+	cooling := true
+	defer cool.Stop()
+	handOut := func(r result) {
+		inflight--
+		if w.Metrics != nil && r.err == nil {
+			w.Metrics.ClaimSeconds.Observe(r.took.Seconds())
 		}
-		for more := true; more; {
-			select {
-			case <-free:
-				slots++
-			default:
-				more = false
-			}
+		for _, run := range r.runs {
+			runs <- run
 		}
-		if slots == 0 {
-			continue
-		}
-		if !due {
-			select {
-			case <-ctx.Done():
-				return
-			case <-free:
-				slots++
-				continue
-			case _, ok := <-w.Wake:
-				if !ok {
-					w.Wake = nil
-				}
-			case <-poll.C:
-			}
-		}
-		poll.Reset(w.Poll)
-		start := time.Now()
-		claimed, err := w.Queue.ClaimBatch(ctx, w.Owner, time.Now().Add(w.LeaseTTL), w.Filter, slots)
-		if err != nil {
+		slots += r.asked - len(r.runs)
+		switch {
+		case r.err != nil:
 			if ctx.Err() == nil {
-				w.Log.Warn("claim failed", "error", err)
+				w.Log.Warn("claim failed", "error", r.err)
 			}
 			due = false
+		case len(r.runs) == r.asked:
+			due, cooling = true, true
+			cool.Reset(w.FetchCooldown)
+		default:
+			due = false
+		}
+	}
+	for {
+		if ctx.Err() != nil {
+			for inflight > 0 {
+				handOut(<-results)
+			}
+			return
+		}
+		if slots > 0 && due && !cooling && inflight < maxInflight {
+			n := slots
+			slots, inflight = 0, inflight+1
+			poll.Reset(w.Poll)
+			go func() {
+				start := time.Now()
+				claimed, err := w.Queue.ClaimBatch(claimCtx, w.Owner, time.Now().Add(w.LeaseTTL), w.Filter, n)
+				results <- result{asked: n, runs: claimed, err: err, took: time.Since(start)}
+			}()
 			continue
 		}
-		if w.Metrics != nil {
-			w.Metrics.ClaimSeconds.Observe(time.Since(start).Seconds())
-		}
-		due = len(claimed) == slots
-		for _, r := range claimed {
-			runs <- r
-			slots--
+		select {
+		case <-ctx.Done():
+		case <-free:
+			slots++
+		case r := <-results:
+			handOut(r)
+		case <-cool.C:
+			cooling = false
+		case _, ok := <-w.Wake:
+			if !ok {
+				w.Wake = nil
+			}
+			due = true
+		case <-poll.C:
+			due = true
+			poll.Reset(w.Poll)
 		}
 	}
 }
