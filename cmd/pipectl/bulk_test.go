@@ -285,6 +285,21 @@ func TestSubmitInputsText(t *testing.T) {
 			t.Errorf("stderr lacks %q:\n%s", w, errOut)
 		}
 	}
+	// One run in JSON: the run as runs show --format json has it, and whether it was there.
+	for _, dup := range []bool{false, true} {
+		code, out, errOut := pipectlIn(t, "", "--ledger", "sqlite:"+filepath.Join(dir, "l.db"), "submit", spec, "--input", `{"id":"single"}`, "--format", "json")
+		var doc struct {
+			Duplicate bool `json:"duplicate"`
+			Run       struct {
+				ID    string `json:"id"`
+				State string `json:"state"`
+				Key   string `json:"idempotency_key"`
+			} `json:"run"`
+		}
+		if err := json.Unmarshal([]byte(out), &doc); code != 0 || err != nil || doc.Duplicate != dup || doc.Run.ID == "" || doc.Run.State != "queued" || doc.Run.Key != "single" {
+			t.Fatalf("submit --format json: exit %d %v %+v\n%s%s", code, err, doc, out, errOut)
+		}
+	}
 	// --input and --inputs exclude each other.
 	if code, _, errOut := pipectlIn(t, "", "--ledger", "sqlite:"+filepath.Join(dir, "l.db"), "submit", spec, "--inputs", in, "--input", "{}"); code != domain.ExitUsage {
 		t.Fatalf("both flags: exit %d %s", code, errOut)
