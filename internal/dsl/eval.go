@@ -30,6 +30,24 @@ const evalCostLimit = 10_000_000
 type Evaluator struct {
 	x        *Expressions
 	programs sync.Map // string -> cel.Program
+	// templates caches ParseTemplate by text: a pipeline's templates are rendered at every
+	// run, and their text never changes.
+	templates sync.Map // string -> parsedTemplate
+}
+
+type parsedTemplate struct {
+	t   Template
+	err error
+}
+
+func (e *Evaluator) template(x string) (Template, error) {
+	if v, ok := e.templates.Load(x); ok {
+		p := v.(parsedTemplate)
+		return p.t, p.err
+	}
+	t, err := ParseTemplate(x)
+	e.templates.Store(x, parsedTemplate{t, err})
+	return t, err
 }
 
 // NewEvaluator builds an evaluator over an expression environment.
@@ -57,7 +75,7 @@ func (e *Evaluator) Eval(src string, vars map[string]any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, _, err := p.Eval(gate.Budgeted(vars))
+	out, _, err := p.Eval(gate.BudgetedActivation(vars))
 	if err != nil {
 		return nil, fmt.Errorf("evaluating %s: %w", strings.TrimSpace(src), err)
 	}
@@ -77,7 +95,7 @@ func (e *Evaluator) Render(v any, vars map[string]any) (any, error) {
 		if !strings.Contains(x, "${{") {
 			return x, nil
 		}
-		t, err := ParseTemplate(x)
+		t, err := e.template(x)
 		if err != nil {
 			return nil, err
 		}

@@ -37,6 +37,27 @@ func Budgeted(vars map[string]any) map[string]any {
 	return act
 }
 
+// BudgetedActivation is Budgeted without copying the variables: names are looked up in vars,
+// which the evaluation does not change, and the fresh budget sits beside them.
+func BudgetedActivation(vars map[string]any) interpreter.Activation {
+	return &budgeted{vars: vars, budget: sizeBudget{limit: MaxExprBytes}}
+}
+
+type budgeted struct {
+	vars   map[string]any
+	budget sizeBudget
+}
+
+func (b *budgeted) ResolveName(name string) (any, bool) {
+	if name == budgetVar {
+		return &b.budget, true
+	}
+	v, ok := b.vars[name]
+	return v, ok
+}
+
+func (b *budgeted) Parent() interpreter.Activation { return nil }
+
 // ValueSize is the size of a value as text (see sizeOf), counted no further than limit.
 func ValueSize(v ref.Val, limit int64) int64 { return sizeOf(v, limit) }
 
