@@ -134,6 +134,21 @@ type session struct {
 	inflight  int
 	perStep   map[string]int
 	results   chan *unitResult
+	// ready holds the results of units run inline by dispatch, ahead of the channel; async
+	// counts the units running on goroutines of their own.
+	ready []*unitResult
+	async int
+
+	// baseVars are the expression variables every unit shares (inputs, steps, run, secrets),
+	// and stepsVar the steps variable in it. Units read them on their own goroutines, so
+	// record adds an output to stepsVar in place only while none runs (in a pipeline of steps
+	// one after another, that is always); otherwise both are rebuilt, and the maps the
+	// running units hold are never written again. A unit reads only the steps it depends on,
+	// which were all complete when it was activated, so an entry added later changes nothing
+	// it sees. outputVars caches each step's {"output": ...} entry for the rebuilds.
+	baseVars   map[string]any
+	stepsVar   map[string]any
+	outputVars map[string]map[string]any
 
 	stopping bool
 	// retryAt is set when a transient failure asks for the run to be retried.
@@ -285,7 +300,7 @@ func (s *session) pass(parent context.Context) error {
 		if s.inflight == 0 {
 			break
 		}
-		r := <-s.results
+		r := s.next()
 		s.inflight--
 		s.perStep[r.u.step.ID]--
 		if err := s.handle(ctx, r); err != nil {
@@ -297,6 +312,18 @@ func (s *session) pass(parent context.Context) error {
 }
 
 var errRunTimeout = errors.New("run timeout exceeded")
+
+// next returns the next finished unit: one run inline first, else one from the goroutines.
+func (s *session) next() *unitResult {
+	if len(s.ready) > 0 {
+		r := s.ready[0]
+		s.ready = s.ready[1:]
+		return r
+	}
+	r := <-s.results
+	s.async--
+	return r
+}
 
 // activateReady starts every step whose dependencies are complete: it evaluates if and for_each
 // and queues the units. Skips and empty fan-outs complete at once.
@@ -368,24 +395,55 @@ func (s *session) activate(ctx context.Context, step *domain.Step) error {
 	return nil
 }
 
-// vars builds the expression variables for a unit. The map is the unit's own: workers read it
-// while the loop goes on updating outputs.
+// vars returns the expression variables for a unit: the shared ones (see baseVars), with item
+// and index in a map of the unit's own for a for_each item. Nobody writes to what it returns.
 func (s *session) vars(item any, index int, withItem bool) map[string]any {
-	steps := make(map[string]any, len(s.pr.outputs))
-	for id, out := range s.pr.outputs {
-		steps[id] = map[string]any{"output": out}
+	if s.baseVars == nil {
+		if s.stepsVar == nil {
+			if s.outputVars == nil {
+				s.outputVars = make(map[string]map[string]any, len(s.p.Steps))
+			}
+			steps := make(map[string]any, len(s.p.Steps))
+			for id, out := range s.pr.outputs {
+				o := s.outputVars[id]
+				if o == nil {
+					o = map[string]any{"output": out}
+					s.outputVars[id] = o
+				}
+				steps[id] = o
+			}
+			s.stepsVar = steps
+		}
+		s.baseVars = map[string]any{
+			"inputs":  s.input,
+			"steps":   s.stepsVar,
+			"run":     map[string]any{"id": s.run.ID, "idempotency_key": s.run.IdempotencyKey, "pipeline": s.run.Pipeline},
+			"secrets": s.secrets,
+		}
 	}
-	v := map[string]any{
-		"inputs":  s.input,
-		"steps":   steps,
-		"run":     map[string]any{"id": s.run.ID, "idempotency_key": s.run.IdempotencyKey, "pipeline": s.run.Pipeline},
-		"secrets": s.secrets,
+	if !withItem {
+		return s.baseVars
 	}
-	if withItem {
-		v["item"] = item
-		v["index"] = int64(index)
+	v := make(map[string]any, len(s.baseVars)+2)
+	for k, x := range s.baseVars {
+		v[k] = x
 	}
+	v["item"] = item
+	v["index"] = int64(index)
 	return v
+}
+
+// outputRecorded makes a step's output visible to the units activated from now on.
+func (s *session) outputRecorded(id string, out any) {
+	o := map[string]any{"output": out}
+	if s.outputVars != nil {
+		s.outputVars[id] = o
+	}
+	if s.stepsVar != nil && s.async == 0 {
+		s.stepsVar[id] = o
+		return
+	}
+	s.stepsVar, s.baseVars = nil, nil
 }
 
 func (s *session) maxParallel() int {
@@ -404,6 +462,7 @@ func (s *session) dispatch(ctx context.Context) {
 		return
 	}
 	kept := s.pending[:0]
+	var started []*unit
 	for _, u := range s.pending {
 		limit := 1
 		if u.step.ForEach != "" {
@@ -422,9 +481,19 @@ func (s *session) dispatch(ctx context.Context) {
 		}
 		s.inflight++
 		s.perStep[u.step.ID]++
-		go func(u *unit) { s.results <- s.e.runUnit(ctx, s, u) }(u)
+		started = append(started, u)
 	}
 	s.pending = kept
+	// A pure unit that would run alone runs here: it cannot block, and a goroutine of its own
+	// (with its stack grown anew for the expression evaluator) would cost more than the step.
+	if len(started) == 1 && s.inflight == 1 && pureStep(started[0].step) {
+		s.ready = append(s.ready, s.e.runUnit(ctx, s, started[0]))
+		return
+	}
+	s.async += len(started)
+	for _, u := range started {
+		go func(u *unit) { s.results <- s.e.runUnit(ctx, s, u) }(u)
+	}
 }
 
 // killSwitch reports whether the pipeline was disabled; it asks the ledger at most once a
@@ -470,12 +539,18 @@ func (e *Engine) runUnit(ctx context.Context, s *session, u *unit) (r *unitResul
 	if o, ok := e.Observer.(AttemptStarter); ok {
 		o.AttemptStarted(s.run.Pipeline, u.step, u.att)
 	}
-	timeout := u.step.Timeout
-	if timeout == 0 {
-		timeout = s.p.Defaults.Timeout
+	attemptCtx := ctx
+	if !pureStep(u.step) {
+		// A pure step's executor does not wait on anything its context could stop; an
+		// expression is bounded by its cost limit instead.
+		timeout := u.step.Timeout
+		if timeout == 0 {
+			timeout = s.p.Defaults.Timeout
+		}
+		var cancel context.CancelFunc
+		attemptCtx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
 	}
-	attemptCtx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	call := &domain.StepCall{
 		RunID: s.run.ID, Pipeline: s.run.Pipeline, IdempotencyKey: s.run.IdempotencyKey, Step: u.step,
 		ItemIndex: u.item, Attempt: u.att.Attempt, StepKey: u.att.StepKey, DryRun: s.run.DryRun, Offline: s.opts.Offline, Workdir: s.workdir,
@@ -656,6 +731,7 @@ func (s *session) record(u *unit, out any) {
 	if u.item == domain.NoItem {
 		s.pr.outputs[u.step.ID] = out
 		s.pr.done[u.step.ID] = true
+		s.outputRecorded(u.step.ID, out)
 		return
 	}
 	if s.pr.itemOutputs[u.step.ID] == nil {
@@ -870,7 +946,7 @@ func (s *session) applied(ch *domain.Change) {
 // drain waits for units still in flight after an error, discarding their results.
 func (s *session) drain() {
 	for s.inflight > 0 {
-		<-s.results
+		s.next()
 		s.inflight--
 	}
 }
