@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pipectl/pipectl/internal/domain"
@@ -104,6 +105,25 @@ type Engine struct {
 
 	rndMu sync.Mutex
 	rnd   *rand.Rand
+
+	// spec holds the text and hash of the pipeline last run, which every run records: a
+	// process runs the same parsed pipeline many times over.
+	spec atomic.Pointer[specOf]
+}
+
+type specOf struct {
+	p          *domain.Pipeline
+	text, hash string
+}
+
+// specText returns a pipeline's text and its SHA-256, computed once per parsed pipeline.
+func (e *Engine) specText(p *domain.Pipeline) (text, hash string) {
+	if c := e.spec.Load(); c != nil && c.p == p {
+		return c.text, c.hash
+	}
+	c := &specOf{p: p, text: string(p.Text), hash: Hash(p.Text)}
+	e.spec.Store(c)
+	return c.text, c.hash
 }
 
 // Errors that map to exit codes.
@@ -201,9 +221,10 @@ func (e *Engine) Run(ctx context.Context, p *domain.Pipeline, input any, opts Ru
 	} else if key, err = e.RunKey(p, input); err != nil {
 		return nil, err
 	}
+	specText, specHash := e.specText(p)
 	run := &domain.Run{
 		ID: NewRunID(now), Pipeline: p.Name, IdempotencyKey: key, InputHash: Hash(canon), Input: canon,
-		SpecText: string(p.Text), SpecHash: Hash(p.Text), SpecPath: p.Path, Version: e.Version, DryRun: opts.DryRun,
+		SpecText: specText, SpecHash: specHash, SpecPath: p.Path, Version: e.Version, DryRun: opts.DryRun,
 	}
 	got, created, err := e.Store.CreateRun(ctx, run, e.Actor, &domain.Claim{Owner: e.Owner.String(), LeaseUntil: now.Add(e.leaseTTL())})
 	if err != nil {
@@ -350,9 +371,10 @@ func (e *Engine) SubmitKeyed(ctx context.Context, p *domain.Pipeline, input any,
 		}
 	}
 	now := time.Now()
+	specText, specHash := e.specText(p)
 	run := &domain.Run{
 		ID: NewRunID(now), Pipeline: p.Name, IdempotencyKey: key, InputHash: Hash(canon), Input: canon,
-		SpecText: string(p.Text), SpecHash: Hash(p.Text), SpecPath: p.Path, Version: e.Version,
+		SpecText: specText, SpecHash: specHash, SpecPath: p.Path, Version: e.Version,
 	}
 	got, created, err := e.Store.CreateRun(ctx, run, e.Actor, nil)
 	if err != nil {

@@ -31,14 +31,20 @@ func NewRunID(now time.Time) string {
 }
 
 // StepKey derives the idempotency key of one step (and for_each item) of a run. It depends only
-// on the run key, so retries, resumes and replays send the same key.
+// on the run key, so retries, resumes and replays send the same key: the first 32 hex digits of
+// the SHA-256 of "pipectl/step/v1", the pipeline, the run key, the step id and the item index,
+// each followed by a NUL byte. It is built in one buffer, as it is computed for every attempt.
 func StepKey(pipeline, idempotencyKey, stepID string, item int) string {
-	h := sha256.New()
-	for _, part := range []string{"pipectl/step/v1", pipeline, idempotencyKey, stepID, strconv.Itoa(item)} {
-		h.Write([]byte(part))
-		h.Write([]byte{0})
-	}
-	return hex.EncodeToString(h.Sum(nil))[:32]
+	var stack [256]byte
+	b := append(stack[:0], "pipectl/step/v1\x00"...)
+	b = append(append(b, pipeline...), 0)
+	b = append(append(b, idempotencyKey...), 0)
+	b = append(append(b, stepID...), 0)
+	b = append(strconv.AppendInt(b, int64(item), 10), 0)
+	sum := sha256.Sum256(b)
+	var out [32]byte
+	hex.Encode(out[:], sum[:16])
+	return string(out[:])
 }
 
 // Hash is the hex SHA-256 of data.

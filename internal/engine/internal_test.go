@@ -1,9 +1,12 @@
 package engine
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"math/rand/v2"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +51,35 @@ func TestRunIDsSortByTime(t *testing.T) {
 	}
 	if NewRunID(base) == NewRunID(base) {
 		t.Fatal("two ids in the same millisecond are equal")
+	}
+}
+
+// stepKeyV1 is StepKey as first written: the keys already sent to targets must never change.
+func stepKeyV1(pipeline, idempotencyKey, stepID string, item int) string {
+	h := sha256.New()
+	for _, part := range []string{"pipectl/step/v1", pipeline, idempotencyKey, stepID, strconv.Itoa(item)} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+func TestStepKeyKeepsItsDefinition(t *testing.T) {
+	cases := []struct {
+		pipeline, key, step string
+		item                int
+	}{
+		{"p", "k", "s", -1},
+		{"ticket-triage", "sha256:" + strings.Repeat("ab", 32), "label", 0},
+		{"ticket-triage", "T-1#replay-01hx", "notify_each", 12345},
+		{"p", strings.Repeat("long key ", 40), "s", 7}, // longer than the stack buffer
+		{"", "", "", 0},
+		{"p", "ключ", "s", -1},
+	}
+	for _, c := range cases {
+		if got, want := StepKey(c.pipeline, c.key, c.step, c.item), stepKeyV1(c.pipeline, c.key, c.step, c.item); got != want {
+			t.Errorf("StepKey(%q, %q, %q, %d) = %s, want %s", c.pipeline, c.key, c.step, c.item, got, want)
+		}
 	}
 }
 

@@ -9,19 +9,21 @@ import (
 
 // logAttempt writes the structured line every attempt gets.
 func (s *session) logAttempt(u *unit, att *domain.Attempt) {
-	attrs := []any{
-		"run_id", s.run.ID, "pipeline", s.run.Pipeline, "idempotency_key", s.run.IdempotencyKey,
-		"step", u.step.ID, "attempt", att.Attempt, "duration_ms", att.DurationMS, "outcome", att.Outcome,
-	}
+	// Typed attributes, not key-value pairs: nothing is boxed for a line per step.
+	attrs := make([]slog.Attr, 0, 11)
+	attrs = append(attrs,
+		slog.String("run_id", s.run.ID), slog.String("pipeline", s.run.Pipeline), slog.String("idempotency_key", s.run.IdempotencyKey),
+		slog.String("step", u.step.ID), slog.Int("attempt", att.Attempt), slog.Int64("duration_ms", att.DurationMS), slog.String("outcome", att.Outcome),
+	)
 	if att.ItemIndex != domain.NoItem {
-		attrs = append(attrs, "item", att.ItemIndex)
+		attrs = append(attrs, slog.Int("item", att.ItemIndex))
 	}
 	level := slog.LevelInfo
 	if att.Outcome == domain.OutcomeFailed {
 		level = slog.LevelWarn
-		attrs = append(attrs, "error_class", string(att.ErrorClass), "error", att.Error)
+		attrs = append(attrs, slog.String("error_class", string(att.ErrorClass)), slog.String("error", att.Error))
 	}
-	s.logger.Log(context.Background(), level, "step attempt", attrs...)
+	s.logger.LogAttrs(context.Background(), level, "step attempt", attrs...)
 	if o := s.e.Observer; o != nil {
 		o.AttemptFinished(s.run.Pipeline, u.step, att)
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/pipectl/pipectl/internal/domain"
 )
 
+const pipelineSwitchSQL = `SELECT disabled, reason, actor FROM pipeline_switches WHERE pipeline = ?`
+
 // PipelineDisabled reports whether a pipeline's kill switch is thrown, and why.
 func (s *Store) PipelineDisabled(ctx context.Context, pipeline string) (bool, string, error) {
 	var row struct {
@@ -19,7 +21,13 @@ func (s *Store) PipelineDisabled(ctx context.Context, pipeline string) (bool, st
 		Reason   string `db:"reason"`
 		Actor    string `db:"actor"`
 	}
-	err := s.db.GetContext(ctx, &row, s.db.Rebind(`SELECT disabled, reason, actor FROM pipeline_switches WHERE pipeline = ?`), pipeline)
+	var err error
+	if st := s.stmts[pipelineSwitchSQL]; st != nil {
+		// Every run asks before it starts.
+		err = st.GetContext(ctx, &row, pipeline)
+	} else {
+		err = s.db.GetContext(ctx, &row, s.db.Rebind(pipelineSwitchSQL), pipeline)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, "", nil
 	}
