@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jmoiron/sqlx"
 
@@ -164,12 +165,34 @@ func (s *Store) CommitAttempts(ctx context.Context, owner string, done []*domain
 			start.ID = 0
 		}
 	}
+	batch := s.batchable(done, owner)
+	var batchStmts []*sqlx.Stmt
+	if len(batch) > 0 {
+		st, err := s.batchStmt(ctx, 0)
+		if err != nil {
+			return err
+		}
+		batchStmts = append(batchStmts, st)
+	}
+	for n := len(batch); n > 1; n -= maxBatchRows {
+		st, err := s.batchStmt(ctx, min(n, maxBatchRows))
+		if err != nil {
+			return err
+		}
+		batchStmts = append(batchStmts, st)
+	}
 	err := s.runTx(ctx, runID, func(tx *sqlx.Tx) error {
 		// A group commit may run this again after a rollback: start from the IDs the attempts
 		// came with.
 		restore()
 		checked := false
-		for _, a := range done {
+		if len(batchStmts) > 0 {
+			if err := s.insertBatch(ctx, tx, owner, batch, batchStmts); err != nil {
+				return err
+			}
+			checked = true
+		}
+		for _, a := range done[len(batch):] {
 			if err := s.finishAttemptTx(ctx, tx, owner, a, checked); err != nil {
 				return err
 			}
@@ -198,6 +221,113 @@ func (s *Store) CommitAttempts(ctx context.Context, owner string, done []*domain
 		restore()
 	}
 	return err
+}
+
+// maxBatchRows is the most attempts one insert statement carries on SQLite.
+const maxBatchRows = 16
+
+// batchable returns the leading attempts of done that SQLite can insert with multi-row
+// statements: new rows (no intent row to close) without model calls, written by an owner.
+func (s *Store) batchable(done []*domain.Attempt, owner string) []*domain.Attempt {
+	if s.dialect != "sqlite" || owner == "" {
+		return nil
+	}
+	n := 0
+	for n < len(done) && done[n].ID == 0 && len(done[n].Calls) == 0 {
+		n++
+	}
+	if n < 2 {
+		return nil
+	}
+	return done[:n]
+}
+
+// insertBatchSQL inserts n attempts in the order given, all of one run whose pipeline is the
+// last argument: with one statement for the deferred attempts of pure steps instead of one per
+// attempt, a step costs SQLite little more than its rows.
+func insertBatchSQL(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO step_attempts (run_id, step_id, item_index, attempt, step_key, started_at, finished_at,
+	duration_ms, outcome, error_class, error, request, response, output, pipeline) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+	}
+	return b.String()
+}
+
+// ownerPipelineSQL reads what a batch needs to know of its run.
+const ownerPipelineSQL = `SELECT state, lease_owner, pipeline FROM runs WHERE id = ?`
+
+// batchStmt returns the prepared insert of n attempts (n = 0: ownerPipelineSQL), preparing it
+// on first use. It is called before the transaction: with one connection, preparing inside
+// it would wait for itself.
+func (s *Store) batchStmt(ctx context.Context, n int) (*sqlx.Stmt, error) {
+	if st, ok := s.batches.Load(n); ok {
+		return st.(*sqlx.Stmt), nil
+	}
+	q := ownerPipelineSQL
+	if n > 0 {
+		q = insertBatchSQL(n)
+	}
+	st, err := s.db.PreparexContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("preparing the insert of %d attempts: %w", n, err)
+	}
+	if prev, loaded := s.batches.LoadOrStore(n, st); loaded {
+		st.Close()
+		return prev.(*sqlx.Stmt), nil
+	}
+	return st, nil
+}
+
+// insertBatch checks that owner holds the run, then inserts attempts with the prepared
+// multi-row statements (one per maxBatchRows) and sets their IDs: AUTOINCREMENT gives the rows
+// of one statement consecutive ids, in the order of its VALUES.
+func (s *Store) insertBatch(ctx context.Context, tx *sqlx.Tx, owner string, batch []*domain.Attempt, stmts []*sqlx.Stmt) error {
+	runID := batch[0].RunID
+	var cur struct {
+		State    string `db:"state"`
+		Owner    string `db:"lease_owner"`
+		Pipeline string `db:"pipeline"`
+	}
+	if err := tx.StmtxContext(ctx, stmts[0]).GetContext(ctx, &cur, runID); err != nil {
+		return fmt.Errorf("run %s: %w", runID, err)
+	}
+	if cur.State != string(domain.StateProcessing) || cur.Owner != owner {
+		return fmt.Errorf("run %s is %s under %q: %w", runID, cur.State, cur.Owner, domain.ErrLeaseLost)
+	}
+	for _, st := range stmts[1:] {
+		n := min(len(batch), maxBatchRows)
+		chunk := batch[:n]
+		batch = batch[n:]
+		args := make([]any, 0, n*15)
+		for _, a := range chunk {
+			r := toRow(a)
+			args = append(args, r.RunID, r.StepID, r.ItemIndex, r.Attempt, r.StepKey, r.StartedAt, r.FinishedAt,
+				r.DurationMS, r.Outcome, r.ErrorClass, r.Error, r.Request, r.Response, r.Output, cur.Pipeline)
+		}
+		res, err := tx.StmtxContext(ctx, st).ExecContext(ctx, args...)
+		if err != nil {
+			return fmt.Errorf("record attempts: %w", err)
+		}
+		last, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		for i, a := range chunk {
+			a.ID = last - int64(n-1-i)
+		}
+	}
+	// The last chunk may be a single attempt, which has no statement of its own here.
+	for _, a := range batch {
+		if err := s.finishAttemptTx(ctx, tx, owner, a, true); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // finishAttemptTx writes one finished attempt inside tx. ownerChecked says an earlier

@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -12,9 +13,19 @@ import (
 // TestCommitAttempts writes deferred attempts with an intent or a transition in one commit,
 // on both ledgers, and checks that a writer without the lease writes nothing and gets its
 // attempts back unchanged, so that the same attempts can be committed again.
+// rows names the rows of n committed attempts x0, x1, ..., then more.
+func rows(n int, more ...string) []string {
+	var out []string
+	for i := range n {
+		out = append(out, fmt.Sprintf("x%d:succeeded", i))
+	}
+	return append(out, more...)
+}
+
 func TestCommitAttempts(t *testing.T) {
 	cases := []struct {
 		name     string
+		done     int    // finished attempts to commit, x0, x1, ...
 		owner    string // who commits; the run is held by "a"
 		start    bool
 		change   bool
@@ -22,11 +33,14 @@ func TestCommitAttempts(t *testing.T) {
 		wantRows []string
 		state    domain.RunState
 	}{
-		{name: "with a side effect's intent", owner: "a", start: true, wantRows: []string{"x:succeeded", "y:succeeded", "z:running"}, state: domain.StateProcessing},
-		{name: "with the run's end", owner: "a", change: true, wantRows: []string{"x:succeeded", "y:succeeded"}, state: domain.StateSucceeded},
-		{name: "alone", owner: "a", wantRows: []string{"x:succeeded", "y:succeeded"}, state: domain.StateProcessing},
-		{name: "lease lost, with an intent", owner: "gone", start: true, wantErr: domain.ErrLeaseLost, state: domain.StateProcessing},
-		{name: "lease lost, with the run's end", owner: "gone", change: true, wantErr: domain.ErrLeaseLost, state: domain.StateProcessing},
+		{name: "with a side effect's intent", done: 2, owner: "a", start: true, wantRows: rows(2, "z:running"), state: domain.StateProcessing},
+		{name: "with the run's end", done: 2, owner: "a", change: true, wantRows: rows(2), state: domain.StateSucceeded},
+		{name: "alone", done: 2, owner: "a", wantRows: rows(2), state: domain.StateProcessing},
+		{name: "one", done: 1, owner: "a", change: true, wantRows: rows(1), state: domain.StateSucceeded},
+		{name: "more than one statement holds", done: 33, owner: "a", start: true, wantRows: rows(33, "z:running"), state: domain.StateProcessing},
+		{name: "lease lost, with an intent", done: 2, owner: "gone", start: true, wantErr: domain.ErrLeaseLost, state: domain.StateProcessing},
+		{name: "lease lost, with the run's end", done: 2, owner: "gone", change: true, wantErr: domain.ErrLeaseLost, state: domain.StateProcessing},
+		{name: "lease lost, many", done: 20, owner: "gone", change: true, wantErr: domain.ErrLeaseLost, state: domain.StateProcessing},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -40,7 +54,10 @@ func TestCommitAttempts(t *testing.T) {
 					return &domain.Attempt{RunID: r.ID, StepID: step, ItemIndex: domain.NoItem, Attempt: 1, StepKey: "k-" + step,
 						StartedAt: time.Now(), FinishedAt: time.Now(), Outcome: outcome, Output: []byte(`"` + step + `"`)}
 				}
-				done := []*domain.Attempt{att("x", domain.OutcomeSucceeded), att("y", domain.OutcomeSucceeded)}
+				var done []*domain.Attempt
+				for i := range tc.done {
+					done = append(done, att(fmt.Sprintf("x%d", i), domain.OutcomeSucceeded))
+				}
 				var start *domain.Attempt
 				if tc.start {
 					start = att("z", domain.OutcomeRunning)
@@ -72,8 +89,13 @@ func TestCommitAttempts(t *testing.T) {
 							t.Fatalf("attempt %s kept the ID %d of a write that did not happen", a.StepID, a.ID)
 						}
 					}
-				} else if start != nil && start.ID != rows[2].ID {
-					t.Fatalf("intent ID %d, row %d", start.ID, rows[2].ID)
+				} else {
+					// Every attempt knows the ID of its row, and each row holds its own output.
+					for i, a := range append(done, start) {
+						if a != nil && (a.ID != rows[i].ID || string(rows[i].Output) != `"`+a.StepID+`"`) {
+							t.Fatalf("attempt %s has ID %d; row %d is %s with %s", a.StepID, a.ID, rows[i].ID, rows[i].StepID, rows[i].Output)
+						}
+					}
 				}
 				if run, _ := s.GetRun(ctx, r.ID); run.State != tc.state {
 					t.Fatalf("state %s, want %s", run.State, tc.state)

@@ -43,6 +43,9 @@ type Store struct {
 
 	// group commits the writes of concurrent callers together; nil: each alone.
 	group *committer
+
+	// batches holds the multi-row attempt inserts by row count, prepared on first use.
+	batches sync.Map // int -> *sqlx.Stmt
 }
 
 // txExec runs a statement inside tx, through its prepared form when the store has one.
@@ -258,6 +261,10 @@ func (s *Store) Close() error {
 	for _, st := range s.stmts {
 		st.Close()
 	}
+	s.batches.Range(func(_, st any) bool {
+		st.(*sqlx.Stmt).Close()
+		return true
+	})
 	if s.reads != nil {
 		s.reads.Close()
 	}
