@@ -137,6 +137,8 @@ type countTarget struct {
 	deliveries map[string]int
 	log        []delivery
 	delay      time.Duration
+	// pad makes every answer this many bytes longer (outputs that fill a disk).
+	pad int
 	// hook, when set, sees each request first; it may hold it (the test pauses the sender
 	// meanwhile) and may answer it itself (handled).
 	hook func(r *http.Request, key string) (status int, body string, handled bool)
@@ -153,7 +155,7 @@ func newCountTarget(t *testing.T) *countTarget {
 		key := r.Header.Get("Idempotency-Key")
 		io.Copy(io.Discard, r.Body)
 		ct.mu.Lock()
-		hook, delay := ct.hook, ct.delay
+		hook, delay, pad := ct.hook, ct.delay, ct.pad
 		ct.log = append(ct.log, delivery{r.Method, r.URL.Path, key, time.Now()})
 		ct.mu.Unlock()
 		if hook != nil {
@@ -179,7 +181,7 @@ func newCountTarget(t *testing.T) *countTarget {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusCreated)
-		io.WriteString(w, `{"ok": true}`)
+		fmt.Fprintf(w, `{"ok": true, "pad": %q}`, strings.Repeat("x", pad))
 	}))
 	t.Cleanup(ct.Close)
 	return ct

@@ -114,6 +114,12 @@ func (a *app) reportRun(res *engine.Result, err error, took time.Duration) error
 		return &exitError{code: domain.ExitPaused, err: err}
 	case err != nil && res == nil:
 		return &exitError{code: domain.ExitFailed, err: err}
+	case err != nil && res.Run != nil && res.Run.State == domain.StateProcessing &&
+		!errors.Is(err, engine.ErrInterrupted) && !errors.Is(err, domain.ErrLeaseLost):
+		// The ledger could not record the run's progress (a full disk, an unreachable
+		// database): the run was not dead-lettered, and it waits to be resumed. Like a ledger
+		// that cannot be opened, that is exit 2, not 1.
+		return &exitError{code: domain.ExitUsage, err: fmt.Errorf("%w\nrun %s did not finish; once the ledger can be written again, the same command resumes it", err, res.Run.ID)}
 	}
 	r := res.Run
 	switch {
