@@ -142,6 +142,9 @@ type countTarget struct {
 	// hook, when set, sees each request first; it may hold it (the test pauses the sender
 	// meanwhile) and may answer it itself (handled).
 	hook func(r *http.Request, key string) (status int, body string, handled bool)
+	// answered, when set, hears of each POST once its answer was sent: the sender is then
+	// about to commit the result.
+	answered func(key string)
 }
 
 type delivery struct {
@@ -155,7 +158,7 @@ func newCountTarget(t *testing.T) *countTarget {
 		key := r.Header.Get("Idempotency-Key")
 		io.Copy(io.Discard, r.Body)
 		ct.mu.Lock()
-		hook, delay, pad := ct.hook, ct.delay, ct.pad
+		hook, delay, pad, answered := ct.hook, ct.delay, ct.pad, ct.answered
 		ct.log = append(ct.log, delivery{r.Method, r.URL.Path, key, time.Now()})
 		ct.mu.Unlock()
 		if hook != nil {
@@ -182,6 +185,10 @@ func newCountTarget(t *testing.T) *countTarget {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusCreated)
 		fmt.Fprintf(w, `{"ok": true, "pad": %q}`, strings.Repeat("x", pad))
+		if answered != nil && r.Method == http.MethodPost {
+			w.(http.Flusher).Flush()
+			answered(key)
+		}
 	}))
 	t.Cleanup(ct.Close)
 	return ct
