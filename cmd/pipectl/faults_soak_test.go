@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"os/exec"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -116,33 +119,57 @@ func soakRuns(t *testing.T, kills int, ledgerOf func(*testing.T, *cli) string) {
 		}
 	}
 	dlv := target.check(t, 2*runs)
-	t.Logf("pipectl run: %d runs, %d SIGKILLs (%v) in %s: 0 lost; %s", runs, total, killed, time.Since(started).Round(100*time.Millisecond), dlv)
+	t.Logf("pipectl run: %d runs, %d SIGKILLs (signalled: %v) in %s: 0 lost; %s", runs, total, killed, time.Since(started).Round(100*time.Millisecond), dlv)
 }
 
 // soakWorkers drains queued runs with three workers, killing one at random and starting a new
 // one in its place until kills SIGKILLs happened.
 func soakWorkers(t *testing.T, kills int, ledgerOf func(*testing.T, *cli) string) {
 	target := newCountTarget(t)
-	target.delay = 20 * time.Millisecond
+	// Each request takes a while, so that a killed worker always has runs in flight.
+	target.delay = 60 * time.Millisecond
 	c := newCLI(t, workerSpec)
 	c.useTarget(target.URL)
 	dsn := ledgerOf(t, c)
-	runs := 0
-	// more queues another batch of runs: the workers must be busy whenever one is killed.
-	more := func(n int) {
-		inputs := make([]string, n)
-		for i := range inputs {
-			inputs[i] = fmt.Sprintf(`{"id": "order-%05d", "url": %q}`, runs+i, target.URL)
-		}
-		submitAll(t, dsn, c.spec, inputs)
-		runs += n
-	}
-	more(100)
 	store, err := ledger.Open(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
+	// A feeder keeps runs queued, so that the workers are busy whenever one is killed.
+	var fed atomic.Int64
+	feed := func(n int) error {
+		for range n {
+			id := fed.Load()
+			input := fmt.Sprintf(`{"id": "order-%05d", "url": %q}`, id, target.URL)
+			var out bytes.Buffer
+			if code := run(context.Background(), []string{"--ledger", dsn, "submit", c.spec, "--input", input, "--no-preflight"}, strings.NewReader(""), &out, &out); code != 0 {
+				return fmt.Errorf("submit exit %d: %s", code, out.String())
+			}
+			fed.Add(1)
+		}
+		return nil
+	}
+	if err := feed(100); err != nil {
+		t.Fatal(err)
+	}
+	stopFeeding, fedAll := make(chan struct{}), make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stopFeeding:
+				fedAll <- nil
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if c := ledgerCounts(store); c != nil && int64(c["succeeded"]+c["failed_permanent"]) >= fed.Load()-40 {
+				if err := feed(20); err != nil {
+					fedAll <- err
+					return
+				}
+			}
+		}
+	}()
 	rnd := rand.New(rand.NewPCG(201, uint64(time.Now().UnixNano())))
 	args := []string{"--lease-ttl", "1s", "--poll", "100ms"}
 	workers := []*faultWorker{startFaultWorker(t, c.dir, dsn, args...), startFaultWorker(t, c.dir, dsn, args...), startFaultWorker(t, c.dir, dsn, args...)}
@@ -150,14 +177,16 @@ func soakWorkers(t *testing.T, kills int, ledgerOf func(*testing.T, *cli) string
 	total := 0
 	for total < kills {
 		time.Sleep(time.Duration(30+rnd.IntN(250)) * time.Millisecond)
-		if c := ledgerCounts(store); c["succeeded"]+c["failed_permanent"] >= runs-30 {
-			more(60)
-		}
 		i := rnd.IntN(len(workers))
 		workers[i].kill()
 		total++
 		workers[i] = startFaultWorker(t, c.dir, dsn, args...)
 	}
+	close(stopFeeding)
+	if err := <-fedAll; err != nil {
+		t.Fatal(err)
+	}
+	runs := int(fed.Load())
 	counts := waitDone(t, store, runs, 3*time.Minute, nil)
 	for _, w := range workers {
 		w.stop()
