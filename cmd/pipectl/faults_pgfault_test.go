@@ -36,7 +36,9 @@ func startPGDrain(t *testing.T, observeDSN, workerDSN string, runs int) *pgDrain
 	for i := range inputs {
 		inputs[i] = fmt.Sprintf(`{"id": "order-%04d", "url": %q}`, i, d.target.URL)
 	}
-	submitAll(t, observeDSN, c.spec, inputs)
+	if err := submitMany(observeDSN, c.spec, inputs); err != nil {
+		t.Fatal(err)
+	}
 	store, err := ledger.Open(context.Background(), observeDSN)
 	if err != nil {
 		t.Fatal(err)

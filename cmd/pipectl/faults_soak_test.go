@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"os/exec"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -139,15 +137,14 @@ func soakWorkers(t *testing.T, kills int, ledgerOf func(*testing.T, *cli) string
 	// A feeder keeps runs queued, so that the workers are busy whenever one is killed.
 	var fed atomic.Int64
 	feed := func(n int) error {
-		for range n {
-			id := fed.Load()
-			input := fmt.Sprintf(`{"id": "order-%05d", "url": %q}`, id, target.URL)
-			var out bytes.Buffer
-			if code := run(context.Background(), []string{"--ledger", dsn, "submit", c.spec, "--input", input, "--no-preflight"}, strings.NewReader(""), &out, &out); code != 0 {
-				return fmt.Errorf("submit exit %d: %s", code, out.String())
-			}
-			fed.Add(1)
+		inputs := make([]string, n)
+		for i := range inputs {
+			inputs[i] = fmt.Sprintf(`{"id": "order-%05d", "url": %q}`, int(fed.Load())+i, target.URL)
 		}
+		if err := submitMany(dsn, c.spec, inputs); err != nil {
+			return err
+		}
+		fed.Add(int64(n))
 		return nil
 	}
 	if err := feed(100); err != nil {
@@ -163,7 +160,7 @@ func soakWorkers(t *testing.T, kills int, ledgerOf func(*testing.T, *cli) string
 			case <-time.After(20 * time.Millisecond):
 			}
 			if c := ledgerCounts(store); c != nil && int64(c["succeeded"]+c["failed_permanent"]) >= fed.Load()-40 {
-				if err := feed(20); err != nil {
+				if err := feed(60); err != nil {
 					fedAll <- err
 					return
 				}

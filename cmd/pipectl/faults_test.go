@@ -48,7 +48,7 @@ func faultForm(t *testing.T) faultSizes {
 	case "":
 		t.Skip("fault-injection suite: set PIPECTL_FAULTS=short (CI) or PIPECTL_FAULTS=long to run it")
 	case "long":
-		return faultSizes{form: "long", restartRuns: 500, restarts: 8, proxyRuns: 500, proxyCuts: 60, soakKills: 120}
+		return faultSizes{form: "long", restartRuns: 1000, restarts: 10, proxyRuns: 1000, proxyCuts: 100, soakKills: 120}
 	case "short", "1":
 		return faultSizes{form: "short", restartRuns: 500, restarts: 3, proxyRuns: 200, proxyCuts: 20, soakKills: 20}
 	}
@@ -222,6 +222,16 @@ func (ct *countTarget) check(t *testing.T, want int) string {
 		parts = append(parts, fmt.Sprintf("%d keys x%d", perKey[n], n))
 	}
 	return fmt.Sprintf("%d deliveries for %d applied keys (%s)", total, len(ct.applied), strings.Join(parts, ", "))
+}
+
+// submitMany queues one run per input with one `pipectl submit --inputs -`, in-process.
+func submitMany(dsn, spec string, inputs []string) error {
+	var out bytes.Buffer
+	stdin := strings.NewReader(strings.Join(inputs, "\n") + "\n")
+	if code := run(context.Background(), []string{"--ledger", dsn, "submit", spec, "--inputs", "-", "--no-preflight"}, stdin, &out, &out); code != 0 {
+		return fmt.Errorf("submit --inputs: exit %d: %s", code, out.String())
+	}
+	return nil
 }
 
 // ledgerCounts reads the runs per state straight from the ledger; errors (the database is
