@@ -57,9 +57,9 @@ func BenchmarkWorkerThroughput(b *testing.B) {
 	for b.Loop() {
 		floor1 := commitFloor(b, ledger.PostgresTestSchema(b, base), 1)
 		floorN := commitFloor(b, ledger.PostgresTestSchema(b, base), 32)
-		one := drainRate(b, bin, base, 1, 1, runs)
-		three := drainRate(b, bin, base, 3, 1, runs)
-		two := drainRate(b, bin, base, 1, 2, runs)
+		one := drainRate(b, bin, ledger.PostgresTestSchema(b, base), 1, 1, runs)
+		three := drainRate(b, bin, ledger.PostgresTestSchema(b, base), 3, 1, runs)
+		two := drainRate(b, bin, ledger.PostgresTestSchema(b, base), 1, 2, runs)
 		b.ReportMetric(floor1, "floor-commits/s-1conn")
 		b.ReportMetric(floorN, "floor-commits/s-32conn")
 		b.ReportMetric(one, "runs/s-1step-1worker")
@@ -104,10 +104,10 @@ func commitFloor(b *testing.B, dsn string, conns int) float64 {
 	return float64(n.Load()) / time.Since(start).Seconds()
 }
 
-// drainRate queues runs of a steps-step transform pipeline, starts workers `pipectl worker`
-// processes and returns the runs per second from the first claim to the last finish.
-func drainRate(b *testing.B, bin, base string, steps, workers, runs int) float64 {
-	dsn := ledger.PostgresTestSchema(b, base)
+// drainRate queues runs of a steps-step transform pipeline on the ledger at dsn, starts workers
+// `pipectl worker` processes and returns the runs per second from the first claim to the last
+// finish.
+func drainRate(b *testing.B, bin, dsn string, steps, workers, runs int) float64 {
 	dir := b.TempDir()
 	name := fmt.Sprintf("tp%d", steps)
 	specPath := filepath.Join(dir, name+".yaml")
@@ -200,4 +200,57 @@ func queue(b testing.TB, dsn, specPath string, runs int) {
 		})
 	}
 	wg.Wait()
+}
+
+// BenchmarkWorkerThroughputSQLite is BenchmarkWorkerThroughput on a SQLite file at its default
+// synchronous=FULL: one `pipectl worker --concurrency 32` drains one-step and three-step runs,
+// beside the floor of the same file system: single-row commits per second on a SQLite ledger
+// of its own (one connection, WAL, FULL).
+func BenchmarkWorkerThroughputSQLite(b *testing.B) {
+	runs := 2000
+	if v := os.Getenv("PIPECTL_BENCH_RUNS"); v != "" {
+		fmt.Sscan(v, &runs)
+	}
+	bin := buildBinary(b)
+	for b.Loop() {
+		floor := sqliteFloor(b, "sqlite:"+filepath.Join(b.TempDir(), "floor.db"))
+		one := drainRate(b, bin, "sqlite:"+filepath.Join(b.TempDir(), "one.db"), 1, 1, runs)
+		three := drainRate(b, bin, "sqlite:"+filepath.Join(b.TempDir(), "three.db"), 3, 1, runs)
+		b.ReportMetric(floor, "floor-commits/s")
+		b.ReportMetric(one, "runs/s-1step")
+		b.ReportMetric(three, "runs/s-3step")
+		load, _ := os.ReadFile("/proc/loadavg")
+		b.Logf("%d runs per scenario; floor %.0f commits/s; 1-step %.0f runs/s (%.2fx the floor), 3-step %.0f runs/s (%.0f steps/s); load average %s",
+			runs, floor, one, one/floor, three, 3*three, strings.TrimSpace(string(load)))
+	}
+}
+
+// sqliteFloor measures single-row INSERT commits per second for a second on a SQLite ledger
+// opened as pipectl opens it.
+func sqliteFloor(b *testing.B, dsn string) float64 {
+	store, err := ledger.Open(context.Background(), dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	db := store.DB()
+	if _, err := db.Exec(`CREATE TABLE floor (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)`); err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	start := time.Now()
+	for time.Since(start) < time.Second {
+		tx, err := db.Begin()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := tx.Exec(`INSERT INTO floor (v) VALUES (?)`, 1); err != nil {
+			b.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	return float64(n) / time.Since(start).Seconds()
 }
