@@ -178,7 +178,7 @@ func pausedWorker(t *testing.T, pauseAt string) {
 		}
 	}
 	dlv := target.check(t, 2)
-	t.Logf("%s ledger, A paused at %s past its 1s lease: B took over and finished (%s); A woke, sent nothing and left the run: %q; %s",
+	t.Logf("%s ledger, A paused at %s past its 1s lease: B took over and finished (%s); A woke and let the run go: %q; %s",
 		which, pauseAt, strings.Join(outcomes, ", "), why, dlv)
 }
 

@@ -70,7 +70,8 @@ func newFaultPG(t *testing.T) *faultPG {
 	t.Helper()
 	bin := postgresBin()
 	pgUser, uerr := user.Lookup("postgres")
-	if os.Geteuid() == 0 && bin != "" && uerr == nil {
+	forced := os.Getenv("PIPECTL_FAULTS_PG") == "terminate"
+	if os.Geteuid() == 0 && bin != "" && uerr == nil && !forced {
 		return startPrivatePG(t, bin, pgUser)
 	}
 	shared := os.Getenv("PIPECTL_TEST_POSTGRES")
@@ -78,8 +79,13 @@ func newFaultPG(t *testing.T) *faultPG {
 		t.Skip("no private PostgreSQL cluster (needs root and the server binaries) and PIPECTL_TEST_POSTGRES is not set")
 	}
 	why := "not root"
-	if bin == "" {
+	switch {
+	case forced:
+		why = "PIPECTL_FAULTS_PG=terminate"
+	case bin == "":
 		why = "no PostgreSQL server binaries"
+	case uerr != nil:
+		why = "no postgres user"
 	}
 	t.Logf("fault mode: pg_terminate_backend of the pipectl connections on PIPECTL_TEST_POSTGRES (%s, so no private cluster to restart)", why)
 	dsn := ledger.PostgresTestSchema(t, shared)
