@@ -21,8 +21,12 @@ type cutProxy struct {
 }
 
 func newCutProxy(t *testing.T, backend string) *cutProxy {
+	return newCutProxyAt(t, "127.0.0.1:0", backend)
+}
+
+func newCutProxyAt(t *testing.T, addr, backend string) *cutProxy {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

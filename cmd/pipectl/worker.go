@@ -128,6 +128,17 @@ func (a *app) workerCommand() *cobra.Command {
 				return err
 			}
 			store, err := a.openLedger(ctx)
+			for err != nil && ledger.Unreachable(err) && ctx.Err() == nil {
+				// A worker waits for its database, as it does when the connection drops later:
+				// one that starts before PostgreSQL, during a restart or while a connection is
+				// cut (TestFaultDroppedConnections saw one exit 2) must not give up.
+				log.Warn("ledger unreachable; trying again in 2s", "error", err.Error())
+				select {
+				case <-ctx.Done():
+				case <-time.After(2 * time.Second):
+				}
+				store, err = a.openLedger(ctx)
+			}
 			if err != nil {
 				return err
 			}

@@ -9,7 +9,15 @@ import (
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pipectl/pipectl/internal/domain"
 )
+
+// Unreachable reports whether an error of the ledger (Open's included) says that the database
+// could not be reached or dropped the connection, so that trying again later may succeed.
+func Unreachable(err error) bool {
+	return errors.Is(err, domain.ErrLedgerUnavailable) || unreachable(err)
+}
 
 // unreachable reports whether err says the database server could not be reached or dropped
 // the connection, rather than refusing the statement: a restart (the server's own shutdown and
