@@ -52,8 +52,17 @@ type BatchWriter struct {
 	stmts map[string]*sqlx.Stmt
 }
 
+// RunWriter creates queued runs in batches; *BatchWriter is the ledger's.
+type RunWriter interface {
+	Create(ctx context.Context, runs []QueuedRun) ([]*Existing, error)
+	Parallel() int
+	Close() error
+}
+
+var _ RunWriter = (*BatchWriter)(nil)
+
 // NewBatchWriter returns a writer of queued runs of spec.
-func (s *Store) NewBatchWriter(spec BatchSpec) *BatchWriter {
+func (s *Store) NewBatchWriter(spec BatchSpec) RunWriter {
 	return &BatchWriter{s: s, spec: spec, stmts: map[string]*sqlx.Stmt{}}
 }
 
@@ -85,7 +94,8 @@ const MaxBatchRuns = 4096
 // PostgreSQL announces them with one NOTIFY (sent at commit). It returns, for each run in
 // order, nil when the run was created, or the run that already held its idempotency key: in
 // the ledger, or earlier in the same batch (that run, created now, is queued). Nothing is
-// written for a run whose key was taken.
+// written for a run whose key was taken. An error wrapping domain.ErrLedgerUnavailable says
+// the batch was not written (the connection failed before COMMIT): it may be tried again.
 func (w *BatchWriter) Create(ctx context.Context, runs []QueuedRun) ([]*Existing, error) {
 	out := make([]*Existing, len(runs))
 	if len(runs) == 0 {
@@ -120,7 +130,10 @@ func (w *BatchWriter) Create(ctx context.Context, runs []QueuedRun) ([]*Existing
 	now := ms(w.s.now())
 	created := make(map[string]bool, len(unique))
 	taken := map[string]*Existing{}
-	err := w.s.inTx(ctx, func(tx *sqlx.Tx) error {
+	// A batch is a group of its own: it commits in a transaction of its own, on a connection of
+	// its own, rather than through the group committer, which would put two batches written at
+	// once (see Parallel) into one queue. The closure still starts from scratch if run again.
+	err := w.s.directTx(ctx, func(tx *sqlx.Tx) error {
 		clear(created)
 		clear(taken)
 		ids, err := w.insert(ctx, tx, insertSQL, runs, unique, now)

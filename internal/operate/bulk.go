@@ -17,7 +17,7 @@ import (
 
 // RunBatcher is a store that creates many queued runs per commit (the SQL ledger).
 type RunBatcher interface {
-	NewBatchWriter(spec ledger.BatchSpec) *ledger.BatchWriter
+	NewBatchWriter(spec ledger.BatchSpec) ledger.RunWriter
 }
 
 // BulkRequest queues one run per line of a JSON Lines stream.
@@ -33,6 +33,9 @@ type BulkRequest struct {
 	// many bytes of input unless a single input is larger. Zero: 500 runs, 4 MiB.
 	BatchRuns  int
 	BatchBytes int
+	// LedgerWait is how long a batch is tried again while the ledger cannot be reached (a
+	// PostgreSQL restart or failover) before the command gives up. Zero: 30 seconds.
+	LedgerWait time.Duration
 	// OnRefused, when set, hears of every refused line as soon as its batch is decided, in
 	// line order (the result lists only the first MaxRefusalsListed).
 	OnRefused func(LineRefusal)
@@ -182,7 +185,7 @@ func (o *Ops) SubmitMany(ctx context.Context, actor string, req BulkRequest) (*B
 		if disabled == "" && len(b.runs) > 0 {
 			go func() {
 				defer close(f.done)
-				f.got, f.err = w.Create(ctx, b.runs)
+				f.got, f.err = createWaiting(ctx, w, b.runs, req.LedgerWait)
 			}()
 		} else {
 			close(f.done)
@@ -318,6 +321,30 @@ func jsonKind(v any) string {
 		return "null"
 	}
 	return "a number"
+}
+
+// createWaiting writes a batch, and writes it again while the ledger says it could not be
+// reached before the commit (so nothing was written), for up to wait: a database restart
+// during a long file costs a pause, not the rest of the file. An error at the commit itself is
+// not retried: nobody can tell whether it was applied (running the file again settles it).
+func createWaiting(ctx context.Context, w ledger.RunWriter, runs []ledger.QueuedRun, wait time.Duration) ([]*ledger.Existing, error) {
+	if wait <= 0 {
+		wait = 30 * time.Second
+	}
+	deadline := time.Now().Add(wait)
+	pause := 100 * time.Millisecond
+	for {
+		got, err := w.Create(ctx, runs)
+		if err == nil || !errors.Is(err, domain.ErrLedgerUnavailable) || time.Now().Add(pause).After(deadline) {
+			return got, err
+		}
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return nil, err
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
 }
 
 // flight is a batch being written (or refused by the kill switch).

@@ -2,12 +2,16 @@ package operate_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/pipectl/pipectl/internal/domain"
 	"github.com/pipectl/pipectl/internal/ledger"
 	"github.com/pipectl/pipectl/internal/operate"
 )
@@ -83,5 +87,69 @@ func TestSubmitManyBoundsRefusals(t *testing.T) {
 	}
 	if res.Worst != operate.KindInvalid {
 		t.Fatalf("worst kind %v", res.Worst)
+	}
+}
+
+// flakyStore fails the next `fail` batch writes with err, writing nothing.
+type flakyStore struct {
+	*ledger.Store
+	fail   atomic.Int32
+	err    error
+	writes atomic.Int32
+}
+
+func (f *flakyStore) NewBatchWriter(spec ledger.BatchSpec) ledger.RunWriter {
+	return &flakyWriter{RunWriter: f.Store.NewBatchWriter(spec), f: f}
+}
+
+type flakyWriter struct {
+	ledger.RunWriter
+	f *flakyStore
+}
+
+func (w *flakyWriter) Create(ctx context.Context, runs []ledger.QueuedRun) ([]*ledger.Existing, error) {
+	w.f.writes.Add(1)
+	if w.f.fail.Add(-1) >= 0 {
+		return nil, w.f.err
+	}
+	return w.RunWriter.Create(ctx, runs)
+}
+
+// TestSubmitManyWaitsOutALedgerOutage: a batch the ledger could not take because it was
+// unreachable before the commit is written again; an error that leaves the outcome unknown
+// stops the command after the batches already written.
+func TestSubmitManyWaitsOutALedgerOutage(t *testing.T) {
+	lines := ""
+	for i := range 10 {
+		lines += fmt.Sprintf(`{"id":"r%d"}`+"\n", i)
+	}
+	for _, tc := range []struct {
+		name        string
+		err         error
+		fail        int32
+		wantErr     bool
+		wantCreated int
+	}{
+		{"unreachable, then back", fmt.Errorf("create runs: %w: dial tcp: connection refused", domain.ErrLedgerUnavailable), 3, false, 10},
+		{"unknown outcome", errors.New("create runs: conn closed during COMMIT"), 1, true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := setup(t)
+			store := &flakyStore{Store: b.store, err: tc.err}
+			store.fail.Store(tc.fail)
+			b.ops.Store = store
+			res, err := b.ops.SubmitMany(context.Background(), "alice", operate.BulkRequest{Pipeline: b.p, Lines: strings.NewReader(lines), Source: "x",
+				BatchRuns: 3, LedgerWait: 10 * time.Second})
+			if (err != nil) != tc.wantErr || res.Created != tc.wantCreated {
+				t.Fatalf("err %v, created %d; want error %v, %d created", err, res.Created, tc.wantErr, tc.wantCreated)
+			}
+			runs, err := b.store.ListRuns(context.Background(), ledger.RunFilter{})
+			if err != nil || len(runs) != tc.wantCreated {
+				t.Fatalf("%d runs in the ledger (%v), want %d", len(runs), err, tc.wantCreated)
+			}
+			if !tc.wantErr && store.writes.Load() != 4+tc.fail {
+				t.Fatalf("%d batch writes, want 4 and %d again", store.writes.Load(), tc.fail)
+			}
+		})
 	}
 }
