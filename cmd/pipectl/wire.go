@@ -37,7 +37,7 @@ func (g *globals) register(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringVar(&g.logFormat, "log-format", "", "log format on stderr: json or text (default $PIPECTL_LOG_FORMAT, else text on a terminal and json otherwise)")
 	cmd.PersistentFlags().StringVar(&g.config, "config", "", "configuration file (pipectl.yaml)")
 	cmd.PersistentFlags().StringVar(&g.actor, "as", "", "name recorded on operator actions (default: the OS user)")
-	cmd.PersistentFlags().Int64Var(&g.maxInputBytes, "max-input-bytes", 0, fmt.Sprintf("largest --input or --data accepted, in bytes (default: limits.max_input_bytes in pipectl.yaml, else %d)", DefaultMaxInputBytes))
+	cmd.PersistentFlags().Int64Var(&g.maxInputBytes, "max-input-bytes", 0, fmt.Sprintf("largest --input, --data or line of --inputs accepted, in bytes (default: limits.max_input_bytes in pipectl.yaml, else %d)", DefaultMaxInputBytes))
 }
 
 func (g *globals) dsn() string {
