@@ -43,7 +43,9 @@ func throughputSpec(name string, n int) string {
 // The rate of a scenario is its runs divided by the time from the first claim to the last
 // finish, both read from the ledger: process start-up is not counted. Scenarios: one-step runs
 // on one worker and on two, three-step runs on one worker. PIPECTL_BENCH_RUNS sets the number
-// of runs per scenario (default 4000).
+// of runs per scenario (default 4000); PIPECTL_BENCH_BIN runs a binary built beforehand (an
+// older commit, side by side with this one); PIPECTL_BENCH_PROFILE=DIR has each worker write a
+// CPU profile there (worker-<steps>step-<workers>w-<i>.prof, for go tool pprof).
 func BenchmarkWorkerThroughput(b *testing.B) {
 	base := os.Getenv("PIPECTL_TEST_POSTGRES")
 	if base == "" {
@@ -53,7 +55,7 @@ func BenchmarkWorkerThroughput(b *testing.B) {
 	if v := os.Getenv("PIPECTL_BENCH_RUNS"); v != "" {
 		fmt.Sscan(v, &runs)
 	}
-	bin := buildBinary(b)
+	bin := benchBinary(b)
 	for b.Loop() {
 		floor1 := commitFloor(b, ledger.PostgresTestSchema(b, base), 1)
 		floorN := commitFloor(b, ledger.PostgresTestSchema(b, base), 32)
@@ -70,6 +72,14 @@ func BenchmarkWorkerThroughput(b *testing.B) {
 		b.Logf("%d runs per scenario; floor %.0f commits/s (1 conn), %.0f (32 conns); 1-step %.0f runs/s (%.2fx the 1-conn floor), 3-step %.0f runs/s, 2 workers %.0f runs/s (%.2fx one); load average %s",
 			runs, floor1, floorN, one, one/floor1, three, two, two/one, strings.TrimSpace(string(load)))
 	}
+}
+
+// benchBinary is PIPECTL_BENCH_BIN when set, else pipectl built from this tree.
+func benchBinary(b *testing.B) string {
+	if bin := os.Getenv("PIPECTL_BENCH_BIN"); bin != "" {
+		return bin
+	}
+	return buildBinary(b)
 }
 
 // commitFloor measures single-row INSERT commits per second over conns connections for a
@@ -121,9 +131,12 @@ func drainRate(b *testing.B, bin, dsn string, steps, workers, runs int) float64 
 	}
 	defer store.Close()
 	var procs []*exec.Cmd
-	for range workers {
+	for i := range workers {
 		cmd := exec.Command(bin, "--ledger", dsn, "worker", "--concurrency", "32")
 		cmd.Dir = dir
+		if prof := os.Getenv("PIPECTL_BENCH_PROFILE"); prof != "" {
+			cmd.Env = append(os.Environ(), "PIPECTL_CPUPROFILE="+filepath.Join(prof, fmt.Sprintf("worker-%dstep-%dw-%d.prof", steps, workers, i)))
+		}
 		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -127,6 +129,11 @@ func (a *app) workerCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			stopProfile, err := startCPUProfile(os.Getenv("PIPECTL_CPUPROFILE"))
+			if err != nil {
+				return err
+			}
+			defer stopProfile()
 			store, err := a.openLedger(ctx)
 			for err != nil && ledger.Unreachable(err) && ctx.Err() == nil {
 				// A worker waits for its database, as it does when the connection drops later:
@@ -286,4 +293,25 @@ func deadLetterUnparsable(ctx context.Context, store interface {
 		return err
 	}
 	return cause
+}
+
+// startCPUProfile writes a CPU profile of this process to path until stop is called (nothing
+// when path is empty): PIPECTL_CPUPROFILE, for measuring a worker where it really runs
+// (docs/performance.md). It is not a flag: operators have no use for it.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("PIPECTL_CPUPROFILE: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("PIPECTL_CPUPROFILE %s: %w", path, err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

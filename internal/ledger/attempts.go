@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/jmoiron/sqlx"
 
@@ -164,6 +165,16 @@ func (s *Store) CommitAttempts(ctx context.Context, owner string, done []*domain
 		if start != nil {
 			start.ID = 0
 		}
+	}
+	if s.chainable(owner, done, start, ch) {
+		err := s.runTx(ctx, runID, func(tx *sqlx.Tx) error {
+			restore()
+			return s.commitChained(ctx, tx, owner, runID, done, *ch)
+		})
+		if err != nil {
+			restore()
+		}
+		return err
 	}
 	batch := s.batchable(done, owner)
 	var batchStmts []*sqlx.Stmt
@@ -498,4 +509,106 @@ func (s *Store) Attempts(ctx context.Context, runID string) ([]domain.Attempt, e
 		out[i] = r.domain()
 	}
 	return out, nil
+}
+
+// maxChained is the most finished attempts commitChained writes in its one statement; more go
+// one statement each.
+const maxChained = 8
+
+// chainable says whether CommitAttempts can write done and ch in one statement on PostgreSQL:
+// the common commit of a run's pure steps (new attempts without model calls, then the run's
+// transition out of processing; not back to queued, which also notifies).
+func (s *Store) chainable(owner string, done []*domain.Attempt, start *domain.Attempt, ch *domain.Change) bool {
+	if s.dialect != "postgres" || owner == "" || start != nil || ch == nil || ch.To == domain.StateQueued ||
+		len(done) == 0 || len(done) > maxChained {
+		return false
+	}
+	for _, a := range done {
+		if a.ID != 0 || len(a.Calls) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// commitChained writes, in one statement and so one round trip, what insertOwnedAttempt, then
+// insertAttempt for each further attempt, then applyTransitionTx would: the first insert checks
+// the lease and locks the run's row (FOR UPDATE), each further insert reads the row the one
+// before it returned (so the attempts are numbered in their order, and none is written without
+// the lease), and the transition and its event apply only when the attempts were written. The
+// outcomes are those of the separate statements: ErrLeaseLost when owner no longer holds the
+// run, ErrStateConflict when the run did not move.
+func (s *Store) commitChained(ctx context.Context, tx *sqlx.Tx, owner, runID string, done []*domain.Attempt, ch domain.Change) error {
+	now := s.now()
+	targs, err := transitionArgs(runID, domain.StateProcessing, owner, ch, now)
+	if err != nil {
+		return err
+	}
+	args := make([]any, 0, 14*len(done)+2+len(targs)+5)
+	for i, a := range done {
+		r := toRow(a)
+		args = append(args, r.RunID, r.StepID, r.ItemIndex, r.Attempt, r.StepKey, r.StartedAt,
+			r.FinishedAt, r.DurationMS, r.Outcome, r.ErrorClass, r.Error, r.Request, r.Response, r.Output)
+		if i == 0 {
+			args = append(args, r.RunID, owner)
+		}
+	}
+	args = append(args, targs...)
+	args = append(args, string(domain.StateProcessing), string(ch.To), ch.Reason, ch.Actor, ms(now))
+	ids := make([]sql.NullInt64, len(done))
+	var moved int64
+	dest := make([]any, 0, len(done)+1)
+	for i := range ids {
+		dest = append(dest, &ids[i])
+	}
+	dest = append(dest, &moved)
+	if err := tx.QueryRowContext(ctx, chainedSQL(len(done), ch.To), args...).Scan(dest...); err != nil {
+		return fmt.Errorf("record attempts: %w", err)
+	}
+	if !ids[0].Valid {
+		return fmt.Errorf("run %s is no longer held by %s: %w", runID, owner, domain.ErrLeaseLost)
+	}
+	if moved != 1 {
+		return fmt.Errorf("run %s changed under us: %w", runID, domain.ErrStateConflict)
+	}
+	for i, a := range done {
+		if !ids[i].Valid {
+			return fmt.Errorf("record attempt %s of run %s: no row written", a.StepID, runID)
+		}
+		a.ID = ids[i].Int64
+	}
+	return nil
+}
+
+type chainKey struct {
+	n  int
+	to domain.RunState
+}
+
+var chained sync.Map // chainKey -> string
+
+// chainedSQL is commitChained's statement for n attempts and a transition to state to, built
+// once (its text is also the key of pgx's per-connection statement cache).
+func chainedSQL(n int, to domain.RunState) string {
+	key := chainKey{n, to}
+	if q, ok := chained.Load(key); ok {
+		return q.(string)
+	}
+	const cols = `INSERT INTO step_attempts (run_id, step_id, item_index, attempt, step_key, started_at, finished_at,
+	duration_ms, outcome, error_class, error, request, response, output, pipeline)
+	SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, pipeline FROM `
+	var b strings.Builder
+	b.WriteString("WITH a0 AS (" + cols + "runs WHERE id = ? AND state = 'processing' AND lease_owner = ? FOR UPDATE RETURNING id, pipeline)")
+	for i := 1; i < n; i++ {
+		fmt.Fprintf(&b, ",\n a%d AS (%sa%d RETURNING id, pipeline)", i, cols, i-1)
+	}
+	fmt.Fprintf(&b, ",\n moved AS (%s AND EXISTS (SELECT 1 FROM a%d) RETURNING id)", transitionSQL(to), n-1)
+	b.WriteString(",\n ev AS (INSERT INTO run_events (run_id, from_state, to_state, reason, actor, at) SELECT id, ?, ?, ?, ?, ? FROM moved)\nSELECT ")
+	for i := range n {
+		fmt.Fprintf(&b, "(SELECT id FROM a%d), ", i)
+	}
+	b.WriteString("(SELECT count(*) FROM moved)")
+	q := sqlx.Rebind(sqlx.DOLLAR, b.String())
+	chained.Store(key, q)
+	return q
 }

@@ -29,6 +29,7 @@ func TestCommitAttempts(t *testing.T) {
 		owner    string // who commits; the run is held by "a"
 		start    bool
 		change   bool
+		to       domain.RunState // the transition's state; succeeded when empty
 		wantErr  error
 		wantRows []string
 		state    domain.RunState
@@ -41,6 +42,13 @@ func TestCommitAttempts(t *testing.T) {
 		{name: "lease lost, with an intent", done: 2, owner: "gone", start: true, wantErr: domain.ErrLeaseLost, state: domain.StateProcessing},
 		{name: "lease lost, with the run's end", done: 2, owner: "gone", change: true, wantErr: domain.ErrLeaseLost, state: domain.StateProcessing},
 		{name: "lease lost, many", done: 20, owner: "gone", change: true, wantErr: domain.ErrLeaseLost, state: domain.StateProcessing},
+		// On PostgreSQL up to maxChained attempts and the transition are one statement; more
+		// take a statement each.
+		{name: "as many as one statement chains", done: maxChained, owner: "a", change: true, wantRows: rows(maxChained), state: domain.StateSucceeded},
+		{name: "one more than one statement chains", done: maxChained + 1, owner: "a", change: true, wantRows: rows(maxChained + 1), state: domain.StateSucceeded},
+		{name: "lease lost, chained", done: maxChained, owner: "gone", change: true, wantErr: domain.ErrLeaseLost, state: domain.StateProcessing},
+		{name: "dead-lettered", done: 1, owner: "a", change: true, to: domain.StateFailedPermanent, wantRows: rows(1), state: domain.StateFailedPermanent},
+		{name: "a transition the state machine forbids", done: 1, owner: "a", change: true, to: "bogus", wantErr: domain.ErrStateConflict, state: domain.StateProcessing},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -64,7 +72,11 @@ func TestCommitAttempts(t *testing.T) {
 				}
 				var ch *domain.Change
 				if tc.change {
-					ch = &domain.Change{To: domain.StateSucceeded, Owner: tc.owner, Actor: tc.owner, Reason: "all steps completed"}
+					to := tc.to
+					if to == "" {
+						to = domain.StateSucceeded
+					}
+					ch = &domain.Change{To: to, Owner: tc.owner, Actor: tc.owner, Reason: "all steps completed"}
 				}
 				err := s.CommitAttempts(ctx, tc.owner, done, start, ch)
 				if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
@@ -99,6 +111,18 @@ func TestCommitAttempts(t *testing.T) {
 				}
 				if run, _ := s.GetRun(ctx, r.ID); run.State != tc.state {
 					t.Fatalf("state %s, want %s", run.State, tc.state)
+				}
+				// The transition's event is written with it, and only with it.
+				events, err := s.Events(ctx, r.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				last := events[len(events)-1]
+				if moved := last.To != domain.StateProcessing; moved != (ch != nil && tc.wantErr == nil) {
+					t.Fatalf("last event %+v after a commit with change %v and error %v", last, ch, err)
+				}
+				if ch != nil && tc.wantErr == nil && (last.From != domain.StateProcessing || last.To != tc.state || last.Actor != tc.owner || last.Reason != ch.Reason) {
+					t.Fatalf("event %+v, want processing -> %s by %s", last, tc.state, tc.owner)
 				}
 			})
 		})

@@ -143,29 +143,11 @@ func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, runID string, ch 
 // applyTransitionTx is transitionTx once the run's state and lease owner were read (and locked)
 // in tx.
 func (s *Store) applyTransitionTx(ctx context.Context, tx *sqlx.Tx, runID string, from domain.RunState, owner string, ch domain.Change) error {
-	if !domain.CanTransition(from, ch.To) {
-		return fmt.Errorf("run %s is %s; it cannot move to %s: %w", runID, from, ch.To, domain.ErrStateConflict)
-	}
-	if from == domain.StateProcessing && ch.Owner != "" && owner != ch.Owner {
-		return fmt.Errorf("run %s is owned by %s: %w", runID, owner, domain.ErrLeaseLost)
-	}
 	now := s.now()
-	args := []any{string(ch.To), ms(now)}
-	switch ch.To {
-	case domain.StateProcessing:
-		args = append(args, ch.LeaseOwner, ms(ch.LeaseUntil))
-	case domain.StateQueued:
-	default:
-		args = append(args, ms(ch.NextAttemptAt), string(ch.ErrorClass), ch.Error, ch.FailedStep)
-		if ch.To == domain.StateSucceeded || ch.To == domain.StateFailedPermanent {
-			args = append(args, ms(now))
-		}
+	args, err := transitionArgs(runID, from, owner, ch, now)
+	if err != nil {
+		return err
 	}
-	args = append(args, runID)
-	for _, src := range domain.SourcesOf(ch.To) {
-		args = append(args, string(src))
-	}
-	args = append(args, string(from))
 	if s.dialect == "postgres" && ch.To != domain.StateQueued {
 		// One round trip: the event is inserted for the row the update moved, if it moved.
 		res, err := tx.ExecContext(ctx, s.db.Rebind(`WITH moved AS (`+transitionSQL(ch.To)+` RETURNING id)
@@ -192,6 +174,33 @@ func (s *Store) applyTransitionTx(ctx context.Context, tx *sqlx.Tx, runID string
 		}
 	}
 	return s.insertEvent(ctx, tx, runID, from, ch.To, ch.Reason, ch.Actor, now)
+}
+
+// transitionArgs checks that a run read in state from (held by owner) may make the change
+// ch, and returns the arguments of transitionSQL(ch.To) for it.
+func transitionArgs(runID string, from domain.RunState, owner string, ch domain.Change, now time.Time) ([]any, error) {
+	if !domain.CanTransition(from, ch.To) {
+		return nil, fmt.Errorf("run %s is %s; it cannot move to %s: %w", runID, from, ch.To, domain.ErrStateConflict)
+	}
+	if from == domain.StateProcessing && ch.Owner != "" && owner != ch.Owner {
+		return nil, fmt.Errorf("run %s is owned by %s: %w", runID, owner, domain.ErrLeaseLost)
+	}
+	args := []any{string(ch.To), ms(now)}
+	switch ch.To {
+	case domain.StateProcessing:
+		args = append(args, ch.LeaseOwner, ms(ch.LeaseUntil))
+	case domain.StateQueued:
+	default:
+		args = append(args, ms(ch.NextAttemptAt), string(ch.ErrorClass), ch.Error, ch.FailedStep)
+		if ch.To == domain.StateSucceeded || ch.To == domain.StateFailedPermanent {
+			args = append(args, ms(now))
+		}
+	}
+	args = append(args, runID)
+	for _, src := range domain.SourcesOf(ch.To) {
+		args = append(args, string(src))
+	}
+	return append(args, string(from)), nil
 }
 
 const selectStateSQL = `SELECT state, lease_owner FROM runs WHERE id = ?`
