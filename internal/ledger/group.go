@@ -145,7 +145,7 @@ func (c *committer) run(batch []*txRequest) {
 		// The commit's outcome is every write's outcome: on an error at commit nobody can
 		// tell whether it was applied, exactly as with a transaction of its own.
 		for _, r := range batch {
-			r.result <- unwrapCommit(err)
+			r.result <- retryable(err)
 		}
 		return
 	}

@@ -324,14 +324,7 @@ func (s *Store) runTx(ctx context.Context, runID string, fn func(tx *sqlx.Tx) er
 
 // directTx runs fn in a transaction of its own and commits it.
 func (s *Store) directTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
-	err := s.txOnce(ctx, fn)
-	if err != nil && !isCommitError(err) && unreachable(err) {
-		// The connection failed before COMMIT was sent: the server rolled the transaction
-		// back, so the write can be tried again. An error at COMMIT is left alone: nobody can
-		// tell whether it was applied.
-		return fmt.Errorf("%w: %w", domain.ErrLedgerUnavailable, err)
-	}
-	return unwrapCommit(err)
+	return retryable(s.txOnce(ctx, fn))
 }
 
 // txOnce is directTx, with an error of the commit itself marked as a *commitError.

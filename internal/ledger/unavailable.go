@@ -3,6 +3,7 @@ package ledger
 import (
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -12,6 +13,21 @@ import (
 
 	"github.com/pipectl/pipectl/internal/domain"
 )
+
+// retryable returns the error of a transaction (from txOnce), marked with
+// domain.ErrLedgerUnavailable when the server could not be reached and the transaction surely
+// was not committed, so that the write may be tried again: the connection failed before COMMIT,
+// or COMMIT itself was never sent (pgconn.SafeToRetry). An error while COMMIT was on its way is
+// left alone: nobody can tell whether it was applied.
+func retryable(err error) error {
+	if err == nil {
+		return nil
+	}
+	if unreachable(err) && (!isCommitError(err) || pgconn.SafeToRetry(err)) {
+		return fmt.Errorf("%w: %w", domain.ErrLedgerUnavailable, unwrapCommit(err))
+	}
+	return unwrapCommit(err)
+}
 
 // Unreachable reports whether an error of the ledger (Open's included) says that the database
 // could not be reached or dropped the connection, so that trying again later may succeed.
