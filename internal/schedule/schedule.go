@@ -159,6 +159,9 @@ func (s *Scheduler) loop(ctx context.Context, p *domain.Pipeline, slots *Slots) 
 	now := time.Now()
 	last := s.lastSlot(ctx, p)
 	for _, slot := range slots.Missed(p.Triggers.Schedule.CatchUp, last, now) {
+		if ctx.Err() != nil {
+			return
+		}
 		s.fire(ctx, p, slot)
 	}
 	from := now
@@ -194,12 +197,18 @@ func (s *Scheduler) lastSlot(ctx context.Context, p *domain.Pipeline) time.Time 
 	return t
 }
 
+// fireTimeout bounds the creation of a slot's run once it has started.
+const fireTimeout = 30 * time.Second
+
 // fire creates the run of a slot, or finds the one another server created.
 func (s *Scheduler) fire(ctx context.Context, p *domain.Pipeline, slot time.Time) {
-	res, err := s.Ops.Submit(ctx, Actor, operate.SubmitRequest{Pipeline: p, Input: p.Triggers.Schedule.Input, Key: Key(slot), Scheduled: true})
+	// A slot that fired is written to the end even when the server starts to stop meanwhile:
+	// a write cancelled half-way may still commit, and the log would then miss a run the ledger
+	// holds (seen with two servers stopping while a slot's commit was in flight).
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fireTimeout)
+	defer cancel()
+	res, err := s.Ops.Submit(wctx, Actor, operate.SubmitRequest{Pipeline: p, Input: p.Triggers.Schedule.Input, Key: Key(slot), Scheduled: true})
 	switch {
-	case ctx.Err() != nil:
-		return
 	case operate.KindOf(err) == operate.KindDisabled:
 		s.Log.Info("schedule: slot skipped, the pipeline is disabled", "pipeline", p.Name, "slot", slot)
 		return

@@ -162,3 +162,66 @@ steps:
 		})
 	}
 }
+
+// cancelAfterCreate is a ledger whose server starts to stop just as a run's creation commits.
+type cancelAfterCreate struct {
+	*ledger.Store
+	cancel context.CancelFunc
+}
+
+func (c cancelAfterCreate) CreateRun(ctx context.Context, r *domain.Run, actor string, claim *domain.Claim) (*domain.Run, bool, error) {
+	run, created, err := c.Store.CreateRun(ctx, r, actor, claim)
+	c.cancel()
+	return run, created, err
+}
+
+// A slot whose run was created while the server began to stop is logged like any other: the
+// log and the ledger agree on what the scheduler created.
+func TestSlotCreatedDuringShutdownIsLogged(t *testing.T) {
+	ctx := context.Background()
+	store, err := ledger.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "l.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	v, _ := dsl.NewValidator()
+	p, diags := v.Parse(filepath.Join(t.TempDir(), "tick.yaml"), []byte(`apiVersion: pipectl/v1
+kind: Pipeline
+name: tick
+triggers:
+  schedule: {every: 1h, catch_up: all}
+steps:
+  - {id: a, type: transform, output: x}
+`))
+	if p == nil {
+		t.Fatal(diags)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wrapped := cancelAfterCreate{store, cancel}
+	ops := &operate.Ops{Store: wrapped, Validator: v, NewEngine: func(actor string, v *dsl.Validator, _ operate.Providers) (*engine.Engine, error) {
+		return &engine.Engine{Store: wrapped, Renderer: dsl.NewEvaluator(v.Expressions()), Actor: actor, Owner: engine.CurrentOwner()}, nil
+	}}
+	slots, _ := schedule.NewSlots(p.Triggers.Schedule)
+	if _, err := ops.Submit(ctx, schedule.Actor, operate.SubmitRequest{Pipeline: p, Input: map[string]any{}, Key: schedule.Key(slots.After(time.Now().Add(-5 * time.Hour))), Scheduled: true}); err != nil {
+		t.Fatal(err)
+	}
+	// The submit above cancelled runCtx too; the scheduler needs a live one to start.
+	runCtx, cancel = context.WithCancel(ctx)
+	wrapped = cancelAfterCreate{store, cancel}
+	ops.Store = wrapped
+	var logged strings.Builder
+	s := &schedule.Scheduler{Ops: ops, Ledger: store, Pipelines: []*domain.Pipeline{p}, Log: slog.New(slog.NewTextHandler(&logged, nil))}
+	done := make(chan struct{})
+	go func() { s.Run(runCtx); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the scheduler did not stop")
+	}
+	runs, _ := store.ListRuns(ctx, ledger.RunFilter{Pipeline: "tick"})
+	created := strings.Count(logged.String(), "schedule: run created")
+	if len(runs) != 2 || created != 1 {
+		t.Fatalf("%d runs in the ledger (want the first and one caught up), %d creations logged (want 1):\n%s", len(runs), created, logged.String())
+	}
+}
