@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -79,6 +81,12 @@ func (d *pgDrain) finish(t *testing.T, lastFault time.Time) string {
 		}
 	}
 	taken := takeovers(t, d.store)
+	if dir := os.Getenv("PIPECTL_FAULTS_LOGS"); dir != "" {
+		// The workers' logs, kept for a look at what happened.
+		for i, w := range d.workers {
+			os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-worker%d.log", t.Name(), i)), []byte(w.log.String()), 0o644)
+		}
+	}
 	for i, w := range d.workers {
 		if err := w.stop(); err != nil {
 			t.Errorf("worker %d did not drain cleanly: %v", i, err)
