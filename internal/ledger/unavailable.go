@@ -15,10 +15,12 @@ import (
 )
 
 // retryable returns the error of a transaction (from txOnce), marked with
-// domain.ErrLedgerUnavailable when the server could not be reached and the transaction surely
-// was not committed, so that the write may be tried again: the connection failed before COMMIT,
-// or COMMIT itself was never sent (pgconn.SafeToRetry). An error while COMMIT was on its way is
-// left alone: nobody can tell whether it was applied.
+// domain.ErrLedgerUnavailable when the server could not be reached and the driver says the
+// transaction was not committed, so that the write may be tried again: the connection failed
+// before COMMIT, or COMMIT itself was not sent (pgconn.SafeToRetry). An error while COMMIT was on
+// its way is left alone: nobody can tell whether it was applied. Every write is conditional
+// (the run's state and lease, an attempt still running, unique attempt numbers), so a retry of
+// a write that was applied after all is refused rather than applied twice.
 func retryable(err error) error {
 	if err == nil {
 		return nil

@@ -18,7 +18,7 @@ func (notSent) Error() string     { return "conn closed" }
 func (notSent) SafeToRetry() bool { return true }
 
 // TestRetryable: a write may be tried again only when the server was out of reach and the
-// transaction surely was not committed (the fault suite's restarts and cut connections).
+// driver says the transaction was not committed (the fault suite's restarts and cut connections).
 func TestRetryable(t *testing.T) {
 	for _, tc := range []struct {
 		name string
