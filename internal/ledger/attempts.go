@@ -167,10 +167,20 @@ func (s *Store) CommitAttempts(ctx context.Context, owner string, done []*domain
 		}
 	}
 	if s.chainable(owner, done, start, ch) {
-		err := s.runTx(ctx, runID, func(tx *sqlx.Tx) error {
+		// Pipelined with the other runs' commits when the batch allows (strict: a partial
+		// write fails the statement), else alone in a transaction.
+		one, err := s.chainedStmt(owner, runID, done, *ch, true)
+		if err != nil {
+			return err
+		}
+		err = s.runStmt(ctx, runID, func(tx *sqlx.Tx) error {
 			restore()
-			return s.commitChained(ctx, tx, owner, runID, done, *ch)
-		})
+			st, err := s.chainedStmt(owner, runID, done, *ch, false)
+			if err != nil {
+				return err
+			}
+			return st.scan(tx.QueryRowContext(ctx, st.query, st.args...))
+		}, one)
 		if err != nil {
 			restore()
 		}
@@ -531,18 +541,20 @@ func (s *Store) chainable(owner string, done []*domain.Attempt, start *domain.At
 	return true
 }
 
-// commitChained writes, in one statement and so one round trip, what insertOwnedAttempt, then
-// insertAttempt for each further attempt, then applyTransitionTx would: the first insert checks
-// the lease and locks the run's row (FOR UPDATE), each further insert reads the row the one
-// before it returned (so the attempts are numbered in their order, and none is written without
-// the lease), and the transition and its event apply only when the attempts were written. The
-// outcomes are those of the separate statements: ErrLeaseLost when owner no longer holds the
-// run, ErrStateConflict when the run did not move.
-func (s *Store) commitChained(ctx context.Context, tx *sqlx.Tx, owner, runID string, done []*domain.Attempt, ch domain.Change) error {
+// chainedStmt is one statement that writes what insertOwnedAttempt, then insertAttempt for
+// each further attempt, then applyTransitionTx would, in one round trip: the first insert
+// checks the lease and locks the run's row (FOR UPDATE), each further insert reads the row the
+// one before it returned (so the attempts are numbered in their order, and none is written
+// without the lease), and the transition and its event apply only when the attempts were
+// written. Its scan gives the outcomes of the separate statements: ErrLeaseLost when owner no
+// longer holds the run (nothing written), ErrStateConflict when the run did not move. strict
+// turns that last case into an SQL error (a division by zero), so that the statement never
+// commits attempts without the transition when it shares an implicit transaction with others.
+func (s *Store) chainedStmt(owner, runID string, done []*domain.Attempt, ch domain.Change, strict bool) (*oneStmt, error) {
 	now := s.now()
 	targs, err := transitionArgs(runID, domain.StateProcessing, owner, ch, now)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	args := make([]any, 0, 14*len(done)+2+len(targs)+5)
 	for i, a := range done {
@@ -555,42 +567,46 @@ func (s *Store) commitChained(ctx context.Context, tx *sqlx.Tx, owner, runID str
 	}
 	args = append(args, targs...)
 	args = append(args, string(domain.StateProcessing), string(ch.To), ch.Reason, ch.Actor, ms(now))
-	ids := make([]sql.NullInt64, len(done))
-	var moved int64
-	dest := make([]any, 0, len(done)+1)
-	for i := range ids {
-		dest = append(dest, &ids[i])
-	}
-	dest = append(dest, &moved)
-	if err := tx.QueryRowContext(ctx, chainedSQL(len(done), ch.To), args...).Scan(dest...); err != nil {
-		return fmt.Errorf("record attempts: %w", err)
-	}
-	if !ids[0].Valid {
-		return fmt.Errorf("run %s is no longer held by %s: %w", runID, owner, domain.ErrLeaseLost)
-	}
-	if moved != 1 {
-		return fmt.Errorf("run %s changed under us: %w", runID, domain.ErrStateConflict)
-	}
-	for i, a := range done {
-		if !ids[i].Valid {
-			return fmt.Errorf("record attempt %s of run %s: no row written", a.StepID, runID)
+	scan := func(row interface{ Scan(...any) error }) error {
+		ids := make([]sql.NullInt64, len(done))
+		var moved int64
+		dest := make([]any, 0, len(done)+1)
+		for i := range ids {
+			dest = append(dest, &ids[i])
 		}
-		a.ID = ids[i].Int64
+		dest = append(dest, &moved)
+		if err := row.Scan(dest...); err != nil {
+			return fmt.Errorf("record attempts: %w", err)
+		}
+		if !ids[0].Valid {
+			return fmt.Errorf("run %s is no longer held by %s: %w", runID, owner, domain.ErrLeaseLost)
+		}
+		if moved != 1 {
+			return fmt.Errorf("run %s changed under us: %w", runID, domain.ErrStateConflict)
+		}
+		for i, a := range done {
+			if !ids[i].Valid {
+				return fmt.Errorf("record attempt %s of run %s: no row written", a.StepID, runID)
+			}
+			a.ID = ids[i].Int64
+		}
+		return nil
 	}
-	return nil
+	return &oneStmt{query: chainedSQL(len(done), ch.To, strict), args: args, scan: scan}, nil
 }
 
 type chainKey struct {
-	n  int
-	to domain.RunState
+	n      int
+	to     domain.RunState
+	strict bool
 }
 
 var chained sync.Map // chainKey -> string
 
 // chainedSQL is commitChained's statement for n attempts and a transition to state to, built
 // once (its text is also the key of pgx's per-connection statement cache).
-func chainedSQL(n int, to domain.RunState) string {
-	key := chainKey{n, to}
+func chainedSQL(n int, to domain.RunState, strict bool) string {
+	key := chainKey{n, to, strict}
 	if q, ok := chained.Load(key); ok {
 		return q.(string)
 	}
@@ -607,7 +623,11 @@ func chainedSQL(n int, to domain.RunState) string {
 	for i := range n {
 		fmt.Fprintf(&b, "(SELECT id FROM a%d), ", i)
 	}
-	b.WriteString("(SELECT count(*) FROM moved)")
+	if strict {
+		b.WriteString("CASE WHEN EXISTS (SELECT 1 FROM a0) THEN 1 / (SELECT count(*)::int FROM moved) ELSE 0 END")
+	} else {
+		b.WriteString("(SELECT count(*) FROM moved)")
+	}
 	q := sqlx.Rebind(sqlx.DOLLAR, b.String())
 	chained.Store(key, q)
 	return q

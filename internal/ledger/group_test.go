@@ -180,12 +180,12 @@ func TestGroupCommitCancellation(t *testing.T) {
 		holding, release := make(chan struct{}), make(chan struct{})
 		first := make(chan error, 1)
 		go func() {
-			first <- s.group.submit(ctx, r.ID, func(*sqlx.Tx) error { close(holding); <-release; return nil })
+			first <- s.group.submit(ctx, r.ID, func(*sqlx.Tx) error { close(holding); <-release; return nil }, nil)
 		}()
 		<-holding
 		waiting, stop := context.WithCancel(ctx)
 		answered := make(chan error, 1)
-		go func() { answered <- s.group.submit(waiting, r.ID, noteWrite(s, r.ID, "gave-up")) }()
+		go func() { answered <- s.group.submit(waiting, r.ID, noteWrite(s, r.ID, "gave-up"), nil) }()
 		stop()
 		if err := <-answered; !errors.Is(err, context.Canceled) {
 			t.Fatalf("a caller that gave up in the queue: %v", err)
@@ -234,7 +234,7 @@ func TestGroupCommitConcurrentWritesAndClose(t *testing.T) {
 				close(holding)
 				<-release
 				return noteWrite(s, r.ID, "held")(tx)
-			})
+			}, nil)
 		}()
 		<-holding
 		closed := make(chan struct{})
@@ -252,6 +252,109 @@ func TestGroupCommitConcurrentWritesAndClose(t *testing.T) {
 		// After close, writes commit alone.
 		if err := s.runTx(ctx, r.ID, noteWrite(s, r.ID, "late")); err != nil || countNotes(t, s, "late") != 1 {
 			t.Fatalf("a write after close: %v", err)
+		}
+	})
+}
+
+// TestPipelinedBatch runs batches of single-statement writes on PostgreSQL, which go in one
+// round trip and one implicit transaction: a lost lease in the batch is refused to its caller
+// alone while the others commit, and a statement the server rejects rolls the batch back, after
+// which each write is made once, alone, by its fn.
+func TestPipelinedBatch(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *Store) {
+		if s.dialect != "postgres" {
+			t.Skip("pipelined batches are PostgreSQL's")
+		}
+		ctx := context.Background()
+		chained := func(runID, owner string) (*txRequest, *domain.Attempt) {
+			a := &domain.Attempt{RunID: runID, StepID: "s", ItemIndex: domain.NoItem, Attempt: 1, StepKey: "k", StartedAt: time.Now(), Outcome: domain.OutcomeSucceeded}
+			ch := domain.Change{To: domain.StateSucceeded, Owner: owner, Actor: owner, Reason: "done"}
+			one, err := s.chainedStmt(owner, runID, []*domain.Attempt{a}, ch, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := request(ctx, func(tx *sqlx.Tx) error {
+				a.ID = 0
+				st, err := s.chainedStmt(owner, runID, []*domain.Attempt{a}, ch, false)
+				if err != nil {
+					return err
+				}
+				return st.scan(tx.QueryRowContext(ctx, st.query, st.args...))
+			})
+			r.one = one
+			return r, a
+		}
+		var runs []*domain.Run
+		for _, key := range []string{"a", "lost", "b", "c", "d"} {
+			r := newRun(t, "p", "pipe-"+key)
+			if _, _, err := s.CreateRun(ctx, r, "t", &domain.Claim{Owner: "me", LeaseUntil: time.Now().Add(time.Minute)}); err != nil {
+				t.Fatal(err)
+			}
+			runs = append(runs, r)
+		}
+		force(t, s, runs[1].ID, domain.StateProcessing, "someone-else")
+		ra, aa := chained(runs[0].ID, "me")
+		rl, al := chained(runs[1].ID, "me")
+		rb, ab := chained(runs[2].ID, "me")
+		s.group.run([]*txRequest{ra, rl, rb})
+		if err := <-rl.result; !errors.Is(err, domain.ErrLeaseLost) {
+			t.Fatalf("the write without the lease: %v", err)
+		}
+		for _, r := range []*txRequest{ra, rb} {
+			if err := <-r.result; err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, want := range []domain.RunState{domain.StateSucceeded, domain.StateProcessing, domain.StateSucceeded} {
+			run, _ := s.GetRun(ctx, runs[i].ID)
+			atts, _ := s.Attempts(ctx, runs[i].ID)
+			wantAtts := 1
+			if want == domain.StateProcessing {
+				wantAtts = 0
+			}
+			if run.State != want || len(atts) != wantAtts {
+				t.Fatalf("run %d: %s with %d attempts, want %s with %d", i, run.State, len(atts), want, wantAtts)
+			}
+		}
+		if aa.ID == 0 || ab.ID == 0 || al.ID != 0 {
+			t.Fatalf("attempt IDs %d, %d, refused %d", aa.ID, ab.ID, al.ID)
+		}
+
+		// A statement the server rejects: nothing of the batch is kept, then each write is
+		// made once by its fn.
+		rc, ac := chained(runs[3].ID, "me")
+		bad := request(ctx, noteWrite(s, runs[3].ID, "alone"))
+		bad.one = &oneStmt{query: `SELECT 1 / (SELECT count(*)::int FROM runs WHERE id = 'none')`,
+			scan: func(row interface{ Scan(...any) error }) error { var n int; return row.Scan(&n) }}
+		rd, ad := chained(runs[4].ID, "me")
+		s.group.run([]*txRequest{rc, bad, rd})
+		for _, r := range []*txRequest{rc, bad, rd} {
+			if err := <-r.result; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if countNotes(t, s, "alone") != 1 {
+			t.Fatal("the rejected statement's write was not made exactly once by its fn")
+		}
+		for _, r := range runs[3:] {
+			atts, _ := s.Attempts(ctx, r.ID)
+			run, _ := s.GetRun(ctx, r.ID)
+			if len(atts) != 1 || run.State != domain.StateSucceeded {
+				t.Fatalf("run %s: %s with %d attempts after the batch went again alone", r.ID, run.State, len(atts))
+			}
+			events, _ := s.Events(ctx, r.ID)
+			n := 0
+			for _, e := range events {
+				if e.To == domain.StateSucceeded {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Fatalf("run %s has %d succeeded events", r.ID, n)
+			}
+		}
+		if ac.ID == 0 || ad.ID == 0 {
+			t.Fatal("attempts of the batch that went again alone lost their IDs")
 		}
 	})
 }

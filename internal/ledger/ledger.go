@@ -319,7 +319,16 @@ func (s *Store) runTx(ctx context.Context, runID string, fn func(tx *sqlx.Tx) er
 	if s.group == nil {
 		return s.directTx(ctx, fn)
 	}
-	return s.group.submit(ctx, runID, fn)
+	return s.group.submit(ctx, runID, fn, nil)
+}
+
+// runStmt is runTx for a write that one statement can also make (one, on PostgreSQL): fn is
+// what runs when that statement cannot be pipelined with the others of its batch, or failed.
+func (s *Store) runStmt(ctx context.Context, runID string, fn func(tx *sqlx.Tx) error, one *oneStmt) error {
+	if s.group == nil {
+		return s.directTx(ctx, fn)
+	}
+	return s.group.submit(ctx, runID, fn, one)
 }
 
 // directTx runs fn in a transaction of its own and commits it.
