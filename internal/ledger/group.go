@@ -223,10 +223,10 @@ func (c *committer) pipeline(batch []*txRequest) {
 			r.result <- c.s.directTx(r.ctx, r.fn)
 		}
 	default:
-		// The connection failed with the batch sent, or maybe not: as with an error at
-		// COMMIT, nobody can tell whether it was applied.
+		// The connection failed with the batch sent, or maybe not: the sync point is the
+		// commit, so this is an error at COMMIT (retryable when pgconn says nothing was sent).
 		for _, r := range batch {
-			r.result <- err
+			r.result <- retryable(&commitError{err})
 		}
 	}
 }
@@ -234,13 +234,13 @@ func (c *committer) pipeline(batch []*txRequest) {
 func (s *Store) pipelineOnce(ctx context.Context, batch []*txRequest, outcomes []error) error {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
-		return &notSent{err}
+		return &batchNotSent{err}
 	}
 	defer conn.Close()
 	return conn.Raw(func(dc any) error {
 		pc, ok := dc.(interface{ Conn() *pgx.Conn })
 		if !ok {
-			return &notSent{fmt.Errorf("group commit: driver connection %T is not pgx's", dc)}
+			return &batchNotSent{fmt.Errorf("group commit: driver connection %T is not pgx's", dc)}
 		}
 		b := &pgx.Batch{}
 		for _, r := range batch {
@@ -254,17 +254,17 @@ func (s *Store) pipelineOnce(ctx context.Context, batch []*txRequest, outcomes [
 	})
 }
 
-// notSent is an error before anything was sent to the server.
-type notSent struct{ err error }
+// batchNotSent is an error before anything was sent to the server.
+type batchNotSent struct{ err error }
 
-func (e *notSent) Error() string { return e.err.Error() }
-func (e *notSent) Unwrap() error { return e.err }
+func (e *batchNotSent) Error() string { return e.err.Error() }
+func (e *batchNotSent) Unwrap() error { return e.err }
 
 // rolledBack says whether a pipelined batch that failed with err certainly wrote nothing: it
 // was never sent, or the server refused a statement of it (and so rolled the implicit
 // transaction back) on a connection that is still up.
 func rolledBack(err error) bool {
-	var ns *notSent
+	var ns *batchNotSent
 	if errors.As(err, &ns) {
 		return true
 	}
