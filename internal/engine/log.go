@@ -43,12 +43,38 @@ type redacting struct {
 func (h *redacting) Enabled(ctx context.Context, l slog.Level) bool { return h.inner.Enabled(ctx, l) }
 
 func (h *redacting) Handle(ctx context.Context, rec slog.Record) error {
-	out := slog.NewRecord(rec.Time, rec.Level, h.r.String(rec.Message), rec.PC)
+	msg := h.r.String(rec.Message)
+	// Most lines hold no secret: they go on as they came, without a copy of the record (a line
+	// per step attempt; a record of more than five attributes allocates when copied).
+	same := msg == rec.Message
+	if same {
+		rec.Attrs(func(a slog.Attr) bool {
+			same = h.unchanged(a)
+			return same
+		})
+	}
+	if same {
+		return h.inner.Handle(ctx, rec)
+	}
+	out := slog.NewRecord(rec.Time, rec.Level, msg, rec.PC)
 	rec.Attrs(func(a slog.Attr) bool {
 		out.AddAttrs(h.attr(a))
 		return true
 	})
 	return h.inner.Handle(ctx, out)
+}
+
+// unchanged reports whether attr(a) would give a back: a string with nothing to redact, or a
+// kind attr leaves as it is. Groups, values of any type and LogValuers are not looked into.
+func (h *redacting) unchanged(a slog.Attr) bool {
+	switch a.Value.Kind() {
+	case slog.KindString:
+		s := a.Value.String()
+		return h.r.String(s) == s
+	case slog.KindGroup, slog.KindAny, slog.KindLogValuer:
+		return false
+	}
+	return true
 }
 
 func (h *redacting) attr(a slog.Attr) slog.Attr {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -320,15 +321,18 @@ func (s *Store) insertBatch(ctx context.Context, tx *sqlx.Tx, owner string, batc
 	if cur.State != string(domain.StateProcessing) || cur.Owner != owner {
 		return fmt.Errorf("run %s is %s under %q: %w", runID, cur.State, cur.Owner, domain.ErrLeaseLost)
 	}
+	// The run and its pipeline are the same in every row: boxed once, not once per row.
+	var run, pipeline any = runID, cur.Pipeline
+	var args []any
 	for _, st := range stmts[1:] {
 		n := min(len(batch), maxBatchRows)
 		chunk := batch[:n]
 		batch = batch[n:]
-		args := make([]any, 0, n*15)
+		args = slices.Grow(args[:0], n*15)
 		for _, a := range chunk {
 			r := toRow(a)
-			args = append(args, r.RunID, r.StepID, r.ItemIndex, r.Attempt, r.StepKey, r.StartedAt, r.FinishedAt,
-				r.DurationMS, r.Outcome, r.ErrorClass, r.Error, r.Request, r.Response, r.Output, cur.Pipeline)
+			args = append(args, run, r.StepID, r.ItemIndex, r.Attempt, r.StepKey, r.StartedAt, r.FinishedAt,
+				r.DurationMS, r.Outcome, r.ErrorClass, r.Error, r.Request, r.Response, r.Output, pipeline)
 		}
 		res, err := tx.StmtxContext(ctx, st).ExecContext(ctx, args...)
 		if err != nil {
