@@ -69,7 +69,7 @@ func (s *Store) ClaimBatch(ctx context.Context, owner string, until time.Time, f
 				fresh = append(fresh, c.ID)
 			}
 		}
-		rows := make(map[string]runRow, len(cands))
+		rows := make(map[string]claimedRow, len(cands))
 		if len(expired) > 0 {
 			// Attempts the dead owner left running are closed first, while the run rows still
 			// name that owner.
@@ -80,14 +80,14 @@ func (s *Store) ClaimBatch(ctx context.Context, owner string, until time.Time, f
 				return err
 			}
 			q, args = s.inList(`UPDATE runs SET lease_owner = ?, lease_expires_at = ?, updated_at = ?
-				WHERE state = 'processing' AND id %s RETURNING `+runColumns, expired, owner, ms(until), ms(now))
+				WHERE state = 'processing' AND id %s RETURNING `+runColumns+claimBegun, expired, owner, ms(until), ms(now))
 			if err := s.collect(ctx, tx, rows, q, args); err != nil {
 				return err
 			}
 		}
 		if len(fresh) > 0 {
 			q, args := s.inList(`UPDATE runs SET state = 'processing', updated_at = ?, lease_owner = ?, lease_expires_at = ?, next_attempt_at = 0
-				WHERE state IN ('queued', 'failed_transient') AND id %s RETURNING `+runColumns, fresh, ms(now), owner, ms(until))
+				WHERE state IN ('queued', 'failed_transient') AND id %s RETURNING `+runColumns+claimBegun, fresh, ms(now), owner, ms(until))
 			if err := s.collect(ctx, tx, rows, q, args); err != nil {
 				return err
 			}
@@ -113,26 +113,13 @@ func (s *Store) ClaimBatch(ctx context.Context, owner string, until time.Time, f
 		if _, err := tx.ExecContext(ctx, s.db.Rebind(q), args...); err != nil {
 			return err
 		}
-		// Runs without any attempt start from their first step: their claimer need not read
-		// their history back.
-		ids := make([]string, len(cands))
-		for i, c := range cands {
-			ids[i] = c.ID
-		}
-		q, args = s.inList(`SELECT DISTINCT run_id FROM step_attempts WHERE run_id %s`, ids)
-		var started []string
-		if err := tx.SelectContext(ctx, &started, q, args...); err != nil {
-			return err
-		}
-		begun := make(map[string]bool, len(started))
-		for _, id := range started {
-			begun[id] = true
-		}
 		claimed = make([]*domain.Run, len(cands))
 		for i, c := range cands {
 			r := rows[c.ID]
 			claimed[i] = r.domain()
-			claimed[i].Unstarted = !begun[c.ID]
+			// A run without any attempt starts from its first step: its claimer need not
+			// read its history back.
+			claimed[i].Unstarted = !r.Begun
 		}
 		return nil
 	})
@@ -243,8 +230,18 @@ func (s *Store) idList(query string, ids []string, not bool, leading ...any) (st
 }
 
 // collect runs a statement that returns run rows and keeps them by id.
-func (s *Store) collect(ctx context.Context, tx *sqlx.Tx, into map[string]runRow, q string, args []any) error {
-	var rows []runRow
+// claimBegun is returned with a claimed run's columns: whether it has attempts already, read
+// by the claim's UPDATE itself rather than by a statement (a round trip) of its own.
+const claimBegun = `, EXISTS (SELECT 1 FROM step_attempts WHERE step_attempts.run_id = runs.id) AS begun`
+
+// claimedRow is a run as a claim's UPDATE returns it.
+type claimedRow struct {
+	runRow
+	Begun bool `db:"begun"`
+}
+
+func (s *Store) collect(ctx context.Context, tx *sqlx.Tx, into map[string]claimedRow, q string, args []any) error {
+	var rows []claimedRow
 	if err := tx.SelectContext(ctx, &rows, q, args...); err != nil {
 		return err
 	}
