@@ -67,7 +67,7 @@ func (s *Store) txGet(ctx context.Context, tx *sqlx.Tx, dest any, query string, 
 // prepareHotPath prepares the statements every step commit runs. It must run before any
 // transaction: with one connection, preparing inside a transaction would wait for itself.
 func (s *Store) prepareHotPath(ctx context.Context) error {
-	queries := []string{selectStateSQL + s.forUpdate(), insertRunSQL, insertAttemptSQL, insertOwnedAttemptSQL, updateAttemptSQL, insertEventSQL, insertCallSQL, pipelineSwitchSQL}
+	queries := []string{selectStateSQL + s.forUpdate(), insertRunSQL, insertAttemptSQL, insertOwnedAttemptSQL, updateAttemptSQL, insertEventSQL, insertCreatedClaimedSQL, insertCallSQL, pipelineSwitchSQL}
 	for _, to := range domain.RunStates {
 		queries = append(queries, transitionSQL(to))
 	}

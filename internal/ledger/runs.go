@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -86,13 +87,16 @@ func (s *Store) CreateRun(ctx context.Context, r *domain.Run, actor string, clai
 			return err
 		}
 		created = true
-		if err := s.insertEvent(ctx, tx, r.ID, "", domain.StateQueued, "created", actor, now); err != nil {
+		// A claimed run is inserted in processing directly; the commit still records both
+		// transitions, so the history reads queued -> processing like any other run's. Both
+		// events go in one statement, in that order.
+		if claim != nil {
+			_, err := s.txExec(ctx, tx, insertCreatedClaimedSQL, r.ID, "", string(domain.StateQueued), "created", actor, ms(now),
+				r.ID, string(domain.StateQueued), string(domain.StateProcessing), "claimed by "+claim.Owner, actor, ms(now))
 			return err
 		}
-		// A claimed run is inserted in processing directly; the commit still records both
-		// transitions, so the history reads queued -> processing like any other run's.
-		if claim != nil {
-			return s.insertEvent(ctx, tx, r.ID, domain.StateQueued, domain.StateProcessing, "claimed by "+claim.Owner, actor, now)
+		if err := s.insertEvent(ctx, tx, r.ID, "", domain.StateQueued, "created", actor, now); err != nil {
+			return err
 		}
 		if s.dialect == "postgres" {
 			// Listening workers wake up at once; the notification is sent at commit.
@@ -207,11 +211,31 @@ const selectStateSQL = `SELECT state, lease_owner FROM runs WHERE id = ?`
 
 const insertEventSQL = `INSERT INTO run_events (run_id, from_state, to_state, reason, actor, at) VALUES (?, ?, ?, ?, ?, ?)`
 
+// insertCreatedClaimedSQL records a run's creation and its claim, in that order (consecutive ids).
+const insertCreatedClaimedSQL = `INSERT INTO run_events (run_id, from_state, to_state, reason, actor, at) VALUES (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?)`
+
 // transitionSQL is the conditional update that moves a run to a state. Its WHERE clause
 // repeats the state machine inside the database: a transition it forbids cannot happen even
 // if two writers race. Arguments: the SET values, the run id, the legal source states, and
 // the state the caller read.
 func transitionSQL(to domain.RunState) string {
+	if q, ok := transitionSQLs()[to]; ok {
+		return q
+	}
+	return buildTransitionSQL(to)
+}
+
+// transitionSQLs holds transitionSQL's statement of every state, built on first use: a run's
+// every transition looks its statement up instead of building the text again.
+var transitionSQLs = sync.OnceValue(func() map[domain.RunState]string {
+	out := make(map[domain.RunState]string, len(domain.RunStates))
+	for _, to := range domain.RunStates {
+		out[to] = buildTransitionSQL(to)
+	}
+	return out
+})
+
+func buildTransitionSQL(to domain.RunState) string {
 	set := []string{"state = ?", "updated_at = ?"}
 	switch to {
 	case domain.StateProcessing:
