@@ -132,7 +132,11 @@ func drainRate(b *testing.B, bin, dsn string, steps, workers, runs int) float64 
 	defer store.Close()
 	var procs []*exec.Cmd
 	for i := range workers {
-		cmd := exec.Command(bin, "--ledger", dsn, "worker", "--concurrency", "32")
+		conc := "32"
+		if v := os.Getenv("PIPECTL_BENCH_CONCURRENCY"); v != "" {
+			conc = v
+		}
+		cmd := exec.Command(bin, "--ledger", dsn, "worker", "--concurrency", conc)
 		cmd.Dir = dir
 		if prof := os.Getenv("PIPECTL_BENCH_PROFILE"); prof != "" {
 			cmd.Env = append(os.Environ(), "PIPECTL_CPUPROFILE="+filepath.Join(prof, fmt.Sprintf("worker-%dstep-%dw-%d.prof", steps, workers, i)))
