@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,34 +78,73 @@ func benchWorkers(b *testing.B, n int) {
 				b.Fatal(err)
 			}
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		start := time.Now()
-		done := make(chan struct{}, batch)
-		for w := range n {
+		elapsed += serveBatch(n, batch, func(i int, done chan<- struct{}) (*worker.Worker, func()) {
 			store, err := ledger.Open(context.Background(), dsn)
 			if err != nil {
 				b.Fatal(err)
 			}
-			eng := newEngine(store, w+1)
-			wk := &worker.Worker{Queue: store, Owner: eng.Owner.String(), LeaseTTL: 30 * time.Second, Concurrency: 1, Poll: 20 * time.Millisecond, Log: log,
+			eng := newEngine(store, i+1)
+			return &worker.Worker{Queue: store, Owner: eng.Owner.String(), LeaseTTL: 30 * time.Second, Concurrency: 1, Poll: 20 * time.Millisecond, Log: log,
 				Run: func(ctx context.Context, r *domain.Run) error {
 					in, _ := domain.DecodeJSON(r.Input)
 					_, err := eng.Continue(ctx, p, r, in, engine.RunOptions{})
 					done <- struct{}{}
 					return err
-				}}
-			go func() { wk.Serve(ctx, time.Second); store.Close() }()
-		}
-		for range batch {
-			<-done
-		}
-		elapsed += time.Since(start)
+				}}, func() { store.Close() }
+		})
 		total += batch
-		cancel()
 	}
 	b.ReportMetric(float64(total)/elapsed.Seconds(), "runs/s")
+}
+
+// serveBatch starts n workers made by newWorker, each of whose runs reports to done when it
+// ends, waits until batch runs have ended, then stops the workers and waits until every one has
+// stopped (and its stop has run). It returns the time until the batch had ended.
+//
+// The wait for the workers to stop is what lets the next batch be counted: a worker told to
+// stop while a claim is in flight still runs what that claim brings (Worker.fetch hands out
+// every claimed run), and that claim can take a run of the next batch, submitted meanwhile. Its
+// end would be reported to this batch's done, which no one reads any more, and the next batch
+// would wait for it forever (BenchmarkWorkers2 hung so).
+func serveBatch(n, batch int, newWorker func(i int, done chan<- struct{}) (w *worker.Worker, stop func())) time.Duration {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, batch)
+	var served sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		w, stop := newWorker(i, done)
+		served.Go(func() { w.Serve(ctx, time.Second); stop() })
+	}
+	for range batch {
+		<-done
+	}
+	elapsed := time.Since(start)
+	cancel()
+	served.Wait()
+	return elapsed
 }
 
 func BenchmarkWorkers1(b *testing.B) { benchWorkers(b, 1) }
 func BenchmarkWorkers2(b *testing.B) { benchWorkers(b, 2) }
 func BenchmarkWorkers4(b *testing.B) { benchWorkers(b, 4) }
+
+// TestServeBatchStopsItsWorkers: when serveBatch returns, every worker it started has stopped,
+// even one whose run outlives the batch's count (here: until the drain timeout cancels it), so
+// that no worker of a batch can take and report a run of the next.
+func TestServeBatchStopsItsWorkers(t *testing.T) {
+	const n = 2
+	q := &fakeQueue{left: n}
+	var stopped atomic.Int32
+	serveBatch(n, n, func(i int, done chan<- struct{}) (*worker.Worker, func()) {
+		return &worker.Worker{Queue: q, Owner: fmt.Sprint("w", i), LeaseTTL: time.Minute, Concurrency: 1, Poll: time.Hour,
+			Log: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+			Run: func(ctx context.Context, r *domain.Run) error {
+				done <- struct{}{}
+				<-ctx.Done()
+				return ctx.Err()
+			}}, func() { stopped.Add(1) }
+	})
+	if got := stopped.Load(); got != n {
+		t.Fatalf("%d of %d workers had stopped when serveBatch returned", got, n)
+	}
+}

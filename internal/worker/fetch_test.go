@@ -136,3 +136,40 @@ func TestFetcherWaitsForWakeWhenDrained(t *testing.T) {
 		t.Fatalf("claims %v granted %v: the wake-up did not lead to a claim", q.asked, q.granted)
 	}
 }
+
+// blockingQueue's first claim waits until release is closed and then takes the one run it
+// holds; entered is closed when that claim has started.
+type blockingQueue struct {
+	fakeQueue
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func (q *blockingQueue) ClaimBatch(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n int) ([]*domain.Run, error) {
+	q.once.Do(func() { close(q.entered); <-q.release })
+	return q.fakeQueue.ClaimBatch(ctx, owner, until, f, n)
+}
+
+// TestClaimInFlightAtStopIsRun: a worker told to stop while a claim is in flight still runs
+// what that claim brings (its lease names this worker; no one else could take the run before
+// the lease ran out), and Serve returns only after it ran. A caller that stops workers and
+// starts others must therefore wait for Serve to return before it counts what the others run
+// (see serveBatch in bench_test.go).
+func TestClaimInFlightAtStopIsRun(t *testing.T) {
+	q := &blockingQueue{fakeQueue: fakeQueue{left: 1}, entered: make(chan struct{}), release: make(chan struct{})}
+	var ran []string
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &worker.Worker{Queue: q, Owner: "w", LeaseTTL: time.Minute, Concurrency: 1, Poll: time.Hour,
+		Log: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Run: func(ctx context.Context, r *domain.Run) error { ran = append(ran, r.ID); return nil }}
+	served := make(chan struct{})
+	go func() { w.Serve(ctx, time.Hour); close(served) }()
+	<-q.entered
+	cancel()
+	close(q.release)
+	<-served
+	if len(ran) != 1 || ran[0] != "run-1" {
+		t.Fatalf("ran %v after a stop with a claim in flight, want [run-1]", ran)
+	}
+}
