@@ -48,7 +48,7 @@ func faultForm(t *testing.T) faultSizes {
 	case "":
 		t.Skip("fault-injection suite: set PIPECTL_FAULTS=short (CI) or PIPECTL_FAULTS=long to run it")
 	case "long":
-		return faultSizes{form: "long", restartRuns: 1000, restarts: 10, proxyRuns: 1000, proxyCuts: 100, soakKills: 120}
+		return faultSizes{form: "long", restartRuns: 1000, restarts: 10, proxyRuns: 2000, proxyCuts: 100, soakKills: 120}
 	case "short", "1":
 		return faultSizes{form: "short", restartRuns: 500, restarts: 3, proxyRuns: 200, proxyCuts: 20, soakKills: 20}
 	}
