@@ -43,13 +43,8 @@ func (a *app) submitMany(ctx context.Context, path, inputsArg string, noPrefligh
 	if err != nil {
 		return err
 	}
-	if !noPreflight {
-		if _, err := a.resolveSecrets(p); err != nil {
-			return &exitError{code: domain.ExitUsage, err: err}
-		}
-		if err := a.preflight(p, "", false); err != nil {
-			return err
-		}
+	if err := a.submitPreflight(p, noPreflight); err != nil {
+		return err
 	}
 	var lines io.Reader = a.stdin
 	source := "stdin"

@@ -57,13 +57,8 @@ func (a *app) submitCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if !noPreflight {
-				if _, err := a.resolveSecrets(p); err != nil {
-					return &exitError{code: domain.ExitUsage, err: err}
-				}
-				if err := a.preflight(p, "", false); err != nil {
-					return err
-				}
+			if err := a.submitPreflight(p, noPreflight); err != nil {
+				return err
 			}
 			store, err := a.openLedger(ctx)
 			if err != nil {
@@ -314,4 +309,17 @@ func startCPUProfile(path string) (stop func(), err error) {
 		pprof.StopCPUProfile()
 		f.Close()
 	}, nil
+}
+
+// submitPreflight checks, unless the caller opted out, that this machine could run p: its
+// secrets resolve, and its providers and commands are there. A submit checks once, whether it
+// queues one run or a file of them.
+func (a *app) submitPreflight(p *domain.Pipeline, skip bool) error {
+	if skip {
+		return nil
+	}
+	if _, err := a.resolveSecrets(p); err != nil {
+		return &exitError{code: domain.ExitUsage, err: err}
+	}
+	return a.preflight(p, "", false)
 }
