@@ -35,30 +35,15 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	select {
-	case s.streams <- struct{}{}:
-		defer func() { <-s.streams }()
-	default:
-		w.Header().Set("Retry-After", "5")
-		s.problem(w, r, http.StatusServiceUnavailable, "too-many-streams", fmt.Sprintf("%d event streams are open, the most this server keeps; retry later", cap(s.streams)), nil)
-		return
-	}
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		s.problem(w, r, http.StatusInternalServerError, "internal", "streaming is not supported here", nil)
-		return
-	}
 	var lastEvent int64
 	if v := r.Header.Get("Last-Event-ID"); v != "" {
 		lastEvent, _ = strconv.ParseInt(strings.TrimPrefix(v, "t"), 10, 64)
 	}
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	fmt.Fprint(w, "retry: 2000\n\n")
-	flusher.Flush()
+	flusher, release, ok := s.openStream(w, r)
+	if !ok {
+		return
+	}
+	defer release()
 	seen := map[int64]string{} // attempt id -> outcome already sent
 	tick := time.NewTicker(s.cfg.EventPoll)
 	defer tick.Stop()
@@ -162,26 +147,11 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	select {
-	case s.streams <- struct{}{}:
-		defer func() { <-s.streams }()
-	default:
-		w.Header().Set("Retry-After", "5")
-		s.problem(w, r, http.StatusServiceUnavailable, "too-many-streams", fmt.Sprintf("%d event streams are open, the most this server keeps; retry later", cap(s.streams)), nil)
-		return
-	}
-	flusher, ok := w.(http.Flusher)
+	flusher, release, ok := s.openStream(w, r)
 	if !ok {
-		s.problem(w, r, http.StatusInternalServerError, "internal", "streaming is not supported here", nil)
 		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	fmt.Fprint(w, "retry: 2000\n\n")
-	flusher.Flush()
+	defer release()
 	version := r.URL.Query().Get("v")
 	tick := time.NewTicker(s.cfg.EventPoll * listPollFactor)
 	defer tick.Stop()
@@ -212,4 +182,31 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 		case <-tick.C:
 		}
 	}
+}
+
+// openStream takes one of the server's event-stream places and starts an event-stream response.
+// When it cannot (every place taken, or a writer that cannot flush) it has answered the request
+// with a problem and returns ok=false; otherwise release gives the place back.
+func (s *Server) openStream(w http.ResponseWriter, r *http.Request) (flusher http.Flusher, release func(), ok bool) {
+	select {
+	case s.streams <- struct{}{}:
+	default:
+		w.Header().Set("Retry-After", "5")
+		s.problem(w, r, http.StatusServiceUnavailable, "too-many-streams", fmt.Sprintf("%d event streams are open, the most this server keeps; retry later", cap(s.streams)), nil)
+		return nil, nil, false
+	}
+	release = func() { <-s.streams }
+	if flusher, ok = w.(http.Flusher); !ok {
+		release()
+		s.problem(w, r, http.StatusInternalServerError, "internal", "streaming is not supported here", nil)
+		return nil, nil, false
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(w, "retry: 2000\n\n")
+	flusher.Flush()
+	return flusher, release, true
 }
