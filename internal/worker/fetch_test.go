@@ -126,14 +126,24 @@ func TestFetcherWaitsForWakeWhenDrained(t *testing.T) {
 	}
 	wake <- struct{}{}
 	for range 2 {
-		<-ran
+		select {
+		case <-ran:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the wake-up did not lead to a claim of the runs queued after the drain")
+		}
 	}
 	cancel()
 	<-served
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.asked) < 2 || q.granted[1] != 2 {
-		t.Fatalf("claims %v granted %v: the wake-up did not lead to a claim", q.asked, q.granted)
+	// The slots report free one by one after their runs, so the wake-up may find only some
+	// of them free: the runs queued after it may come in more than one claim.
+	after := 0
+	for _, n := range q.granted[1:] {
+		after += n
+	}
+	if len(q.asked) < 2 || after != 2 {
+		t.Fatalf("claims %v granted %v: the claims after the wake-up took %d runs, want 2", q.asked, q.granted, after)
 	}
 }
 
