@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 
@@ -188,20 +187,20 @@ func (s *Store) CommitAttempts(ctx context.Context, owner string, done []*domain
 		return err
 	}
 	batch := s.batchable(done, owner)
-	var batchStmts []*sqlx.Stmt
+	var batchStmts []sizedStmt
 	if len(batch) > 0 {
 		st, err := s.batchStmt(ctx, 0)
 		if err != nil {
 			return err
 		}
-		batchStmts = append(batchStmts, st)
+		batchStmts = append(batchStmts, sizedStmt{st, 0})
 	}
-	for n := len(batch); n > 1; n -= maxBatchRows {
-		st, err := s.batchStmt(ctx, min(n, maxBatchRows))
+	for _, n := range chunkSizes(len(batch)) {
+		st, err := s.batchStmt(ctx, n)
 		if err != nil {
 			return err
 		}
-		batchStmts = append(batchStmts, st)
+		batchStmts = append(batchStmts, sizedStmt{st, n})
 	}
 	err := s.runTx(ctx, runID, func(tx *sqlx.Tx) error {
 		// A group commit may run this again after a rollback: start from the IDs the attempts
@@ -245,8 +244,29 @@ func (s *Store) CommitAttempts(ctx context.Context, owner string, done []*domain
 	return err
 }
 
-// maxBatchRows is the most attempts one insert statement carries on SQLite.
-const maxBatchRows = 16
+// maxBatchRows is the most attempts one insert statement carries on SQLite. The foreign key
+// on run_id makes a multi-row insert one that may abort half-way, so SQLite copies every page it
+// changes to a statement journal, which moves from memory to a temporary file (an open, writes
+// and a close per commit) past 64 KiB, 15 pages. The attempts of different steps land on
+// different leaves of step_attempts_stats: five rows keep a statement to about 11 pages.
+const maxBatchRows = 5
+
+// chunkSizes splits n attempts into the fewest statements of at most maxBatchRows rows, of
+// sizes as even as possible (none of one row, for n > 1).
+func chunkSizes(n int) []int {
+	if n < 2 {
+		return nil
+	}
+	k := (n + maxBatchRows - 1) / maxBatchRows
+	out := make([]int, k)
+	for i := range out {
+		out[i] = n / k
+		if i < n%k {
+			out[i]++
+		}
+	}
+	return out
+}
 
 // batchable returns the leading attempts of done that SQLite can insert with multi-row
 // statements: new rows (no intent row to close) without model calls, written by an owner.
@@ -264,9 +284,10 @@ func (s *Store) batchable(done []*domain.Attempt, owner string) []*domain.Attemp
 	return done[:n]
 }
 
-// insertBatchSQL inserts n attempts in the order given, all of one run whose pipeline is the
-// last argument: with one statement for the deferred attempts of pure steps instead of one per
-// attempt, a step costs SQLite little more than its rows.
+// insertBatchSQL inserts n attempts in the order given, all of one run: with one statement for
+// the deferred attempts of pure steps instead of one per attempt, a step costs SQLite little
+// more than its rows. The texts that are often empty come as NULL for the empty text (orNull).
+// Parameters are plain ?s: the driver looks the name of a ?NNN up for every argument.
 func insertBatchSQL(n int) string {
 	var b strings.Builder
 	b.WriteString(`INSERT INTO step_attempts (run_id, step_id, item_index, attempt, step_key, started_at, finished_at,
@@ -275,9 +296,27 @@ func insertBatchSQL(n int) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, COALESCE(?, ''), COALESCE(?, ''), COALESCE(?, ''), COALESCE(?, ''), COALESCE(?, ''), ?)")
 	}
 	return b.String()
+}
+
+// batchRowArgs is the number of arguments of each row of insertBatchSQL.
+const batchRowArgs = 15
+
+// orNull is a text argument of insertBatchSQL: nil (NULL, which the statement stores as the
+// empty text) when empty, so that the driver copies nothing for it.
+func orNull(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// sizedStmt is a prepared insert of n attempts (n = 0: ownerPipelineSQL).
+type sizedStmt struct {
+	*sqlx.Stmt
+	n int
 }
 
 // ownerPipelineSQL reads what a batch needs to know of its run.
@@ -306,16 +345,16 @@ func (s *Store) batchStmt(ctx context.Context, n int) (*sqlx.Stmt, error) {
 }
 
 // insertBatch checks that owner holds the run, then inserts attempts with the prepared
-// multi-row statements (one per maxBatchRows) and sets their IDs: AUTOINCREMENT gives the rows
+// multi-row statements (see chunkSizes) and sets their IDs: AUTOINCREMENT gives the rows
 // of one statement consecutive ids, in the order of its VALUES.
-func (s *Store) insertBatch(ctx context.Context, tx *sqlx.Tx, owner string, batch []*domain.Attempt, stmts []*sqlx.Stmt) error {
+func (s *Store) insertBatch(ctx context.Context, tx *sqlx.Tx, owner string, batch []*domain.Attempt, stmts []sizedStmt) error {
 	runID := batch[0].RunID
 	var cur struct {
 		State    string `db:"state"`
 		Owner    string `db:"lease_owner"`
 		Pipeline string `db:"pipeline"`
 	}
-	if err := tx.StmtxContext(ctx, stmts[0]).GetContext(ctx, &cur, runID); err != nil {
+	if err := tx.StmtxContext(ctx, stmts[0].Stmt).GetContext(ctx, &cur, runID); err != nil {
 		return fmt.Errorf("run %s: %w", runID, err)
 	}
 	if cur.State != string(domain.StateProcessing) || cur.Owner != owner {
@@ -323,18 +362,18 @@ func (s *Store) insertBatch(ctx context.Context, tx *sqlx.Tx, owner string, batc
 	}
 	// The run and its pipeline are the same in every row: boxed once, not once per row.
 	var run, pipeline any = runID, cur.Pipeline
-	var args []any
+	args := make([]any, 0, min(len(batch), maxBatchRows)*batchRowArgs)
 	for _, st := range stmts[1:] {
-		n := min(len(batch), maxBatchRows)
+		n := st.n
 		chunk := batch[:n]
 		batch = batch[n:]
-		args = slices.Grow(args[:0], n*15)
+		args = args[:0]
 		for _, a := range chunk {
-			r := toRow(a)
-			args = append(args, run, r.StepID, r.ItemIndex, r.Attempt, r.StepKey, r.StartedAt, r.FinishedAt,
-				r.DurationMS, r.Outcome, r.ErrorClass, r.Error, r.Request, r.Response, r.Output, pipeline)
+			args = append(args, run, a.StepID, a.ItemIndex, a.Attempt, a.StepKey, ms(a.StartedAt), ms(a.FinishedAt),
+				a.DurationMS, a.Outcome, orNull(string(a.ErrorClass)), orNull(a.Error), orNull(string(a.Request)),
+				orNull(string(a.Response)), orNull(string(a.Output)), pipeline)
 		}
-		res, err := tx.StmtxContext(ctx, st).ExecContext(ctx, args...)
+		res, err := tx.StmtxContext(ctx, st.Stmt).ExecContext(ctx, args...)
 		if err != nil {
 			return fmt.Errorf("record attempts: %w", err)
 		}
@@ -344,12 +383,6 @@ func (s *Store) insertBatch(ctx context.Context, tx *sqlx.Tx, owner string, batc
 		}
 		for i, a := range chunk {
 			a.ID = last - int64(n-1-i)
-		}
-	}
-	// The last chunk may be a single attempt, which has no statement of its own here.
-	for _, a := range batch {
-		if err := s.finishAttemptTx(ctx, tx, owner, a, true); err != nil {
-			return err
 		}
 	}
 	return nil

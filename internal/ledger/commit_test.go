@@ -128,3 +128,81 @@ func TestCommitAttempts(t *testing.T) {
 		})
 	}
 }
+
+// TestBatchedAttemptsKeepTheirFields commits attempts with and without error texts, requests,
+// responses and outputs in one commit (several insert statements on SQLite) and reads each
+// field back as written: an empty text is stored empty (never as NULL), a full one whole.
+func TestBatchedAttemptsKeepTheirFields(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		r := newRun(t, "p", "fields")
+		if _, _, err := s.CreateRun(ctx, r, "t", &domain.Claim{Owner: "a", LeaseUntil: time.Now().Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		at := time.UnixMilli(1_700_000_000_123)
+		var done []*domain.Attempt
+		for i := range 13 {
+			a := &domain.Attempt{RunID: r.ID, StepID: fmt.Sprintf("s%d", i), ItemIndex: domain.NoItem, Attempt: 1 + i%3,
+				StepKey: fmt.Sprintf("k%d", i), StartedAt: at, FinishedAt: at.Add(time.Duration(i) * time.Millisecond),
+				DurationMS: int64(i), Outcome: domain.OutcomeSucceeded}
+			if i%2 == 1 {
+				a.ItemIndex = i
+				a.Outcome = domain.OutcomeFailed
+				a.ErrorClass, a.Error = domain.ClassPermanent, fmt.Sprintf("error %d", i)
+				a.Request, a.Response = []byte(fmt.Sprintf(`{"req":%d}`, i)), []byte(fmt.Sprintf(`{"resp":%d}`, i))
+			}
+			if i%3 != 0 {
+				a.Output = []byte(fmt.Sprintf(`{"out":%d}`, i))
+			}
+			done = append(done, a)
+		}
+		if err := s.CommitAttempts(ctx, "a", done, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Attempts(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(done) {
+			t.Fatalf("%d rows, want %d", len(got), len(done))
+		}
+		for i, want := range done {
+			g := got[i]
+			if g.ID != want.ID || g.StepID != want.StepID || g.ItemIndex != want.ItemIndex || g.Attempt != want.Attempt ||
+				g.StepKey != want.StepKey || !g.StartedAt.Equal(want.StartedAt) || !g.FinishedAt.Equal(want.FinishedAt) ||
+				g.DurationMS != want.DurationMS || g.Outcome != want.Outcome || g.ErrorClass != want.ErrorClass ||
+				g.Error != want.Error || string(g.Request) != string(want.Request) || string(g.Response) != string(want.Response) ||
+				string(g.Output) != string(want.Output) {
+				t.Fatalf("row %d is %+v, want %+v", i, g, *want)
+			}
+		}
+		var nulls int
+		if err := s.db.GetContext(ctx, &nulls, s.db.Rebind(`SELECT COUNT(*) FROM step_attempts WHERE run_id = ? AND (error_class IS NULL
+			OR error IS NULL OR request IS NULL OR response IS NULL OR output IS NULL OR pipeline <> ?)`), r.ID, r.Pipeline); err != nil {
+			t.Fatal(err)
+		}
+		if nulls != 0 {
+			t.Fatalf("%d rows with a NULL text or another pipeline", nulls)
+		}
+	})
+}
+
+func TestChunkSizes(t *testing.T) {
+	for n := range 50 {
+		sizes := chunkSizes(n)
+		sum := 0
+		for _, k := range sizes {
+			if k < 2 || k > maxBatchRows {
+				t.Fatalf("%d attempts: a statement of %d rows in %v", n, k, sizes)
+			}
+			sum += k
+		}
+		want := 0
+		if n > 1 {
+			want = (n + maxBatchRows - 1) / maxBatchRows
+		}
+		if sum != n && n > 1 || len(sizes) != want {
+			t.Fatalf("%d attempts: %v", n, sizes)
+		}
+	}
+}
