@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -128,12 +129,16 @@ type session struct {
 	workdir string
 	pr      *progress
 
-	activated map[string]bool
-	items     map[string]int // for_each steps: how many items
-	pending   []*unit
-	inflight  int
-	perStep   map[string]int
-	results   chan *unitResult
+	// unactivated holds, in file order, the steps not yet activated that were not complete
+	// when the session started (listed on the first activateReady): each activation scans
+	// only those, not every step of the pipeline again.
+	unactivated []*domain.Step
+	listed      bool
+	items       map[string]int // for_each steps: how many items
+	pending     []*unit
+	inflight    int
+	perStep     map[string]int
+	results     chan *unitResult
 	// ready holds the results of units run inline by dispatch, ahead of the channel; async
 	// counts the units running on goroutines of their own.
 	ready []*unitResult
@@ -246,7 +251,7 @@ func (e *Engine) execute(ctx context.Context, p *domain.Pipeline, runID string, 
 		s := &session{
 			e: e, p: p, run: run, input: input, opts: opts, owner: e.Owner.String(), redact: redact, secrets: secrets,
 			logger:  slog.New(RedactingHandler(e.Log.Handler(), redact)),
-			workdir: workdirOf(p, opts), pr: pr, activated: map[string]bool{}, items: map[string]int{},
+			workdir: workdirOf(p, opts), pr: pr, items: map[string]int{},
 			perStep: map[string]int{}, results: make(chan *unitResult),
 		}
 		if run == fresh0 {
@@ -328,13 +333,27 @@ func (s *session) next() *unitResult {
 // activateReady starts every step whose dependencies are complete: it evaluates if and for_each
 // and queues the units. Skips and empty fan-outs complete at once.
 func (s *session) activateReady(ctx context.Context) error {
+	if !s.listed {
+		s.listed = true
+		s.unactivated = make([]*domain.Step, 0, len(s.p.Steps))
+		for _, step := range s.p.Steps {
+			if !s.pr.done[step.ID] {
+				s.unactivated = append(s.unactivated, step)
+			}
+		}
+	}
 	for progressed := true; progressed && !s.stopping; {
 		progressed = false
-		for _, step := range s.p.Steps {
-			if s.activated[step.ID] || s.pr.done[step.ID] || !s.depsDone(step) {
+		for i := 0; i < len(s.unactivated); {
+			step := s.unactivated[i]
+			if !s.pr.done[step.ID] && !s.depsDone(step) {
+				i++
 				continue
 			}
-			s.activated[step.ID] = true
+			s.unactivated = slices.Delete(s.unactivated, i, i+1)
+			if s.pr.done[step.ID] {
+				continue
+			}
 			progressed = true
 			if err := s.activate(ctx, step); err != nil {
 				return err
