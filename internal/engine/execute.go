@@ -134,11 +134,13 @@ type session struct {
 	// only those, not every step of the pipeline again.
 	unactivated []*domain.Step
 	listed      bool
-	items       map[string]int // for_each steps: how many items
-	pending     []*unit
-	inflight    int
-	perStep     map[string]int
-	results     chan *unitResult
+	// doneUpTo counts the leading steps (in file order) known to be complete.
+	doneUpTo int
+	items    map[string]int // for_each steps: how many items
+	pending  []*unit
+	inflight int
+	perStep  map[string]int
+	results  chan *unitResult
 	// ready holds the results of units run inline by dispatch, ahead of the channel; async
 	// counts the units running on goroutines of their own.
 	ready []*unitResult
@@ -886,10 +888,12 @@ func (s *session) changeIfLast() *domain.Change {
 	if len(s.pending) > 0 {
 		return nil
 	}
-	for _, step := range s.p.Steps {
-		if !s.pr.done[step.ID] {
-			return nil
-		}
+	// A step once complete stays so: the steps before doneUpTo are not looked at again.
+	for s.doneUpTo < len(s.p.Steps) && s.pr.done[s.p.Steps[s.doneUpTo].ID] {
+		s.doneUpTo++
+	}
+	if s.doneUpTo < len(s.p.Steps) {
+		return nil
 	}
 	return &domain.Change{To: domain.StateSucceeded, Reason: "all steps completed", Actor: s.e.Actor, Owner: s.owner}
 }
