@@ -92,8 +92,7 @@ func writeTyped(b *bytes.Buffer, v any) error {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			kb, _ := json.Marshal(k)
-			b.Write(kb)
+			writeString(b, k)
 			b.WriteByte(':')
 			if err := writeTyped(b, x[k]); err != nil {
 				return err
@@ -124,6 +123,9 @@ func writeTyped(b *bytes.Buffer, v any) error {
 			b.WriteString(".0")
 		}
 	default:
+		if writeScalar(b, v) {
+			return nil
+		}
 		enc, err := json.Marshal(x)
 		if err != nil {
 			return err
@@ -156,8 +158,7 @@ func writeCanonical(b *bytes.Buffer, v any) error {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			kb, _ := json.Marshal(k)
-			b.Write(kb)
+			writeString(b, k)
 			b.WriteByte(':')
 			if err := writeCanonical(b, x[k]); err != nil {
 				return err
@@ -176,6 +177,9 @@ func writeCanonical(b *bytes.Buffer, v any) error {
 		}
 		b.WriteByte(']')
 	default:
+		if writeScalar(b, v) {
+			return nil
+		}
 		enc, err := json.Marshal(x)
 		if err != nil {
 			return err
@@ -183,4 +187,40 @@ func writeCanonical(b *bytes.Buffer, v any) error {
 		b.Write(enc)
 	}
 	return nil
+}
+
+// writeScalar writes the values every output is made of (texts, whole numbers, booleans, null)
+// exactly as json.Marshal would, without its allocations, and reports whether v was one.
+func writeScalar(b *bytes.Buffer, v any) bool {
+	switch x := v.(type) {
+	case string:
+		writeString(b, x)
+	case int64:
+		b.Write(strconv.AppendInt(b.AvailableBuffer(), x, 10))
+	case int:
+		b.Write(strconv.AppendInt(b.AvailableBuffer(), int64(x), 10))
+	case bool:
+		b.WriteString(strconv.FormatBool(x))
+	case nil:
+		b.WriteString("null")
+	default:
+		return false
+	}
+	return true
+}
+
+// writeString writes s as json.Marshal does: as it is between quotes when it holds only
+// printable ASCII that json.Marshal leaves alone (it escapes ", \, <, > and &), through
+// json.Marshal otherwise.
+func writeString(b *bytes.Buffer, s string) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			enc, _ := json.Marshal(s)
+			b.Write(enc)
+			return
+		}
+	}
+	b.WriteByte('"')
+	b.WriteString(s)
+	b.WriteByte('"')
 }
