@@ -369,7 +369,8 @@ func (s *Store) insertBatch(ctx context.Context, tx *sqlx.Tx, owner string, batc
 		batch = batch[n:]
 		args = args[:0]
 		for _, a := range chunk {
-			args = append(args, run, a.StepID, a.ItemIndex, a.Attempt, a.StepKey, ms(a.StartedAt), ms(a.FinishedAt),
+			// int64, not int: database/sql converts an int by reflection, into a second box.
+			args = append(args, run, a.StepID, int64(a.ItemIndex), int64(a.Attempt), a.StepKey, ms(a.StartedAt), ms(a.FinishedAt),
 				a.DurationMS, a.Outcome, orNull(string(a.ErrorClass)), orNull(a.Error), orNull(string(a.Request)),
 				orNull(string(a.Response)), orNull(string(a.Output)), pipeline)
 		}
