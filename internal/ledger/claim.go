@@ -170,7 +170,9 @@ var claimStatements sync.Map // claimKey -> string
 // claimSQL is claimStatement's statement for n runs. The limit is written into the text
 // rather than passed: PostgreSQL plans a prepared statement once for every later call, and
 // with an unknown limit it assumes a tenth of the queue, then joins the locked runs back by
-// hashing the whole table; with the limit known it looks each one up by its key. A worker
+// hashing the whole table; with the limit known it looks each one up by its key. OFFSET 0
+// keeps the test for attempts already made a lookup per claimed run: without it a cached plan
+// made while statistics said step_attempts was small hashed every attempt at every claim. A worker
 // claims between 1 and its concurrency runs at a time, so there are that many texts at most.
 func claimSQL(n int, filtered bool) string {
 	key := claimKey{n, filtered}
@@ -192,7 +194,8 @@ abandoned AS (UPDATE step_attempts SET outcome = 'abandoned', finished_at = $1, 
 moved AS (UPDATE runs SET state = 'processing', updated_at = $1, lease_owner = $2, lease_expires_at = $3,
 	next_attempt_at = CASE WHEN c.state = 'processing' THEN runs.next_attempt_at ELSE 0 END
 	FROM c WHERE runs.id = c.id
-	RETURNING ` + returned + `, c.state AS prior_state, c.lease_owner AS prior_owner` + claimBegun + `),
+	RETURNING ` + returned + `, c.state AS prior_state, c.lease_owner AS prior_owner,
+	EXISTS (SELECT 1 FROM step_attempts WHERE step_attempts.run_id = runs.id OFFSET 0) AS begun),
 events AS (INSERT INTO run_events (run_id, from_state, to_state, reason, actor, at)
 	SELECT id, prior_state, 'processing', CASE WHEN prior_state = 'processing'
 		THEN 'taken over from ' || prior_owner || ' (lease expired) by ' || $2 ELSE 'claimed by ' || $2 END, $2, $1
@@ -305,11 +308,7 @@ func (s *Store) idList(query string, ids []string, not bool, leading ...any) (st
 // collect runs a statement that returns run rows and keeps them by id.
 // claimBegun is returned with a claimed run's columns: whether it has attempts already, read
 // by the claim's UPDATE itself rather than by a statement (a round trip) of its own.
-//
-// OFFSET 0 keeps the test a lookup per claimed run: without it PostgreSQL may plan the
-// statement, while its statistics still say step_attempts is small, as one hash of every
-// attempt in the ledger, built again at every claim.
-const claimBegun = `, EXISTS (SELECT 1 FROM step_attempts WHERE step_attempts.run_id = runs.id OFFSET 0) AS begun`
+const claimBegun = `, EXISTS (SELECT 1 FROM step_attempts WHERE step_attempts.run_id = runs.id) AS begun`
 
 // claimedRow is a run as a claim's UPDATE returns it.
 type claimedRow struct {
