@@ -72,25 +72,3 @@ func benchClaim(b *testing.B, queued int) {
 // with a short and a long queue (PostgreSQL).
 func BenchmarkClaim1kQueued(b *testing.B)   { benchClaim(b, 1_000) }
 func BenchmarkClaim100kQueued(b *testing.B) { benchClaim(b, 100_000) }
-
-// BenchmarkClaimBatch8 claims eight runs per call from a queue of 20,000 (PostgreSQL), as a
-// busy worker's fetcher does: the cost of a claim per run claimed.
-func BenchmarkClaimBatch8(b *testing.B) {
-	dsn := os.Getenv("PIPECTL_TEST_POSTGRES")
-	if dsn == "" {
-		b.Skip("PIPECTL_TEST_POSTGRES is not set")
-	}
-	s, err := Open(context.Background(), PostgresTestSchema(b, dsn))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	seedQueued(b, s, 20_000+8*b.N)
-	for b.Loop() {
-		runs, err := s.ClaimBatch(context.Background(), "bench-worker", time.Now().Add(time.Minute), domain.ClaimFilter{}, 8)
-		if err != nil || len(runs) != 8 {
-			b.Fatalf("%d runs: %v", len(runs), err)
-		}
-	}
-	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(8*b.N), "µs/run")
-}
