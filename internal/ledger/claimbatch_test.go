@@ -249,3 +249,65 @@ func postgresOrSkip(t *testing.T) string {
 	}
 	return PostgresTestSchema(t, dsn)
 }
+
+// TestClaimBatchConcurrentClaimersShareNothing has three stores on one PostgreSQL ledger (three
+// worker processes) claim batches of an uncapped queue at once, as the one-statement claim
+// does: every run is claimed by exactly one of them, and each has one claim event.
+func TestClaimBatchConcurrentClaimersShareNothing(t *testing.T) {
+	dsn := os.Getenv("PIPECTL_TEST_POSTGRES")
+	if dsn == "" {
+		t.Skip("PIPECTL_TEST_POSTGRES is not set: SQLite serialises claims with its write lock")
+	}
+	dsn = PostgresTestSchema(t, dsn)
+	stores := []*Store{openOrFail(t, dsn), openOrFail(t, dsn), openOrFail(t, dsn)}
+	ctx := context.Background()
+	ids := queueRuns(t, stores[0], "p", 90, 1000)
+	claimed := make([][]string, len(stores))
+	var wg sync.WaitGroup
+	for i, s := range stores {
+		wg.Go(func() {
+			owner := fmt.Sprintf("w%d", i)
+			for {
+				got, err := s.ClaimBatch(ctx, owner, time.Now().Add(time.Minute), domain.ClaimFilter{}, 1+i*3)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(got) == 0 {
+					return
+				}
+				for _, r := range got {
+					if r.LeaseOwner != owner || r.State != domain.StateProcessing || !r.Unstarted {
+						t.Errorf("claimed %+v", r)
+					}
+					claimed[i] = append(claimed[i], r.ID)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	seen := map[string]int{}
+	for _, c := range claimed {
+		for _, id := range c {
+			seen[id]++
+		}
+	}
+	for _, id := range ids {
+		if seen[id] != 1 {
+			t.Fatalf("run %s claimed %d times (claims: %v)", id, seen[id], claimed)
+		}
+		events, _ := stores[0].Events(ctx, id)
+		n := 0
+		for _, e := range events {
+			if e.To == domain.StateProcessing {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("run %s has %d claim events", id, n)
+		}
+	}
+	if len(seen) != len(ids) {
+		t.Fatalf("%d runs claimed, %d queued", len(seen), len(ids))
+	}
+}
