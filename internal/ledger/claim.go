@@ -145,7 +145,10 @@ func (s *Store) claimStatement(ctx context.Context, owner string, until time.Tim
 	if len(f.Pipelines) > 0 {
 		args = append(args, f.Pipelines)
 	}
-	var rows []claimedRow
+	var rows []struct {
+		claimedRow
+		PriorOwner *string `db:"prior_owner"`
+	}
 	err := s.db.SelectContext(ctx, &rows, claimSQL(n, len(f.Pipelines) > 0), args...)
 	if err != nil {
 		// The statement commits itself: a failure after it was sent has an unknown outcome,
@@ -156,6 +159,18 @@ func (s *Store) claimStatement(ctx context.Context, owner string, until time.Tim
 	for i, r := range rows {
 		claimed[i] = r.domain()
 		claimed[i].Unstarted = !r.Begun
+		if r.PriorOwner == nil {
+			continue
+		}
+		// The statement saw the attempts of its snapshot only: the old owner may have
+		// committed one (running, or finished) between that snapshot and the lock. Now that
+		// the run is ours it can add none, so its running ones are closed here, and the run's
+		// history is read back whatever the snapshot said.
+		claimed[i].Unstarted = false
+		if _, err := s.db.ExecContext(ctx, `UPDATE step_attempts SET outcome = 'abandoned', finished_at = $1,
+			error = $2 || ' (' || $3 || ')' WHERE run_id = $4 AND outcome = 'running'`, now, args[3], *r.PriorOwner, r.ID); err != nil {
+			return nil, fmt.Errorf("claim: close the attempts of %s: %w", r.ID, err)
+		}
 	}
 	return claimed, nil
 }
@@ -200,7 +215,7 @@ events AS (INSERT INTO run_events (run_id, from_state, to_state, reason, actor, 
 	SELECT id, prior_state, 'processing', CASE WHEN prior_state = 'processing'
 		THEN 'taken over from ' || prior_owner || ' (lease expired) by ' || $2 ELSE 'claimed by ' || $2 END, $2, $1
 	FROM moved ORDER BY created_at, id)
-SELECT ` + runColumns + `, begun FROM moved ORDER BY created_at, id`
+SELECT ` + runColumns + `, begun, CASE WHEN prior_state = 'processing' THEN prior_owner END AS prior_owner FROM moved ORDER BY created_at, id`
 	claimStatements.Store(key, q)
 	return q
 }
