@@ -194,7 +194,27 @@ func (r *Redactor) String(s string) string {
 	if rep == nil || s == "" {
 		return s
 	}
-	return rep.Replace(s)
+	return replaceAll(rep, s)
+}
+
+// maxPasses bounds replaceAll's passes over a text in which a secret was found.
+const maxPasses = 8
+
+// replaceAll applies rep again as long as a pass replaced something: a mask written next to
+// ordinary text can form a secret again (with the secret "*0", "0" + "*0" + "0" becomes
+// "0***0", which holds "*0"). A pass that replaces a secret removes at least one of its
+// characters that are not the mask's, or shortens a run of the mask's own, so the passes come
+// to an end; the bound is for secrets the mask itself contains, which no masking can keep out.
+// A text with no secret in it is scanned once, as before.
+func replaceAll(rep *strings.Replacer, s string) string {
+	out := rep.Replace(s)
+	for range maxPasses {
+		if out == s {
+			break
+		}
+		s, out = out, rep.Replace(out)
+	}
+	return out
 }
 
 // Bytes redacts a byte slice of text.
@@ -203,7 +223,7 @@ func (r *Redactor) Bytes(b []byte) []byte {
 	if rep == nil || len(b) == 0 {
 		return b
 	}
-	return []byte(rep.Replace(string(b)))
+	return []byte(replaceAll(rep, string(b)))
 }
 
 // JSON redacts a JSON document and keeps it a valid one: when replacing text would break the
