@@ -80,7 +80,7 @@ func (s *Store) ClaimBatch(ctx context.Context, owner string, until time.Time, f
 			// name that owner.
 			q, args := s.inList(`UPDATE step_attempts SET outcome = 'abandoned', finished_at = ?,
 				error = ? || ' (' || (SELECT lease_owner FROM runs WHERE runs.id = step_attempts.run_id) || ')'
-				WHERE outcome = 'running' AND run_id %s`, expired, ms(now), "the process running this attempt stopped renewing its lease")
+				WHERE outcome = 'running' AND run_id %s`, expired, ms(now), abandonedReason)
 			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 				return err
 			}
@@ -134,6 +134,10 @@ func (s *Store) ClaimBatch(ctx context.Context, owner string, until time.Time, f
 	return claimed, nil
 }
 
+// abandonedReason is the error of an attempt left running by a process whose lease expired,
+// followed by that process's name in brackets.
+const abandonedReason = "the process running this attempt stopped renewing its lease"
+
 // claimStatement is ClaimBatch on PostgreSQL without a per-pipeline cap: one statement, so
 // one round trip and its own commit, instead of a transaction of five. It locks the due runs
 // (FOR UPDATE SKIP LOCKED), closes the attempts left running by the owners of expired leases,
@@ -141,7 +145,7 @@ func (s *Store) ClaimBatch(ctx context.Context, owner string, until time.Time, f
 // snapshot. Caps need advisory locks taken before counting, so they keep the transaction.
 func (s *Store) claimStatement(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n int) ([]*domain.Run, error) {
 	now := ms(s.now())
-	args := []any{now, owner, ms(until), "the process running this attempt stopped renewing its lease"}
+	args := []any{now, owner, ms(until), abandonedReason}
 	if len(f.Pipelines) > 0 {
 		args = append(args, f.Pipelines)
 	}
@@ -168,7 +172,7 @@ func (s *Store) claimStatement(ctx context.Context, owner string, until time.Tim
 		// history is read back whatever the snapshot said.
 		claimed[i].Unstarted = false
 		if _, err := s.db.ExecContext(ctx, `UPDATE step_attempts SET outcome = 'abandoned', finished_at = $1,
-			error = $2 || ' (' || $3 || ')' WHERE run_id = $4 AND outcome = 'running'`, now, args[3], *r.PriorOwner, r.ID); err != nil {
+			error = $2 || ' (' || $3 || ')' WHERE run_id = $4 AND outcome = 'running'`, now, abandonedReason, *r.PriorOwner, r.ID); err != nil {
 			return nil, fmt.Errorf("claim: close the attempts of %s: %w", r.ID, err)
 		}
 	}
