@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,16 +14,22 @@ import (
 	"github.com/pipectl/pipectl/internal/worker"
 )
 
-// fakeQueue hands out numbered runs and records how many each claim asked for.
+// fakeQueue hands out numbered runs and records how many each claim asked for, and which
+// runs were handed back. A claim takes latency (none when zero).
 type fakeQueue struct {
-	mu      sync.Mutex
-	left    int
-	next    int
-	asked   []int
-	granted []int
+	mu       sync.Mutex
+	left     int
+	next     int
+	asked    []int
+	granted  []int
+	released []string
+	latency  time.Duration
+	// claimed, when set, is told how many runs all claims so far have granted.
+	claimed func(total int)
 }
 
 func (q *fakeQueue) ClaimBatch(_ context.Context, owner string, _ time.Time, _ domain.ClaimFilter, n int) ([]*domain.Run, error) {
+	time.Sleep(q.latency)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.asked = append(q.asked, n)
@@ -33,6 +40,13 @@ func (q *fakeQueue) ClaimBatch(_ context.Context, owner string, _ time.Time, _ d
 		out = append(out, &domain.Run{ID: fmt.Sprint("run-", q.next), State: domain.StateProcessing, LeaseOwner: owner})
 	}
 	q.granted = append(q.granted, len(out))
+	if q.claimed != nil {
+		total := 0
+		for _, n := range q.granted {
+			total += n
+		}
+		q.claimed(total)
+	}
 	return out, nil
 }
 
@@ -41,10 +55,16 @@ func (q *fakeQueue) PausedRuns(context.Context) (map[domain.RunState]int, error)
 	return nil, nil
 }
 func (q *fakeQueue) ExpireWaits(context.Context, string) (int, error) { return 0, nil }
+func (q *fakeQueue) ReleaseLease(_ context.Context, runID, _ string) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.released = append(q.released, runID)
+	return nil
+}
 
 // TestFetcherClaimsForFreeSlots: the first claim asks for every slot at once, no claim asks
-// for more slots than are free, no more runs execute at once than there are slots, and every
-// run is executed exactly once.
+// for more than the slots and a reserve as large (while the queue is busy), no more runs
+// execute at once than there are slots, and every run is executed exactly once.
 func TestFetcherClaimsForFreeSlots(t *testing.T) {
 	const slots, runs = 8, 100
 	q := &fakeQueue{left: runs}
@@ -92,7 +112,7 @@ func TestFetcherClaimsForFreeSlots(t *testing.T) {
 		t.Fatalf("the first claim asked for %d runs, want all %d slots", q.asked[0], slots)
 	}
 	for _, n := range q.asked {
-		if n < 1 || n > slots {
+		if n < 1 || n > 2*slots {
 			t.Fatalf("a claim asked for %d runs with %d slots: %v", n, slots, q.asked)
 		}
 	}
@@ -181,5 +201,173 @@ func TestClaimInFlightAtStopIsRun(t *testing.T) {
 	<-served
 	if len(ran) != 1 || ran[0] != "run-1" {
 		t.Fatalf("ran %v after a stop with a claim in flight, want [run-1]", ran)
+	}
+}
+
+// countingRunner executes runs of fn's choosing and records how many ran at once and how
+// often each ran.
+type countingRunner struct {
+	mu      sync.Mutex
+	running int
+	most    int
+	seen    map[string]int
+}
+
+func (c *countingRunner) run(fn func(ctx context.Context, r *domain.Run)) worker.Runner {
+	return func(ctx context.Context, r *domain.Run) error {
+		c.mu.Lock()
+		c.running++
+		c.most = max(c.most, c.running)
+		c.seen[r.ID]++
+		c.mu.Unlock()
+		fn(ctx, r)
+		c.mu.Lock()
+		c.running--
+		c.mu.Unlock()
+		return nil
+	}
+}
+
+func (c *countingRunner) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.seen)
+}
+
+// TestFetcherClaimsAheadWhileBusy: when slots free up faster than a claim comes back, the
+// worker claims ahead of them, holding more runs than slots, so that runs wait ready for the
+// slots; yet no more runs execute at once than there are slots, and each runs once.
+func TestFetcherClaimsAheadWhileBusy(t *testing.T) {
+	const slots, runs = 4, 200
+	q := &fakeQueue{left: runs, latency: 5 * time.Millisecond}
+	c := &countingRunner{seen: map[string]int{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// held is the most runs claimed and not finished, seen as each claim comes back.
+	var held, finished atomic.Int32
+	q.claimed = func(total int) { held.Store(max(held.Load(), int32(total)-finished.Load())) }
+	w := &worker.Worker{Queue: q, Owner: "w", LeaseTTL: time.Minute, Concurrency: slots, Poll: time.Hour,
+		Log: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Run: c.run(func(context.Context, *domain.Run) {
+			time.Sleep(time.Millisecond)
+			finished.Add(1)
+		})}
+	served := make(chan struct{})
+	go func() { w.Serve(ctx, time.Second); close(served) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for c.count() < runs && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-served
+	if got := c.count(); got != runs {
+		t.Fatalf("%d of %d runs executed", got, runs)
+	}
+	if c.most > slots {
+		t.Fatalf("%d runs executed at once on %d slots", c.most, slots)
+	}
+	for id, n := range c.seen {
+		if n != 1 {
+			t.Fatalf("%s executed %d times", id, n)
+		}
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, n := range q.asked {
+		if n > 2*slots {
+			t.Fatalf("a claim asked for %d runs with %d slots: %v", n, slots, q.asked)
+		}
+	}
+	if h := held.Load(); h <= slots || h > 2*slots {
+		t.Fatalf("the worker held at most %d runs with %d slots, want more (claimed ahead) but at most twice as many; claims %v", h, slots, q.asked)
+	}
+	if len(q.released) != 0 {
+		t.Fatalf("runs handed back while slots were taking them: %v", q.released)
+	}
+}
+
+// TestFetcherHoldsNothingBackForLongRuns: when every slot is busy with a long run, the worker
+// claims nothing more (another worker could start those runs now).
+func TestFetcherHoldsNothingBackForLongRuns(t *testing.T) {
+	const slots = 4
+	q := &fakeQueue{left: 100, latency: time.Millisecond}
+	c := &countingRunner{seen: map[string]int{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &worker.Worker{Queue: q, Owner: "w", LeaseTTL: time.Minute, Concurrency: slots, Poll: time.Hour,
+		Log: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Run: c.run(func(ctx context.Context, _ *domain.Run) { <-ctx.Done() })}
+	served := make(chan struct{})
+	go func() { w.Serve(ctx, 10*time.Millisecond); close(served) }()
+	for c.count() < slots {
+		time.Sleep(time.Millisecond)
+	}
+	// Long enough for several cooldowns and claims, were any to be made.
+	time.Sleep(200 * time.Millisecond)
+	q.mu.Lock()
+	asked, granted := append([]int(nil), q.asked...), append([]int(nil), q.granted...)
+	q.mu.Unlock()
+	cancel()
+	<-served
+	if len(asked) != 1 || asked[0] != slots || granted[0] != slots {
+		t.Fatalf("claims asked %v, granted %v with every slot busy; want one claim of %d", asked, granted, slots)
+	}
+}
+
+// TestReadyRunsNotStartedAreHandedBack: a run claimed ahead for a slot that then stays busy
+// is handed back within its lease instead of waiting for the slot, is never executed by this
+// worker afterwards, and the worker does not claim ahead again for slots that stay busy.
+func TestReadyRunsNotStartedAreHandedBack(t *testing.T) {
+	const ttl = 200 * time.Millisecond
+	q := &fakeQueue{left: 1000, latency: 10 * time.Millisecond}
+	c := &countingRunner{seen: map[string]int{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var quick atomic.Int32
+	w := &worker.Worker{Queue: q, Owner: "w", LeaseTTL: ttl, Concurrency: 1, Poll: time.Hour,
+		Log: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Run: c.run(func(ctx context.Context, _ *domain.Run) {
+			// The first runs are quick, so that the slot frees up during claims and the
+			// worker claims ahead; then one run holds the slot until the worker stops.
+			if quick.Add(1) <= 20 {
+				return
+			}
+			<-ctx.Done()
+		})}
+	served := make(chan struct{})
+	go func() { w.Serve(ctx, 10*time.Millisecond); close(served) }()
+	deadline := time.Now().Add(10 * time.Second)
+	var released []string
+	for len(released) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		q.mu.Lock()
+		released = append([]string(nil), q.released...)
+		q.mu.Unlock()
+	}
+	if len(released) == 0 {
+		t.Fatalf("no ready run was handed back while the only slot stayed busy (claims %v)", q.asked)
+	}
+	q.mu.Lock()
+	claims := len(q.asked)
+	q.mu.Unlock()
+	time.Sleep(3 * ttl)
+	q.mu.Lock()
+	later := q.asked[claims:]
+	handedBack := append([]string(nil), q.released...)
+	q.mu.Unlock()
+	cancel()
+	<-served
+	if len(later) != 0 {
+		t.Fatalf("claims %v after a hand-back while the only slot stayed busy", later)
+	}
+	for _, id := range handedBack {
+		if n := c.seen[id]; n != 0 {
+			t.Fatalf("run %s was handed back and then executed %d times here", id, n)
+		}
+	}
+	for id, n := range c.seen {
+		if n != 1 {
+			t.Fatalf("%s executed %d times", id, n)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -21,6 +22,8 @@ type Queue interface {
 	PausedRuns(ctx context.Context) (map[domain.RunState]int, error)
 	// ExpireWaits dead-letters runs whose wait deadline passed.
 	ExpireWaits(ctx context.Context, actor string) (int, error)
+	// ReleaseLease hands a claimed run back: its lease runs out now, for any worker to take.
+	ReleaseLease(ctx context.Context, runID, owner string) error
 }
 
 // Runner executes a run this worker has claimed, until it ends, pauses or ctx ends.
@@ -136,9 +139,17 @@ func (w *Worker) slot(work context.Context, runs <-chan *domain.Run, free chan<-
 // then again while claims come back full (more is due), else when a notification arrives or
 // the poll interval passes. Up to two claims are in flight at once, each for the slots that
 // were free when it started: while one waits for the database, slots that free up meanwhile
-// are claimed for by the next. Claimed runs are always handed to a slot, even when ctx ends
-// meanwhile: they are this worker's until the slot runs them (and hands them back if it must
-// stop).
+// are claimed for by the next.
+//
+// While the queue is busy it also keeps a reserve of claimed runs ready, so that a slot that
+// frees up starts its next run at once instead of idling for a claim's round trip. Its size is
+// learned, not set: as many runs as the slots finished during one claim's round trip at the
+// rate they finished since the claim before (never more than there are slots), so that a
+// worker of long runs, whose slots seldom free up, holds nothing back. A ready run not started within half its lease is handed back for any worker
+// to take. Slots still bound what executes: at most Concurrency runs at once.
+//
+// Claimed runs are always handed to a slot, even when ctx ends meanwhile: they are this
+// worker's until the slot runs them (and hands them back if it must stop).
 func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan struct{}) {
 	const maxInflight = 2
 	type result struct {
@@ -147,12 +158,24 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 		err   error
 		took  time.Duration
 	}
+	type readyRun struct {
+		run     *domain.Run
+		claimed time.Time
+	}
 	results := make(chan result, maxInflight)
 	// A claim in flight finishes even when ctx ends, so that what it claimed is not stranded.
 	claimCtx := context.WithoutCancel(ctx)
-	slots, inflight, due := 0, 0, true
+	var ready []readyRun
+	slots, inflight, asked, due := 0, 0, 0, true
+	// frees counts the slots freed by a run since the first claim came back, when the rate
+	// they free up at is measured from; reserve is how many runs are kept ready beyond them.
+	frees, reserve := 0, 0
+	var measured time.Time
+	measuredFrees := 0
 	poll := time.NewTimer(w.Poll)
 	defer poll.Stop()
+	staleCheck := time.NewTicker(max(w.LeaseTTL/4, 10*time.Millisecond))
+	defer staleCheck.Stop()
 	// cool is armed while free slots gather before the next claim of a busy queue; the first
 	// claim waits for the slots to report too.
 	cool := time.NewTimer(w.FetchCooldown)
@@ -160,36 +183,75 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 	defer cool.Stop()
 	handOut := func(r result) {
 		inflight--
+		asked -= r.asked
 		if w.Metrics != nil && r.err == nil {
 			w.Metrics.ClaimSeconds.Observe(r.took.Seconds())
 		}
+		now := time.Now()
 		for _, run := range r.runs {
-			runs <- run
+			ready = append(ready, readyRun{run, now})
 		}
-		slots += r.asked - len(r.runs)
 		switch {
 		case r.err != nil:
 			if ctx.Err() == nil {
 				w.Log.Warn("claim failed", "error", r.err)
 			}
-			due = false
+			due, reserve = false, 0
 		case len(r.runs) == r.asked:
 			due, cooling = true, true
 			cool.Reset(w.FetchCooldown)
+			if !measured.IsZero() {
+				rate := float64(frees-measuredFrees) / now.Sub(measured).Seconds()
+				reserve = min(int(math.Ceil(rate*r.took.Seconds())), w.Concurrency)
+			}
+			measured, measuredFrees = now, frees
 		default:
-			due = false
+			due, reserve = false, 0
 		}
 	}
+	// handBack releases the ready runs not started within half their lease: all slots were
+	// busy for that long, so another worker may well start them sooner.
+	handBack := func() {
+		stale := time.Now().Add(-w.LeaseTTL / 2)
+		kept := ready[:0]
+		for _, r := range ready {
+			if r.claimed.Before(stale) {
+				if err := w.Queue.ReleaseLease(claimCtx, r.run.ID, w.Owner); err != nil {
+					w.Log.Warn("handing back a run not started", "run_id", r.run.ID, "error", err)
+				}
+				continue
+			}
+			kept = append(kept, r)
+		}
+		if len(kept) < len(ready) {
+			// The slots are busy for long: claiming ahead again would only hand back again.
+			reserve = 0
+		}
+		clear(ready[len(kept):])
+		ready = kept
+	}
 	for {
+		for slots > 0 && len(ready) > 0 {
+			runs <- ready[0].run
+			ready[0] = readyRun{}
+			ready = ready[1:]
+			slots--
+		}
 		if ctx.Err() != nil {
 			for inflight > 0 {
 				handOut(<-results)
 			}
+			for _, r := range ready {
+				runs <- r.run
+			}
 			return
 		}
-		if slots > 0 && due && !cooling && inflight < maxInflight {
-			n := slots
-			slots, inflight = 0, inflight+1
+		// A busy queue is claimed from once half the reserve is used up; otherwise after the
+		// cooldown, so that slots freeing up one by one are claimed for together.
+		n := slots + reserve - len(ready) - asked
+		if n > 0 && due && inflight < maxInflight && (reserve > 0 && n >= (reserve+1)/2 || reserve == 0 && !cooling) {
+			inflight++
+			asked += n
 			poll.Reset(w.Poll)
 			go func() {
 				start := time.Now()
@@ -202,6 +264,9 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 		case <-ctx.Done():
 		case <-free:
 			slots++
+			if !measured.IsZero() {
+				frees++
+			}
 		case r := <-results:
 			handOut(r)
 		case <-cool.C:
@@ -214,6 +279,8 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 		case <-poll.C:
 			due = true
 			poll.Reset(w.Poll)
+		case <-staleCheck.C:
+			handBack()
 		}
 	}
 }
