@@ -220,7 +220,7 @@ func (a *app) runner(store *ledger.Store, eng *engine.Engine, specs *specCache) 
 			return err
 		}
 		started := time.Now()
-		after, err := eng.Continue(ctx, p, r, in, engine.RunOptions{Secrets: secrets})
+		after, err := eng.Continue(ctx, p, r, in, engine.RunOptions{Secrets: secrets, Settled: worker.Settled(ctx)})
 		if after != nil {
 			logRunEnd(eng.Log, after, time.Since(started))
 		}

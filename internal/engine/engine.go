@@ -153,6 +153,10 @@ type RunOptions struct {
 	// AcceptSpecChange lets an existing run continue under this spec although it was created
 	// from another one: every recorded output is gated again first.
 	AcceptSpecChange bool
+	// Settled, when set, is called once the run has nothing left to execute in this call but
+	// the write of the transition that ends the call (succeeded, dead-lettered, paused), just
+	// before that write: a worker's slot may start another run while it commits.
+	Settled func()
 }
 
 // Result is the end of Run.

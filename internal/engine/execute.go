@@ -815,6 +815,7 @@ func (s *session) writeAttempt(ctx context.Context, att *domain.Attempt, ch *dom
 	}
 	// Results are written even while the run is being stopped: the work was done.
 	wctx := context.WithoutCancel(ctx)
+	s.settling(ch)
 	var err error
 	if len(s.deferred) == 0 {
 		err = s.retrying(ctx, func() error { return s.e.Store.FinishAttempt(wctx, s.owner, att, ch) })
@@ -940,11 +941,21 @@ func (s *session) finish(parent, ctx context.Context) error {
 	if ch == nil && (s.failure != nil || !s.retryAt.IsZero() || s.review != "" || s.waiting != "") {
 		ch = s.stopChange()
 	}
+	s.settling(ch)
 	if err := s.flush(wctx, ch); err != nil {
 		return err
 	}
 	s.applied(ch)
 	return nil
+}
+
+// settling tells the caller that the run is settled when ch ends this call: nothing is left
+// to execute but its write. A transient failure is not: this process retries it when due.
+func (s *session) settling(ch *domain.Change) {
+	if ch == nil || s.opts.Settled == nil || ch.To == domain.StateProcessing || ch.To == domain.StateFailedTransient {
+		return
+	}
+	s.opts.Settled()
 }
 
 // applied mirrors a committed transition on the session's copy of the run, which is what the

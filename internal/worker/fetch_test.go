@@ -371,3 +371,63 @@ func TestReadyRunsNotStartedAreHandedBack(t *testing.T) {
 		}
 	}
 }
+
+// TestSlotStartsNextRunWhileLastSettles: a run that says it is settled (nothing left but its
+// final write) lets its slot start the next run; the slot then waits for that write before it
+// frees up again (one run executing and one settling per slot), and Serve returns only after
+// every settling run returned.
+func TestSlotStartsNextRunWhileLastSettles(t *testing.T) {
+	q := &fakeQueue{left: 3}
+	started := make(chan string, 3)
+	finish := map[string]chan struct{}{"run-1": make(chan struct{}), "run-2": make(chan struct{}), "run-3": make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &worker.Worker{Queue: q, Owner: "w", LeaseTTL: time.Minute, Concurrency: 1, Poll: 10 * time.Millisecond,
+		Log: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Run: func(ctx context.Context, r *domain.Run) error {
+			started <- r.ID
+			worker.Settled(ctx)()
+			worker.Settled(ctx)() // a second call changes nothing
+			<-finish[r.ID]
+			return nil
+		}}
+	served := make(chan struct{})
+	go func() { w.Serve(ctx, time.Minute); close(served) }()
+	next := func(want string) {
+		t.Helper()
+		select {
+		case id := <-started:
+			if id != want {
+				t.Fatalf("started %s, want %s", id, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s did not start", want)
+		}
+	}
+	nothing := func(why string) {
+		t.Helper()
+		select {
+		case id := <-started:
+			t.Fatalf("%s started %s", why, id)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	next("run-1")
+	next("run-2") // run-1 settled: its slot took the next run
+	nothing("with run-1 still settling and run-2 settled, the slot")
+	close(finish["run-1"])
+	next("run-3")
+	cancel()
+	close(finish["run-3"])
+	select {
+	case <-served:
+		t.Fatal("Serve returned while run-2 was still settling")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(finish["run-2"])
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after every run returned")
+	}
+}

@@ -120,19 +120,50 @@ func (w *Worker) housekeeping(ctx context.Context) {
 	}
 }
 
-// slot executes the runs the fetcher hands it, one at a time, and says when it is free.
+// slot executes the runs the fetcher hands it, one at a time, and says when it is free: when
+// its run returns, or earlier, when the run says it is settled (see Settled). A slot then
+// starts its next run while the last one's final write commits, but waits for that write
+// before it frees up again: a slot holds at most one run executing and one settling.
 func (w *Worker) slot(work context.Context, runs <-chan *domain.Run, free chan<- struct{}) {
 	free <- struct{}{}
+	var settling chan struct{}
 	for run := range runs {
 		// At Debug: the claim is in the ledger (the run's processing event names this worker),
 		// and the line when the run leaves the worker says the rest; two Info lines per run cost
 		// a busy worker a tenth of its CPU.
 		w.Log.Debug("claimed run", "run_id", run.ID, "pipeline", run.Pipeline, "idempotency_key", run.IdempotencyKey)
-		if err := w.Run(work, run); err != nil && !errors.Is(err, context.Canceled) {
-			w.Log.Info("run left the worker", "run_id", run.ID, "pipeline", run.Pipeline, "reason", err.Error())
+		released, done := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		release := func() { once.Do(func() { close(released) }) }
+		go func() {
+			defer close(done)
+			defer release()
+			if err := w.Run(context.WithValue(work, settledKey{}, release), run); err != nil && !errors.Is(err, context.Canceled) {
+				w.Log.Info("run left the worker", "run_id", run.ID, "pipeline", run.Pipeline, "reason", err.Error())
+			}
+		}()
+		<-released
+		if settling != nil {
+			<-settling
 		}
+		settling = done
 		free <- struct{}{}
 	}
+	if settling != nil {
+		<-settling
+	}
+}
+
+type settledKey struct{}
+
+// Settled returns the function a Runner calls when its run has nothing left to execute but
+// the write of its final transition: the slot may start another run meanwhile. It does
+// nothing outside a worker, and after the first call.
+func Settled(ctx context.Context) func() {
+	if f, ok := ctx.Value(settledKey{}).(func()); ok {
+		return f
+	}
+	return func() {}
 }
 
 // fetch claims runs for the free slots until ctx ends. It claims for all free slots at once,
