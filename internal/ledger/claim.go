@@ -153,7 +153,7 @@ func (s *Store) claimStatement(ctx context.Context, owner string, until time.Tim
 		claimedRow
 		PriorOwner *string `db:"prior_owner"`
 	}
-	err := s.db.SelectContext(ctx, &rows, claimSQL(n, len(f.Pipelines) > 0), args...)
+	err := s.claims.SelectContext(ctx, &rows, claimSQL(n, len(f.Pipelines) > 0), args...)
 	if err != nil {
 		// The statement commits itself: a failure after it was sent has an unknown outcome,
 		// like an error at COMMIT (runs claimed after all wait for their lease to expire).

@@ -44,6 +44,9 @@ type Store struct {
 	// group commits the writes of concurrent callers together; nil: each alone.
 	group *committer
 
+	// claims runs the one-statement claim on PostgreSQL (see openClaimPool); nil elsewhere.
+	claims *sqlx.DB
+
 	// batches holds the multi-row attempt inserts by row count, prepared on first use.
 	batches sync.Map // int -> *sqlx.Stmt
 }
@@ -267,6 +270,9 @@ func (s *Store) Close() error {
 	})
 	if s.reads != nil {
 		s.reads.Close()
+	}
+	if s.claims != nil {
+		s.claims.Close()
 	}
 	return s.db.Close()
 }

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the pgx driver under database/sql as "pgx"
+	"github.com/jackc/pgx/v5/stdlib" // also registers the pgx driver under database/sql as "pgx"
 	"github.com/jmoiron/sqlx"
 )
 
@@ -41,7 +41,34 @@ func openPostgres(ctx context.Context, dsn string) (*Store, error) {
 	// Each committer on a connection of its own, so that the server works on a batch while
 	// the next one forms.
 	s.group = newCommitter(s, pgCommitters, 64)
+	if s.claims, err = openClaimPool(dsn); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("ledger %s: %w", redactDSN(dsn), err)
+	}
 	return s, nil
+}
+
+// openClaimPool opens the connections the one-statement claim runs on. Their planner never
+// reads the queue by bitmap (and then sorts it): a claim wants the first n due runs, and
+// walking runs_claimable in its order finds them in n index entries however long the queue
+// is. The planner picks that walk by itself only while its statistics say the queue is long;
+// a queue filled faster than autovacuum analyzes (a bulk submit of 8,000 runs drained at once,
+// seen) looks tiny to it, and it then read and sorted every queued run at each claim: 9.3 ms
+// for a claim of 16 on 8,000 queued, against 0.2 ms in index order.
+func openClaimPool(dsn string) (*sqlx.DB, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	cfg.RuntimeParams["enable_bitmapscan"] = "off"
+	// A claim is planned in a millisecond and runs in one: compiling it is never worth it.
+	cfg.RuntimeParams["jit"] = "off"
+	db := sqlx.NewDb(stdlib.OpenDB(*cfg), "pgx")
+	// A worker has at most two claims in flight.
+	db.SetMaxOpenConns(2)
+	db.SetMaxIdleConns(2)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	return db, nil
 }
 
 // DSN returns the connection string for components that need their own connection (LISTEN).
