@@ -53,8 +53,13 @@ func (s *Store) ClaimBatch(ctx context.Context, owner string, until time.Time, f
 	}
 	var claimed []*domain.Run
 	// A claim commits on its own, outside any group commit: its row locks must be held as
-	// briefly as possible, and a worker waits for nothing else.
-	err := s.directTx(ctx, func(tx *sqlx.Tx) error {
+	// briefly as possible, and a worker waits for nothing else. On PostgreSQL it runs on the
+	// claim's connections, whose planner walks the queue in order (see openClaimPool).
+	db := s.db
+	if s.claims != nil {
+		db = s.claims
+	}
+	err := retryable(txOn(ctx, db, func(tx *sqlx.Tx) error {
 		claimed = nil
 		now := s.now()
 		cands, err := s.claimCandidates(ctx, tx, now, f, n)
@@ -127,7 +132,7 @@ func (s *Store) ClaimBatch(ctx context.Context, owner string, until time.Time, f
 			claimed[i].Unstarted = !r.Begun
 		}
 		return nil
-	})
+	}))
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
