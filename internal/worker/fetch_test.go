@@ -51,6 +51,18 @@ func (q *fakeQueue) ClaimBatch(_ context.Context, owner string, _ time.Time, _ d
 }
 
 func (q *fakeQueue) QueueDepth(context.Context) (int, error) { return 0, nil }
+
+// total is how many runs all claims so far have granted.
+func (q *fakeQueue) total() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	total := 0
+	for _, n := range q.granted {
+		total += n
+	}
+	return total
+}
+
 func (q *fakeQueue) PausedRuns(context.Context) (map[domain.RunState]int, error) {
 	return nil, nil
 }
@@ -429,5 +441,96 @@ func TestSlotStartsNextRunWhileLastSettles(t *testing.T) {
 	case <-served:
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return after every run returned")
+	}
+}
+
+// TestStopWithRunsReady: a worker told to stop while it holds runs claimed ahead of its
+// slots (every slot busy) still returns from Serve, whether its runs finish within the drain
+// or are cancelled at its end; the runs that no slot was free for are handed back rather than
+// kept for the slots, and no run is both handed back and executed.
+func TestStopWithRunsReady(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		drain time.Duration
+		// finish lets the runs in flight end on their own within the drain.
+		finish bool
+	}{
+		{"runs finish within the drain", time.Minute, true},
+		{"drain timeout cancels the runs", 50 * time.Millisecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const slots = 2
+			q := &fakeQueue{left: 1000, latency: 2 * time.Millisecond}
+			c := &countingRunner{seen: map[string]int{}}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			gate := make(chan struct{})
+			var started, blocked atomic.Int32
+			w := &worker.Worker{Queue: q, Owner: "w", LeaseTTL: time.Minute, Concurrency: slots, Poll: time.Hour,
+				Log: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+				Run: c.run(func(ctx context.Context, _ *domain.Run) {
+					// Quick runs, so that the worker claims ahead, until one starts while the
+					// worker holds a run it has not started: that run holds its slot until
+					// the gate opens or the drain ends.
+					n := started.Add(1)
+					if q.total() <= int(n) {
+						time.Sleep(100 * time.Microsecond)
+						return
+					}
+					blocked.Add(1)
+					select {
+					case <-gate:
+					case <-ctx.Done():
+					}
+				})}
+			served := make(chan struct{})
+			go func() { w.Serve(ctx, tc.drain); close(served) }()
+			// Wait until every slot is busy and the worker holds more runs than it executes.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				if blocked.Load() == slots && q.total() > int(started.Load()) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the worker never held a run ready with every slot busy (claims %v)", q.asked)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			cancel()
+			// The runs that no slot is free for are handed back while the slots are busy.
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				q.mu.Lock()
+				n := len(q.released)
+				q.mu.Unlock()
+				if n > 0 {
+					break
+				}
+			}
+			if tc.finish {
+				close(gate)
+			}
+			select {
+			case <-served:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Serve did not return after a stop with runs ready and every slot busy")
+			}
+			q.mu.Lock()
+			defer q.mu.Unlock()
+			granted := 0
+			for _, n := range q.granted {
+				granted += n
+			}
+			if len(q.released) == 0 {
+				t.Fatalf("no run handed back at the stop (granted %d, executed %d)", granted, c.count())
+			}
+			for _, id := range q.released {
+				if c.seen[id] != 0 {
+					t.Fatalf("%s was handed back and executed", id)
+				}
+			}
+			if got := c.count() + len(q.released); got != granted {
+				t.Fatalf("%d runs claimed, %d executed and %d handed back", granted, c.count(), len(q.released))
+			}
+		})
 	}
 }

@@ -179,8 +179,9 @@ func Settled(ctx context.Context) func() {
 // worker of long runs, whose slots seldom free up, holds nothing back. A ready run not started within half its lease is handed back for any worker
 // to take. Slots still bound what executes: at most Concurrency runs at once.
 //
-// Claimed runs are always handed to a slot, even when ctx ends meanwhile: they are this
-// worker's until the slot runs them (and hands them back if it must stop).
+// When ctx ends, the runs claimed (including by the claims still in flight) go to the slots
+// that are free; the rest are handed back at once instead of waiting for a slot through the
+// drain.
 func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan struct{}) {
 	const maxInflight = 2
 	type result struct {
@@ -240,6 +241,12 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 			due, reserve = false, 0
 		}
 	}
+	// release hands a ready run back: its lease ends now, for any worker to take.
+	release := func(r readyRun) {
+		if err := w.Queue.ReleaseLease(claimCtx, r.run.ID, w.Owner); err != nil {
+			w.Log.Warn("handing back a run not started", "run_id", r.run.ID, "error", err)
+		}
+	}
 	// handBack releases the ready runs not started within half their lease: all slots were
 	// busy for that long, so another worker may well start them sooner.
 	handBack := func() {
@@ -247,9 +254,7 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 		kept := ready[:0]
 		for _, r := range ready {
 			if r.claimed.Before(stale) {
-				if err := w.Queue.ReleaseLease(claimCtx, r.run.ID, w.Owner); err != nil {
-					w.Log.Warn("handing back a run not started", "run_id", r.run.ID, "error", err)
-				}
+				release(r)
 				continue
 			}
 			kept = append(kept, r)
@@ -269,11 +274,35 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 			slots--
 		}
 		if ctx.Err() != nil {
+			// A run goes to a slot only for a free slot counted here: each slot reports free
+			// once per run it is given, into a buffer of one report per slot, and nobody reads
+			// the reports after this. The claims in flight are waited for, and slots that
+			// free up meanwhile are counted.
 			for inflight > 0 {
-				handOut(<-results)
+				select {
+				case r := <-results:
+					handOut(r)
+				case <-free:
+					slots++
+				}
 			}
+			for counted := false; !counted; {
+				select {
+				case <-free:
+					slots++
+				default:
+					counted = true
+				}
+			}
+			// What no slot is free for is handed back: the slots may stay busy for the whole
+			// drain, and another worker can start it now.
 			for _, r := range ready {
-				runs <- r.run
+				if slots > 0 {
+					runs <- r.run
+					slots--
+					continue
+				}
+				release(r)
 			}
 			return
 		}
