@@ -95,6 +95,21 @@ func (w *Worker) Serve(ctx context.Context, drain time.Duration) error {
 	return nil
 }
 
+// reserveFor is how many claimed runs to keep ready: as many as the slots finish during one
+// claim's round trip (took), at the rate they finished lately (frees in over), rounded to the
+// nearest and at most most. Slots that finish less than one run in two round trips hold
+// nothing back: a run kept for them would wait for a slot while another worker could start it.
+func reserveFor(frees int, over, took time.Duration, most int) int {
+	if frees <= 0 || over <= 0 || took <= 0 {
+		return 0
+	}
+	x := float64(frees) * took.Seconds() / over.Seconds()
+	if x >= float64(most) {
+		return most
+	}
+	return int(math.Round(x))
+}
+
 // housekeeping expires overdue waits and samples the queue depth.
 func (w *Worker) housekeeping(ctx context.Context) {
 	t := time.NewTicker(max(w.Poll, time.Second))
@@ -175,8 +190,8 @@ func Settled(ctx context.Context) func() {
 // While the queue is busy it also keeps a reserve of claimed runs ready, so that a slot that
 // frees up starts its next run at once instead of idling for a claim's round trip. Its size is
 // learned, not set: as many runs as the slots finished during one claim's round trip at the
-// rate they finished since the claim before (never more than there are slots), so that a
-// worker of long runs, whose slots seldom free up, holds nothing back. A ready run not started within half its lease is handed back for any worker
+// rate they finished since the claim before (rounded to the nearest, never more than there
+// are slots), so that a worker of long runs, whose slots seldom free up, holds nothing back. A ready run not started within half its lease is handed back for any worker
 // to take. Slots still bound what executes: at most Concurrency runs at once.
 //
 // When ctx ends, the runs claimed (including by the claims still in flight) go to the slots
@@ -232,11 +247,14 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 		case len(r.runs) == r.asked:
 			due, cooling = true, true
 			cool.Reset(w.FetchCooldown)
-			if !measured.IsZero() {
-				rate := float64(frees-measuredFrees) / now.Sub(measured).Seconds()
-				reserve = min(int(math.Ceil(rate*r.took.Seconds())), w.Concurrency)
+			// The rate needs time to have passed since the claim before: on a coarse clock two
+			// claims may come back at the same instant.
+			if measured.IsZero() || now.After(measured) {
+				if !measured.IsZero() {
+					reserve = reserveFor(frees-measuredFrees, now.Sub(measured), r.took, w.Concurrency)
+				}
+				measured, measuredFrees = now, frees
 			}
-			measured, measuredFrees = now, frees
 		default:
 			due, reserve = false, 0
 		}
