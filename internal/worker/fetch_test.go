@@ -563,3 +563,92 @@ func TestStopWithRunsReady(t *testing.T) {
 		})
 	}
 }
+
+// leaseQueue is a fakeQueue that remembers each run's lease and the hand-backs that came
+// after it ran out.
+type leaseQueue struct {
+	fakeQueue
+	leases map[string]time.Time
+	late   []string
+}
+
+func (q *leaseQueue) ClaimBatch(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n int) ([]*domain.Run, error) {
+	runs, err := q.fakeQueue.ClaimBatch(ctx, owner, until, f, n)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, r := range runs {
+		q.leases[r.ID] = until
+	}
+	return runs, err
+}
+
+func (q *leaseQueue) ReleaseLease(ctx context.Context, runID, owner string) error {
+	q.mu.Lock()
+	if !time.Now().Before(q.leases[runID]) {
+		q.late = append(q.late, runID)
+	}
+	q.mu.Unlock()
+	return q.fakeQueue.ReleaseLease(ctx, runID, owner)
+}
+
+func (q *leaseQueue) lease(runID string) time.Time {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.leases[runID]
+}
+
+// TestReadyRunsWithinTheirLease: with claims that take half the lease (a loaded database, or
+// a short --lease-ttl), a run kept ready is handed back while its lease still runs (after it,
+// the run may be another claim's, even this worker's), and every run starts with at least a
+// third of its lease left, since the engine renews it first a third of the TTL after the
+// start.
+func TestReadyRunsWithinTheirLease(t *testing.T) {
+	const ttl = 200 * time.Millisecond
+	q := &leaseQueue{fakeQueue: fakeQueue{left: 1000, latency: ttl / 2}, leases: map[string]time.Time{}}
+	c := &countingRunner{seen: map[string]int{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var short []string
+	var started atomic.Int32
+	w := &worker.Worker{Queue: q, Owner: "w", LeaseTTL: ttl, Concurrency: 1, Poll: time.Hour,
+		Log: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Run: c.run(func(ctx context.Context, r *domain.Run) {
+			if left := time.Until(q.lease(r.ID)); left < ttl/3 {
+				mu.Lock()
+				short = append(short, fmt.Sprintf("%s (%s left)", r.ID, left.Round(time.Millisecond)))
+				mu.Unlock()
+			}
+			// A run that starts while the worker holds a run it has not started keeps the
+			// slot for a while, so that the held run waits; the others are quick.
+			if n := started.Add(1); q.total() > int(n) {
+				time.Sleep(ttl * 3 / 5)
+			}
+		})}
+	served := make(chan struct{})
+	go func() { w.Serve(ctx, time.Second); close(served) }()
+	time.Sleep(4 * time.Second)
+	cancel()
+	<-served
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.late) > 0 {
+		t.Errorf("%d of %d hand-backs came after the lease ran out: %v", len(q.late), len(q.released), q.late)
+	}
+	if len(short) > 0 {
+		t.Errorf("%d of %d runs started with less than a third of their lease left: %v", len(short), c.count(), short)
+	}
+	for _, id := range q.released {
+		if c.seen[id] != 0 {
+			t.Errorf("%s was handed back and executed", id)
+		}
+	}
+	granted := 0
+	for _, n := range q.granted {
+		granted += n
+	}
+	if c.count()+len(q.released) != granted {
+		t.Errorf("%d runs claimed, %d executed and %d handed back", granted, c.count(), len(q.released))
+	}
+	t.Logf("%d claims, %d runs executed, %d handed back", len(q.asked), c.count(), len(q.released))
+}

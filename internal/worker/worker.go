@@ -191,8 +191,10 @@ func Settled(ctx context.Context) func() {
 // frees up starts its next run at once instead of idling for a claim's round trip. Its size is
 // learned, not set: as many runs as the slots finished during one claim's round trip at the
 // rate they finished since the claim before (rounded to the nearest, never more than there
-// are slots), so that a worker of long runs, whose slots seldom free up, holds nothing back. A ready run not started within half its lease is handed back for any worker
-// to take. Slots still bound what executes: at most Concurrency runs at once.
+// are slots), so that a worker of long runs, whose slots seldom free up, holds nothing back.
+// A ready run is started only within the first half of its lease (counted from when its claim
+// asked for it) and otherwise handed back for any worker to take, at most three quarters of
+// its lease after the claim. Slots still bound what executes: at most Concurrency runs at once.
 //
 // When ctx ends, the runs claimed (including by the claims still in flight) go to the slots
 // that are free; the rest are handed back at once instead of waiting for a slot through the
@@ -204,10 +206,14 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 		runs  []*domain.Run
 		err   error
 		took  time.Duration
+		// start is when the claim asked for its lease: the lease runs until start+LeaseTTL.
+		start time.Time
 	}
 	type readyRun struct {
-		run     *domain.Run
-		claimed time.Time
+		run *domain.Run
+		// leased is when the claim asked for the run's lease (its start), not when it
+		// came back: a slow claim eats into the lease.
+		leased time.Time
 	}
 	results := make(chan result, maxInflight)
 	// A claim in flight finishes even when ctx ends, so that what it claimed is not stranded.
@@ -235,8 +241,15 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 			w.Metrics.ClaimSeconds.Observe(r.took.Seconds())
 		}
 		now := time.Now()
+		// A free slot starts its run at once, however long the claim took (the engine
+		// renews the lease first when it must); the rest wait ready, within half their lease.
 		for _, run := range r.runs {
-			ready = append(ready, readyRun{run, now})
+			if slots > 0 {
+				runs <- run
+				slots--
+				continue
+			}
+			ready = append(ready, readyRun{run, r.start})
 		}
 		switch {
 		case r.err != nil:
@@ -265,13 +278,18 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 			w.Log.Warn("handing back a run not started", "run_id", r.run.ID, "error", err)
 		}
 	}
-	// handBack releases the ready runs not started within half their lease: all slots were
-	// busy for that long, so another worker may well start them sooner.
+	// stale says a ready run has used up half its lease: all slots were busy for that long, so
+	// another worker may well start it sooner, and a slot that started it now would have too
+	// little of the lease left before the engine's first renewal (a third of the TTL after the
+	// start). It is handed back instead, while its lease still runs (after that the run may
+	// be another claim's, even one of this worker's).
+	stale := func(r readyRun) bool { return time.Since(r.leased) >= w.LeaseTTL/2 }
+	// handBack releases the stale ready runs. It runs every quarter of the TTL, so a run is
+	// handed back at most three quarters of its lease after its claim asked for it.
 	handBack := func() {
-		stale := time.Now().Add(-w.LeaseTTL / 2)
 		kept := ready[:0]
 		for _, r := range ready {
-			if r.claimed.Before(stale) {
+			if stale(r) {
 				release(r)
 				continue
 			}
@@ -286,10 +304,15 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 	}
 	for {
 		for slots > 0 && len(ready) > 0 {
-			runs <- ready[0].run
+			if stale(ready[0]) {
+				release(ready[0])
+				reserve = 0
+			} else {
+				runs <- ready[0].run
+				slots--
+			}
 			ready[0] = readyRun{}
 			ready = ready[1:]
-			slots--
 		}
 		if ctx.Err() != nil {
 			// A run goes to a slot only for a free slot counted here: each slot reports free
@@ -315,7 +338,7 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 			// What no slot is free for is handed back: the slots may stay busy for the whole
 			// drain, and another worker can start it now.
 			for _, r := range ready {
-				if slots > 0 {
+				if slots > 0 && !stale(r) {
 					runs <- r.run
 					slots--
 					continue
@@ -333,8 +356,8 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 			poll.Reset(w.Poll)
 			go func() {
 				start := time.Now()
-				claimed, err := w.Queue.ClaimBatch(claimCtx, w.Owner, time.Now().Add(w.LeaseTTL), w.Filter, n)
-				results <- result{asked: n, runs: claimed, err: err, took: time.Since(start)}
+				claimed, err := w.Queue.ClaimBatch(claimCtx, w.Owner, start.Add(w.LeaseTTL), w.Filter, n)
+				results <- result{asked: n, runs: claimed, err: err, took: time.Since(start), start: start}
 			}()
 			continue
 		}
