@@ -99,8 +99,10 @@ func (w *Worker) Serve(ctx context.Context, drain time.Duration) error {
 // claim's round trip (took), at the rate they finished lately (frees in over), rounded to the
 // nearest and at most most. Slots that finish less than one run in two round trips hold
 // nothing back: a run kept for them would wait for a slot while another worker could start it.
-func reserveFor(frees int, over, took time.Duration, most int) int {
-	if frees <= 0 || over <= 0 || took <= 0 {
+// Nor does a claim that took a quarter of the lease (ttl) or more: what it kept ready would
+// have used up half its lease, and be handed back, before a slot could take it.
+func reserveFor(frees int, over, took, ttl time.Duration, most int) int {
+	if frees <= 0 || over <= 0 || took <= 0 || took >= ttl/4 {
 		return 0
 	}
 	x := float64(frees) * took.Seconds() / over.Seconds()
@@ -264,7 +266,7 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 			// claims may come back at the same instant.
 			if measured.IsZero() || now.After(measured) {
 				if !measured.IsZero() {
-					reserve = reserveFor(frees-measuredFrees, now.Sub(measured), r.took, w.Concurrency)
+					reserve = reserveFor(frees-measuredFrees, now.Sub(measured), r.took, w.LeaseTTL, w.Concurrency)
 				}
 				measured, measuredFrees = now, frees
 			}
@@ -274,7 +276,11 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 	}
 	// release hands a ready run back: its lease ends now, for any worker to take.
 	release := func(r readyRun) {
-		if err := w.Queue.ReleaseLease(claimCtx, r.run.ID, w.Owner); err != nil {
+		// Bounded: a hung ledger must not stall the fetcher (or a stop) for good; a run not
+		// handed back is taken over when its lease runs out.
+		rctx, cancel := context.WithTimeout(claimCtx, max(w.LeaseTTL/4, time.Second))
+		defer cancel()
+		if err := w.Queue.ReleaseLease(rctx, r.run.ID, w.Owner); err != nil {
 			w.Log.Warn("handing back a run not started", "run_id", r.run.ID, "error", err)
 		}
 	}
