@@ -346,7 +346,10 @@ func (s *session) activateReady(ctx context.Context) error {
 	}
 	for progressed := true; progressed && !s.stopping; {
 		progressed = false
-		for i := 0; i < len(s.unactivated); {
+		// A step that failed here (its if or for_each) stops the pass, and its write may have
+		// ended the run already: nothing more is activated, or a skip after it would write
+		// the run's end a second time (and say it settled twice).
+		for i := 0; i < len(s.unactivated) && !s.stopping; {
 			step := s.unactivated[i]
 			if !s.pr.done[step.ID] && !s.depsDone(step) {
 				i++
