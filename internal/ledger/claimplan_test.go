@@ -53,7 +53,7 @@ func TestClaimPlanWalksTheQueueWithoutStatistics(t *testing.T) {
 	if err != nil || len(runs) != 16 || runs[0].ID != "p-01" {
 		t.Fatalf("claimed %d runs (%v), want the 16 oldest from p-01", len(runs), err)
 	}
-	// A capped claim is a transaction on the same connections.
+	// A capped claim (a transaction on the ledger's own connections) takes the next in order.
 	runs, err = s.ClaimBatch(ctx, "w", time.Now().Add(time.Minute), domain.ClaimFilter{MaxPerPipeline: 20}, 16)
 	if err != nil || len(runs) != 4 || runs[0].ID != "p-01-16" {
 		t.Fatalf("capped claim: %d runs (%v), want the 4 the cap of 20 leaves, from p-01-16", len(runs), err)

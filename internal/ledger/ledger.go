@@ -344,13 +344,7 @@ func (s *Store) directTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error 
 
 // txOnce is directTx, with an error of the commit itself marked as a *commitError.
 func (s *Store) txOnce(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
-	return txOn(ctx, s.db, fn)
-}
-
-// txOn runs fn in a transaction of db and commits it, marking an error of the commit itself
-// as a *commitError.
-func txOn(ctx context.Context, db *sqlx.DB, fn func(tx *sqlx.Tx) error) error {
-	tx, err := db.BeginTxx(ctx, nil)
+	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return err
 	}
