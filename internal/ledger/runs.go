@@ -287,6 +287,23 @@ func (s *Store) ReleaseLease(ctx context.Context, runID, owner string) error {
 	return err
 }
 
+// HandBack is ReleaseLease for a run its owner claimed and did not start, with the reason in
+// the run's events, so that the takeover that follows does not read as the end of a dead
+// process. A run the owner no longer holds is left alone, and nothing is recorded.
+func (s *Store) HandBack(ctx context.Context, runID, owner, reason string) error {
+	return s.directTx(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE runs SET lease_expires_at = 1, updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'processing'`), ms(s.now()), runID, owner)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return nil
+		}
+		_, err = tx.ExecContext(ctx, s.db.Rebind(insertEventSQL), runID, string(domain.StateProcessing), string(domain.StateProcessing), reason, owner, ms(s.now()))
+		return err
+	})
+}
+
 // TakeOver moves the lease of a processing run from a previous owner that is gone to a new one.
 // The run stays in processing; the takeover is recorded as an event, and attempts the previous
 // owner left running are marked abandoned, all in one commit.

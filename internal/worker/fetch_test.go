@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,6 +24,7 @@ type fakeQueue struct {
 	asked    []int
 	granted  []int
 	released []string
+	reasons  []string
 	latency  time.Duration
 	// claimed, when set, is told how many runs all claims so far have granted.
 	claimed func(total int)
@@ -67,10 +69,11 @@ func (q *fakeQueue) PausedRuns(context.Context) (map[domain.RunState]int, error)
 	return nil, nil
 }
 func (q *fakeQueue) ExpireWaits(context.Context, string) (int, error) { return 0, nil }
-func (q *fakeQueue) ReleaseLease(_ context.Context, runID, _ string) error {
+func (q *fakeQueue) HandBack(_ context.Context, runID, _, reason string) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.released = append(q.released, runID)
+	q.reasons = append(q.reasons, reason)
 	return nil
 }
 
@@ -395,7 +398,13 @@ func TestReadyRunsNotStartedAreHandedBack(t *testing.T) {
 	q.mu.Lock()
 	later := q.asked[claims:]
 	handedBack := append([]string(nil), q.released...)
+	reasons := append([]string(nil), q.reasons...)
 	q.mu.Unlock()
+	for _, why := range reasons {
+		if !strings.Contains(why, "handed back before it started by w") || !strings.Contains(why, "no slot freed up") {
+			t.Fatalf("hand-back recorded as %q: the run's events must say who handed it back and why", why)
+		}
+	}
 	cancel()
 	<-served
 	if len(later) != 0 {
@@ -552,6 +561,11 @@ func TestStopWithRunsReady(t *testing.T) {
 			if len(q.released) == 0 {
 				t.Fatalf("no run handed back at the stop (granted %d, executed %d)", granted, c.count())
 			}
+			for _, why := range q.reasons {
+				if !strings.Contains(why, "which is stopping") {
+					t.Fatalf("hand-back at the stop recorded as %q", why)
+				}
+			}
 			for _, id := range q.released {
 				if c.seen[id] != 0 {
 					t.Fatalf("%s was handed back and executed", id)
@@ -582,13 +596,13 @@ func (q *leaseQueue) ClaimBatch(ctx context.Context, owner string, until time.Ti
 	return runs, err
 }
 
-func (q *leaseQueue) ReleaseLease(ctx context.Context, runID, owner string) error {
+func (q *leaseQueue) HandBack(ctx context.Context, runID, owner, reason string) error {
 	q.mu.Lock()
 	if !time.Now().Before(q.leases[runID]) {
 		q.late = append(q.late, runID)
 	}
 	q.mu.Unlock()
-	return q.fakeQueue.ReleaseLease(ctx, runID, owner)
+	return q.fakeQueue.HandBack(ctx, runID, owner, reason)
 }
 
 func (q *leaseQueue) lease(runID string) time.Time {

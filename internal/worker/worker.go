@@ -22,8 +22,9 @@ type Queue interface {
 	PausedRuns(ctx context.Context) (map[domain.RunState]int, error)
 	// ExpireWaits dead-letters runs whose wait deadline passed.
 	ExpireWaits(ctx context.Context, actor string) (int, error)
-	// ReleaseLease hands a claimed run back: its lease runs out now, for any worker to take.
-	ReleaseLease(ctx context.Context, runID, owner string) error
+	// HandBack hands a claimed run that was not started back: its lease runs out now, for
+	// any worker to take, and the run's events say why.
+	HandBack(ctx context.Context, runID, owner, reason string) error
 }
 
 // Runner executes a run this worker has claimed, until it ends, pauses or ctx ends.
@@ -275,12 +276,12 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 		}
 	}
 	// release hands a ready run back: its lease ends now, for any worker to take.
-	release := func(r readyRun) {
+	release := func(r readyRun, why string) {
 		// Bounded: a hung ledger must not stall the fetcher (or a stop) for good; a run not
 		// handed back is taken over when its lease runs out.
 		rctx, cancel := context.WithTimeout(claimCtx, max(w.LeaseTTL/4, time.Second))
 		defer cancel()
-		if err := w.Queue.ReleaseLease(rctx, r.run.ID, w.Owner); err != nil {
+		if err := w.Queue.HandBack(rctx, r.run.ID, w.Owner, why); err != nil {
 			w.Log.Warn("handing back a run not started", "run_id", r.run.ID, "error", err)
 		}
 	}
@@ -290,13 +291,14 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 	// start). It is handed back instead, while its lease still runs (after that the run may
 	// be another claim's, even one of this worker's).
 	stale := func(r readyRun) bool { return time.Since(r.leased) >= w.LeaseTTL/2 }
+	busyTooLong := "handed back before it started by " + w.Owner + ": claimed ahead, and no slot freed up within half its lease"
 	// handBack releases the stale ready runs. It runs every quarter of the TTL, so a run is
 	// handed back at most three quarters of its lease after its claim asked for it.
 	handBack := func() {
 		kept := ready[:0]
 		for _, r := range ready {
 			if stale(r) {
-				release(r)
+				release(r, busyTooLong)
 				continue
 			}
 			kept = append(kept, r)
@@ -311,7 +313,7 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 	for {
 		for slots > 0 && len(ready) > 0 {
 			if stale(ready[0]) {
-				release(ready[0])
+				release(ready[0], busyTooLong)
 				reserve = 0
 			} else {
 				runs <- ready[0].run
@@ -349,7 +351,7 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 					slots--
 					continue
 				}
-				release(r)
+				release(r, "handed back before it started by "+w.Owner+", which is stopping")
 			}
 			return
 		}

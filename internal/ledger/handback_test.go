@@ -1,0 +1,50 @@
+package ledger
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pipectl/pipectl/internal/domain"
+)
+
+// TestHandBack: a worker that hands back a run it claimed and did not start ends its lease
+// and says why in the run's events, so that the takeover after it is not read as a crash; a
+// worker that does not hold the run changes nothing and records nothing.
+func TestHandBack(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		queueRuns(t, s, "p", 1, 1000)
+		runs, err := s.ClaimBatch(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 1)
+		if err != nil || len(runs) != 1 {
+			t.Fatalf("claim: %v %v", runs, err)
+		}
+		id := runs[0].ID
+		if err := s.HandBack(ctx, id, "w2", "not mine"); err != nil {
+			t.Fatal(err)
+		}
+		if again, err := s.ClaimBatch(ctx, "w2", time.Now().Add(time.Minute), domain.ClaimFilter{}, 1); err != nil || len(again) != 0 {
+			t.Fatalf("a hand-back by a worker that does not hold the run released it: claimed %v (%v)", again, err)
+		}
+		if err := s.HandBack(ctx, id, "w1", "handed back before it started by w1: no slot"); err != nil {
+			t.Fatal(err)
+		}
+		events, err := s.Events(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var reasons []string
+		for _, e := range events {
+			reasons = append(reasons, e.Reason)
+		}
+		got := strings.Join(reasons, " | ")
+		if strings.Contains(got, "not mine") || !strings.Contains(got, "handed back before it started by w1: no slot") {
+			t.Fatalf("events: %s", got)
+		}
+		again, err := s.ClaimBatch(ctx, "w2", time.Now().Add(time.Minute), domain.ClaimFilter{}, 1)
+		if err != nil || len(again) != 1 || again[0].ID != id || again[0].LeaseOwner != "w2" {
+			t.Fatalf("after the hand-back another worker claims it at once: %v (%v)", again, err)
+		}
+	})
+}
