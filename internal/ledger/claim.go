@@ -241,8 +241,14 @@ func (s *Store) claimCandidates(ctx context.Context, tx *sqlx.Tx, now time.Time,
 	}
 	if f.MaxPerPipeline > 0 {
 		// Pipelines already at their cap are skipped here; withinCaps admits the rest.
-		q += ` AND (SELECT COUNT(*) FROM runs busy WHERE busy.pipeline = runs.pipeline AND busy.state = 'processing' AND busy.lease_expires_at >= ?) < ?`
-		args = append(args, ms(now), f.MaxPerPipeline)
+		// "Fewer than the cap are busy" is "there is no cap-th busy run": the count stops at
+		// the cap instead of reading every busy run of the pipeline for every candidate, and
+		// the order by created_at makes it walk runs_window rather than scan the table (a
+		// claim of 16 behind 20,000 busy runs of a capped pipeline took 29.5 s counting,
+		// 72 ms so).
+		q += ` AND NOT EXISTS (SELECT 1 FROM runs busy WHERE busy.pipeline = runs.pipeline AND busy.state = 'processing' AND busy.lease_expires_at >= ?
+			ORDER BY busy.created_at LIMIT 1 OFFSET ?)`
+		args = append(args, ms(now), f.MaxPerPipeline-1)
 	}
 	// Run ids sort by creation time too: they break ties within a millisecond, so that the
 	// order is the same on every ledger and every call. The limit is a parameter, so that the
@@ -277,7 +283,13 @@ func (s *Store) withinCaps(ctx context.Context, tx *sqlx.Tx, now time.Time, limi
 			return nil, err
 		}
 	}
-	q, args := s.idList(`SELECT pipeline, COUNT(*) AS n FROM runs WHERE state = 'processing' AND lease_expires_at >= ? AND id %s GROUP BY pipeline`, ids, true, ms(now))
+	// Only the candidates' pipelines are counted: they had fewer busy runs than the cap a
+	// moment ago, where the others may have thousands.
+	q, args := s.idList(`SELECT pipeline, COUNT(*) AS n FROM runs WHERE state = 'processing' AND lease_expires_at >= ? AND id %s AND pipeline IN (`+
+		strings.TrimSuffix(strings.Repeat("?, ", len(pipelines)), ", ")+`) GROUP BY pipeline`, ids, true, ms(now))
+	for _, p := range pipelines {
+		args = append(args, p)
+	}
 	var counts []struct {
 		Pipeline string `db:"pipeline"`
 		N        int    `db:"n"`
