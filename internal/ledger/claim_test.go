@@ -43,7 +43,8 @@ func seedQueued(b testing.TB, s *Store, n int) {
 	}
 }
 
-func benchClaim(b *testing.B, queued int) {
+// openBenchPostgres opens a PostgreSQL ledger in a schema of its own, closed when b ends.
+func openBenchPostgres(b *testing.B) *Store {
 	dsn := os.Getenv("PIPECTL_TEST_POSTGRES")
 	if dsn == "" {
 		b.Skip("PIPECTL_TEST_POSTGRES is not set")
@@ -52,7 +53,12 @@ func benchClaim(b *testing.B, queued int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+func benchClaim(b *testing.B, queued int) {
+	s := openBenchPostgres(b)
 	seedQueued(b, s, queued+b.N+10)
 	var times []time.Duration
 	for b.Loop() {
@@ -77,15 +83,7 @@ func BenchmarkClaim100kQueued(b *testing.B) { benchClaim(b, 100_000) }
 // one pipeline has 20,000 runs busy and 5,000 queued ahead of another pipeline's 1,000: each
 // claim walks past the capped pipeline's queued runs to take the other's (PostgreSQL).
 func BenchmarkClaimCappedBehindBusy(b *testing.B) {
-	dsn := os.Getenv("PIPECTL_TEST_POSTGRES")
-	if dsn == "" {
-		b.Skip("PIPECTL_TEST_POSTGRES is not set")
-	}
-	s, err := Open(context.Background(), PostgresTestSchema(b, dsn))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := openBenchPostgres(b)
 	seedQueued(b, s, 26_000)
 	for _, q := range []string{
 		`UPDATE runs SET pipeline = 'other' WHERE id >= 'q0025000'`,
