@@ -232,10 +232,11 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 	defer poll.Stop()
 	staleCheck := time.NewTicker(max(w.LeaseTTL/4, 10*time.Millisecond))
 	defer staleCheck.Stop()
-	// cool is armed while free slots gather before the next claim of a busy queue; the first
-	// claim waits for the slots to report too.
+	// cool is armed while free slots gather before the next claim of a busy queue. The first
+	// claim waits for every slot to report instead (they all do at once), so that it asks for
+	// all of them however slowly their goroutines start.
 	cool := time.NewTimer(w.FetchCooldown)
-	cooling := true
+	cooling, starting := true, true
 	defer cool.Stop()
 	handOut := func(r result) {
 		inflight--
@@ -355,6 +356,9 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 			}
 			return
 		}
+		if starting && slots == w.Concurrency {
+			starting, cooling = false, false
+		}
 		// A busy queue is claimed from once half the reserve is used up; otherwise after the
 		// cooldown, so that slots freeing up one by one are claimed for together.
 		n := slots + reserve - len(ready) - asked
@@ -379,7 +383,7 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 		case r := <-results:
 			handOut(r)
 		case <-cool.C:
-			cooling = false
+			cooling = starting
 		case _, ok := <-w.Wake:
 			if !ok {
 				w.Wake = nil
