@@ -249,6 +249,14 @@ func (c *countingRunner) count() int {
 	return len(c.seen)
 }
 
+// trackHeld has q record the most runs claimed and not finished, seen as each claim comes
+// back; the runner adds to finished as its runs end.
+func trackHeld(q *fakeQueue) (held, finished *atomic.Int32) {
+	held, finished = new(atomic.Int32), new(atomic.Int32)
+	q.claimed = func(total int) { held.Store(max(held.Load(), int32(total)-finished.Load())) }
+	return held, finished
+}
+
 // TestFetcherClaimsAheadWhileBusy: when slots free up faster than a claim comes back, the
 // worker claims ahead of them, holding more runs than slots, so that runs wait ready for the
 // slots; yet no more runs execute at once than there are slots, and each runs once.
@@ -258,9 +266,7 @@ func TestFetcherClaimsAheadWhileBusy(t *testing.T) {
 	c := &countingRunner{seen: map[string]int{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// held is the most runs claimed and not finished, seen as each claim comes back.
-	var held, finished atomic.Int32
-	q.claimed = func(total int) { held.Store(max(held.Load(), int32(total)-finished.Load())) }
+	held, finished := trackHeld(q)
 	w := &worker.Worker{Queue: q, Owner: "w", LeaseTTL: time.Minute, Concurrency: slots, Poll: time.Hour,
 		Log: slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Run: c.run(func(context.Context, *domain.Run) {
@@ -320,9 +326,7 @@ func TestFetcherHoldsNothingBackForLongRuns(t *testing.T) {
 			c := &countingRunner{seen: map[string]int{}}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			// held is the most runs claimed and not finished, seen as each claim comes back.
-			var held, finished atomic.Int32
-			q.claimed = func(total int) { held.Store(max(held.Load(), int32(total)-finished.Load())) }
+			held, finished := trackHeld(q)
 			w := &worker.Worker{Queue: q, Owner: "w", LeaseTTL: time.Minute, Concurrency: slots, Poll: time.Hour,
 				Log: slog.New(slog.NewJSONHandler(io.Discard, nil)),
 				Run: c.run(func(ctx context.Context, _ *domain.Run) {
