@@ -246,26 +246,37 @@ func queue(b testing.TB, dsn, specPath string, runs int) {
 	wg.Wait()
 }
 
-// BenchmarkWorkerThroughputSQLite is BenchmarkWorkerThroughput on a SQLite file at its default
-// synchronous=FULL: one `pipectl worker --concurrency 32` drains one-step and three-step runs,
-// beside the floor of the same file system: single-row commits per second on a SQLite ledger
-// of its own (one connection, WAL, FULL).
+// BenchmarkWorkerThroughputSQLite is BenchmarkWorkerThroughput on SQLite files: one `pipectl
+// worker --concurrency 32` drains one-step and three-step runs at the default synchronous=FULL,
+// and ten-step runs at synchronous=NORMAL (the steps/s of issue 16's NORMAL target, on the path
+// a queue takes), each beside the floor of the same file system: single-row commits per second
+// on a SQLite ledger of its own (one connection, WAL), at FULL and at NORMAL.
+//
+//	go test ./cmd/pipectl -run '^$' -bench WorkerThroughputSQLite -benchtime 1x
+//
+// PIPECTL_BENCH_RUNS sets the runs per scenario (default 2000; the ten-step scenario drains
+// four times as many, so that it lasts about as long as the others); PIPECTL_BENCH_BIN runs a
+// binary built beforehand.
 func BenchmarkWorkerThroughputSQLite(b *testing.B) {
 	runs := 2000
 	if v := os.Getenv("PIPECTL_BENCH_RUNS"); v != "" {
 		fmt.Sscan(v, &runs)
 	}
-	bin := buildBinary(b)
+	bin := benchBinary(b)
 	for b.Loop() {
 		floor := sqliteFloor(b, "sqlite:"+filepath.Join(b.TempDir(), "floor.db"))
+		floorNormal := sqliteFloor(b, "sqlite:"+filepath.Join(b.TempDir(), "floor-normal.db")+"?synchronous=normal")
 		one := drainRate(b, bin, "sqlite:"+filepath.Join(b.TempDir(), "one.db"), 1, 1, runs)
 		three := drainRate(b, bin, "sqlite:"+filepath.Join(b.TempDir(), "three.db"), 3, 1, runs)
+		ten := drainRate(b, bin, "sqlite:"+filepath.Join(b.TempDir(), "ten.db")+"?synchronous=normal", 10, 1, 4*runs)
 		b.ReportMetric(floor, "floor-commits/s")
+		b.ReportMetric(floorNormal, "floor-normal-commits/s")
 		b.ReportMetric(one, "runs/s-1step")
 		b.ReportMetric(three, "runs/s-3step")
+		b.ReportMetric(10*ten, "steps/s-10step-normal")
 		load, _ := os.ReadFile("/proc/loadavg")
-		b.Logf("%d runs per scenario; floor %.0f commits/s; 1-step %.0f runs/s (%.2fx the floor), 3-step %.0f runs/s (%.0f steps/s); load average %s",
-			runs, floor, one, one/floor, three, 3*three, strings.TrimSpace(string(load)))
+		b.Logf("%d runs per scenario; FULL: floor %.0f commits/s, 1-step %.0f runs/s (%.2fx the floor), 3-step %.0f runs/s (%.0f steps/s); NORMAL: floor %.0f commits/s, 10-step %.0f runs/s (%.0f steps/s, %.1f µs per step); load average %s",
+			runs, floor, one, one/floor, three, 3*three, floorNormal, ten, 10*ten, 1e6/(10*ten), strings.TrimSpace(string(load)))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"testing"
 	"time"
@@ -57,8 +58,18 @@ func openBenchPostgres(b *testing.B) *Store {
 	return s
 }
 
-func benchClaim(b *testing.B, queued int) {
-	s := openBenchPostgres(b)
+// openBenchSQLite opens a SQLite ledger file of its own at synchronous=NORMAL, closed when b
+// ends.
+func openBenchSQLite(b *testing.B) *Store {
+	s, err := Open(context.Background(), "sqlite:"+filepath.Join(b.TempDir(), "ledger.db")+"?synchronous=normal")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+func benchClaim(b *testing.B, s *Store, queued int) {
 	seedQueued(b, s, queued+b.N+10)
 	var times []time.Duration
 	for b.Loop() {
@@ -75,9 +86,11 @@ func benchClaim(b *testing.B, queued int) {
 }
 
 // BenchmarkClaim1kQueued and BenchmarkClaim100kQueued compare the claim latency of a worker
-// with a short and a long queue (PostgreSQL).
-func BenchmarkClaim1kQueued(b *testing.B)   { benchClaim(b, 1_000) }
-func BenchmarkClaim100kQueued(b *testing.B) { benchClaim(b, 100_000) }
+// with a short and a long queue, on PostgreSQL and on SQLite.
+func BenchmarkClaim1kQueued(b *testing.B)         { benchClaim(b, openBenchPostgres(b), 1_000) }
+func BenchmarkClaim100kQueued(b *testing.B)       { benchClaim(b, openBenchPostgres(b), 100_000) }
+func BenchmarkClaim1kQueuedSQLite(b *testing.B)   { benchClaim(b, openBenchSQLite(b), 1_000) }
+func BenchmarkClaim100kQueuedSQLite(b *testing.B) { benchClaim(b, openBenchSQLite(b), 100_000) }
 
 // BenchmarkClaimCappedBehindBusy is a capped claim (--max-per-pipeline 5) on a ledger where
 // one pipeline has 20,000 runs busy and 5,000 queued ahead of another pipeline's 1,000: each
