@@ -31,6 +31,7 @@ type claimCandidate struct {
 	ID       string `db:"id"`
 	State    string `db:"state"`
 	Owner    string `db:"lease_owner"`
+	Expires  int64  `db:"lease_expires_at"`
 	Pipeline string `db:"pipeline"`
 }
 
@@ -114,7 +115,7 @@ func (s *Store) ClaimBatch(ctx context.Context, owner string, until time.Time, f
 			q += "(?, ?, ?, ?, ?, ?)"
 			reason := "claimed by " + owner
 			if c.State == string(domain.StateProcessing) {
-				reason = fmt.Sprintf("taken over from %s (lease expired) by %s", c.Owner, owner)
+				reason = takeoverReason(c.Owner, c.Expires, owner)
 			}
 			args = append(args, c.ID, c.State, string(domain.StateProcessing), reason, owner, ms(now))
 		}
@@ -135,6 +136,24 @@ func (s *Store) ClaimBatch(ctx context.Context, owner string, until time.Time, f
 		return nil, fmt.Errorf("claim: %w", err)
 	}
 	return claimed, nil
+}
+
+// handedBack is the lease expiry of a run its owner handed back on purpose (ReleaseLease,
+// HandBack): a claim that takes it over says so, rather than that its owner stopped renewing.
+const handedBack = 1
+
+// takeoverReason is the event of a claim that takes a processing run over from prior (the
+// one-statement claim on PostgreSQL says the same in SQL). An operator's enqueue leaves no
+// owner to name.
+func takeoverReason(prior string, expires int64, owner string) string {
+	why := "lease expired"
+	if expires == handedBack {
+		why = "handed back"
+	}
+	if prior == "" {
+		return "taken over (" + why + ") by " + owner
+	}
+	return "taken over from " + prior + " (" + why + ") by " + owner
 }
 
 // abandonedReason is the error of an attempt left running by a process whose lease expired,
@@ -207,7 +226,7 @@ func claimSQL(n int, filtered bool) string {
 	}
 	returned := "runs." + strings.ReplaceAll(strings.Join(strings.Fields(runColumns), " "), ", ", ", runs.")
 	q := `WITH c AS (
-	SELECT id, state, lease_owner, created_at FROM runs
+	SELECT id, state, lease_owner, lease_expires_at, created_at FROM runs
 	WHERE (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= $1) OR (state = 'processing' AND lease_expires_at < $1))
 	AND pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)` + filter + `
 	ORDER BY created_at, id LIMIT ` + strconv.Itoa(n) + ` FOR UPDATE SKIP LOCKED),
@@ -216,11 +235,13 @@ abandoned AS (UPDATE step_attempts SET outcome = 'abandoned', finished_at = $1, 
 moved AS (UPDATE runs SET state = 'processing', updated_at = $1, lease_owner = $2, lease_expires_at = $3,
 	next_attempt_at = CASE WHEN c.state = 'processing' THEN runs.next_attempt_at ELSE 0 END
 	FROM c WHERE runs.id = c.id
-	RETURNING ` + returned + `, c.state AS prior_state, c.lease_owner AS prior_owner,
+	RETURNING ` + returned + `, c.state AS prior_state, c.lease_owner AS prior_owner, c.lease_expires_at AS prior_expires,
 	EXISTS (SELECT 1 FROM step_attempts WHERE step_attempts.run_id = runs.id OFFSET 0) AS begun),
 events AS (INSERT INTO run_events (run_id, from_state, to_state, reason, actor, at)
-	SELECT id, prior_state, 'processing', CASE WHEN prior_state = 'processing'
-		THEN 'taken over from ' || prior_owner || ' (lease expired) by ' || $2 ELSE 'claimed by ' || $2 END, $2, $1
+	SELECT id, prior_state, 'processing', CASE
+		WHEN prior_state <> 'processing' THEN 'claimed by ' || $2
+		ELSE 'taken over' || CASE WHEN prior_owner = '' THEN '' ELSE ' from ' || prior_owner END ||
+			CASE WHEN prior_expires = ` + strconv.Itoa(handedBack) + ` THEN ' (handed back)' ELSE ' (lease expired)' END || ' by ' || $2 END, $2, $1
 	FROM moved ORDER BY created_at, id)
 SELECT ` + runColumns + `, begun, CASE WHEN prior_state = 'processing' THEN prior_owner END AS prior_owner FROM moved ORDER BY created_at, id`
 	claimStatements.Store(key, q)
@@ -263,7 +284,7 @@ func (s *Store) candidatesQuery(now time.Time, f domain.ClaimFilter, n int) (str
 	var q string
 	var args []any
 	if s.dialect == "postgres" {
-		q = `SELECT id, state, lease_owner, pipeline FROM runs
+		q = `SELECT id, state, lease_owner, lease_expires_at, pipeline FROM runs
 			WHERE (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= ?) OR (state = 'processing' AND lease_expires_at < ?))` +
 			rest + ` ORDER BY created_at, id LIMIT ? FOR UPDATE SKIP LOCKED`
 		args = append(append([]any{ms(now), ms(now)}, restArgs...), n)
@@ -274,9 +295,9 @@ func (s *Store) candidatesQuery(now time.Time, f domain.ClaimFilter, n int) (str
 		// and the at most 3n are merged: the queued ones walk runs_queued, the other two are
 		// few (retries due, leases expired) and found through runs_state_due.
 		branch := func(cond, index string) string {
-			return `SELECT * FROM (SELECT id, state, lease_owner, pipeline, created_at FROM runs ` + index + ` WHERE ` + cond + rest + ` ORDER BY created_at, id LIMIT ?)`
+			return `SELECT * FROM (SELECT id, state, lease_owner, lease_expires_at, pipeline, created_at FROM runs ` + index + ` WHERE ` + cond + rest + ` ORDER BY created_at, id LIMIT ?)`
 		}
-		q = `SELECT id, state, lease_owner, pipeline FROM (` +
+		q = `SELECT id, state, lease_owner, lease_expires_at, pipeline FROM (` +
 			branch(`state = 'queued'`, `INDEXED BY runs_queued`) + ` UNION ALL ` +
 			branch(`state = 'failed_transient' AND next_attempt_at <= ?`, ``) + ` UNION ALL ` +
 			branch(`state = 'processing' AND lease_expires_at < ?`, ``) +

@@ -125,7 +125,7 @@ func TestClaimBatchTakesOverExpiredLeases(t *testing.T) {
 			}
 		}
 		// The first lease expired; the second is alive.
-		if _, err := s.db.Exec(s.db.Rebind(`UPDATE runs SET lease_expires_at = 1 WHERE id = ?`), ids[0]); err != nil {
+		if _, err := s.db.Exec(s.db.Rebind(`UPDATE runs SET lease_expires_at = 2 WHERE id = ?`), ids[0]); err != nil {
 			t.Fatal(err)
 		}
 		got, err := s.ClaimBatch(ctx, "w", time.Now().Add(time.Minute), domain.ClaimFilter{}, 10)

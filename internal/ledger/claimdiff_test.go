@@ -20,7 +20,7 @@ func TestClaimStatementMatchesTransaction(t *testing.T) {
 		ctx := context.Background()
 		queueRuns(t, s, "a", 3, 1000)
 		b := queueRuns(t, s, "b", 2, 900)
-		c := queueRuns(t, s, "c", 3, 800)
+		c := queueRuns(t, s, "c", 4, 800)
 		off := queueRuns(t, s, "off", 2, 700)
 		if err := s.SetPipelineDisabled(ctx, "off", true, "m", "ops"); err != nil {
 			t.Fatal(err)
@@ -32,8 +32,15 @@ func TestClaimStatementMatchesTransaction(t *testing.T) {
 		}
 		exec(`UPDATE runs SET state = 'failed_transient', next_attempt_at = ? WHERE id = ?`, base.UnixMilli()-1, b[0])
 		exec(`UPDATE runs SET state = 'failed_transient', next_attempt_at = ? WHERE id = ?`, base.UnixMilli(), b[1])
-		for _, id := range []string{c[0], c[1], c[2], off[0]} {
+		for _, id := range []string{c[0], c[1], c[2], c[3], off[0]} {
 			exec(`UPDATE runs SET state = 'processing', lease_owner = ?, lease_expires_at = ?, next_attempt_at = 77 WHERE id = ?`, "dead-"+id, base.UnixMilli()-1, id)
+			switch id {
+			case c[1]:
+				exec(`UPDATE runs SET lease_owner = ?, lease_expires_at = ? WHERE id = ?`, "gone-"+id, handedBack, id)
+			case c[3]:
+				// Enqueued by an operator: no owner, handed to whichever worker comes.
+				exec(`UPDATE runs SET lease_owner = '', lease_expires_at = ? WHERE id = ?`, handedBack, id)
+			}
 			for i, o := range []string{"succeeded", "running"} {
 				exec(`INSERT INTO step_attempts (run_id, step_id, item_index, attempt, step_key, started_at, outcome) VALUES (?, ?, -1, 1, ?, 5, ?)`, id, "s"+string(rune('0'+i)), "k"+id, string(o))
 			}
@@ -64,7 +71,8 @@ func TestClaimStatementMatchesTransaction(t *testing.T) {
 		if one != tx {
 			t.Fatalf("filter %v:\none statement:\n%s\ntransaction:\n%s", pipes, one, tx)
 		}
-		if !strings.Contains(one, "taken over from dead-c-01 (lease expired) by w") || !strings.Contains(one, "(dead-c-01)") {
+		if !strings.Contains(one, "taken over from dead-c-01 (lease expired) by w") || !strings.Contains(one, "(dead-c-01)") ||
+			!strings.Contains(one, "taken over from gone-c-02 (handed back) by w") || !strings.Contains(one, "taken over (handed back) by w") {
 			t.Fatalf("no takeover:\n%s", one)
 		}
 	}

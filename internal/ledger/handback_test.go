@@ -46,5 +46,13 @@ func TestHandBack(t *testing.T) {
 		if err != nil || len(again) != 1 || again[0].ID != id || again[0].LeaseOwner != "w2" {
 			t.Fatalf("after the hand-back another worker claims it at once: %v (%v)", again, err)
 		}
+		// The claim that follows says the run was handed back, not that w1 died.
+		events, err = s.Events(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last := events[len(events)-1]; last.Reason != "taken over from w1 (handed back) by w2" {
+			t.Fatalf("the claim after a hand-back is recorded as %q", last.Reason)
+		}
 	})
 }

@@ -283,7 +283,7 @@ func (s *Store) RenewLease(ctx context.Context, runID, owner string, until time.
 // ReleaseLease lets a process that stops early hand the run back at once: the next process
 // treats the lease as expired.
 func (s *Store) ReleaseLease(ctx context.Context, runID, owner string) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE runs SET lease_expires_at = 1 WHERE id = ? AND lease_owner = ? AND state = 'processing'`), runID, owner)
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? AND state = 'processing'`), handedBack, runID, owner)
 	return err
 }
 
@@ -292,7 +292,7 @@ func (s *Store) ReleaseLease(ctx context.Context, runID, owner string) error {
 // process. A run the owner no longer holds is left alone, and nothing is recorded.
 func (s *Store) HandBack(ctx context.Context, runID, owner, reason string) error {
 	return s.directTx(ctx, func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE runs SET lease_expires_at = 1, updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'processing'`), ms(s.now()), runID, owner)
+		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE runs SET lease_expires_at = ?, updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'processing'`), handedBack, ms(s.now()), runID, owner)
 		if err != nil {
 			return err
 		}
