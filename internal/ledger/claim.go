@@ -88,15 +88,13 @@ func (s *Store) ClaimBatch(ctx context.Context, owner string, until time.Time, f
 			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 				return err
 			}
-			q, args = s.inList(`UPDATE runs SET lease_owner = ?, lease_expires_at = ?, updated_at = ?
-				WHERE state = 'processing' AND id %s RETURNING `+runColumns+claimBegun, expired, owner, ms(until), ms(now))
+			q, args = s.claimExpiredQuery(expired, owner, until, now)
 			if err := s.collect(ctx, tx, rows, q, args); err != nil {
 				return err
 			}
 		}
 		if len(fresh) > 0 {
-			q, args := s.inList(`UPDATE runs SET state = 'processing', updated_at = ?, lease_owner = ?, lease_expires_at = ?, next_attempt_at = 0
-				WHERE state IN ('queued', 'failed_transient') AND id %s RETURNING `+runColumns+claimBegun, fresh, ms(now), owner, ms(until))
+			q, args := s.claimFreshQuery(fresh, owner, until, now)
 			if err := s.collect(ctx, tx, rows, q, args); err != nil {
 				return err
 			}
@@ -136,6 +134,29 @@ func (s *Store) ClaimBatch(ctx context.Context, owner string, until time.Time, f
 		return nil, fmt.Errorf("claim: %w", err)
 	}
 	return claimed, nil
+}
+
+// claimFreshQuery and claimExpiredQuery move locked candidates to processing under owner and
+// return them. The candidates are found by id: on SQLite the test of their state must not use
+// runs_state_due, which the planner picks once there are a dozen ids or so, and which then
+// reads every queued run at each claim (3-5 ms a claim of 16 with 5,000 queued, 0.2 ms by id).
+func (s *Store) claimFreshQuery(ids []string, owner string, until, now time.Time) (string, []any) {
+	return s.inList(`UPDATE runs SET state = 'processing', updated_at = ?, lease_owner = ?, lease_expires_at = ?, next_attempt_at = 0
+		WHERE `+s.unindexed("state")+` IN ('queued', 'failed_transient') AND id %s RETURNING `+runColumns+claimBegun, ids, ms(now), owner, ms(until))
+}
+
+func (s *Store) claimExpiredQuery(ids []string, owner string, until, now time.Time) (string, []any) {
+	return s.inList(`UPDATE runs SET lease_owner = ?, lease_expires_at = ?, updated_at = ?
+		WHERE `+s.unindexed("state")+` = 'processing' AND id %s RETURNING `+runColumns+claimBegun, ids, owner, ms(until), ms(now))
+}
+
+// unindexed is column as a term no index serves: SQLite's unary plus, which PostgreSQL does not
+// have for text (its planner does not need it here).
+func (s *Store) unindexed(column string) string {
+	if s.dialect == "sqlite" {
+		return "+" + column
+	}
+	return column
 }
 
 // handedBack is the lease expiry of a run its owner handed back on purpose (ReleaseLease,

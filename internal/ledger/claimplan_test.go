@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -150,5 +151,34 @@ func TestSQLiteClaimWalksTheQueueInOrder(t *testing.T) {
 	}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("claimed %d runs in batches, want the %d due in queue order", len(got), len(want))
+	}
+}
+
+// TestSQLiteClaimUpdatesFindRunsByID: with a dozen ids or more, SQLite answered the claim's
+// "state IN (...) AND id IN (...)" by reading every queued run through runs_state_due.
+func TestSQLiteClaimUpdatesFindRunsByID(t *testing.T) {
+	s := openOrFail(t, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"))
+	seedQueued(t, s, 3000)
+	now := time.Now()
+	for _, n := range []int{1, 4, 16, 64} {
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("q%07d", i)
+		}
+		for name, build := range map[string]func([]string, string, time.Time, time.Time) (string, []any){
+			"fresh": s.claimFreshQuery, "expired": s.claimExpiredQuery,
+		} {
+			q, args := build(ids, "w", now, now)
+			var plan []struct {
+				ID, Parent, Notused int
+				Detail              string
+			}
+			if err := s.db.Select(&plan, "EXPLAIN QUERY PLAN "+q, args...); err != nil {
+				t.Fatal(err)
+			}
+			if len(plan) == 0 || !strings.Contains(plan[0].Detail, "(id=?)") {
+				t.Fatalf("%s claim of %d runs: %+v, want a search by id", name, n, plan)
+			}
+		}
 	}
 }
