@@ -5,6 +5,14 @@ import (
 	"time"
 )
 
+// LeaseHandedBack is the lease expiry of a processing run handed back on purpose (a worker
+// that stops, a claimed run it did not start, an operator's enqueue): long past, so any worker
+// takes the run over at once, and unlike any lease that ran out, so the takeover says which.
+var LeaseHandedBack = time.UnixMilli(1)
+
+// HandedBack says whether a lease expiry is LeaseHandedBack.
+func HandedBack(expires time.Time) bool { return expires.Equal(LeaseHandedBack) }
+
 // Run is one execution of a pipeline for one input, as the ledger holds it.
 type Run struct {
 	ID             string

@@ -286,10 +286,16 @@ func (e *Engine) adopt(ctx context.Context, r *domain.Run) (proceed, resumed boo
 			return false, false, fmt.Errorf("run %s is being executed by %s: %w", r.ID, r.LeaseOwner, ErrLiveElsewhere)
 		}
 		why := "lease expired"
-		if gone {
+		switch {
+		case domain.HandedBack(r.LeaseExpires):
+			why = "handed back"
+		case gone:
 			why = "owner process is gone"
 		}
 		reason := fmt.Sprintf("taken over from %s (%s)", r.LeaseOwner, why)
+		if r.LeaseOwner == "" { // enqueued by an operator: nobody to name
+			reason = fmt.Sprintf("taken over (%s)", why)
+		}
 		if err := e.Store.TakeOver(ctx, r.ID, r.LeaseOwner, e.Owner.String(), time.Now().Add(e.leaseTTL()), reason, e.Actor); err != nil {
 			return false, false, fmt.Errorf("taking over run %s: %w", r.ID, err)
 		}

@@ -65,7 +65,8 @@ func TestClaimPlanWalksTheQueueWithoutStatistics(t *testing.T) {
 // TestSQLiteClaimWalksTheQueueInOrder: given the three due states as one condition, SQLite read
 // every due run and sorted them at each claim (44 ms a claim with 100,000 queued). The claim
 // reads each state in order on its own and merges them; it must take exactly the runs, in
-// exactly the order, that the one condition takes, whatever the filters, and walk runs_queued.
+// exactly the order, that the one condition takes, whatever the filters, and walk runs_queued
+// (or, limited to some pipelines, each one's queued runs in runs_window).
 func TestSQLiteClaimWalksTheQueueInOrder(t *testing.T) {
 	s := openOrFail(t, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"))
 	ctx := context.Background()
@@ -86,12 +87,8 @@ func TestSQLiteClaimWalksTheQueueInOrder(t *testing.T) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	// The one condition, as PostgreSQL states it, without its row locks.
 	oneCondition := func(now time.Time, f domain.ClaimFilter, n int) (string, []any) {
-		s.dialect = "postgres"
-		defer func() { s.dialect = "sqlite" }()
-		q, args := s.candidatesQuery(now, f, n)
-		return strings.TrimSuffix(q, " FOR UPDATE SKIP LOCKED"), args
+		return oneConditionQuery(s, now, f, n)
 	}
 	ids := func(q string, args []any) []string {
 		t.Helper()
@@ -126,8 +123,15 @@ func TestSQLiteClaimWalksTheQueueInOrder(t *testing.T) {
 				details = append(details, p.Detail)
 			}
 			text := strings.Join(details, "\n")
-			if !strings.Contains(text, "SCAN runs USING INDEX runs_queued") || strings.Contains(text, "MULTI-INDEX OR") {
-				t.Fatalf("filter %+v: the claim does not walk runs_queued:\n%s", f, text)
+			// The whole queue in order, or, for a worker limited to some pipelines, each
+			// one's queued runs in order: never every due run sorted.
+			walk := "SCAN runs USING INDEX runs_queued"
+			if len(f.Pipelines) > 0 {
+				walk = "SEARCH runs USING INDEX runs_window (pipeline=? AND state=?)"
+			}
+			if strings.Count(text, walk) < max(len(f.Pipelines), 1) || strings.Contains(text, "MULTI-INDEX OR") ||
+				(len(f.Pipelines) > 0 && strings.Contains(text, "runs_queued")) {
+				t.Fatalf("filter %+v: the claim does not walk the queue in order:\n%s", f, text)
 			}
 		}
 	}

@@ -203,7 +203,7 @@ func StoredInput(p *domain.Pipeline, r *domain.Run) (any, error) {
 // (enqueue: an expired lease that any worker takes over).
 func heldLease(enqueue bool, eng *engine.Engine) (string, time.Time) {
 	if enqueue {
-		return "", time.UnixMilli(1)
+		return "", domain.LeaseHandedBack
 	}
 	return eng.Owner.String(), time.Now().Add(eng.LeaseTTL)
 }

@@ -185,7 +185,7 @@ func (o *Ops) Signal(ctx context.Context, actor string, req SignalRequest) (*Dec
 // continues the run itself, or an expired one that any worker takes over.
 func (o *Ops) lease(actor string, enqueue bool) (string, time.Time, error) {
 	if enqueue {
-		return "", time.UnixMilli(1), nil
+		return "", domain.LeaseHandedBack, nil
 	}
 	eng, err := o.Engine(actor, nil)
 	if err != nil {
