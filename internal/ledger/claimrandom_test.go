@@ -117,9 +117,24 @@ func TestSQLiteClaimMatchesOneConditionOnRandomLedgers(t *testing.T) {
 				}
 				return strings.Join(out, " ")
 			}
-			q, args := s.candidatesQuery(now, f, n)
+			// The claim's own reading of the candidates (for a capped claim, the pipelines
+			// below their cap first), in a transaction rolled back.
+			tx, err := s.db.BeginTxx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cands, err := s.claimCandidates(ctx, tx, now, f, n)
+			tx.Rollback()
+			if err != nil {
+				t.Fatalf("seed %d filter %+v n %d: %v", seed, f, n, err)
+			}
+			var claimed []string
+			for _, x := range cands {
+				claimed = append(claimed, fmt.Sprintf("%s/%s/%s/%d/%s", x.ID, x.State, x.Owner, x.Expires, x.Pipeline))
+			}
+			got := strings.Join(claimed, " ")
 			oq, oargs := oneConditionQuery(s, now, f, n)
-			got, want := get(q, args), get(oq, oargs)
+			want := get(oq, oargs)
 			total += strings.Count(want, "/") / 4
 			if strings.Contains(want, "/processing/") {
 				procs++
@@ -132,5 +147,48 @@ func TestSQLiteClaimMatchesOneConditionOnRandomLedgers(t *testing.T) {
 	}
 	if total == 0 || procs == 0 {
 		t.Fatalf("the random ledgers gave %d candidates, %d results with takeovers: nothing compared", total, procs)
+	}
+}
+
+// TestSQLiteCappedClaimPastManyPipelines: a capped claim on a ledger of more pipelines than it
+// reads one by one walks the whole queue instead, with the same candidates.
+func TestSQLiteCappedClaimPastManyPipelines(t *testing.T) {
+	ctx := context.Background()
+	s := openOrFail(t, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"))
+	seedQueued(t, s, 3*(maxPipelineBranches+6))
+	for _, q := range []string{
+		`UPDATE runs SET pipeline = 'p' || (CAST(substr(id, 2) AS INTEGER) % ` + fmt.Sprint(maxPipelineBranches+6) + `)`,
+		`UPDATE runs SET state = 'processing', lease_owner = 'busy', lease_expires_at = 9999999999999 WHERE id IN ('q0000000', 'q0000001', 'q0000002')`,
+	} {
+		if _, err := s.db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, ok, err := s.pipelinesWithRoom(ctx, tx, now, 1); ok || err != nil {
+		t.Fatalf("%d pipelines read one by one (%v), want the walk", maxPipelineBranches+6, err)
+	}
+	f := domain.ClaimFilter{MaxPerPipeline: 1}
+	cands, err := s.claimCandidates(ctx, tx, now, f, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []claimCandidate
+	q, args := oneConditionQuery(s, now, f, 16)
+	if err := tx.SelectContext(ctx, &want, q, args...); err != nil {
+		t.Fatal(err)
+	}
+	if len(cands) != 16 || fmt.Sprint(cands) != fmt.Sprint(want) {
+		t.Fatalf("claimed\n%v\nwant\n%v", cands, want)
+	}
+	for _, c := range cands {
+		if c.Pipeline == "p0" || c.Pipeline == "p1" || c.Pipeline == "p2" {
+			t.Fatalf("a pipeline at its cap gave %s", c.ID)
+		}
 	}
 }
