@@ -144,10 +144,18 @@ func BenchmarkClaimCappedBehindBusy(b *testing.B) {
 	b.ReportMetric(float64(times[len(times)/2].Microseconds())/1000, "p50-ms")
 }
 
-// BenchmarkClaimCappedBacklogSQLite is a capped claim (--max-per-pipeline 5) on a SQLite ledger
-// where one pipeline has 100,000 runs queued and its 5 busy: each claim of 16 passes that
-// pipeline's backlog to take another's runs queued after it.
+// BenchmarkClaimCappedBacklogSQLite and BenchmarkClaimSwitchedOffBacklogSQLite claim 16 runs on
+// a SQLite ledger where one pipeline has 100,000 runs queued ahead of another's and may not
+// give any: it is at its cap (--max-per-pipeline 5, 5 busy), or switched off.
 func BenchmarkClaimCappedBacklogSQLite(b *testing.B) {
+	benchClaimPastBacklog(b, domain.ClaimFilter{MaxPerPipeline: 5}, 5, false)
+}
+
+func BenchmarkClaimSwitchedOffBacklogSQLite(b *testing.B) {
+	benchClaimPastBacklog(b, domain.ClaimFilter{}, 16, true)
+}
+
+func benchClaimPastBacklog(b *testing.B, f domain.ClaimFilter, want int, off bool) {
 	s := openBenchSQLite(b)
 	seedQueued(b, s, 101_000)
 	for _, q := range []string{
@@ -158,13 +166,17 @@ func BenchmarkClaimCappedBacklogSQLite(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	f := domain.ClaimFilter{MaxPerPipeline: 5}
+	if off {
+		if err := s.SetPipelineDisabled(context.Background(), "bench", true, "bench", "ops"); err != nil {
+			b.Fatal(err)
+		}
+	}
 	var times []time.Duration
 	for b.Loop() {
 		start := time.Now()
 		runs, err := s.ClaimBatch(context.Background(), "w", time.Now().Add(time.Minute), f, 16)
-		if err != nil || len(runs) != 5 || runs[0].Pipeline != "other" {
-			b.Fatalf("claimed %d runs (%v), want the 5 of other the cap leaves", len(runs), err)
+		if err != nil || len(runs) != want || runs[0].Pipeline != "other" {
+			b.Fatalf("claimed %d runs (%v), want %d of other", len(runs), err, want)
 		}
 		times = append(times, time.Since(start))
 		// Free the other pipeline's slots again: only the walk is measured.

@@ -170,7 +170,7 @@ func TestSQLiteCappedClaimPastManyPipelines(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback()
-	if _, ok, err := s.pipelinesWithRoom(ctx, tx, now, 1); ok || err != nil {
+	if _, ok, err := s.pipelinesToRead(ctx, tx, now, 1); ok || err != nil {
 		t.Fatalf("%d pipelines read one by one (%v), want the walk", maxPipelineBranches+6, err)
 	}
 	f := domain.ClaimFilter{MaxPerPipeline: 1}
