@@ -286,12 +286,11 @@ SELECT ` + runColumns + `, begun, CASE WHEN prior_state = 'processing' THEN prio
 
 // claimCandidates locks up to n due runs, oldest first.
 func (s *Store) claimCandidates(ctx context.Context, tx *sqlx.Tx, now time.Time, f domain.ClaimFilter, n int) ([]claimCandidate, error) {
-	if s.dialect == "sqlite" || f.MaxPerPipeline > 0 {
-		// A capped claim, or one on SQLite while a pipeline is switched off, reads only the
-		// pipelines it may take runs of, each one's queue on its own: walking the whole queue
-		// passed every queued run of the others (a backlog of 100,000 of a pipeline at its
-		// cap: 42 ms a claim on SQLite, under the write lock, 434 ms on PostgreSQL; switched
-		// off, 24 ms on SQLite). PostgreSQL's uncapped claim is claimStatement.
+	if s.dialect == "sqlite" {
+		// A capped claim, or one while a pipeline is switched off, reads only the pipelines
+		// it may take runs of, each one's queue on its own: walking the whole queue passed
+		// every queued run of the others (a backlog of 100,000: 42 ms a claim behind a
+		// pipeline at its cap, 24 ms behind one switched off, under the write lock).
 		room, ok, err := s.pipelinesToRead(ctx, tx, now, f.MaxPerPipeline)
 		if err != nil {
 			return nil, err
@@ -320,7 +319,7 @@ func (s *Store) claimCandidates(ctx context.Context, tx *sqlx.Tx, now time.Time,
 func (s *Store) pipelinesToRead(ctx context.Context, tx *sqlx.Tx, now time.Time, limit int) ([]string, bool, error) {
 	if limit == 0 {
 		var off int
-		if err := tx.GetContext(ctx, &off, s.db.Rebind(`SELECT COUNT(*) FROM pipeline_switches WHERE disabled = ?`), true); err != nil || off == 0 {
+		if err := tx.GetContext(ctx, &off, `SELECT COUNT(*) FROM pipeline_switches WHERE disabled = ?`, true); err != nil || off == 0 {
 			return nil, false, err
 		}
 	}
@@ -334,7 +333,7 @@ func (s *Store) pipelinesToRead(ctx context.Context, tx *sqlx.Tx, now time.Time,
 		args = append(args, ms(now), limit)
 	}
 	var names []string
-	if err := tx.SelectContext(ctx, &names, s.db.Rebind(q+` LIMIT ?`), append(args, maxPipelineBranches+1)...); err != nil {
+	if err := tx.SelectContext(ctx, &names, q+` LIMIT ?`, append(args, maxPipelineBranches+1)...); err != nil {
 		return nil, false, fmt.Errorf("pipelines to claim from: %w", err)
 	}
 	return names, len(names) <= maxPipelineBranches, nil
@@ -381,7 +380,7 @@ func (s *Store) candidatesQuery(now time.Time, f domain.ClaimFilter, n int) (str
 	// statement is prepared once whatever the number of free slots.
 	var q string
 	var args []any
-	if s.dialect == "postgres" && len(f.Pipelines) == 0 {
+	if s.dialect == "postgres" {
 		q = `SELECT id, state, lease_owner, lease_expires_at, pipeline FROM runs
 			WHERE (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= ?) OR (state = 'processing' AND lease_expires_at < ?))` +
 			rest + ` ORDER BY created_at, id LIMIT ? FOR UPDATE SKIP LOCKED`
@@ -395,19 +394,10 @@ func (s *Store) candidatesQuery(now time.Time, f domain.ClaimFilter, n int) (str
 		// limited to some pipelines reads each one's queued runs from runs_window instead:
 		// walking runs_queued would pass every queued run of the others (16 ms a claim behind
 		// 100,000 of another pipeline's).
-		// PostgreSQL reads a capped claim's pipelines the same way (claimCandidates); each
-		// branch locks what it reads, and what the merge leaves out is unlocked at the commit.
 		var branches []string
-		lock := ""
-		if s.dialect == "postgres" {
-			lock = " FOR UPDATE SKIP LOCKED"
-		}
 		branch := func(cond, index string, leading ...any) {
-			if s.dialect == "postgres" {
-				index = "" // the planner needs no hint there
-			}
 			branches = append(branches, `SELECT * FROM (SELECT id, state, lease_owner, lease_expires_at, pipeline, created_at FROM runs `+
-				index+` WHERE `+cond+rest+` ORDER BY created_at, id LIMIT ?`+lock+`) b`+strconv.Itoa(len(branches)))
+				index+` WHERE `+cond+rest+` ORDER BY created_at, id LIMIT ?)`)
 			args = append(append(append(args, leading...), restArgs...), n)
 		}
 		if len(f.Pipelines) == 0 || len(f.Pipelines) > maxPipelineBranches {
@@ -423,7 +413,7 @@ func (s *Store) candidatesQuery(now time.Time, f domain.ClaimFilter, n int) (str
 		}
 		branch(`state = 'failed_transient' AND next_attempt_at <= ?`, ``, ms(now))
 		branch(`state = 'processing' AND lease_expires_at < ?`, ``, ms(now))
-		q = `SELECT id, state, lease_owner, lease_expires_at, pipeline FROM (` + strings.Join(branches, ` UNION ALL `) + `) due ORDER BY created_at, id LIMIT ?`
+		q = `SELECT id, state, lease_owner, lease_expires_at, pipeline FROM (` + strings.Join(branches, ` UNION ALL `) + `) ORDER BY created_at, id LIMIT ?`
 		args = append(args, n)
 	}
 	return s.db.Rebind(q), args

@@ -41,33 +41,19 @@ func oneConditionQuery(s *Store, now time.Time, f domain.ClaimFilter, n int) (st
 // off, pipeline filters with unknown and repeated names, caps, n from 1 to 1000) the claim's
 // candidates are exactly those of the one condition, in the same order.
 func TestSQLiteClaimMatchesOneConditionOnRandomLedgers(t *testing.T) {
-	seeds := int64(30)
-	if raceEnabled {
-		seeds = 3
-	}
-	claimMatchesOneCondition(t, seeds, false, func() *Store {
-		return openOrFail(t, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"))
-	})
-}
-
-// TestCappedClaimMatchesOneConditionOnRandomLedgers is the same on PostgreSQL, where the
-// claim's transaction (a capped claim) reads the pipelines below their cap one by one.
-func TestCappedClaimMatchesOneConditionOnRandomLedgers(t *testing.T) {
-	postgresOrSkip(t)
-	claimMatchesOneCondition(t, 6, true, func() *Store { return openOrFail(t, postgresOrSkip(t)) })
-}
-
-// claimMatchesOneCondition compares the claim's candidates with the one condition's on random
-// ledgers from open (capped claims only when cappedOnly).
-func claimMatchesOneCondition(t *testing.T, seeds int64, cappedOnly bool, open func() *Store) {
 	ctx := context.Background()
 	states := []string{"queued", "processing", "succeeded", "failed_transient", "failed_permanent", "waiting_external", "needs_review"}
 	pipes := []string{"a", "b", "c", "d", "e"}
 	total, procs := 0, 0
 	defer func() { t.Logf("compared %d candidates, %d results with takeovers", total, procs) }()
+
+	seeds := int64(30)
+	if raceEnabled {
+		seeds = 3
+	}
 	for seed := int64(0); seed < seeds; seed++ {
 		rng := rand.New(rand.NewSource(seed))
-		s := open()
+		s := openOrFail(t, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"))
 		now := time.UnixMilli(1_700_000_000_000)
 		nowMS := now.UnixMilli()
 		nRuns := 20 + rng.Intn(400)
@@ -91,17 +77,17 @@ func claimMatchesOneCondition(t *testing.T, seeds int64, cappedOnly bool, open f
 			}
 			// ids not in creation order
 			id := fmt.Sprintf("r%04x", rng.Intn(1<<16)) + fmt.Sprintf("-%d", i)
-			if _, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO runs (id, pipeline, idempotency_key, input_hash, input, spec_text, spec_hash, pipectl_version, state, lease_owner, lease_expires_at, next_attempt_at, created_at, updated_at)
-				VALUES (?, ?, ?, 'h', '{}', 's', 'h', 'v', ?, ?, ?, ?, ?, ?)`), id, p, id, st, owner, exp, next, created, created); err != nil {
+			if _, err := s.db.ExecContext(ctx, `INSERT INTO runs (id, pipeline, idempotency_key, input_hash, input, spec_text, spec_hash, pipectl_version, state, lease_owner, lease_expires_at, next_attempt_at, created_at, updated_at)
+				VALUES (?, ?, ?, 'h', '{}', 's', 'h', 'v', ?, ?, ?, ?, ?, ?)`, id, p, id, st, owner, exp, next, created, created); err != nil {
 				t.Fatal(err)
 			}
 		}
 		for _, p := range pipes {
 			switch rng.Intn(4) {
 			case 0:
-				s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO pipeline_switches (pipeline, disabled, reason, actor, at) VALUES (?, ?, 'r', 'a', 0)`), p, true)
+				s.db.ExecContext(ctx, `INSERT INTO pipeline_switches (pipeline, disabled, reason, actor, at) VALUES (?, 1, 'r', 'a', 0)`, p)
 			case 1:
-				s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO pipeline_switches (pipeline, disabled, reason, actor, at) VALUES (?, ?, 'r', 'a', 0)`), p, false)
+				s.db.ExecContext(ctx, `INSERT INTO pipeline_switches (pipeline, disabled, reason, actor, at) VALUES (?, 0, 'r', 'a', 0)`, p)
 			}
 		}
 		for k := 0; k < 40; k++ {
@@ -116,7 +102,7 @@ func claimMatchesOneCondition(t *testing.T, seeds int64, cappedOnly bool, open f
 					f.Pipelines = append(f.Pipelines, f.Pipelines[0])
 				}
 			}
-			if cappedOnly || rng.Intn(2) == 0 {
+			if rng.Intn(2) == 0 {
 				f.MaxPerPipeline = 1 + rng.Intn(6)
 			}
 			n := []int{1, 2, 3, 5, 16, 64, 1000}[rng.Intn(7)]

@@ -63,11 +63,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return
 		}
-		// News of this poll, in the order it happened. Within the ledger's millisecond, a
-		// transition into processing (a claim, a takeover, a resume) and the creation come
-		// before the steps it let start, and a transition out of processing after the steps
-		// whose end caused it: a worker that claims at once starts the first step in the
-		// millisecond the run was created.
+		// News of this poll, in the order it happened; steps go first so that, within the
+		// ledger's millisecond, a step's end comes before the transition it caused.
 		var news []item
 		for _, a := range attempts {
 			if seen[a.ID] == a.Outcome {
@@ -83,17 +80,17 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			if !a.FinishedAt.IsZero() {
 				at = a.FinishedAt
 			}
-			news = append(news, item{at: at, rank: 1, event: "step", v: ev})
+			news = append(news, item{at: at, event: "step", v: ev})
 		}
 		for _, e := range events {
 			if e.ID <= lastEvent {
 				continue
 			}
 			lastEvent = e.ID
-			news = append(news, item{at: e.At, rank: transitionRank(e.From, e.To), id: "t" + strconv.FormatInt(e.ID, 10), event: "transition",
+			news = append(news, item{at: e.At, id: "t" + strconv.FormatInt(e.ID, 10), event: "transition",
 				v: operate.EventView{From: string(e.From), To: string(e.To), Reason: e.Reason, Actor: e.Actor, At: e.At.UTC()}})
 		}
-		sortNews(news)
+		sort.SliceStable(news, func(i, j int) bool { return news[i].at.Before(news[j].at) })
 		for _, n := range news {
 			send(w, n.id, n.event, n.v)
 		}
@@ -121,28 +118,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// transitionRank places a transition among the steps of its millisecond: one that lets steps
-// start (the creation, into processing) before them, any other after them.
-func transitionRank(from, to domain.RunState) int {
-	if from == "" || to == domain.StateProcessing {
-		return 0
-	}
-	return 2
-}
-
-// sortNews orders a poll's news by time, and within a millisecond by rank.
-func sortNews(news []item) {
-	sort.SliceStable(news, func(i, j int) bool {
-		if !news[i].at.Equal(news[j].at) {
-			return news[i].at.Before(news[j].at)
-		}
-		return news[i].rank < news[j].rank
-	})
-}
-
 type item struct {
 	at        time.Time
-	rank      int // order within one millisecond: see events
 	id, event string
 	v         any
 }
