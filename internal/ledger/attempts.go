@@ -595,8 +595,17 @@ func (s *Store) chainedStmt(owner, runID string, done []*domain.Attempt, ch doma
 		return nil, err
 	}
 	args := make([]any, 0, 14*len(done)+2+len(targs)+5)
+	var merge *chainedWrite
+	if strict && mergeable(ch.To) {
+		merge = &chainedWrite{runID: runID, owner: owner, rows: make([]attemptRow, 0, len(done)), to: ch.To,
+			next: ms(ch.NextAttemptAt), errorClass: string(ch.ErrorClass), errText: ch.Error, failedStep: ch.FailedStep,
+			reason: ch.Reason, actor: ch.Actor, at: ms(now), done: done}
+	}
 	for i, a := range done {
 		r := toRow(a)
+		if merge != nil {
+			merge.rows = append(merge.rows, r)
+		}
 		args = append(args, r.RunID, r.StepID, r.ItemIndex, r.Attempt, r.StepKey, r.StartedAt,
 			r.FinishedAt, r.DurationMS, r.Outcome, r.ErrorClass, r.Error, r.Request, r.Response, r.Output)
 		if i == 0 {
@@ -630,7 +639,7 @@ func (s *Store) chainedStmt(owner, runID string, done []*domain.Attempt, ch doma
 		}
 		return nil
 	}
-	return &oneStmt{query: chainedSQL(len(done), ch.To, strict), args: args, scan: scan}, nil
+	return &oneStmt{query: chainedSQL(len(done), ch.To, strict), args: args, scan: scan, merge: merge}, nil
 }
 
 type chainKey struct {

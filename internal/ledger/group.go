@@ -57,6 +57,9 @@ type oneStmt struct {
 	query string // with $n placeholders
 	args  []any
 	scan  func(row interface{ Scan(...any) error }) error
+	// merge, when set, is the same write as values that mergedSQL can write together with
+	// other runs' (see merged.go).
+	merge *chainedWrite
 }
 
 func newCommitter(s *Store, parts, maxBatch int) *committer {
@@ -242,16 +245,65 @@ func (s *Store) pipelineOnce(ctx context.Context, batch []*txRequest, outcomes [
 		if !ok {
 			return &batchNotSent{fmt.Errorf("group commit: driver connection %T is not pgx's", dc)}
 		}
+		merged, rest := splitMerged(batch)
+		writes := make([]*chainedWrite, len(merged))
+		for i, m := range merged {
+			writes[i] = batch[m].one.merge
+		}
 		b := &pgx.Batch{}
-		for _, r := range batch {
-			b.Queue(r.one.query, r.one.args...)
+		if len(merged) > 0 {
+			b.Queue(mergedSQL, mergedArgs(writes)...)
+		}
+		for _, i := range rest {
+			b.Queue(batch[i].one.query, batch[i].one.args...)
 		}
 		br := pc.Conn().SendBatch(ctx, b)
-		for i, r := range batch {
-			outcomes[i] = r.one.scan(br.QueryRow())
+		if len(merged) > 0 {
+			rows, err := br.Query()
+			if err != nil {
+				br.Close()
+				return err
+			}
+			outs, err := mergedOutcomes(writes, rows)
+			rows.Close()
+			if err == nil {
+				err = rows.Err()
+			}
+			if err != nil {
+				br.Close()
+				return err
+			}
+			for i, m := range merged {
+				outcomes[m] = outs[i]
+			}
+		}
+		for _, i := range rest {
+			outcomes[i] = batch[i].one.scan(br.QueryRow())
 		}
 		return br.Close()
 	})
+}
+
+// splitMerged divides a batch into the writes mergedSQL takes together (the indexes of
+// merged, at least two, of distinct runs) and the rest, each its own statement.
+func splitMerged(batch []*txRequest) (merged, rest []int) {
+	runs := make(map[string]bool, len(batch))
+	for i, r := range batch {
+		if m := r.one.merge; m != nil && !runs[m.runID] {
+			runs[m.runID] = true
+			merged = append(merged, i)
+			continue
+		}
+		rest = append(rest, i)
+	}
+	if len(merged) < 2 {
+		// One write gains nothing from arrays; its own statement is the one it was tested as.
+		merged, rest = nil, make([]int, len(batch))
+		for i := range rest {
+			rest[i] = i
+		}
+	}
+	return merged, rest
 }
 
 // batchNotSent is an error before anything was sent to the server.
