@@ -290,8 +290,8 @@ func deadLetterUnparsable(ctx context.Context, store interface {
 	return cause
 }
 
-// startCPUProfile writes a CPU profile of this process to path until stop is called (nothing
-// when path is empty): PIPECTL_CPUPROFILE, for measuring a worker where it really runs
+// startCPUProfile writes a CPU profile of this process to path until stop is called, and its
+// allocations to path.allocs then (nothing when path is empty): PIPECTL_CPUPROFILE, for measuring a worker where it really runs
 // (docs/performance.md). It is not a flag: operators have no use for it.
 func startCPUProfile(path string) (stop func(), err error) {
 	if path == "" {
@@ -308,6 +308,12 @@ func startCPUProfile(path string) (stop func(), err error) {
 	return func() {
 		pprof.StopCPUProfile()
 		f.Close()
+		// Beside it, what the process allocated (go tool pprof -sample_index=alloc_space):
+		// allocation is most of what a busy worker's garbage collector costs.
+		if a, err := os.Create(path + ".allocs"); err == nil {
+			pprof.Lookup("allocs").WriteTo(a, 0)
+			a.Close()
+		}
 	}, nil
 }
 

@@ -63,6 +63,12 @@ func openClaimPool(dsn string) (*sqlx.DB, error) {
 	cfg.RuntimeParams["enable_bitmapscan"] = "off"
 	// A claim is planned in a millisecond and runs in one: compiling it is never worth it.
 	cfg.RuntimeParams["jit"] = "off"
+	// Each claim size is a statement of its own (claimSQL), planned with its limit known: the
+	// server's first five executions of a prepared statement are planned again each time
+	// before it settles on its generic plan, a millisecond of its CPU each, for up to 32 sizes
+	// on each connection. Those would be a draining worker's first 10,000 claims' worth of
+	// planning; the generic plan is the walk of the queue every time anyway.
+	cfg.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
 	db := sqlx.NewDb(stdlib.OpenDB(*cfg), "pgx")
 	// A worker has at most two claims in flight.
 	db.SetMaxOpenConns(2)
