@@ -47,9 +47,29 @@ func TestClaimPlanWalksTheQueueWithoutStatistics(t *testing.T) {
 	if other := plan(s.db); !strings.Contains(other, "Bitmap") {
 		t.Logf("note: the ledger's other connections would walk the index too here; the claim pool's settings are not what this run shows")
 	}
-	var jit string
+	var jit, planMode string
 	if err := s.claims.GetContext(ctx, &jit, `SHOW jit`); err != nil || jit != "off" {
 		t.Fatalf("jit on the claim connections: %q %v, want off (the claim's cost is never worth compiling)", jit, err)
+	}
+	// The claim connections plan each claim size once, generically: that plan, which every
+	// claim then takes, must walk the index too.
+	if err := s.claims.GetContext(ctx, &planMode, `SHOW plan_cache_mode`); err != nil || planMode != "force_generic_plan" {
+		t.Fatalf("plan_cache_mode on the claim connections: %q %v", planMode, err)
+	}
+	conn, err := s.claims.Connx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, `PREPARE generic_claim(bigint, text, bigint, text) AS `+claimSQL(16, false)); err != nil {
+		t.Fatal(err)
+	}
+	var generic string
+	now := time.Now().UnixMilli()
+	err = conn.GetContext(ctx, &generic, fmt.Sprintf(`EXPLAIN (FORMAT JSON) EXECUTE generic_claim(%d, 'w', %d, 'x')`, now, now+60_000))
+	conn.ExecContext(ctx, `DEALLOCATE generic_claim`)
+	conn.Close()
+	if err != nil || strings.Contains(generic, "Bitmap") || !strings.Contains(generic, `"Index Name": "runs_claimable"`) {
+		t.Fatalf("the generic plan of a claim does not walk runs_claimable (%v):\n%s", err, generic)
 	}
 	runs, err := s.ClaimBatch(ctx, "w", time.Now().Add(time.Minute), domain.ClaimFilter{}, 16)
 	if err != nil || len(runs) != 16 || runs[0].ID != "p-01" {
