@@ -11,10 +11,11 @@ import (
 )
 
 // pgCommitters is how many group-commit transactions one process runs at once on PostgreSQL:
-// two, so that one batch forms while the other is on its way. More only split the writes of a
-// busy worker into smaller batches, each with its own round trip and WAL flush: a drain of
-// one-step runs measured 4 committers at 2,967-3,005 runs/s and 2 at 3,037-3,481 (docs/scaling.md).
-const pgCommitters = 2
+// one. While it commits a batch the next one forms, and a batch's chained commits are one
+// statement (merged.go), whose cost per run falls as the batch grows: with two committers a
+// draining worker's batches were half as large, and the server spent 10-15% more CPU per run
+// (1,920-1,970 ms for 8,000 one-step runs against 1,720 with one; docs/scaling.md).
+const pgCommitters = 1
 
 // openPostgres opens a PostgreSQL ledger through pgx's database/sql driver. Transitions lock the
 // run row (SELECT ... FOR UPDATE), so any number of processes on any number of machines can
@@ -38,8 +39,6 @@ func openPostgres(ctx context.Context, dsn string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("ledger %s: %w", redactDSN(dsn), err)
 	}
-	// Each committer on a connection of its own, so that the server works on a batch while
-	// the next one forms.
 	s.group = newCommitter(s, pgCommitters, 64)
 	if s.claims, err = openClaimPool(dsn); err != nil {
 		s.Close()
