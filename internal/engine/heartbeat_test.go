@@ -1,0 +1,131 @@
+package engine_test
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pipectl/pipectl/internal/engine"
+)
+
+// renewalStore records when each lease renewal landed.
+type renewalStore struct {
+	*countingStore
+	mu  sync.Mutex
+	at  []time.Time
+	err error
+	// hold, when set, makes the next renewal take that long.
+	hold atomic.Int64
+}
+
+func (r *renewalStore) RenewLease(ctx context.Context, runID, owner string, until time.Time) error {
+	if d := r.hold.Swap(0); d > 0 {
+		time.Sleep(time.Duration(d))
+	}
+	err := r.countingStore.RenewLease(ctx, runID, owner, until)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.at = append(r.at, time.Now())
+	if err != nil && r.err == nil {
+		r.err = err
+	}
+	return err
+}
+
+func (r *renewalStore) renewals() ([]time.Time, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]time.Time(nil), r.at...), r.err
+}
+
+// TestHeartbeatRenewsThroughALongStep: a step that lasts more than three leases keeps its run's
+// lease alive, a renewal every third of the lease, with no gap in which the lease could run
+// out; once the run has ended, no renewal is sent any more.
+func TestHeartbeatRenewsThroughALongStep(t *testing.T) {
+	b := setup(t)
+	store := &renewalStore{countingStore: b.store}
+	b.eng.Store = store
+	ttl := 300 * time.Millisecond
+	b.eng.LeaseTTL = ttl
+	tg := newTarget(t)
+	tg.script = append(tg.script, func(w http.ResponseWriter, r *http.Request) bool {
+		time.Sleep(4 * ttl)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"ok": true}`))
+		return true
+	})
+	p := b.pipeline(t, header+`
+steps:
+  - id: write
+    type: http
+    method: POST
+    url: `+tg.URL+`/things
+`)
+	start := time.Now()
+	if _, err := b.eng.Run(context.Background(), p, map[string]any{}, engine.RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ended := time.Now()
+	at, err := store.renewals()
+	if err != nil {
+		t.Fatalf("a renewal failed: %v", err)
+	}
+	// 1.2 s of step at one renewal per 100 ms: about a dozen. Fewer than six means the
+	// heartbeat stopped renewing somewhere along the way.
+	if len(at) < 6 {
+		t.Fatalf("%d renewals in %v with a lease of %v", len(at), ended.Sub(start), ttl)
+	}
+	last := start
+	for i, a := range at {
+		if gap := a.Sub(last); gap >= ttl {
+			t.Fatalf("renewal %d came %v after the one before: the lease of %v could run out", i, gap, ttl)
+		}
+		last = a
+	}
+	time.Sleep(2 * ttl)
+	if after, _ := store.renewals(); len(after) != len(at) {
+		t.Fatalf("%d renewals after the run ended", len(after)-len(at))
+	}
+}
+
+// TestHeartbeatStopsWithARenewalInFlight: the run ends while a renewal is on its way to the
+// ledger. The end waits for it, and that renewal must not arm another one.
+func TestHeartbeatStopsWithARenewalInFlight(t *testing.T) {
+	b := setup(t)
+	store := &renewalStore{countingStore: b.store}
+	b.eng.Store = store
+	ttl := 300 * time.Millisecond
+	b.eng.LeaseTTL = ttl
+	tg := newTarget(t)
+	tg.script = append(tg.script, func(w http.ResponseWriter, r *http.Request) bool {
+		time.Sleep(ttl / 2)
+		// The next renewal (within a third of the lease) takes 300 ms: the step answers
+		// while it is under way.
+		store.hold.Store(int64(300 * time.Millisecond))
+		time.Sleep(ttl / 2)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"ok": true}`))
+		return true
+	})
+	p := b.pipeline(t, header+`
+steps:
+  - id: write
+    type: http
+    method: POST
+    url: `+tg.URL+`/things
+`)
+	if _, err := b.eng.Run(context.Background(), p, map[string]any{}, engine.RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	at, _ := store.renewals()
+	if store.hold.Load() != 0 {
+		t.Fatal("no renewal was under way when the step answered; the test proves nothing")
+	}
+	time.Sleep(2 * ttl)
+	if after, _ := store.renewals(); len(after) != len(at) {
+		t.Fatalf("%d renewals after the run ended (the one in flight armed the next)", len(after)-len(at))
+	}
+}
