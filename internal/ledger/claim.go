@@ -205,12 +205,27 @@ func (s *Store) claimStatement(ctx context.Context, owner string, until time.Tim
 	if len(f.Pipelines) > 0 {
 		args = append(args, f.Pipelines)
 	}
-	var rows []struct {
+	type claimedBy struct {
 		claimedRow
-		PriorOwner   *string `db:"prior_owner"`
-		PriorExpires int64   `db:"prior_expires"`
+		PriorOwner   *string
+		PriorExpires int64
 	}
-	err := s.claims.SelectContext(ctx, &rows, claimSQL(n, len(f.Pipelines) > 0), args...)
+	var rows []claimedBy
+	err := func() error {
+		res, err := s.claims.QueryContext(ctx, claimSQL(n, len(f.Pipelines) > 0), args...)
+		if err != nil {
+			return err
+		}
+		defer res.Close()
+		for res.Next() {
+			var r claimedBy
+			if err := res.Scan(append(r.dest(), &r.Begun, &r.PriorOwner, &r.PriorExpires)...); err != nil {
+				return err
+			}
+			rows = append(rows, r)
+		}
+		return res.Err()
+	}()
 	if err != nil {
 		// The statement commits itself: a failure after it was sent has an unknown outcome,
 		// like an error at COMMIT (runs claimed after all wait for their lease to expire).

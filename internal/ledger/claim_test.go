@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -188,4 +190,26 @@ func benchClaimPastBacklog(b *testing.B, f domain.ClaimFilter, want int, off boo
 	}
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
 	b.ReportMetric(float64(times[len(times)/2].Microseconds())/1000, "p50-ms")
+}
+
+// TestRunRowDestFollowsRunColumns: a claim scans runColumns into runRow.dest() by position, so
+// the two must list the same columns in the same order.
+func TestRunRowDestFollowsRunColumns(t *testing.T) {
+	var r runRow
+	dest := r.dest()
+	cols := strings.Split(strings.Join(strings.Fields(runColumns), ""), ",")
+	rt := reflect.TypeOf(r)
+	if len(dest) != len(cols) || rt.NumField() != len(cols) {
+		t.Fatalf("%d destinations, %d fields, %d columns", len(dest), rt.NumField(), len(cols))
+	}
+	rv := reflect.ValueOf(&r).Elem()
+	for i, c := range cols {
+		f := rt.Field(i)
+		if f.Tag.Get("db") != c {
+			t.Fatalf("field %d is %s (%q), column %d is %q", i, f.Name, f.Tag.Get("db"), i, c)
+		}
+		if dest[i] != rv.Field(i).Addr().Interface() {
+			t.Fatalf("destination %d is not the field %s of column %s", i, f.Name, c)
+		}
+	}
 }

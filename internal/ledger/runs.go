@@ -43,6 +43,14 @@ type runRow struct {
 	StepKeyBase    string         `db:"step_key_base"`
 }
 
+// dest is where each of runColumns scans to, in their order: a claim scans its rows without
+// sqlx's reflection (a fifth of what claiming cost a busy worker).
+func (r *runRow) dest() []any {
+	return []any{&r.ID, &r.Pipeline, &r.IdempotencyKey, &r.InputHash, &r.Input, &r.SpecText, &r.SpecHash, &r.SpecPath,
+		&r.Version, &r.State, &r.LeaseOwner, &r.LeaseExpires, &r.NextAttemptAt, &r.ReplayOf, &r.DryRun,
+		&r.ErrorClass, &r.Error, &r.FailedStep, &r.CreatedAt, &r.UpdatedAt, &r.FinishedAt, &r.StepKeyBase}
+}
+
 func (r runRow) domain() *domain.Run {
 	return &domain.Run{
 		ID: r.ID, Pipeline: r.Pipeline, IdempotencyKey: r.IdempotencyKey, InputHash: r.InputHash,
