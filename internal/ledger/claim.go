@@ -265,6 +265,13 @@ var claimStatements sync.Map // claimKey -> string
 // keeps the test for attempts already made a lookup per claimed run: without it a cached plan
 // made while statistics said step_attempts was small hashed every attempt at every claim. A worker
 // claims between 1 and its concurrency runs at a time, so there are that many texts at most.
+//
+// The runs due are read in two branches, each in its own index and in claim order, and the
+// first n of both are taken: runs ready to start (runs_ready: queued, retries) and runs whose
+// lease ran out (runs_leases). Each branch locks the rows it reads, up to n, so when both have
+// runs due the claim holds up to n runs it does not take until it commits, a millisecond later;
+// a worker claiming meanwhile takes the next ones. Leases run out only when a worker died or
+// stalled, so almost every claim reads one branch and locks exactly what it takes.
 func claimSQL(n int, filtered bool) string {
 	key := claimKey{n, filtered}
 	if q, ok := claimStatements.Load(key); ok {
@@ -275,11 +282,16 @@ func claimSQL(n int, filtered bool) string {
 		filter = " AND pipeline = ANY($5::text[])"
 	}
 	returned := "runs." + strings.ReplaceAll(strings.Join(strings.Fields(runColumns), " "), ", ", ", runs.")
-	q := `WITH c AS (
-	SELECT id, state, lease_owner, lease_expires_at, created_at FROM runs
-	WHERE (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= $1) OR (state = 'processing' AND lease_expires_at < $1))
-	AND pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)` + filter + `
-	ORDER BY created_at, id LIMIT ` + strconv.Itoa(n) + ` FOR UPDATE SKIP LOCKED),
+	limit := strconv.Itoa(n)
+	rest := ` AND pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)` + filter +
+		` ORDER BY created_at, id LIMIT ` + limit + ` FOR UPDATE SKIP LOCKED`
+	q := `WITH c AS (SELECT * FROM (
+	SELECT * FROM (SELECT id, state, lease_owner, lease_expires_at, created_at FROM runs
+		WHERE (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= $1))` + rest + `) ready
+	UNION ALL
+	SELECT * FROM (SELECT id, state, lease_owner, lease_expires_at, created_at FROM runs
+		WHERE state = 'processing' AND lease_expires_at < $1` + rest + `) expired
+	) due ORDER BY created_at, id LIMIT ` + limit + `),
 abandoned AS (UPDATE step_attempts SET outcome = 'abandoned', finished_at = $1,
 	error = CASE WHEN c.lease_expires_at = ` + strconv.FormatInt(handedBack, 10) + ` THEN '` + abandonedHandedBack + `' ELSE $4 END || ' (' || c.lease_owner || ')'
 	FROM c WHERE c.state = 'processing' AND step_attempts.run_id = c.id AND step_attempts.outcome = 'running'),
@@ -396,10 +408,18 @@ func (s *Store) candidatesQuery(now time.Time, f domain.ClaimFilter, n int) (str
 	var q string
 	var args []any
 	if s.dialect == "postgres" {
-		q = `SELECT id, state, lease_owner, lease_expires_at, pipeline FROM runs
-			WHERE (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= ?) OR (state = 'processing' AND lease_expires_at < ?))` +
-			rest + ` ORDER BY created_at, id LIMIT ? FOR UPDATE SKIP LOCKED`
-		args = append(append([]any{ms(now), ms(now)}, restArgs...), n)
+		// As claimSQL: the runs ready to start and the runs whose lease ran out, each read in
+		// its own index (runs_ready, runs_leases) and locked there, the first n of both taken.
+		branch := func(cond string) string {
+			return `SELECT * FROM (SELECT id, state, lease_owner, lease_expires_at, pipeline, created_at FROM runs
+				WHERE ` + cond + rest + ` ORDER BY created_at, id LIMIT ? FOR UPDATE SKIP LOCKED) b`
+		}
+		q = `SELECT id, state, lease_owner, lease_expires_at, pipeline FROM (` +
+			branch(`(state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= ?))`) + ` UNION ALL ` +
+			branch(`state = 'processing' AND lease_expires_at < ?`) + `) due ORDER BY created_at, id LIMIT ?`
+		args = append(append([]any{ms(now)}, restArgs...), n)
+		args = append(append(append(args, ms(now)), restArgs...), n)
+		args = append(args, n)
 	} else {
 		// SQLite cannot walk one index for the three states in creation order: given them
 		// as one condition, it read every due run and sorted them all at each claim (44 ms

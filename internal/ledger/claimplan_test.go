@@ -15,7 +15,7 @@ import (
 
 // TestClaimPlanWalksTheQueueWithoutStatistics: a queue filled faster than autovacuum analyzes
 // looks empty to the planner, which then reads every queued run by bitmap and sorts them at
-// each claim (9 ms a claim on 8,000 queued, where walking runs_claimable takes 0.2 ms). The
+// each claim (9 ms a claim on 8,000 queued, where walking runs_ready takes 0.2 ms). The
 // claim's connections must walk the index in order whatever the statistics say.
 func TestClaimPlanWalksTheQueueWithoutStatistics(t *testing.T) {
 	s := openOrFail(t, postgresOrSkip(t))
@@ -41,8 +41,8 @@ func TestClaimPlanWalksTheQueueWithoutStatistics(t *testing.T) {
 		return out
 	}
 	claims := plan(s.claims)
-	if strings.Contains(claims, "Bitmap") || !strings.Contains(claims, `"Index Name": "runs_claimable"`) {
-		t.Fatalf("the claim on 8,001 queued runs without statistics does not walk runs_claimable:\n%s", claims)
+	if strings.Contains(claims, "Bitmap") || !strings.Contains(claims, `"Index Name": "runs_ready"`) {
+		t.Fatalf("the claim on 8,001 queued runs without statistics does not walk runs_ready:\n%s", claims)
 	}
 	if other := plan(s.db); !strings.Contains(other, "Bitmap") {
 		t.Logf("note: the ledger's other connections would walk the index too here; the claim pool's settings are not what this run shows")
@@ -68,8 +68,9 @@ func TestClaimPlanWalksTheQueueWithoutStatistics(t *testing.T) {
 	err = conn.GetContext(ctx, &generic, fmt.Sprintf(`EXPLAIN (FORMAT JSON) EXECUTE generic_claim(%d, 'w', %d, 'x')`, now, now+60_000))
 	conn.ExecContext(ctx, `DEALLOCATE generic_claim`)
 	conn.Close()
-	if err != nil || strings.Contains(generic, "Bitmap") || !strings.Contains(generic, `"Index Name": "runs_claimable"`) {
-		t.Fatalf("the generic plan of a claim does not walk runs_claimable (%v):\n%s", err, generic)
+	if err != nil || strings.Contains(generic, "Bitmap") || !strings.Contains(generic, `"Index Name": "runs_ready"`) ||
+		!strings.Contains(generic, `"Index Name": "runs_leases"`) {
+		t.Fatalf("the generic plan of a claim does not walk runs_ready and look expired leases up in runs_leases (%v):\n%s", err, generic)
 	}
 	runs, err := s.ClaimBatch(ctx, "w", time.Now().Add(time.Minute), domain.ClaimFilter{}, 16)
 	if err != nil || len(runs) != 16 || runs[0].ID != "p-01" {

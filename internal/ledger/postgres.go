@@ -49,7 +49,7 @@ func openPostgres(ctx context.Context, dsn string) (*Store, error) {
 
 // openClaimPool opens the connections the one-statement claim runs on. Their planner never
 // reads the queue by bitmap (and then sorts it): a claim wants the first n due runs, and
-// walking runs_claimable in its order finds them in n index entries however long the queue
+// walking runs_ready in its order finds them in n index entries however long the queue
 // is. The planner picks that walk by itself only while its statistics say the queue is long;
 // a queue filled faster than autovacuum analyzes (a bulk submit of 8,000 runs drained at once,
 // seen) looks tiny to it, and it then read and sorted every queued run at each claim: 9.3 ms
