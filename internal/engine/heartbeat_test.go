@@ -50,24 +50,8 @@ func TestHeartbeatRenewsThroughALongStep(t *testing.T) {
 	b.eng.Store = store
 	ttl := 300 * time.Millisecond
 	b.eng.LeaseTTL = ttl
-	tg := newTarget(t)
-	tg.script = append(tg.script, func(w http.ResponseWriter, r *http.Request) bool {
-		time.Sleep(4 * ttl)
-		w.Header().Set("Content-Type", "application/json")
-		w.Write([]byte(`{"ok": true}`))
-		return true
-	})
-	p := b.pipeline(t, header+`
-steps:
-  - id: write
-    type: http
-    method: POST
-    url: `+tg.URL+`/things
-`)
 	start := time.Now()
-	if _, err := b.eng.Run(context.Background(), p, map[string]any{}, engine.RunOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	runSlowPost(t, b, func() { time.Sleep(4 * ttl) })
 	ended := time.Now()
 	at, err := store.renewals()
 	if err != nil {
@@ -99,13 +83,29 @@ func TestHeartbeatStopsWithARenewalInFlight(t *testing.T) {
 	b.eng.Store = store
 	ttl := 300 * time.Millisecond
 	b.eng.LeaseTTL = ttl
-	tg := newTarget(t)
-	tg.script = append(tg.script, func(w http.ResponseWriter, r *http.Request) bool {
+	runSlowPost(t, b, func() {
 		time.Sleep(ttl / 2)
 		// The next renewal (within a third of the lease) takes 300 ms: the step answers
 		// while it is under way.
 		store.hold.Store(int64(300 * time.Millisecond))
 		time.Sleep(ttl / 2)
+	})
+	at, _ := store.renewals()
+	if store.hold.Load() != 0 {
+		t.Fatal("no renewal was under way when the step answered; the test proves nothing")
+	}
+	time.Sleep(2 * ttl)
+	if after, _ := store.renewals(); len(after) != len(at) {
+		t.Fatalf("%d renewals after the run ended (the one in flight armed the next)", len(after)-len(at))
+	}
+}
+
+// runSlowPost runs a pipeline of one POST, answered once slow has returned.
+func runSlowPost(t *testing.T, b *bundle, slow func()) {
+	t.Helper()
+	tg := newTarget(t)
+	tg.script = append(tg.script, func(w http.ResponseWriter, r *http.Request) bool {
+		slow()
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"ok": true}`))
 		return true
@@ -119,13 +119,5 @@ steps:
 `)
 	if _, err := b.eng.Run(context.Background(), p, map[string]any{}, engine.RunOptions{}); err != nil {
 		t.Fatal(err)
-	}
-	at, _ := store.renewals()
-	if store.hold.Load() != 0 {
-		t.Fatal("no renewal was under way when the step answered; the test proves nothing")
-	}
-	time.Sleep(2 * ttl)
-	if after, _ := store.renewals(); len(after) != len(at) {
-		t.Fatalf("%d renewals after the run ended (the one in flight armed the next)", len(after)-len(at))
 	}
 }
