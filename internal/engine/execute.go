@@ -1036,6 +1036,7 @@ func (e *Engine) heartbeat(ctx context.Context, runID, owner string, lost func(e
 	// A timer, not a goroutine with a ticker: most runs end before their first renewal, and a
 	// goroutine, a ticker and the wait for its exit cost a busy worker 7% of its CPU per run.
 	ttl := e.leaseTTL()
+	every := max(ttl/3, time.Millisecond) // a lease of a few nanoseconds must not renew in a loop
 	var (
 		mu      sync.Mutex
 		stopped bool
@@ -1062,12 +1063,12 @@ func (e *Engine) heartbeat(ctx context.Context, runID, owner string, lost func(e
 		}
 		mu.Lock()
 		if !stopped {
-			t.Reset(ttl / 3)
+			t.Reset(every)
 		}
 		mu.Unlock()
 	}
 	mu.Lock()
-	t = time.AfterFunc(ttl/3, renew)
+	t = time.AfterFunc(every, renew)
 	mu.Unlock()
 	return func() {
 		mu.Lock()

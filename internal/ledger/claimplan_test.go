@@ -208,3 +208,94 @@ func TestSQLiteClaimUpdatesFindRunsByID(t *testing.T) {
 		}
 	}
 }
+
+// TestFilteredClaimReadsItsPipelinesOnly: a worker limited to one pipeline (--pipelines small)
+// behind a backlog of another's. The claim connections plan claims once, without their
+// arguments; for a claim limited to some pipelines such a plan walks the whole queue in claim
+// order and passes every run of the others (200,000: 45-95 ms a claim). It must read the
+// pipeline's own runs, with and without statistics.
+func TestFilteredClaimReadsItsPipelinesOnly(t *testing.T) {
+	for _, analyzed := range []bool{false, true} {
+		t.Run(fmt.Sprint("analyzed=", analyzed), func(t *testing.T) {
+			s := openOrFail(t, postgresOrSkip(t))
+			ctx := context.Background()
+			now := time.Now().UnixMilli()
+			for _, q := range []string{
+				`ALTER TABLE runs SET (autovacuum_enabled = false)`,
+				`INSERT INTO runs (id, pipeline, idempotency_key, input_hash, input, spec_text, spec_hash, pipectl_version, state, created_at, updated_at)
+				SELECT 'b-' || lpad(g::text, 7, '0'), 'big', 'k' || g, 'h', '{}', 's', 'sh', 't', 'queued', $1::bigint + g, $1::bigint + g FROM generate_series(1, 200000) g`,
+				`INSERT INTO runs (id, pipeline, idempotency_key, input_hash, input, spec_text, spec_hash, pipectl_version, state, created_at, updated_at)
+				SELECT 's-' || lpad(g::text, 7, '0'), 'small', 'k' || g, 'h', '{}', 's', 'sh', 't', 'queued', $1::bigint + 300000 + g, $1::bigint + g FROM generate_series(1, 100) g`,
+			} {
+				var args []any
+				if strings.Contains(q, "$1") {
+					args = append(args, now-1_000_000)
+				}
+				if _, err := s.db.Exec(q, args...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if analyzed {
+				if _, err := s.db.Exec(`ANALYZE runs`); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f := domain.ClaimFilter{Pipelines: []string{"small"}}
+			// The claim as ClaimBatch makes it, in a transaction rolled back, with the rows of
+			// runs it fetched counted by the server for that transaction.
+			tx, err := s.claims.BeginTxx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback()
+			rows, err := tx.QueryContext(ctx, claimSQL(16, true), claimArgs(now, "w", now+60_000, f)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			claimed := 0
+			for rows.Next() {
+				claimed++
+			}
+			rows.Close()
+			var fetched int
+			if err := tx.GetContext(ctx, &fetched, `SELECT COALESCE(idx_tup_fetch, 0) + COALESCE(seq_tup_read, 0) FROM pg_stat_xact_user_tables WHERE relid = 'runs'::regclass`); err != nil {
+				t.Fatal(err)
+			}
+			if claimed != 16 || fetched > 5000 {
+				t.Fatalf("a claim of %d runs of one pipeline fetched %d rows of runs (200,100 queued, 100 of its pipeline)", claimed, fetched)
+			}
+			t.Logf("a claim of 16 fetched %d rows of runs", fetched)
+			tx.Rollback()
+			runs, err := s.ClaimBatch(ctx, "w", time.Now().Add(time.Minute), f, 16)
+			if err != nil || len(runs) != 16 || runs[0].ID != "s-0000001" {
+				t.Fatalf("claimed %d runs (%v), want the 16 oldest of small", len(runs), err)
+			}
+		})
+	}
+}
+
+// TestFilteredClaimTakesNamesAsNames: a limited claim's pipeline names reach the server inside
+// the statement's text (see claimArgs), quoted by the driver. Names with quotes, backslashes,
+// braces and SQL in them are names: the claim takes the runs of exactly that pipeline, and
+// nothing else happens.
+func TestFilteredClaimTakesNamesAsNames(t *testing.T) {
+	s := openOrFail(t, postgresOrSkip(t))
+	ctx := context.Background()
+	odd := []string{`it's "odd" \ {x}, y`, `x'); DELETE FROM runs; --`, `\'); DELETE FROM runs; --`, "{}", "NULL", "é"}
+	for i, p := range odd {
+		r := newRun(t, p, fmt.Sprint("k", i))
+		if _, _, err := s.CreateRun(ctx, r, "t", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range odd {
+		runs, err := s.ClaimBatch(ctx, "w", time.Now().Add(time.Minute), domain.ClaimFilter{Pipelines: []string{p, "none"}}, 4)
+		if err != nil || len(runs) != 1 || runs[0].Pipeline != p {
+			t.Fatalf("claim of pipeline %q: %d runs (%v)", p, len(runs), err)
+		}
+		var left int
+		if err := s.db.Get(&left, `SELECT count(*) FROM runs`); err != nil || left != len(odd) {
+			t.Fatalf("after claiming %q: %d runs in the ledger (%v)", p, left, err)
+		}
+	}
+}

@@ -29,8 +29,8 @@ import (
 //
 // A batch forms naturally: while one commits, the next callers queue. Nobody waits for a batch
 // to fill. The writes of one run always go to the same committer, so two batches of one
-// process never lock the rows of the same run in opposite orders; on PostgreSQL several
-// committers work in parallel, on SQLite one does (there is one connection).
+// process never lock the rows of the same run in opposite orders. There is one committer per
+// process (pgCommitters on PostgreSQL; SQLite has one connection).
 type committer struct {
 	s     *Store
 	parts []chan *txRequest
@@ -284,13 +284,21 @@ func (s *Store) pipelineOnce(ctx context.Context, batch []*txRequest, outcomes [
 	})
 }
 
+// mergedMaxBytes bounds what one merged statement carries. The server refuses a message of a
+// gigabyte or more, and drops the connection then, which leaves every write of the batch with
+// an unknown outcome; a write past the bound goes in a statement of its own.
+const mergedMaxBytes = 32 << 20
+
 // splitMerged divides a batch into the writes mergedSQL takes together (the indexes of
-// merged, at least two, of distinct runs) and the rest, each its own statement.
+// merged, at least two, of distinct runs, mergedMaxBytes at most) and the rest, each its own
+// statement.
 func splitMerged(batch []*txRequest) (merged, rest []int) {
 	runs := make(map[string]bool, len(batch))
+	size := 0
 	for i, r := range batch {
-		if m := r.one.merge; m != nil && !runs[m.runID] {
+		if m := r.one.merge; m != nil && !runs[m.runID] && size+m.size() <= mergedMaxBytes {
 			runs[m.runID] = true
+			size += m.size()
 			merged = append(merged, i)
 			continue
 		}

@@ -36,6 +36,16 @@ type chainedWrite struct {
 	done         []*domain.Attempt
 }
 
+// size is about how many bytes the write adds to mergedSQL's arguments.
+func (w *chainedWrite) size() int {
+	n := len(w.runID) + len(w.owner) + len(w.errText) + len(w.failedStep) + len(w.reason) + len(w.actor) + 64
+	for _, r := range w.rows {
+		n += len(r.RunID) + len(r.StepID) + len(r.StepKey) + len(r.Outcome) + len(r.ErrorClass) + len(r.Error) +
+			len(r.Request) + len(r.Response) + len(r.Output) + 64
+	}
+	return n
+}
+
 // mergeable says whether ch can be written by mergedSQL: a transition that only leaves
 // processing and clears the lease (chainable excludes queued, which also notifies).
 func mergeable(to domain.RunState) bool {

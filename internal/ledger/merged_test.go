@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -258,6 +259,9 @@ func TestSplitMergedTakesEachRunOnce(t *testing.T) {
 		return &txRequest{one: &oneStmt{merge: &chainedWrite{runID: run}}}
 	}
 	plain := &txRequest{one: &oneStmt{}}
+	big := func(run string, bytes int) *txRequest {
+		return &txRequest{one: &oneStmt{merge: &chainedWrite{runID: run, rows: []attemptRow{{Output: strings.Repeat("x", bytes)}}}}}
+	}
 	for _, tc := range []struct {
 		batch        []*txRequest
 		merged, rest string
@@ -266,6 +270,8 @@ func TestSplitMergedTakesEachRunOnce(t *testing.T) {
 		{[]*txRequest{w("a"), plain}, "[]", "[0 1]"},  // one write alone keeps its statement
 		{[]*txRequest{w("a"), w("a")}, "[]", "[0 1]"}, // the same run twice: not two in one
 		{[]*txRequest{plain, w("a"), w("b")}, "[1 2]", "[0]"},
+		// Past mergedMaxBytes a write goes alone; the ones after it may still merge.
+		{[]*txRequest{big("a", mergedMaxBytes/2), big("b", mergedMaxBytes/2), w("c"), big("d", mergedMaxBytes), w("e")}, "[0 2 4]", "[1 3]"},
 	} {
 		m, r := splitMerged(tc.batch)
 		if fmt.Sprint(m) != tc.merged && !(len(m) == 0 && tc.merged == "[]") || fmt.Sprint(r) != tc.rest {
