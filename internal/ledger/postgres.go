@@ -68,6 +68,10 @@ func openClaimPool(dsn string) (*sqlx.DB, error) {
 	// on each connection. Those would be a draining worker's first 10,000 claims' worth of
 	// planning; the generic plan is the walk of the queue every time anyway.
 	cfg.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
+	// A claim limited to some pipelines goes by the simple protocol (claimArgs), which the
+	// driver refuses unless strings are standard: a database set otherwise would leave such a
+	// worker unable to claim.
+	cfg.RuntimeParams["standard_conforming_strings"] = "on"
 	db := sqlx.NewDb(stdlib.OpenDB(*cfg), "pgx")
 	// A worker has at most two claims in flight.
 	db.SetMaxOpenConns(2)
