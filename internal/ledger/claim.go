@@ -281,8 +281,7 @@ var claimStatements sync.Map // claimKey -> string
 //
 // The runs due are read in two branches, each in its own index and in claim order, and the
 // first n of both are taken: runs ready to start (runs_ready: queued, retries) and runs whose
-// lease ran out (runs_leases, which holds the runs in flight: bounded by the slots of all
-// workers). Each branch locks the rows it reads, up to n, so when both have
+// lease ran out (runs_leases, the runs in flight by lease expiry). Each branch locks the rows it reads, up to n, so when both have
 // runs due the claim holds up to n runs it does not take until it commits, a millisecond later;
 // a worker claiming meanwhile takes the next ones. Leases run out only when a worker died or
 // stalled, so almost every claim reads one branch and locks exactly what it takes.

@@ -300,42 +300,6 @@ func TestFilteredClaimTakesNamesAsNames(t *testing.T) {
 	}
 }
 
-// TestLeaseRenewalsAreHOT: a run renews its lease every third of it for as long as its step
-// lasts. The renewal changes no indexed column, so PostgreSQL rewrites the row in place (HOT)
-// without an entry in any index of runs; an index holding lease_expires_at (runs_leases was
-// keyed on it at first, found by a review) made every renewal a full update.
-func TestLeaseRenewalsAreHOT(t *testing.T) {
-	s := openOrFail(t, postgresOrSkip(t))
-	ctx := context.Background()
-	queueRuns(t, s, "p", 10, 1000)
-	runs, err := s.ClaimBatch(ctx, "w", time.Now().Add(time.Minute), domain.ClaimFilter{}, 10)
-	if err != nil || len(runs) != 10 {
-		t.Fatal(len(runs), err)
-	}
-	// In one transaction, whose counts the server reports as they are.
-	tx, err := s.db.Beginx()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	for i := range 20 {
-		for _, r := range runs {
-			res, err := tx.Exec(s.db.Rebind(renewLeaseSQL), time.Now().Add(time.Minute).UnixMilli()+int64(i), r.ID, "w")
-			if n, _ := res.RowsAffected(); err != nil || n != 1 {
-				t.Fatalf("renewal: %d rows (%v)", n, err)
-			}
-		}
-	}
-	var updates, hot int
-	if err := tx.QueryRow(`SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relid = 'runs'::regclass`).Scan(&updates, &hot); err != nil {
-		t.Fatal(err)
-	}
-	// A page without room for the new version makes a renewal non-HOT now and then.
-	if updates < 200 || hot < 150 {
-		t.Fatalf("of %d lease renewals, %d were HOT", updates, hot)
-	}
-}
-
 // TestFilteredClaimWithNonstandardStrings: a limited claim goes by the simple protocol, which
 // the driver refuses on a connection whose strings are not standard. A ledger whose database
 // or DSN sets standard_conforming_strings off must still claim (found by a review).

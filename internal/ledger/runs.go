@@ -288,9 +288,8 @@ func (s *Store) RenewLease(ctx context.Context, runID, owner string, until time.
 	return nil
 }
 
-// renewLeaseSQL changes no indexed column of runs, so that PostgreSQL rewrites the row in place
-// (a HOT update) and adds no index entry: a run renews every third of its lease for as long as
-// its step lasts.
+// renewLeaseSQL renews a lease. On PostgreSQL it is not a HOT update: runs_leases holds
+// lease_expires_at (see migration 0017 for why).
 const renewLeaseSQL = `UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? AND state = 'processing'`
 
 // ReleaseLease lets a process that stops early hand the run back at once: the next process
