@@ -295,8 +295,9 @@ func deadLetterUnparsable(ctx context.Context, store interface {
 }
 
 // startCPUProfile writes a CPU profile of this process to path until stop is called, and its
-// allocations to path.allocs then (nothing when path is empty): PIPECTL_CPUPROFILE, for measuring a worker where it really runs
-// (docs/performance.md). It is not a flag: operators have no use for it.
+// allocations to path.allocs then (nothing when path is empty): PIPECTL_CPUPROFILE, for
+// measuring a worker where it really runs (docs/performance.md). It is not a flag: operators
+// have no use for it.
 func startCPUProfile(path string) (stop func(), err error) {
 	if path == "" {
 		return func() {}, nil

@@ -41,15 +41,21 @@ func (r *renewalStore) renewals() ([]time.Time, error) {
 	return append([]time.Time(nil), r.at...), r.err
 }
 
+// setupRenewals is an engine with a lease of 300 ms whose renewals are recorded.
+func setupRenewals(t *testing.T) (*bundle, *renewalStore) {
+	b := setup(t)
+	store := &renewalStore{countingStore: b.store}
+	b.eng.Store = store
+	b.eng.LeaseTTL = 300 * time.Millisecond
+	return b, store
+}
+
 // TestHeartbeatRenewsThroughALongStep: a step that lasts more than three leases keeps its run's
 // lease alive, a renewal every third of the lease, with no gap in which the lease could run
 // out; once the run has ended, no renewal is sent any more.
 func TestHeartbeatRenewsThroughALongStep(t *testing.T) {
-	b := setup(t)
-	store := &renewalStore{countingStore: b.store}
-	b.eng.Store = store
-	ttl := 300 * time.Millisecond
-	b.eng.LeaseTTL = ttl
+	b, store := setupRenewals(t)
+	ttl := b.eng.LeaseTTL
 	start := time.Now()
 	runSlowPost(t, b, func() { time.Sleep(4 * ttl) })
 	ended := time.Now()
@@ -78,11 +84,8 @@ func TestHeartbeatRenewsThroughALongStep(t *testing.T) {
 // TestHeartbeatStopsWithARenewalInFlight: the run ends while a renewal is on its way to the
 // ledger. The end waits for it, and that renewal must not arm another one.
 func TestHeartbeatStopsWithARenewalInFlight(t *testing.T) {
-	b := setup(t)
-	store := &renewalStore{countingStore: b.store}
-	b.eng.Store = store
-	ttl := 300 * time.Millisecond
-	b.eng.LeaseTTL = ttl
+	b, store := setupRenewals(t)
+	ttl := b.eng.LeaseTTL
 	runSlowPost(t, b, func() {
 		time.Sleep(ttl / 2)
 		// The next renewal (within a third of the lease) takes 300 ms: the step answers

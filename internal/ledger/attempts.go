@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -594,18 +595,28 @@ func (s *Store) chainedStmt(owner, runID string, done []*domain.Attempt, ch doma
 	if err != nil {
 		return nil, err
 	}
-	args := make([]any, 0, 14*len(done)+2+len(targs)+5)
-	var merge *chainedWrite
-	if strict && mergeable(ch.To) {
-		merge = &chainedWrite{runID: runID, owner: owner, rows: make([]attemptRow, 0, len(done)), to: ch.To,
-			next: ms(ch.NextAttemptAt), errorClass: string(ch.ErrorClass), errText: ch.Error, failedStep: ch.FailedStep,
-			reason: ch.Reason, actor: ch.Actor, at: ms(now), done: done}
-	}
+	rows := make([]attemptRow, len(done))
 	for i, a := range done {
-		r := toRow(a)
-		if merge != nil {
-			merge.rows = append(merge.rows, r)
-		}
+		rows[i] = toRow(a)
+	}
+	if !strict || !mergeable(ch.To) {
+		return chainedSingle(owner, runID, rows, done, ch, strict, targs, now), nil
+	}
+	// Most such writes share a batch and go as mergedSQL's values: the statement of their own
+	// is built only for one that goes alone.
+	return &oneStmt{
+		merge: &chainedWrite{runID: runID, owner: owner, rows: rows, to: ch.To,
+			next: ms(ch.NextAttemptAt), errorClass: string(ch.ErrorClass), errText: ch.Error, failedStep: ch.FailedStep,
+			reason: ch.Reason, actor: ch.Actor, at: ms(now), done: done},
+		single: func() *oneStmt { return chainedSingle(owner, runID, rows, done, ch, strict, targs, now) },
+	}, nil
+}
+
+// chainedSingle is chainedStmt's statement for one run, from its attempts' rows and the
+// transition's arguments.
+func chainedSingle(owner, runID string, rows []attemptRow, done []*domain.Attempt, ch domain.Change, strict bool, targs []any, now time.Time) *oneStmt {
+	args := make([]any, 0, 14*len(rows)+2+len(targs)+5)
+	for i, r := range rows {
 		args = append(args, r.RunID, r.StepID, r.ItemIndex, r.Attempt, r.StepKey, r.StartedAt,
 			r.FinishedAt, r.DurationMS, r.Outcome, r.ErrorClass, r.Error, r.Request, r.Response, r.Output)
 		if i == 0 {
@@ -639,7 +650,7 @@ func (s *Store) chainedStmt(owner, runID string, done []*domain.Attempt, ch doma
 		}
 		return nil
 	}
-	return &oneStmt{query: chainedSQL(len(done), ch.To, strict), args: args, scan: scan, merge: merge}, nil
+	return &oneStmt{query: chainedSQL(len(done), ch.To, strict), args: args, scan: scan}
 }
 
 type chainKey struct {

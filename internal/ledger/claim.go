@@ -281,9 +281,9 @@ var claimStatements sync.Map // claimKey -> string
 //
 // The runs due are read in two branches, each in its own index and in claim order, and the
 // first n of both are taken: runs ready to start (runs_ready: queued, retries) and runs whose
-// lease ran out (runs_leases, the runs in flight by lease expiry). Each branch locks the rows it reads, up to n, so when both have
-// runs due the claim holds up to n runs it does not take until it commits, a millisecond later;
-// a worker claiming meanwhile takes the next ones. Leases run out only when a worker died or
+// lease ran out (runs_leases, the runs in flight by lease expiry). Each branch locks the rows
+// it reads, up to n, so when both have runs due the claim holds up to n runs it does not take
+// until it commits, a millisecond later; a worker claiming meanwhile takes the next ones. Leases run out only when a worker died or
 // stalled, so almost every claim reads one branch and locks exactly what it takes.
 func claimSQL(n int, filtered bool) string {
 	key := claimKey{n, filtered}
@@ -298,12 +298,7 @@ func claimSQL(n int, filtered bool) string {
 	limit := strconv.Itoa(n)
 	rest := ` AND pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)` + filter +
 		` ORDER BY created_at, id LIMIT ` + limit + ` FOR UPDATE SKIP LOCKED`
-	q := `WITH c AS (SELECT * FROM (
-	SELECT * FROM (SELECT id, state, lease_owner, lease_expires_at, created_at FROM runs
-		WHERE (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= $1))` + rest + `) ready
-	UNION ALL
-	SELECT * FROM (SELECT id, state, lease_owner, lease_expires_at, created_at FROM runs
-		WHERE state = 'processing' AND lease_expires_at < $1` + rest + `) expired
+	q := `WITH c AS (SELECT * FROM (` + dueBranchesSQL(`id, state, lease_owner, lease_expires_at, created_at`, `$1`, rest) + `
 	) due ORDER BY created_at, id LIMIT ` + limit + `),
 abandoned AS (UPDATE step_attempts SET outcome = 'abandoned', finished_at = $1,
 	error = CASE WHEN c.lease_expires_at = ` + strconv.FormatInt(handedBack, 10) + ` THEN '` + abandonedHandedBack + `' ELSE $4 END || ' (' || c.lease_owner || ')'
@@ -322,6 +317,18 @@ events AS (INSERT INTO run_events (run_id, from_state, to_state, reason, actor, 
 SELECT ` + runColumns + `, begun, CASE WHEN prior_state = 'processing' THEN prior_owner END AS prior_owner, prior_expires FROM moved ORDER BY created_at, id`
 	claimStatements.Store(key, q)
 	return q
+}
+
+// dueBranchesSQL reads the runs a claim may take on PostgreSQL, as two branches to merge: the
+// runs ready to start (runs_ready) and those whose lease ran out (runs_leases), each selecting
+// cols and ending with tail (the claim's other conditions, its order, limit and lock); now is
+// the placeholder of the claim's time.
+func dueBranchesSQL(cols, now, tail string) string {
+	return `SELECT * FROM (SELECT ` + cols + ` FROM runs
+		WHERE (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= ` + now + `))` + tail + `) ready
+	UNION ALL
+	SELECT * FROM (SELECT ` + cols + ` FROM runs
+		WHERE state = 'processing' AND lease_expires_at < ` + now + tail + `) expired`
 }
 
 // claimCandidates locks up to n due runs, oldest first.
@@ -423,13 +430,9 @@ func (s *Store) candidatesQuery(now time.Time, f domain.ClaimFilter, n int) (str
 	if s.dialect == "postgres" {
 		// As claimSQL: the runs ready to start and the runs whose lease ran out, each read in
 		// its own index (runs_ready, runs_leases) and locked there, the first n of both taken.
-		branch := func(cond string) string {
-			return `SELECT * FROM (SELECT id, state, lease_owner, lease_expires_at, pipeline, created_at FROM runs
-				WHERE ` + cond + rest + ` ORDER BY created_at, id LIMIT ? FOR UPDATE SKIP LOCKED) b`
-		}
 		q = `SELECT id, state, lease_owner, lease_expires_at, pipeline FROM (` +
-			branch(`(state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= ?))`) + ` UNION ALL ` +
-			branch(`state = 'processing' AND lease_expires_at < ?`) + `) due ORDER BY created_at, id LIMIT ?`
+			dueBranchesSQL(`id, state, lease_owner, lease_expires_at, pipeline, created_at`, `?`,
+				rest+` ORDER BY created_at, id LIMIT ? FOR UPDATE SKIP LOCKED`) + `) due ORDER BY created_at, id LIMIT ?`
 		args = append(append([]any{ms(now)}, restArgs...), n)
 		args = append(append(append(args, ms(now)), restArgs...), n)
 		args = append(args, n)

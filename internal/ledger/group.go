@@ -58,8 +58,18 @@ type oneStmt struct {
 	args  []any
 	scan  func(row interface{ Scan(...any) error }) error
 	// merge, when set, is the same write as values that mergedSQL can write together with
-	// other runs' (see merged.go).
-	merge *chainedWrite
+	// other runs' (see merged.go); query, args and scan are then left to single, which makes
+	// them for a write that goes alone.
+	merge  *chainedWrite
+	single func() *oneStmt
+}
+
+// statement is the write as a statement of its own.
+func (o *oneStmt) statement() *oneStmt {
+	if o.single != nil {
+		return o.single()
+	}
+	return o
 }
 
 func newCommitter(s *Store, parts, maxBatch int) *committer {
@@ -254,8 +264,10 @@ func (s *Store) pipelineOnce(ctx context.Context, batch []*txRequest, outcomes [
 		if len(merged) > 0 {
 			b.Queue(mergedSQL, mergedArgs(writes)...)
 		}
-		for _, i := range rest {
-			b.Queue(batch[i].one.query, batch[i].one.args...)
+		alone := make([]*oneStmt, len(rest))
+		for k, i := range rest {
+			alone[k] = batch[i].one.statement()
+			b.Queue(alone[k].query, alone[k].args...)
 		}
 		br := pc.Conn().SendBatch(ctx, b)
 		if len(merged) > 0 {
@@ -277,8 +289,8 @@ func (s *Store) pipelineOnce(ctx context.Context, batch []*txRequest, outcomes [
 				outcomes[m] = outs[i]
 			}
 		}
-		for _, i := range rest {
-			outcomes[i] = batch[i].one.scan(br.QueryRow())
+		for k, i := range rest {
+			outcomes[i] = alone[k].scan(br.QueryRow())
 		}
 		return br.Close()
 	})
@@ -296,11 +308,13 @@ func splitMerged(batch []*txRequest) (merged, rest []int) {
 	runs := make(map[string]bool, len(batch))
 	size := 0
 	for i, r := range batch {
-		if m := r.one.merge; m != nil && !runs[m.runID] && size+m.size() <= mergedMaxBytes {
-			runs[m.runID] = true
-			size += m.size()
-			merged = append(merged, i)
-			continue
+		if m := r.one.merge; m != nil && !runs[m.runID] {
+			if n := m.size(); size+n <= mergedMaxBytes {
+				runs[m.runID] = true
+				size += n
+				merged = append(merged, i)
+				continue
+			}
 		}
 		rest = append(rest, i)
 	}

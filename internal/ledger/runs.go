@@ -276,9 +276,10 @@ func (s *Store) insertEvent(ctx context.Context, tx *sqlx.Tx, runID string, from
 	return err
 }
 
-// RenewLease extends the lease of a run the owner still holds.
+// RenewLease extends the lease of a run the owner still holds. On PostgreSQL it is not a HOT
+// update: runs_leases holds lease_expires_at (see migration 0017 for why).
 func (s *Store) RenewLease(ctx context.Context, runID, owner string, until time.Time) error {
-	res, err := s.db.ExecContext(ctx, s.db.Rebind(renewLeaseSQL), ms(until), runID, owner)
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? AND state = 'processing'`), ms(until), runID, owner)
 	if err != nil {
 		return fmt.Errorf("renew lease: %w", err)
 	}
@@ -287,10 +288,6 @@ func (s *Store) RenewLease(ctx context.Context, runID, owner string, until time.
 	}
 	return nil
 }
-
-// renewLeaseSQL renews a lease. On PostgreSQL it is not a HOT update: runs_leases holds
-// lease_expires_at (see migration 0017 for why).
-const renewLeaseSQL = `UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? AND state = 'processing'`
 
 // ReleaseLease lets a process that stops early hand the run back at once: the next process
 // treats the lease as expired.
