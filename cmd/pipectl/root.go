@@ -99,9 +99,12 @@ type app struct {
 // run executes the command line and returns the exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	red := domain.NewRedactor(heldSecrets())
+	// Everything for stderr (logs, progress, errors) shares one queue, so it keeps its order.
+	errOut := newCoalescingWriter(stderr)
+	defer errOut.Close()
 	a := &app{stdin: stdin, red: red, stdout: &safeWriter{w: stdout, red: red, text: true},
-		stderr: &safeWriter{w: stderr, red: red, text: true}, jsonOut: &safeWriter{w: stdout, red: red},
-		rawErr: stderr, errTTY: isTerminal(stderr)}
+		stderr: &safeWriter{w: errOut, red: red, text: true}, jsonOut: &safeWriter{w: stdout, red: red},
+		rawErr: errOut, errTTY: isTerminal(stderr)}
 	root := a.rootCommand()
 	root.SetArgs(args)
 	root.SetIn(stdin)
