@@ -253,7 +253,7 @@ func (e *Engine) execute(ctx context.Context, p *domain.Pipeline, runID string, 
 		s := &session{
 			e: e, p: p, run: run, input: input, opts: opts, owner: e.Owner.String(), redact: redact, secrets: secrets,
 			logger:  slog.New(RedactingHandler(e.Log.Handler(), redact)),
-			workdir: workdirOf(p, opts), pr: pr, items: map[string]int{},
+			workdir: e.workdirOf(p, opts), pr: pr, items: map[string]int{},
 			perStep: map[string]int{}, results: make(chan *unitResult),
 		}
 		if run == fresh0 {

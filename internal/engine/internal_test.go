@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -119,5 +120,30 @@ func TestExcerptRedactsBeforeTheCut(t *testing.T) {
 		if strings.Contains(got, secret[i:i+8]) {
 			t.Fatalf("excerpt %s keeps part of the secret", got)
 		}
+	}
+}
+
+// A run's folder is the pipeline file's, absolute, however often it is asked for and whatever
+// the cache holds from runs before.
+func TestWorkdirOfIsThePipelinesFolder(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Engine{}
+	for _, c := range []struct{ path, want string }{
+		{"pipelines/a.yaml", filepath.Join(wd, "pipelines")},
+		{"pipelines/a.yaml", filepath.Join(wd, "pipelines")},
+		{"b.yaml", wd},
+		{"other/../pipelines/c.yaml", filepath.Join(wd, "pipelines")},
+		{"/srv/flows/d.yaml", "/srv/flows"},
+		{"", "."},
+	} {
+		if got := e.workdirOf(&domain.Pipeline{Path: c.path}, RunOptions{}); got != c.want {
+			t.Errorf("workdirOf(%q) = %q, want %q", c.path, got, c.want)
+		}
+	}
+	if got := e.workdirOf(&domain.Pipeline{Path: "pipelines/a.yaml"}, RunOptions{Workdir: "/given"}); got != "/given" {
+		t.Errorf("with a workdir given: %q", got)
 	}
 }
