@@ -2,7 +2,9 @@ package ledger
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strconv"
@@ -210,7 +212,7 @@ func (s *Store) claimStatement(ctx context.Context, owner string, until time.Tim
 	}
 	var rows []claimedBy
 	err := func() error {
-		res, err := s.claims.QueryContext(ctx, claimSQL(n, len(f.Pipelines) > 0), args...)
+		res, err := s.claims.QueryContext(ctx, claimSQL(n, len(f.Pipelines) > 0, s.switchedOff(ctx)), args...)
 		if err != nil {
 			return err
 		}
@@ -265,8 +267,10 @@ func claimArgs(now int64, owner string, until int64, f domain.ClaimFilter) []any
 }
 
 type claimKey struct {
-	n        int
-	filtered bool
+	n          int
+	filtered   bool
+	byPipeline bool
+	window     int
 }
 
 var claimStatements sync.Map // claimKey -> string
@@ -285,8 +289,15 @@ var claimStatements sync.Map // claimKey -> string
 // it reads, up to n, so when both have runs due the claim holds up to n runs it does not take
 // until it commits, a millisecond later; a worker claiming meanwhile takes the next ones. Leases run out only when a worker died or
 // stalled, so almost every claim reads one branch and locks exactly what it takes.
-func claimSQL(n int, filtered bool) string {
-	key := claimKey{n, filtered}
+//
+// byPipeline is the statement while pipelines switched off hold a backlog (switchedOff): it
+// lists the pipelines it may take runs of and reads each one's queue on its own
+// (duePerPipelineSQL), rather than walk the whole queue past that backlog.
+func claimSQL(n int, filtered, byPipeline bool) string {
+	key := claimKey{n, filtered, byPipeline, 0}
+	if byPipeline {
+		key.window = claimWindow(n)
+	}
 	if q, ok := claimStatements.Load(key); ok {
 		return q.(string)
 	}
@@ -298,8 +309,19 @@ func claimSQL(n int, filtered bool) string {
 	limit := strconv.Itoa(n)
 	rest := ` AND pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)` + filter +
 		` ORDER BY created_at, id LIMIT ` + limit + ` FOR UPDATE SKIP LOCKED`
-	q := `WITH c AS (SELECT * FROM (` + dueBranchesSQL(`id, state, lease_owner, lease_expires_at, created_at`, `$1`, rest) + `
-	) due ORDER BY created_at, id LIMIT ` + limit + `),
+	c := `WITH c AS (SELECT * FROM (` + dueBranchesSQL(`id, state, lease_owner, lease_expires_at, created_at`, `$1`, rest) + `
+	) due ORDER BY created_at, id LIMIT ` + limit + `),`
+	if byPipeline {
+		allowed := `SELECT name FROM seen WHERE name IS NOT NULL AND name NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)`
+		if filtered {
+			allowed += ` AND name = ANY($5::text[])`
+		}
+		c = `WITH RECURSIVE ` + pipelinesSeenSQL + `,
+allowed AS (` + allowed + `),
+due AS MATERIALIZED (` + duePerPipelineSQL(`allowed`, `$1`, ``, strconv.Itoa(key.window)) + `),
+c AS (` + lockDueSQL(`$1`, limit) + `),`
+	}
+	q := c + `
 abandoned AS (UPDATE step_attempts SET outcome = 'abandoned', finished_at = $1,
 	error = CASE WHEN c.lease_expires_at = ` + strconv.FormatInt(handedBack, 10) + ` THEN '` + abandonedHandedBack + `' ELSE $4 END || ' (' || c.lease_owner || ')'
 	FROM c WHERE c.state = 'processing' AND step_attempts.run_id = c.id AND step_attempts.outcome = 'running'),
@@ -333,28 +355,30 @@ func dueBranchesSQL(cols, now, tail string) string {
 
 // claimCandidates locks up to n due runs, oldest first.
 func (s *Store) claimCandidates(ctx context.Context, tx *sqlx.Tx, now time.Time, f domain.ClaimFilter, n int) ([]claimCandidate, error) {
-	if s.dialect == "sqlite" {
-		// A capped claim, or one while a pipeline is switched off, reads only the pipelines
-		// it may take runs of, each one's queue on its own: walking the whole queue passed
-		// every queued run of the others (a backlog of 100,000: 42 ms a claim behind a
-		// pipeline at its cap, 24 ms behind one switched off, under the write lock).
-		room, ok, err := s.pipelinesToRead(ctx, tx, now, f.MaxPerPipeline)
-		if err != nil {
-			return nil, err
+	// A capped claim, or one while a pipeline is switched off, reads only the pipelines it
+	// may take runs of, each one's queue on its own: walking the whole queue passed every
+	// queued run of the others (a backlog of 100,000: on SQLite 42 ms a claim behind a pipeline
+	// at its cap, 24 ms behind one switched off, under the write lock; on PostgreSQL 434 ms and
+	// 28-33 ms).
+	room, ok, err := s.pipelinesToRead(ctx, tx, now, f.MaxPerPipeline)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		if len(f.Pipelines) > 0 {
+			room = slices.DeleteFunc(room, func(p string) bool { return !slices.Contains(f.Pipelines, p) })
 		}
-		if ok {
-			if len(f.Pipelines) > 0 {
-				room = slices.DeleteFunc(room, func(p string) bool { return !slices.Contains(f.Pipelines, p) })
-			}
-			if len(room) == 0 {
-				return nil, nil
-			}
-			f.Pipelines = room
+		if len(room) == 0 {
+			return nil, nil
 		}
+		if s.dialect == "postgres" {
+			return s.lockByPipeline(ctx, tx, now, room, n)
+		}
+		f.Pipelines = room
 	}
 	q, args := s.candidatesQuery(now, f, n)
 	var cands []claimCandidate
-	err := tx.SelectContext(ctx, &cands, q, args...)
+	err = tx.SelectContext(ctx, &cands, q, args...)
 	return cands, err
 }
 
@@ -366,9 +390,13 @@ func (s *Store) claimCandidates(ctx context.Context, tx *sqlx.Tx, now time.Time,
 func (s *Store) pipelinesToRead(ctx context.Context, tx *sqlx.Tx, now time.Time, limit int) ([]string, bool, error) {
 	if limit == 0 {
 		var off int
-		if err := tx.GetContext(ctx, &off, `SELECT COUNT(*) FROM pipeline_switches WHERE disabled = ?`, true); err != nil || off == 0 {
+		if err := tx.GetContext(ctx, &off, s.db.Rebind(`SELECT COUNT(*) FROM pipeline_switches WHERE disabled = ?`), true); err != nil || off == 0 {
 			return nil, false, err
 		}
+	}
+	most := maxPipelineBranches
+	if s.dialect == "postgres" {
+		most = maxPipelinesRead
 	}
 	q := `WITH RECURSIVE p(name) AS (
 			SELECT MIN(pipeline) FROM runs
@@ -380,16 +408,151 @@ func (s *Store) pipelinesToRead(ctx context.Context, tx *sqlx.Tx, now time.Time,
 		args = append(args, ms(now), limit)
 	}
 	var names []string
-	if err := tx.SelectContext(ctx, &names, q+` LIMIT ?`, append(args, maxPipelineBranches+1)...); err != nil {
+	if err := tx.SelectContext(ctx, &names, s.db.Rebind(q+` LIMIT ?`), append(args, most+1)...); err != nil {
 		return nil, false, fmt.Errorf("pipelines to claim from: %w", err)
 	}
-	return names, len(names) <= maxPipelineBranches, nil
+	return names, len(names) <= most, nil
 }
 
 // maxPipelineBranches is the most pipelines of a worker's --pipelines that a SQLite claim reads
 // one by one; past it, the claim walks the whole queue in order (SQLite allows 500 terms in a
 // compound statement).
 const maxPipelineBranches = 64
+
+// maxPipelinesRead is the most pipelines a PostgreSQL claim reads one by one (lockByPipeline),
+// which takes them as one array: each costs two index lookups a claim whether it has runs due
+// or not, a few milliseconds for the lot, where walking the whole queue past a backlog costs
+// tens to hundreds.
+const maxPipelinesRead = 1000
+
+// switchedOffBacklog is how many queued runs of pipelines switched off make a PostgreSQL claim
+// read the other pipelines' queues one by one (lockByPipeline) instead of walking the whole
+// queue: the walk passes each such run at about 0.15 µs, the other path costs about a
+// millisecond a claim more (its transaction's round trips), and while a pipeline switched off
+// held no runs it halved a draining worker's rate.
+const switchedOffBacklog = 5000
+
+// switchedOff says whether the pipelines switched off held switchedOffBacklog queued runs or
+// more when the ledger was last asked, at most a second ago. Only the claim's path depends on
+// it, not what a claim may take: every path skips the runs of a pipeline switched off in the
+// statement that locks them.
+func (s *Store) switchedOff(ctx context.Context) bool {
+	c := &s.switches
+	c.Lock()
+	defer c.Unlock()
+	if now := time.Now(); now.Sub(c.read) >= time.Second || now.Before(c.read) {
+		var held int
+		if err := s.db.GetContext(ctx, &held, `SELECT count(*) FROM (SELECT 1 FROM runs WHERE state = 'queued'
+			AND pipeline IN (SELECT pipeline FROM pipeline_switches WHERE disabled) LIMIT $1) backlog`, switchedOffBacklog); err != nil {
+			return c.off // the claim that follows meets the same ledger, and says what failed
+		}
+		c.read, c.off = now, held >= switchedOffBacklog
+	}
+	return c.off
+}
+
+// lockByPipeline locks up to n due runs of the given pipelines, oldest first, on PostgreSQL.
+// Each pipeline's queue is read in its own order (runs_queued_pipeline) as far as a window of
+// runs, without locking them, and the first n of the window that no other claim holds are
+// then locked, in the same statement. Locking in each pipeline's read instead would hold up to
+// n runs of every pipeline, which the claim does not take and a concurrent claim would pass
+// over. The window is claimWindow(n): other claims hold the head of the queue while they
+// commit, and a claim that read only n runs, then locked them in a statement of its own, lost
+// that race to them round after round (a claim of 8 among four claimers came back empty with
+// 240 runs queued). When the window held fewer than n free runs, the next round reads on past
+// it.
+func (s *Store) lockByPipeline(ctx context.Context, tx *sqlx.Tx, now time.Time, names []string, n int) ([]claimCandidate, error) {
+	const rounds = 8
+	window := claimWindow(n)
+	afterAt, afterID := int64(math.MinInt64), ""
+	var locked []claimCandidate
+	for range rounds {
+		var rows []struct {
+			ID       sql.NullString `db:"id"`
+			State    sql.NullString `db:"state"`
+			Owner    sql.NullString `db:"lease_owner"`
+			Expires  sql.NullInt64  `db:"lease_expires_at"`
+			Pipeline sql.NullString `db:"pipeline"`
+			Seen     int            `db:"seen"`
+			LastAt   sql.NullInt64  `db:"last_at"`
+			LastID   sql.NullString `db:"last_id"`
+		}
+		if err := tx.SelectContext(ctx, &rows, lockByPipelineSQL, names, afterAt, afterID, window, ms(now), n-len(locked)); err != nil {
+			return nil, err
+		}
+		for _, r := range rows {
+			if r.ID.Valid {
+				locked = append(locked, claimCandidate{ID: r.ID.String, State: r.State.String, Owner: r.Owner.String, Expires: r.Expires.Int64, Pipeline: r.Pipeline.String})
+			}
+		}
+		if len(locked) >= n || len(rows) == 0 || rows[0].Seen < window {
+			break
+		}
+		afterAt, afterID = rows[0].LastAt.Int64, rows[0].LastID.String
+	}
+	return locked, nil
+}
+
+// lockByPipelineSQL reads the window of the first $4 due runs of the pipelines $1 after ($2,
+// $3) in claim order, and locks up to $6 of them still due at $5 (lockDueSQL). It returns
+// those, or one row of NULLs when none, each with the window's size and last run.
+var lockByPipelineSQL = `WITH due AS MATERIALIZED (` + duePerPipelineSQL(`unnest($1::text[])`, `$5`, `($2, $3)`, `$4`) + `),
+edge AS (SELECT (SELECT count(*) FROM due) AS seen, last.created_at AS last_at, last.id AS last_id
+	FROM (SELECT 1) one LEFT JOIN (SELECT created_at, id FROM due ORDER BY created_at DESC, id DESC LIMIT 1) last ON true),
+locked AS (` + lockDueSQL(`$5`, `$6`) + `)
+SELECT l.id, l.state, l.lease_owner, l.lease_expires_at, l.pipeline, edge.seen, edge.last_at, edge.last_id
+FROM edge LEFT JOIN locked l ON true ORDER BY l.created_at, l.id`
+
+// pipelinesSeenSQL lists every pipeline of the ledger as seen(name), a NULL last: one seek
+// per name in runs_pipeline_created, not a read of the runs.
+const pipelinesSeenSQL = `seen(name) AS (
+	SELECT MIN(pipeline) FROM runs
+	UNION ALL SELECT (SELECT MIN(pipeline) FROM runs WHERE pipeline > seen.name) FROM seen WHERE seen.name IS NOT NULL)`
+
+// claimWindow is how many due runs a claim of n reads ahead of the lock (duePerPipelineSQL):
+// other claims hold the head of the queue while they commit, up to their own n each, and a
+// claim that read only n runs came back empty round after round while hundreds were queued.
+// A variable, so that a test can make it as small as n and read past its end.
+var claimWindow = func(n int) int { return 4*n + 64 }
+
+// duePerPipelineSQL reads, without locking them, the first `window` runs due at `now` of the
+// pipelines in `names` (a relation of one text column) after the key `after` ((created_at,
+// id); empty for none), in claim order: each pipeline's queued runs in runs_queued_pipeline,
+// and the retries and expired leases, which are few, in their own indexes.
+//
+// The pipeline is given as a range, not an equality, and the order starts with it: given as
+// `pipeline = p.name`, the planner took one pipeline for 1/n of the runs and walked runs_ready or
+// runs_created in creation order instead, filtering, which past a backlog of 100,000 runs of
+// another pipeline cost 12 ms a claim; ordered by the pipeline first, only runs_queued_pipeline
+// gives the order without a sort, whatever the statistics say.
+func duePerPipelineSQL(names, now, after, window string) string {
+	cursor := ""
+	if after != "" {
+		cursor = ` AND (created_at, id) > ` + after
+	}
+	return `SELECT id, created_at FROM (
+	SELECT q.id, q.created_at FROM ` + names + ` AS p(name) CROSS JOIN LATERAL (
+		SELECT id, created_at FROM runs WHERE pipeline >= p.name AND pipeline <= p.name AND state = 'queued'` + cursor + `
+		ORDER BY pipeline, created_at, id LIMIT ` + window + `) q
+	UNION ALL
+	(SELECT id, created_at FROM runs WHERE state = 'failed_transient' AND next_attempt_at <= ` + now + ` AND pipeline IN (SELECT name FROM ` + names + ` AS p(name))` + cursor + `
+		ORDER BY created_at, id LIMIT ` + window + `)
+	UNION ALL
+	(SELECT id, created_at FROM runs WHERE state = 'processing' AND lease_expires_at < ` + now + ` AND pipeline IN (SELECT name FROM ` + names + ` AS p(name))` + cursor + `
+		ORDER BY created_at, id LIMIT ` + window + `)
+	) d ORDER BY created_at, id LIMIT ` + window
+}
+
+// lockDueSQL locks, oldest first, up to `limit` of the runs of the CTE due that are still due
+// at `now` and whose pipeline is not switched off, skipping those another claim holds. The
+// limit stops the locking: it holds no run it does not return.
+func lockDueSQL(now, limit string) string {
+	return `SELECT id, state, lease_owner, lease_expires_at, pipeline, created_at FROM runs
+	WHERE id IN (SELECT id FROM due)
+	AND (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= ` + now + `) OR (state = 'processing' AND lease_expires_at < ` + now + `))
+	AND pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)
+	ORDER BY created_at, id LIMIT ` + limit + ` FOR UPDATE SKIP LOCKED`
+}
 
 // candidatesQuery is the statement of claimCandidates and its arguments.
 func (s *Store) candidatesQuery(now time.Time, f domain.ClaimFilter, n int) (string, []any) {

@@ -146,19 +146,26 @@ func BenchmarkClaimCappedBehindBusy(b *testing.B) {
 	b.ReportMetric(float64(times[len(times)/2].Microseconds())/1000, "p50-ms")
 }
 
-// BenchmarkClaimCappedBacklogSQLite and BenchmarkClaimSwitchedOffBacklogSQLite claim 16 runs on
-// a SQLite ledger where one pipeline has 100,000 runs queued ahead of another's and may not
+// BenchmarkClaimCappedBacklog{,SQLite} and BenchmarkClaimSwitchedOffBacklog{,SQLite} claim 16
+// runs on a ledger where one pipeline has 100,000 runs queued ahead of another's and may not
 // give any: it is at its cap (--max-per-pipeline 5, 5 busy), or switched off.
 func BenchmarkClaimCappedBacklogSQLite(b *testing.B) {
-	benchClaimPastBacklog(b, domain.ClaimFilter{MaxPerPipeline: 5}, 5, false)
+	benchClaimPastBacklog(b, openBenchSQLite(b), domain.ClaimFilter{MaxPerPipeline: 5}, 5, false)
 }
 
 func BenchmarkClaimSwitchedOffBacklogSQLite(b *testing.B) {
-	benchClaimPastBacklog(b, domain.ClaimFilter{}, 16, true)
+	benchClaimPastBacklog(b, openBenchSQLite(b), domain.ClaimFilter{}, 16, true)
 }
 
-func benchClaimPastBacklog(b *testing.B, f domain.ClaimFilter, want int, off bool) {
-	s := openBenchSQLite(b)
+func BenchmarkClaimCappedBacklog(b *testing.B) {
+	benchClaimPastBacklog(b, openBenchPostgres(b), domain.ClaimFilter{MaxPerPipeline: 5}, 5, false)
+}
+
+func BenchmarkClaimSwitchedOffBacklog(b *testing.B) {
+	benchClaimPastBacklog(b, openBenchPostgres(b), domain.ClaimFilter{}, 16, true)
+}
+
+func benchClaimPastBacklog(b *testing.B, s *Store, f domain.ClaimFilter, want int, off bool) {
 	seedQueued(b, s, 101_000)
 	for _, q := range []string{
 		`UPDATE runs SET pipeline = 'other' WHERE id >= 'q0100000'`,
@@ -183,7 +190,7 @@ func benchClaimPastBacklog(b *testing.B, f domain.ClaimFilter, want int, off boo
 		times = append(times, time.Since(start))
 		// Free the other pipeline's slots again: only the walk is measured.
 		for _, r := range runs {
-			if _, err := s.db.Exec(`UPDATE runs SET state = 'succeeded', lease_owner = '' WHERE id = ?`, r.ID); err != nil {
+			if _, err := s.db.Exec(s.db.Rebind(`UPDATE runs SET state = 'succeeded', lease_owner = '' WHERE id = ?`), r.ID); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -41,19 +41,39 @@ func oneConditionQuery(s *Store, now time.Time, f domain.ClaimFilter, n int) (st
 // off, pipeline filters with unknown and repeated names, caps, n from 1 to 1000) the claim's
 // candidates are exactly those of the one condition, in the same order.
 func TestSQLiteClaimMatchesOneConditionOnRandomLedgers(t *testing.T) {
+	seeds := int64(30)
+	if raceEnabled {
+		seeds = 3
+	}
+	claimMatchesOneCondition(t, seeds, func() *Store { return openOrFail(t, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db")) })
+}
+
+// TestPostgresClaimMatchesOneConditionOnRandomLedgers is the same on PostgreSQL, where a claim
+// with a cap or a pipeline switched off reads each pipeline's queue on its own
+// (lockByPipeline) and any other walks the two branches of the queue.
+//
+// It goes again with the window the claim reads ahead as small as it can be (n runs): the
+// random queues are shorter than the real window, and the claim's reading on past it, round
+// after round, would not be compared otherwise.
+func TestPostgresClaimMatchesOneConditionOnRandomLedgers(t *testing.T) {
+	dsn := postgresOrSkip(t)
+	claimMatchesOneCondition(t, 12, func() *Store { return openOrFail(t, PostgresTestSchema(t, dsn)) })
+	window := claimWindow
+	claimWindow = func(n int) int { return n }
+	defer func() { claimWindow = window }()
+	claimMatchesOneCondition(t, 12, func() *Store { return openOrFail(t, PostgresTestSchema(t, dsn)) })
+}
+
+func claimMatchesOneCondition(t *testing.T, seeds int64, open func() *Store) {
 	ctx := context.Background()
 	states := []string{"queued", "processing", "succeeded", "failed_transient", "failed_permanent", "waiting_external", "needs_review"}
 	pipes := []string{"a", "b", "c", "d", "e"}
 	total, procs := 0, 0
 	defer func() { t.Logf("compared %d candidates, %d results with takeovers", total, procs) }()
 
-	seeds := int64(30)
-	if raceEnabled {
-		seeds = 3
-	}
 	for seed := int64(0); seed < seeds; seed++ {
 		rng := rand.New(rand.NewSource(seed))
-		s := openOrFail(t, "sqlite:"+filepath.Join(t.TempDir(), "ledger.db"))
+		s := open()
 		now := time.UnixMilli(1_700_000_000_000)
 		nowMS := now.UnixMilli()
 		nRuns := 20 + rng.Intn(400)
@@ -77,17 +97,16 @@ func TestSQLiteClaimMatchesOneConditionOnRandomLedgers(t *testing.T) {
 			}
 			// ids not in creation order
 			id := fmt.Sprintf("r%04x", rng.Intn(1<<16)) + fmt.Sprintf("-%d", i)
-			if _, err := s.db.ExecContext(ctx, `INSERT INTO runs (id, pipeline, idempotency_key, input_hash, input, spec_text, spec_hash, pipectl_version, state, lease_owner, lease_expires_at, next_attempt_at, created_at, updated_at)
-				VALUES (?, ?, ?, 'h', '{}', 's', 'h', 'v', ?, ?, ?, ?, ?, ?)`, id, p, id, st, owner, exp, next, created, created); err != nil {
+			if _, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO runs (id, pipeline, idempotency_key, input_hash, input, spec_text, spec_hash, pipectl_version, state, lease_owner, lease_expires_at, next_attempt_at, created_at, updated_at)
+				VALUES (?, ?, ?, 'h', '{}', 's', 'h', 'v', ?, ?, ?, ?, ?, ?)`), id, p, id, st, owner, exp, next, created, created); err != nil {
 				t.Fatal(err)
 			}
 		}
 		for _, p := range pipes {
-			switch rng.Intn(4) {
-			case 0:
-				s.db.ExecContext(ctx, `INSERT INTO pipeline_switches (pipeline, disabled, reason, actor, at) VALUES (?, 1, 'r', 'a', 0)`, p)
-			case 1:
-				s.db.ExecContext(ctx, `INSERT INTO pipeline_switches (pipeline, disabled, reason, actor, at) VALUES (?, 0, 'r', 'a', 0)`, p)
+			if k := rng.Intn(4); k < 2 {
+				if _, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO pipeline_switches (pipeline, disabled, reason, actor, at) VALUES (?, ?, 'r', 'a', 0)`), p, k == 0); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 		for k := 0; k < 40; k++ {
@@ -142,6 +161,14 @@ func TestSQLiteClaimMatchesOneConditionOnRandomLedgers(t *testing.T) {
 			if got != want {
 				t.Fatalf("seed %d filter %+v n %d:\nnew %s\nold %s", seed, f, n, got, want)
 			}
+			if s.dialect == "postgres" && f.MaxPerPipeline == 0 {
+				// The one statement too, both ways it reads the queue, rolled back.
+				for _, byPipeline := range []bool{false, true} {
+					if got := claimStatementIDs(t, s, now, f, n, byPipeline); got != candidateIDs(want) {
+						t.Fatalf("seed %d filter %+v n %d, one statement (by pipeline: %v):\nnew %s\nold %s", seed, f, n, byPipeline, got, candidateIDs(want))
+					}
+				}
+			}
 		}
 		s.Close()
 	}
@@ -191,4 +218,47 @@ func TestSQLiteCappedClaimPastManyPipelines(t *testing.T) {
 			t.Fatalf("a pipeline at its cap gave %s", c.ID)
 		}
 	}
+}
+
+// candidateIDs keeps the ids of the candidates as the oracle test writes them (id/state/...).
+func candidateIDs(cands string) string {
+	var ids []string
+	for _, c := range strings.Fields(cands) {
+		id, _, _ := strings.Cut(c, "/")
+		ids = append(ids, id)
+	}
+	return strings.Join(ids, " ")
+}
+
+// claimStatementIDs runs the one-statement claim of n in a transaction rolled back and returns
+// the ids it claimed, in order.
+func claimStatementIDs(t *testing.T, s *Store, now time.Time, f domain.ClaimFilter, n int, byPipeline bool) string {
+	t.Helper()
+	tx, err := s.claims.BeginTxx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(context.Background(), claimSQL(n, len(f.Pipelines) > 0, byPipeline), claimArgs(ms(now), "w", ms(now)+60_000, f)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		var rest [24]any
+		dest := []any{&id}
+		for i := range rest {
+			dest = append(dest, &rest[i])
+		}
+		if err := rows.Scan(dest...); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(ids, " ")
 }

@@ -49,6 +49,14 @@ type Store struct {
 
 	// batches holds the multi-row attempt inserts by row count, prepared on first use.
 	batches sync.Map // int -> *sqlx.Stmt
+
+	// switches caches whether any pipeline is switched off, for the choice of a PostgreSQL
+	// claim's path (switchedOff).
+	switches struct {
+		sync.Mutex
+		read time.Time
+		off  bool
+	}
 }
 
 // txExec runs a statement inside tx, through its prepared form when the store has one.

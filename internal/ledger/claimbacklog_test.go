@@ -1,0 +1,207 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pipectl/pipectl/internal/domain"
+)
+
+// seedBacklog queues `big` runs of pipeline big, then `small` runs of pipeline small after
+// them, in one statement each.
+func seedBacklog(t *testing.T, s *Store, big, small int) {
+	t.Helper()
+	now := time.Now().UnixMilli() - 10_000_000
+	for _, q := range []struct {
+		sql   string
+		count int
+	}{
+		{`INSERT INTO runs (id, pipeline, idempotency_key, input_hash, input, spec_text, spec_hash, pipectl_version, state, created_at, updated_at)
+		SELECT 'b-' || lpad(g::text, 7, '0'), 'big', 'k' || g, 'h', '{}', 's', 'sh', 't', 'queued', $1::bigint + g, $1::bigint + g FROM generate_series(1, $2::int) g`, big},
+		{`INSERT INTO runs (id, pipeline, idempotency_key, input_hash, input, spec_text, spec_hash, pipectl_version, state, created_at, updated_at)
+		SELECT 's-' || lpad(g::text, 7, '0'), 'small', 'k' || g, 'h', '{}', 's', 'sh', 't', 'queued', $1::bigint + 5000000 + g, $1::bigint + g FROM generate_series(1, $2::int) g`, small},
+	} {
+		if _, err := s.db.Exec(q.sql, now, q.count); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestClaimPastABacklogItMayNotTake: on PostgreSQL, a claim while a pipeline with 100,000 runs
+// queued ahead of the others is switched off, or at its cap, reads the queues of the others
+// (runs_queued_pipeline), not that backlog, whatever the planner's statistics say: the rows of
+// runs it fetched, counted by the server, are a few dozen rather than 100,000. It then claims the
+// other pipeline's oldest runs through ClaimBatch.
+func TestClaimPastABacklogItMayNotTake(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		f    domain.ClaimFilter
+		want int
+	}{
+		{"switched off", domain.ClaimFilter{}, 16},
+		{"at its cap", domain.ClaimFilter{MaxPerPipeline: 3}, 3},
+	} {
+		for _, stats := range []string{"none", "analyzed", "stale"} {
+			t.Run(c.name+"/stats="+stats, func(t *testing.T) {
+				s := openOrFail(t, postgresOrSkip(t))
+				ctx := context.Background()
+				if _, err := s.db.Exec(`ALTER TABLE runs SET (autovacuum_enabled = false)`); err != nil {
+					t.Fatal(err)
+				}
+				if stats == "stale" {
+					// Statistics taken while the ledger held one pipeline only, all queued.
+					seedBacklog(t, s, 1000, 0)
+					if _, err := s.db.Exec(`ANALYZE runs`); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := s.db.Exec(`DELETE FROM runs`); err != nil {
+						t.Fatal(err)
+					}
+					seedBacklog(t, s, 100_000, 100)
+				} else {
+					seedBacklog(t, s, 100_000, 100)
+				}
+				if stats == "analyzed" {
+					if _, err := s.db.Exec(`ANALYZE runs`); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if c.f.MaxPerPipeline == 0 {
+					if err := s.SetPipelineDisabled(ctx, "big", true, "test", "ops"); err != nil {
+						t.Fatal(err)
+					}
+				} else if _, err := s.db.Exec(`UPDATE runs SET state = 'processing', lease_owner = 'busy', lease_expires_at = 9999999999999 WHERE id IN ('b-0000001', 'b-0000002', 'b-0000003')`); err != nil {
+					t.Fatal(err)
+				}
+				if got := s.switchedOff(ctx); got != (c.f.MaxPerPipeline == 0) {
+					t.Fatalf("switchedOff() = %v", got)
+				}
+				// The claim as ClaimBatch makes it, in a transaction rolled back, with the rows
+				// of runs it fetched counted by the server for that transaction: the one
+				// statement (by pipeline) when no cap is set, the capped transaction's read
+				// otherwise.
+				db := s.db
+				if c.f.MaxPerPipeline == 0 {
+					db = s.claims
+				}
+				tx, err := db.BeginTxx(ctx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer tx.Rollback()
+				var ids []string
+				if c.f.MaxPerPipeline == 0 {
+					now := ms(s.now())
+					rows, err := tx.QueryContext(ctx, claimSQL(16, false, true), claimArgs(now, "w", now+60_000, c.f)...)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for rows.Next() {
+						var id string
+						var rest [24]any
+						dest := []any{&id}
+						for i := range rest {
+							dest = append(dest, &rest[i])
+						}
+						if err := rows.Scan(dest...); err != nil {
+							t.Fatal(err)
+						}
+						ids = append(ids, id)
+					}
+					if err := rows.Err(); err != nil {
+						t.Fatal(err)
+					}
+					rows.Close()
+				} else {
+					cands, err := s.claimCandidates(ctx, tx, s.now(), c.f, 16)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, x := range cands {
+						ids = append(ids, x.ID)
+					}
+				}
+				var fetched int
+				if err := tx.GetContext(ctx, &fetched, `SELECT COALESCE(idx_tup_fetch, 0) + COALESCE(seq_tup_read, 0) FROM pg_stat_xact_user_tables WHERE relid = 'runs'::regclass`); err != nil {
+					t.Fatal(err)
+				}
+				if len(ids) != 16 || ids[0] != "s-0000001" || ids[15] != "s-0000016" || fetched > 1000 {
+					t.Fatalf("%d runs (%v) after fetching %d rows of runs, want small's 16 oldest past a backlog of 100,000", len(ids), ids, fetched)
+				}
+				t.Logf("16 runs for %d rows of runs fetched", fetched)
+				tx.Rollback()
+				runs, err := s.ClaimBatch(ctx, "w", time.Now().Add(time.Minute), c.f, 16)
+				if err != nil || len(runs) != c.want || runs[0].ID != "s-0000001" {
+					t.Fatalf("claimed %d runs (%v), want small's %d oldest", len(runs), err, c.want)
+				}
+			})
+		}
+	}
+}
+
+// TestClaimPastABacklogWithClaimersAtOnce: four claimers take runs of one pipeline while
+// another's backlog ahead of it is switched off. Each run is claimed once, all are claimed,
+// and no claim comes back empty while most of the queue is left: a claim that finds the runs it
+// read held by another claim reads on (lockByPipeline), and never holds runs it does not take.
+func TestClaimPastABacklogWithClaimersAtOnce(t *testing.T) {
+	dsn := postgresOrSkip(t)
+	s := openOrFail(t, dsn)
+	ctx := context.Background()
+	const small, n, claimers = 400, 8, 4
+	seedBacklog(t, s, 10_000, small)
+	if err := s.SetPipelineDisabled(ctx, "big", true, "test", "ops"); err != nil {
+		t.Fatal(err)
+	}
+	var claimed sync.Map
+	var taken, emptyEarly, shortEarly, short atomic.Int64
+	var wg sync.WaitGroup
+	for w := range claimers {
+		store := openOrFail(t, dsn) // a worker process of its own
+		wg.Go(func() {
+			for {
+				left := small - taken.Load()
+				runs, err := store.ClaimBatch(ctx, fmt.Sprint("w", w), time.Now().Add(time.Minute), domain.ClaimFilter{}, n)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(runs) == 0 {
+					if left >= small/2 {
+						emptyEarly.Add(1)
+					}
+					if taken.Load() >= small {
+						return
+					}
+					continue
+				}
+				if len(runs) < n {
+					short.Add(1)
+					if left >= small/2 {
+						shortEarly.Add(1)
+					}
+				}
+				for _, r := range runs {
+					if r.Pipeline != "small" {
+						t.Errorf("claimed %s of %s, which is switched off", r.ID, r.Pipeline)
+					}
+					if prev, dup := claimed.LoadOrStore(r.ID, w); dup {
+						t.Errorf("%s claimed by w%d and w%d", r.ID, prev, w)
+					}
+				}
+				taken.Add(int64(len(runs)))
+			}
+		})
+	}
+	wg.Wait()
+	if got := taken.Load(); got != small {
+		t.Fatalf("%d runs claimed, want %d", got, small)
+	}
+	if emptyEarly.Load() > 0 || shortEarly.Load() > 0 {
+		t.Fatalf("%d claims came back empty and %d short with half the queue or more left", emptyEarly.Load(), shortEarly.Load())
+	}
+	t.Logf("%d claims came back short", short.Load())
+}
