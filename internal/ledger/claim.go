@@ -432,6 +432,13 @@ const maxPipelinesRead = 1000
 // held no runs it halved a draining worker's rate.
 const switchedOffBacklog = 5000
 
+// switchedOffSQL counts the queued runs of the pipelines switched off, up to $1, in each one's
+// queue (runs_queued_pipeline, the pipeline as a range as in duePerPipelineSQL): asked as
+// `pipeline IN (...)` the planner read every queued run of the ledger (21-28 ms with 100,000).
+const switchedOffSQL = `SELECT count(*) FROM (SELECT 1 FROM pipeline_switches off CROSS JOIN LATERAL (
+	SELECT 1 FROM runs WHERE pipeline >= off.pipeline AND pipeline <= off.pipeline AND state = 'queued'
+	ORDER BY pipeline, created_at, id LIMIT $1) queued WHERE off.disabled LIMIT $1) backlog`
+
 // switchedOff says whether the pipelines switched off held switchedOffBacklog queued runs or
 // more when the ledger was last asked, at most a second ago. Only the claim's path depends on
 // it, not what a claim may take: every path skips the runs of a pipeline switched off in the
@@ -442,8 +449,7 @@ func (s *Store) switchedOff(ctx context.Context) bool {
 	defer c.Unlock()
 	if now := time.Now(); now.Sub(c.read) >= time.Second || now.Before(c.read) {
 		var held int
-		if err := s.db.GetContext(ctx, &held, `SELECT count(*) FROM (SELECT 1 FROM runs WHERE state = 'queued'
-			AND pipeline IN (SELECT pipeline FROM pipeline_switches WHERE disabled) LIMIT $1) backlog`, switchedOffBacklog); err != nil {
+		if err := s.db.GetContext(ctx, &held, switchedOffSQL, switchedOffBacklog); err != nil {
 			return c.off // the claim that follows meets the same ledger, and says what failed
 		}
 		c.read, c.off = now, held >= switchedOffBacklog
