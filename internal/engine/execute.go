@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pipectl/pipectl/internal/domain"
@@ -182,6 +183,8 @@ type session struct {
 	lease       leaseClock
 	cancelLease context.CancelCauseFunc
 	lostOnce    sync.Once
+	// leaving is set once the write that moves the run out of processing is on its way.
+	leaving atomic.Bool
 }
 
 // pureStep reports whether a step's attempt may be recomputed after a crash instead of being
@@ -294,7 +297,13 @@ func (s *session) pass(parent context.Context) error {
 	} else {
 		s.lease.renewed(s.run.LeaseExpires)
 	}
-	stopHeartbeat := s.e.heartbeat(ctx, s.run.ID, s.owner, s.leaseLost, s.lease.renewed)
+	stopHeartbeat := s.e.heartbeat(ctx, s.run.ID, s.owner, func(err error) {
+		// Once the write that moves the run out of processing is sent, a renewal refused is
+		// most likely that write landing: the write itself says if the lease was lost.
+		if !s.leaving.Load() {
+			s.leaseLost(err)
+		}
+	}, s.lease.renewed)
 	defer stopHeartbeat()
 
 	for {
@@ -819,6 +828,7 @@ func (s *session) writeAttempt(ctx context.Context, att *domain.Attempt, ch *dom
 	// Results are written even while the run is being stopped: the work was done.
 	wctx := context.WithoutCancel(ctx)
 	s.settling(ch)
+	s.leave(ch)
 	var err error
 	if len(s.deferred) == 0 {
 		err = s.retrying(ctx, func() error { return s.e.Store.FinishAttempt(wctx, s.owner, att, ch) })
@@ -945,11 +955,19 @@ func (s *session) finish(parent, ctx context.Context) error {
 		ch = s.stopChange()
 	}
 	s.settling(ch)
+	s.leave(ch)
 	if err := s.flush(wctx, ch); err != nil {
 		return err
 	}
 	s.applied(ch)
 	return nil
+}
+
+// leave notes that ch, about to be written, moves the run out of processing (see pass).
+func (s *session) leave(ch *domain.Change) {
+	if ch != nil && ch.To != domain.StateProcessing {
+		s.leaving.Store(true)
+	}
 }
 
 // settling tells the caller that the run is settled when ch ends this call: nothing is left

@@ -2,12 +2,15 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/pipectl/pipectl/internal/domain"
 	"github.com/pipectl/pipectl/internal/engine"
 )
 
@@ -122,5 +125,73 @@ steps:
 `)
 	if _, err := b.eng.Run(context.Background(), p, map[string]any{}, engine.RunOptions{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// slowEndStore answers the write that ends a run only some time after it committed, as a
+// loaded ledger may, and counts the renewals refused meanwhile.
+type slowEndStore struct {
+	*countingStore
+	delay   time.Duration
+	refused atomic.Int64
+}
+
+func (s *slowEndStore) ends(ch *domain.Change) bool {
+	return ch != nil && ch.To != domain.StateProcessing
+}
+
+func (s *slowEndStore) CommitAttempts(ctx context.Context, owner string, done []*domain.Attempt, start *domain.Attempt, ch *domain.Change) error {
+	err := s.countingStore.CommitAttempts(ctx, owner, done, start, ch)
+	if s.ends(ch) {
+		time.Sleep(s.delay)
+	}
+	return err
+}
+
+func (s *slowEndStore) FinishAttempt(ctx context.Context, owner string, a *domain.Attempt, ch *domain.Change) error {
+	err := s.countingStore.FinishAttempt(ctx, owner, a, ch)
+	if s.ends(ch) {
+		time.Sleep(s.delay)
+	}
+	return err
+}
+
+func (s *slowEndStore) Transition(ctx context.Context, id string, ch domain.Change) error {
+	err := s.countingStore.Transition(ctx, id, ch)
+	if s.ends(&ch) {
+		time.Sleep(s.delay)
+	}
+	return err
+}
+
+func (s *slowEndStore) RenewLease(ctx context.Context, runID, owner string, until time.Time) error {
+	err := s.countingStore.RenewLease(ctx, runID, owner, until)
+	if errors.Is(err, domain.ErrLeaseLost) {
+		s.refused.Add(1)
+	}
+	return err
+}
+
+// TestNoLeaseLostWhileTheEndCommits: a renewal that comes after the run's end is written, while
+// that write is still being answered, finds the run no longer in processing. That is the run
+// ending, not another process taking it: the log must not say the lease was lost.
+func TestNoLeaseLostWhileTheEndCommits(t *testing.T) {
+	b := setup(t)
+	store := &slowEndStore{countingStore: b.store, delay: 300 * time.Millisecond}
+	b.eng.Store = store
+	b.eng.LeaseTTL = 150 * time.Millisecond // a renewal every 50 ms
+	p := b.pipeline(t, header+`
+steps:
+  - {id: a, type: transform, output: {x: 1}}
+`)
+	res := b.run(t, p, map[string]any{}, engine.RunOptions{})
+	if res.Run.State != domain.StateSucceeded {
+		t.Fatalf("the run ended %s", res.Run.State)
+	}
+	if store.refused.Load() == 0 {
+		t.Fatal("no renewal came while the end was being answered; the test proves nothing")
+	}
+	if logs := b.logs.String(); strings.Contains(logs, "lease lost") {
+		t.Fatalf("the log says the lease was lost:\n%s", logs)
 	}
 }
