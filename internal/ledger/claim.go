@@ -203,6 +203,38 @@ func abandonedWhy(expires int64) string {
 // moves every locked run to processing under owner and records each claim's event, all in one
 // snapshot. Caps need advisory locks taken before counting, so they keep the transaction.
 func (s *Store) claimStatement(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n int) ([]*domain.Run, error) {
+	if len(f.Pipelines) > 0 || !s.switchedOff(ctx) {
+		return s.claimOnce(ctx, owner, until, f, n, 0)
+	}
+	// Past a backlog switched off, the claim reads each pipeline's queue as far as a window
+	// (claimSQL). Other claims may hold all of it: then a second, wider window, so that the
+	// claim does not come back short while runs are due (the fetcher would take that for an
+	// empty queue, and wait for the next poll).
+	window := claimWindow(n)
+	claimed, err := s.claimOnce(ctx, owner, until, f, n, window)
+	if err != nil || len(claimed) == n {
+		return claimed, err
+	}
+	more, err := s.claimOnce(ctx, owner, until, f, n-len(claimed), 16*window)
+	if err != nil {
+		if len(claimed) > 0 {
+			return claimed, nil // they are this worker's now; the next claim meets the error
+		}
+		return nil, err
+	}
+	claimed = append(claimed, more...)
+	slices.SortFunc(claimed, func(a, b *domain.Run) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return claimed, nil
+}
+
+// claimOnce is one claim statement (claimSQL) of up to n runs; window is 0 for the walk of the
+// queue, else how far each pipeline's queue is read.
+func (s *Store) claimOnce(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n, window int) ([]*domain.Run, error) {
 	now := ms(s.now())
 	args := claimArgs(now, owner, ms(until), f)
 	type claimedBy struct {
@@ -212,7 +244,7 @@ func (s *Store) claimStatement(ctx context.Context, owner string, until time.Tim
 	}
 	var rows []claimedBy
 	err := func() error {
-		res, err := s.claims.QueryContext(ctx, claimSQL(n, len(f.Pipelines) > 0, s.switchedOff(ctx)), args...)
+		res, err := s.claims.QueryContext(ctx, claimSQL(n, len(f.Pipelines) > 0, window), args...)
 		if err != nil {
 			return err
 		}
@@ -267,10 +299,8 @@ func claimArgs(now int64, owner string, until int64, f domain.ClaimFilter) []any
 }
 
 type claimKey struct {
-	n          int
-	filtered   bool
-	byPipeline bool
-	window     int
+	n, window int
+	filtered  bool
 }
 
 var claimStatements sync.Map // claimKey -> string
@@ -290,14 +320,12 @@ var claimStatements sync.Map // claimKey -> string
 // until it commits, a millisecond later; a worker claiming meanwhile takes the next ones. Leases run out only when a worker died or
 // stalled, so almost every claim reads one branch and locks exactly what it takes.
 //
-// byPipeline is the statement while pipelines switched off hold a backlog (switchedOff): it
-// lists the pipelines it may take runs of and reads each one's queue on its own
-// (duePerPipelineSQL), rather than walk the whole queue past that backlog.
-func claimSQL(n int, filtered, byPipeline bool) string {
-	key := claimKey{n, filtered, byPipeline, 0}
-	if byPipeline {
-		key.window = claimWindow(n)
-	}
+// With a window (unfiltered claims only), the statement of a claim past a backlog switched off
+// (switchedOff): it lists the pipelines with runs queued, one index seek each in
+// runs_queued_pipeline, and reads each one's queue on its own (duePerPipelineSQL) as far as the
+// window, rather than walk the whole queue past that backlog.
+func claimSQL(n int, filtered bool, window int) string {
+	key := claimKey{n: n, window: window, filtered: filtered}
 	if q, ok := claimStatements.Load(key); ok {
 		return q.(string)
 	}
@@ -311,14 +339,17 @@ func claimSQL(n int, filtered, byPipeline bool) string {
 		` ORDER BY created_at, id LIMIT ` + limit + ` FOR UPDATE SKIP LOCKED`
 	c := `WITH c AS (SELECT * FROM (` + dueBranchesSQL(`id, state, lease_owner, lease_expires_at, created_at`, `$1`, rest) + `
 	) due ORDER BY created_at, id LIMIT ` + limit + `),`
-	if byPipeline {
-		allowed := `SELECT name FROM seen WHERE name IS NOT NULL AND name NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)`
-		if filtered {
-			allowed += ` AND name = ANY($5::text[])`
-		}
-		c = `WITH RECURSIVE ` + pipelinesSeenSQL + `,
-allowed AS (` + allowed + `),
-due AS MATERIALIZED (` + duePerPipelineSQL(`allowed`, `$1`, ``, strconv.Itoa(key.window)) + `),
+	if window > 0 && !filtered {
+		switchedOn := `pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)`
+		// One seek a pipeline: the next name after the last one found, ordered as only
+		// runs_queued_pipeline gives it without a sort (MIN(pipeline) was read from
+		// runs_pipeline_created, passing every finished run of each pipeline).
+		c = `WITH RECURSIVE queued(name) AS (
+	(SELECT pipeline FROM runs WHERE state = 'queued' ORDER BY pipeline, created_at, id LIMIT 1)
+	UNION ALL SELECT (SELECT pipeline FROM runs WHERE state = 'queued' AND pipeline > queued.name ORDER BY pipeline, created_at, id LIMIT 1)
+	FROM queued WHERE queued.name IS NOT NULL),
+allowed AS (SELECT name FROM queued WHERE name IS NOT NULL AND name NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)),
+due AS MATERIALIZED (` + duePerPipelineSQL(`allowed`, switchedOn, `$1`, ``, strconv.Itoa(window)) + `),
 c AS (` + lockDueSQL(`$1`, limit) + `),`
 	}
 	q := c + `
@@ -502,18 +533,12 @@ func (s *Store) lockByPipeline(ctx context.Context, tx *sqlx.Tx, now time.Time, 
 // lockByPipelineSQL reads the window of the first $4 due runs of the pipelines $1 after ($2,
 // $3) in claim order, and locks up to $6 of them still due at $5 (lockDueSQL). It returns
 // those, or one row of NULLs when none, each with the window's size and last run.
-var lockByPipelineSQL = `WITH due AS MATERIALIZED (` + duePerPipelineSQL(`unnest($1::text[])`, `$5`, `($2, $3)`, `$4`) + `),
+var lockByPipelineSQL = `WITH due AS MATERIALIZED (` + duePerPipelineSQL(`unnest($1::text[])`, `pipeline = ANY($1::text[])`, `$5`, `($2, $3)`, `$4`) + `),
 edge AS (SELECT (SELECT count(*) FROM due) AS seen, last.created_at AS last_at, last.id AS last_id
 	FROM (SELECT 1) one LEFT JOIN (SELECT created_at, id FROM due ORDER BY created_at DESC, id DESC LIMIT 1) last ON true),
 locked AS (` + lockDueSQL(`$5`, `$6`) + `)
 SELECT l.id, l.state, l.lease_owner, l.lease_expires_at, l.pipeline, edge.seen, edge.last_at, edge.last_id
 FROM edge LEFT JOIN locked l ON true ORDER BY l.created_at, l.id`
-
-// pipelinesSeenSQL lists every pipeline of the ledger as seen(name), a NULL last: one seek
-// per name in runs_pipeline_created, not a read of the runs.
-const pipelinesSeenSQL = `seen(name) AS (
-	SELECT MIN(pipeline) FROM runs
-	UNION ALL SELECT (SELECT MIN(pipeline) FROM runs WHERE pipeline > seen.name) FROM seen WHERE seen.name IS NOT NULL)`
 
 // claimWindow is how many due runs a claim of n reads ahead of the lock (duePerPipelineSQL):
 // other claims hold the head of the queue while they commit, up to their own n each, and a
@@ -521,17 +546,22 @@ const pipelinesSeenSQL = `seen(name) AS (
 // A variable, so that a test can make it as small as n and read past its end.
 var claimWindow = func(n int) int { return 4*n + 64 }
 
-// duePerPipelineSQL reads, without locking them, the first `window` runs due at `now` of the
-// pipelines in `names` (a relation of one text column) after the key `after` ((created_at,
-// id); empty for none), in claim order: each pipeline's queued runs in runs_queued_pipeline,
-// and the retries and expired leases, which are few, in their own indexes.
+// duePerPipelineSQL reads, without locking them, the first `window` runs due at `now` after
+// the key `after` ((created_at, id); empty for none), in claim order: the queued runs of the
+// pipelines in `names` (a relation of one text column), each pipeline's in
+// runs_queued_pipeline, and the retries and expired leases of the pipelines that pass `others`
+// (a condition on pipeline), which are few, in their own indexes.
 //
-// The pipeline is given as a range, not an equality, and the order starts with it: given as
-// `pipeline = p.name`, the planner took one pipeline for 1/n of the runs and walked runs_ready or
-// runs_created in creation order instead, filtering, which past a backlog of 100,000 runs of
-// another pipeline cost 12 ms a claim; ordered by the pipeline first, only runs_queued_pipeline
-// gives the order without a sort, whatever the statistics say.
-func duePerPipelineSQL(names, now, after, window string) string {
+// The pipeline of a queue is given as a range, not an equality, and the order starts with it:
+// given as `pipeline = p.name`, the planner took one pipeline for 1/n of the runs and walked
+// runs_ready or runs_created in creation order instead, filtering, which past a backlog of
+// 100,000 runs of another pipeline cost 12 ms a claim; ordered by the pipeline first, only
+// runs_queued_pipeline gives the order without a sort, whatever the statistics say. The
+// retries and expired leases are ordered by `created_at + 0` for the same reason the other way
+// round: in creation order the planner walked runs_ready or runs_created past that backlog to
+// find them (it takes a state and a time for independent), where runs_state_due and
+// runs_leases hold just them, to be sorted.
+func duePerPipelineSQL(names, others, now, after, window string) string {
 	cursor := ""
 	if after != "" {
 		cursor = ` AND (created_at, id) > ` + after
@@ -541,11 +571,11 @@ func duePerPipelineSQL(names, now, after, window string) string {
 		SELECT id, created_at FROM runs WHERE pipeline >= p.name AND pipeline <= p.name AND state = 'queued'` + cursor + `
 		ORDER BY pipeline, created_at, id LIMIT ` + window + `) q
 	UNION ALL
-	(SELECT id, created_at FROM runs WHERE state = 'failed_transient' AND next_attempt_at <= ` + now + ` AND pipeline IN (SELECT name FROM ` + names + ` AS p(name))` + cursor + `
-		ORDER BY created_at, id LIMIT ` + window + `)
+	(SELECT id, created_at FROM runs WHERE state = 'failed_transient' AND next_attempt_at <= ` + now + ` AND ` + others + cursor + `
+		ORDER BY created_at + 0, id LIMIT ` + window + `)
 	UNION ALL
-	(SELECT id, created_at FROM runs WHERE state = 'processing' AND lease_expires_at < ` + now + ` AND pipeline IN (SELECT name FROM ` + names + ` AS p(name))` + cursor + `
-		ORDER BY created_at, id LIMIT ` + window + `)
+	(SELECT id, created_at FROM runs WHERE state = 'processing' AND lease_expires_at < ` + now + ` AND ` + others + cursor + `
+		ORDER BY created_at + 0, id LIMIT ` + window + `)
 	) d ORDER BY created_at, id LIMIT ` + window
 }
 
@@ -553,8 +583,10 @@ func duePerPipelineSQL(names, now, after, window string) string {
 // at `now` and whose pipeline is not switched off, skipping those another claim holds. The
 // limit stops the locking: it holds no run it does not return.
 func lockDueSQL(now, limit string) string {
+	// By id through the primary key: given as `id IN (SELECT id FROM due)` the planner, without
+	// statistics, read every queued run by state and hashed them against the window (52 ms).
 	return `SELECT id, state, lease_owner, lease_expires_at, pipeline, created_at FROM runs
-	WHERE id IN (SELECT id FROM due)
+	WHERE id = ANY (ARRAY(SELECT id FROM due))
 	AND (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= ` + now + `) OR (state = 'processing' AND lease_expires_at < ` + now + `))
 	AND pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)
 	ORDER BY created_at, id LIMIT ` + limit + ` FOR UPDATE SKIP LOCKED`

@@ -35,7 +35,7 @@ func TestClaimPlanWalksTheQueueWithoutStatistics(t *testing.T) {
 		t.Helper()
 		var out string
 		now := time.Now().UnixMilli()
-		if err := db.GetContext(ctx, &out, `EXPLAIN (FORMAT JSON) `+claimSQL(16, false, false), now, "w", now+60_000, abandonedReason); err != nil {
+		if err := db.GetContext(ctx, &out, `EXPLAIN (FORMAT JSON) `+claimSQL(16, false, 0), now, "w", now+60_000, abandonedReason); err != nil {
 			t.Fatal(err)
 		}
 		return out
@@ -60,7 +60,7 @@ func TestClaimPlanWalksTheQueueWithoutStatistics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := conn.ExecContext(ctx, `PREPARE generic_claim(bigint, text, bigint, text) AS `+claimSQL(16, false, false)); err != nil {
+	if _, err := conn.ExecContext(ctx, `PREPARE generic_claim(bigint, text, bigint, text) AS `+claimSQL(16, false, 0)); err != nil {
 		t.Fatal(err)
 	}
 	var generic string
@@ -248,7 +248,7 @@ func TestFilteredClaimReadsItsPipelinesOnly(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer tx.Rollback()
-			rows, err := tx.QueryContext(ctx, claimSQL(16, true, false), claimArgs(now, "w", now+60_000, f)...)
+			rows, err := tx.QueryContext(ctx, claimSQL(16, true, 0), claimArgs(now, "w", now+60_000, f)...)
 			if err != nil {
 				t.Fatal(err)
 			}
