@@ -108,27 +108,7 @@ func TestClaimPastABacklogItMayNotTake(t *testing.T) {
 				defer tx.Rollback()
 				var ids []string
 				if c.f.MaxPerPipeline == 0 {
-					now := ms(s.now())
-					rows, err := tx.QueryContext(ctx, claimSQL(16, false, claimWindow(16)), claimArgs(now, "w", now+60_000, c.f)...)
-					if err != nil {
-						t.Fatal(err)
-					}
-					for rows.Next() {
-						var id string
-						var rest [24]any
-						dest := []any{&id}
-						for i := range rest {
-							dest = append(dest, &rest[i])
-						}
-						if err := rows.Scan(dest...); err != nil {
-							t.Fatal(err)
-						}
-						ids = append(ids, id)
-					}
-					if err := rows.Err(); err != nil {
-						t.Fatal(err)
-					}
-					rows.Close()
+					ids = claimInTx(t, tx, s.now(), c.f, 16, claimWindow(16))
 				} else {
 					cands, err := s.claimCandidates(ctx, tx, s.now(), c.f, 16)
 					if err != nil {

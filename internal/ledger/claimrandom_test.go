@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/pipectl/pipectl/internal/domain"
 )
 
@@ -244,6 +246,12 @@ func claimStatementIDs(t *testing.T, s *Store, now time.Time, f domain.ClaimFilt
 		t.Fatal(err)
 	}
 	defer tx.Rollback()
+	return strings.Join(claimInTx(t, tx, now, f, n, window), " ")
+}
+
+// claimInTx runs the one-statement claim of n in tx and returns the ids it claimed, in order.
+func claimInTx(t *testing.T, tx *sqlx.Tx, now time.Time, f domain.ClaimFilter, n, window int) []string {
+	t.Helper()
 	rows, err := tx.QueryContext(context.Background(), claimSQL(n, len(f.Pipelines) > 0, window), claimArgs(ms(now), "w", ms(now)+60_000, f)...)
 	if err != nil {
 		t.Fatal(err)
@@ -265,5 +273,5 @@ func claimStatementIDs(t *testing.T, s *Store, now time.Time, f domain.ClaimFilt
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	return strings.Join(ids, " ")
+	return ids
 }
