@@ -207,15 +207,17 @@ func (s *Store) claimStatement(ctx context.Context, owner string, until time.Tim
 		return s.claimOnce(ctx, owner, until, f, n, 0)
 	}
 	// Past a backlog switched off, the claim reads each pipeline's queue as far as a window
-	// (claimSQL). Other claims may hold all of it: then a second, wider window, so that the
-	// claim does not come back short while runs are due (the fetcher would take that for an
-	// empty queue, and wait for the next poll).
+	// (claimSQL). Other claims may hold all of it: then a second window, four times as wide, so
+	// that the claim does not come back short while runs are due (the fetcher would take that
+	// for an empty queue, and wait for the next poll). Its text depends on what is left to claim
+	// only, so that a connection prepares at most twice as many claim statements.
 	window := claimWindow(n)
 	claimed, err := s.claimOnce(ctx, owner, until, f, n, window)
 	if err != nil || len(claimed) == n {
 		return claimed, err
 	}
-	more, err := s.claimOnce(ctx, owner, until, f, n-len(claimed), 16*window)
+	rest := n - len(claimed)
+	more, err := s.claimOnce(ctx, owner, until, f, rest, 4*claimWindow(rest))
 	if err != nil {
 		if len(claimed) > 0 {
 			return claimed, nil // they are this worker's now; the next claim meets the error
@@ -391,25 +393,29 @@ func (s *Store) claimCandidates(ctx context.Context, tx *sqlx.Tx, now time.Time,
 	// queued run of the others (a backlog of 100,000: on SQLite 42 ms a claim behind a pipeline
 	// at its cap, 24 ms behind one switched off, under the write lock; on PostgreSQL 434 ms and
 	// 28-33 ms).
-	room, ok, err := s.pipelinesToRead(ctx, tx, now, f.MaxPerPipeline)
-	if err != nil {
-		return nil, err
-	}
-	if ok {
-		if len(f.Pipelines) > 0 {
-			room = slices.DeleteFunc(room, func(p string) bool { return !slices.Contains(f.Pipelines, p) })
+	if s.dialect == "postgres" {
+		cands, ok, err := s.lockByPipeline(ctx, tx, now, f, n)
+		if err != nil || ok {
+			return cands, err
 		}
-		if len(room) == 0 {
-			return nil, nil
+	} else {
+		room, ok, err := s.pipelinesToRead(ctx, tx, now, f.MaxPerPipeline)
+		if err != nil {
+			return nil, err
 		}
-		if s.dialect == "postgres" {
-			return s.lockByPipeline(ctx, tx, now, room, n)
+		if ok {
+			if len(f.Pipelines) > 0 {
+				room = slices.DeleteFunc(room, func(p string) bool { return !slices.Contains(f.Pipelines, p) })
+			}
+			if len(room) == 0 {
+				return nil, nil
+			}
+			f.Pipelines = room
 		}
-		f.Pipelines = room
 	}
 	q, args := s.candidatesQuery(now, f, n)
 	var cands []claimCandidate
-	err = tx.SelectContext(ctx, &cands, q, args...)
+	err := tx.SelectContext(ctx, &cands, q, args...)
 	return cands, err
 }
 
@@ -421,14 +427,11 @@ func (s *Store) claimCandidates(ctx context.Context, tx *sqlx.Tx, now time.Time,
 func (s *Store) pipelinesToRead(ctx context.Context, tx *sqlx.Tx, now time.Time, limit int) ([]string, bool, error) {
 	if limit == 0 {
 		var off int
-		if err := tx.GetContext(ctx, &off, s.db.Rebind(`SELECT COUNT(*) FROM pipeline_switches WHERE disabled = ?`), true); err != nil || off == 0 {
+		if err := tx.GetContext(ctx, &off, `SELECT COUNT(*) FROM pipeline_switches WHERE disabled = ?`, true); err != nil || off == 0 {
 			return nil, false, err
 		}
 	}
 	most := maxPipelineBranches
-	if s.dialect == "postgres" {
-		most = maxPipelinesRead
-	}
 	q := `WITH RECURSIVE p(name) AS (
 			SELECT MIN(pipeline) FROM runs
 			UNION ALL SELECT (SELECT MIN(pipeline) FROM runs WHERE pipeline > p.name) FROM p WHERE p.name IS NOT NULL)
@@ -439,7 +442,7 @@ func (s *Store) pipelinesToRead(ctx context.Context, tx *sqlx.Tx, now time.Time,
 		args = append(args, ms(now), limit)
 	}
 	var names []string
-	if err := tx.SelectContext(ctx, &names, s.db.Rebind(q+` LIMIT ?`), append(args, most+1)...); err != nil {
+	if err := tx.SelectContext(ctx, &names, q+` LIMIT ?`, append(args, most+1)...); err != nil {
 		return nil, false, fmt.Errorf("pipelines to claim from: %w", err)
 	}
 	return names, len(names) <= most, nil
@@ -450,55 +453,111 @@ func (s *Store) pipelinesToRead(ctx context.Context, tx *sqlx.Tx, now time.Time,
 // compound statement).
 const maxPipelineBranches = 64
 
-// maxPipelinesRead is the most pipelines a PostgreSQL claim reads one by one (lockByPipeline),
-// which takes them as one array: each costs two index lookups a claim whether it has runs due
-// or not, a few milliseconds for the lot, where walking the whole queue past a backlog costs
-// tens to hundreds.
-const maxPipelinesRead = 1000
-
-// switchedOffBacklog is how many queued runs of pipelines switched off make a PostgreSQL claim
-// read the other pipelines' queues one by one (lockByPipeline) instead of walking the whole
-// queue: the walk passes each such run at about 0.15 µs, the other path costs about a
-// millisecond a claim more (its transaction's round trips), and while a pipeline switched off
-// held no runs it halved a draining worker's rate.
+// switchedOffBacklog is how many queued runs of pipelines switched off make an unfiltered
+// PostgreSQL claim read the other pipelines' queues one by one instead of walking the whole
+// queue, when that read costs less (readByPipeline): the walk passes each such run at about
+// 0.15 µs, and while a pipeline switched off held no runs, reading by pipeline whenever a
+// switch was off halved a draining worker's rate.
 const switchedOffBacklog = 5000
 
-// switchedOffSQL counts the queued runs of the pipelines switched off, up to $1, in each one's
-// queue (runs_queued_pipeline, the pipeline as a range as in duePerPipelineSQL): asked as
-// `pipeline IN (...)` the planner read every queued run of the ledger (21-28 ms with 100,000).
-const switchedOffSQL = `SELECT count(*) FROM (SELECT 1 FROM pipeline_switches off CROSS JOIN LATERAL (
-	SELECT 1 FROM runs WHERE pipeline >= off.pipeline AND pipeline <= off.pipeline AND state = 'queued'
-	ORDER BY pipeline, created_at, id LIMIT $1) queued WHERE off.disabled LIMIT $1) backlog`
+// switchedOffSQL weighs the two ways to claim, in one statement: $1 the queued runs of the
+// pipelines switched off (what a walk passes), counted up to $1; the pipelines switched on with
+// runs queued (each costs a read of up to a window of runs), up to $2; the retries due at $3
+// (read whole, to be sorted), up to $1. Each is read in its own index: the switched-off queues
+// in runs_queued_pipeline (the pipeline as a range as in duePerPipelineSQL; asked as `pipeline
+// IN (...)` the planner read every queued run of the ledger, 21-28 ms with 100,000), the next
+// name in the order only runs_queued_pipeline gives without a sort, the retries in
+// runs_state_due.
+const switchedOffSQL = `WITH RECURSIVE queued(name) AS (
+	(SELECT pipeline FROM runs WHERE state = 'queued' ORDER BY pipeline, created_at, id LIMIT 1)
+	UNION ALL SELECT (SELECT pipeline FROM runs WHERE state = 'queued' AND pipeline > queued.name ORDER BY pipeline, created_at, id LIMIT 1)
+	FROM queued WHERE queued.name IS NOT NULL)
+SELECT
+	(SELECT count(*) FROM (SELECT 1 FROM pipeline_switches off CROSS JOIN LATERAL (
+		SELECT 1 FROM runs WHERE pipeline >= off.pipeline AND pipeline <= off.pipeline AND state = 'queued'
+		ORDER BY pipeline, created_at, id LIMIT $1) q WHERE off.disabled LIMIT $1) backlog) AS backlog,
+	(SELECT count(*) FROM (SELECT 1 FROM queued WHERE name IS NOT NULL
+		AND name NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled) LIMIT $2) open) AS open,
+	(SELECT count(*) FROM (SELECT 1 FROM runs WHERE state = 'failed_transient' AND next_attempt_at <= $3 LIMIT $1) due) AS retries`
 
-// switchedOff says whether the pipelines switched off held switchedOffBacklog queued runs or
-// more when the ledger was last asked, at most a second ago. Only the claim's path depends on
-// it, not what a claim may take: every path skips the runs of a pipeline switched off in the
-// statement that locks them.
+// switchedOffWeights is what switchedOffSQL found.
+type switchedOffWeights struct {
+	Backlog int `db:"backlog"`
+	Open    int `db:"open"`
+	Retries int `db:"retries"`
+}
+
+// readByPipeline says whether reading each open pipeline's queue costs less than walking past
+// the backlog: at least switchedOffBacklog runs switched off, at most maxOpenPipelines open
+// pipelines, and their windows (at the largest claim) with the retries due under half the
+// backlog.
+func (w switchedOffWeights) readByPipeline() bool {
+	return w.Backlog >= switchedOffBacklog && w.Open <= maxOpenPipelines &&
+		w.Open*claimWindow(32)+w.Retries < w.Backlog/2
+}
+
+// maxOpenPipelines is the most pipelines with runs queued that an unfiltered claim reads one by
+// one: each costs a read of up to a window of runs at every claim (a review measured 101,262 rows
+// read by a claim with 1,000 of them).
+const maxOpenPipelines = 64
+
+// switchedOff says whether an unfiltered claim reads by pipeline (readByPipeline), as the
+// ledger was when last asked, at most a second ago. Only the claim's path depends on it, not what
+// a claim may take: every path skips the runs of a pipeline switched off in the statement that
+// locks them.
 func (s *Store) switchedOff(ctx context.Context) bool {
 	c := &s.switches
 	c.Lock()
 	defer c.Unlock()
 	if now := time.Now(); now.Sub(c.read) >= time.Second || now.Before(c.read) {
-		var held int
-		if err := s.db.GetContext(ctx, &held, switchedOffSQL, switchedOffBacklog); err != nil {
+		var w switchedOffWeights
+		if err := s.db.GetContext(ctx, &w, switchedOffSQL, 4*switchedOffBacklog, maxOpenPipelines+1, ms(s.now())); err != nil {
 			return c.off // the claim that follows meets the same ledger, and says what failed
 		}
-		c.read, c.off = now, held >= switchedOffBacklog
+		c.read, c.off = now, w.readByPipeline()
 	}
 	return c.off
 }
 
-// lockByPipeline locks up to n due runs of the given pipelines, oldest first, on PostgreSQL.
-// Each pipeline's queue is read in its own order (runs_queued_pipeline) as far as a window of
-// runs, without locking them, and the first n of the window that no other claim holds are
-// then locked, in the same statement. Locking in each pipeline's read instead would hold up to
-// n runs of every pipeline, which the claim does not take and a concurrent claim would pass
-// over. The window is claimWindow(n): other claims hold the head of the queue while they
-// commit, and a claim that read only n runs, then locked them in a statement of its own, lost
-// that race to them round after round (a claim of 8 among four claimers came back empty with
-// 240 runs queued). When the window held fewer than n free runs, the next round reads on past
-// it.
-func (s *Store) lockByPipeline(ctx context.Context, tx *sqlx.Tx, now time.Time, names []string, n int) ([]claimCandidate, error) {
+// lockByPipeline locks up to n due runs, oldest first, for a capped claim on PostgreSQL (ok
+// false: it did not, the claim walks the queue). It lists the pipelines with runs queued that the
+// claim may take (switched on, below their cap, within --pipelines), one index seek each in
+// runs_queued_pipeline, and reads each one's queue on its own, with the retries due and the
+// expired leases of every pipeline it may take, as far as a window of runs, without locking
+// them; then it locks the first n of the window that no other claim holds, in the same
+// statement. Locking in each pipeline's read instead would hold up to n runs of every pipeline,
+// which the claim does not take and a concurrent claim would pass over. The window is
+// claimWindow(n): other claims hold the head of the queue while they commit, and a claim that
+// read only n runs, then locked them in a statement of its own, lost that race to them round
+// after round (a claim of 8 among four claimers came back empty with 240 runs queued). When the
+// window held fewer than n free runs, the next round reads on past it. With more than
+// maxOpenPipelines pipelines to read it leaves the claim to the walk.
+func (s *Store) lockByPipeline(ctx context.Context, tx *sqlx.Tx, now time.Time, f domain.ClaimFilter, n int) ([]claimCandidate, bool, error) {
+	atCap := []string{} // not nil: NULL would fail every `<> ALL`
+	if f.MaxPerPipeline > 0 {
+		// The runs in flight, at most every worker's slots: the cap is counted once, not
+		// for every run read.
+		if err := tx.SelectContext(ctx, &atCap, `SELECT pipeline FROM runs WHERE state = 'processing' AND lease_expires_at >= $1
+			GROUP BY pipeline HAVING COUNT(*) >= $2`, ms(now), f.MaxPerPipeline); err != nil {
+			return nil, false, err
+		}
+	}
+	var only []string // NULL: every pipeline
+	if len(f.Pipelines) > 0 {
+		only = f.Pipelines
+	}
+	var names []string
+	if err := tx.SelectContext(ctx, &names, `WITH RECURSIVE queued(name) AS (
+	(SELECT pipeline FROM runs WHERE state = 'queued' ORDER BY pipeline, created_at, id LIMIT 1)
+	UNION ALL SELECT (SELECT pipeline FROM runs WHERE state = 'queued' AND pipeline > queued.name ORDER BY pipeline, created_at, id LIMIT 1)
+	FROM queued WHERE queued.name IS NOT NULL)
+SELECT name FROM queued WHERE name IS NOT NULL AND name NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)
+	AND name <> ALL($1::text[]) AND ($2::text[] IS NULL OR name = ANY($2::text[])) LIMIT $3`, atCap, only, maxOpenPipelines+1); err != nil {
+		return nil, false, fmt.Errorf("pipelines to claim from: %w", err)
+	}
+	if len(names) > maxOpenPipelines {
+		return nil, false, nil
+	}
 	const rounds = 8
 	window := claimWindow(n)
 	afterAt, afterID := int64(math.MinInt64), ""
@@ -514,8 +573,8 @@ func (s *Store) lockByPipeline(ctx context.Context, tx *sqlx.Tx, now time.Time, 
 			LastAt   sql.NullInt64  `db:"last_at"`
 			LastID   sql.NullString `db:"last_id"`
 		}
-		if err := tx.SelectContext(ctx, &rows, lockByPipelineSQL, names, afterAt, afterID, window, ms(now), n-len(locked)); err != nil {
-			return nil, err
+		if err := tx.SelectContext(ctx, &rows, lockByPipelineSQL, names, afterAt, afterID, window, ms(now), n-len(locked), atCap, only); err != nil {
+			return nil, false, err
 		}
 		for _, r := range rows {
 			if r.ID.Valid {
@@ -527,13 +586,16 @@ func (s *Store) lockByPipeline(ctx context.Context, tx *sqlx.Tx, now time.Time, 
 		}
 		afterAt, afterID = rows[0].LastAt.Int64, rows[0].LastID.String
 	}
-	return locked, nil
+	return locked, true, nil
 }
 
-// lockByPipelineSQL reads the window of the first $4 due runs of the pipelines $1 after ($2,
-// $3) in claim order, and locks up to $6 of them still due at $5 (lockDueSQL). It returns
+// lockByPipelineSQL reads the window of the first $4 due runs after ($2, $3) in claim order
+// (the queues of the pipelines $1, the retries and expired leases of any pipeline switched on,
+// not in $7 and, unless NULL, in $8), and locks up to $6 of them still due at $5 (lockDueSQL). It returns
 // those, or one row of NULLs when none, each with the window's size and last run.
-var lockByPipelineSQL = `WITH due AS MATERIALIZED (` + duePerPipelineSQL(`unnest($1::text[])`, `pipeline = ANY($1::text[])`, `$5`, `($2, $3)`, `$4`) + `),
+var lockByPipelineSQL = `WITH due AS MATERIALIZED (` + duePerPipelineSQL(`unnest($1::text[])`,
+	`pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled) AND pipeline <> ALL($7::text[]) AND ($8::text[] IS NULL OR pipeline = ANY($8::text[]))`,
+	`$5`, `($2, $3)`, `$4`) + `),
 edge AS (SELECT (SELECT count(*) FROM due) AS seen, last.created_at AS last_at, last.id AS last_id
 	FROM (SELECT 1) one LEFT JOIN (SELECT created_at, id FROM due ORDER BY created_at DESC, id DESC LIMIT 1) last ON true),
 locked AS (` + lockDueSQL(`$5`, `$6`) + `)

@@ -205,9 +205,10 @@ func TestClaimPastABacklogWithClaimersAtOnce(t *testing.T) {
 	t.Logf("%d claims came back short", short.Load())
 }
 
-// TestSwitchedOffCountReadsTheirQueuesOnly: the count that chooses a claim's path, asked every
-// second by every worker, reads the queues of the pipelines switched off, not the whole queue
-// (written as `pipeline IN (...)` it read all 100,000 queued runs, 21-28 ms).
+// TestSwitchedOffCountReadsTheirQueuesOnly: what chooses a claim's path, asked every second by
+// every worker, reads the queues of the pipelines switched off, the names of the others and the
+// due retries, not the whole queue (written as `pipeline IN (...)` it read all 100,000 queued
+// runs, 21-28 ms).
 func TestSwitchedOffCountReadsTheirQueuesOnly(t *testing.T) {
 	s := openOrFail(t, postgresOrSkip(t))
 	ctx := context.Background()
@@ -225,19 +226,43 @@ func TestSwitchedOffCountReadsTheirQueuesOnly(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var held, fetched int
-		if err := tx.GetContext(ctx, &held, switchedOffSQL, switchedOffBacklog); err != nil {
+		var w switchedOffWeights
+		var fetched int
+		if err := tx.GetContext(ctx, &w, switchedOffSQL, 4*switchedOffBacklog, maxOpenPipelines+1, ms(s.now())); err != nil {
 			t.Fatal(err)
 		}
 		if err := tx.GetContext(ctx, &fetched, `SELECT COALESCE(idx_tup_fetch, 0) + COALESCE(seq_tup_read, 0) FROM pg_stat_xact_user_tables WHERE relid = 'runs'::regclass`); err != nil {
 			t.Fatal(err)
 		}
 		tx.Rollback()
-		if held != 100 || fetched > 1000 {
-			t.Fatalf("analyzed=%v: counted %d queued runs switched off (want 100) for %d rows of runs fetched", analyzed, held, fetched)
+		if w != (switchedOffWeights{Backlog: 100, Open: 1}) || fetched > 1000 {
+			t.Fatalf("analyzed=%v: %+v (want 100 switched off, 1 open) for %d rows of runs fetched", analyzed, w, fetched)
 		}
 	}
 	if s.switchedOff(ctx) {
 		t.Fatal("100 queued runs switched off made the claim read by pipeline")
+	}
+}
+
+// TestReadByPipelineWhenItCostsLess: an unfiltered claim reads by pipeline only past a
+// backlog, and only while the pipelines it would read, and the retries due it would sort, cost
+// less than the walk (a review found reads of 100,000 rows a claim with 1,000 open pipelines,
+// and of 50,000 with as many retries due).
+func TestReadByPipelineWhenItCostsLess(t *testing.T) {
+	for _, c := range []struct {
+		w    switchedOffWeights
+		want bool
+	}{
+		{switchedOffWeights{Backlog: 100_000, Open: 1}, true},
+		{switchedOffWeights{Backlog: 10_000, Open: 3, Retries: 100}, true},
+		{switchedOffWeights{Backlog: 4_999, Open: 1}, false},
+		{switchedOffWeights{Backlog: 20_000, Open: maxOpenPipelines + 1}, false},
+		{switchedOffWeights{Backlog: 20_000, Open: 60}, false}, // 60 windows of 192 runs: 11,520
+		{switchedOffWeights{Backlog: 10_000, Open: 1, Retries: 20_000}, false},
+		{switchedOffWeights{Backlog: 20_000, Open: 0}, true},
+	} {
+		if got := c.w.readByPipeline(); got != c.want {
+			t.Errorf("%+v: readByPipeline() = %v, want %v", c.w, got, c.want)
+		}
 	}
 }
