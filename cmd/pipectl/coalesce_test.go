@@ -172,3 +172,22 @@ func TestCoalescingWriterAfterClose(t *testing.T) {
 		t.Fatalf("a write after Close: %q", sink.text())
 	}
 }
+
+// A writer may reuse its buffer once Write returns (slog does): what was queued must be what
+// was given then, not what the buffer holds when the queue goes out. A queue that kept the
+// caller's slice would write another line's text, an unredacted one included.
+func TestCoalescingWriterCopiesWhatItIsGiven(t *testing.T) {
+	sink := &slowSink{gate: make(chan struct{})}
+	c := newCoalescingWriter(sink)
+	buf := []byte("first line [REDACTED]\n")
+	c.Write(buf) // held by the sink until the gate opens
+	c.Write(buf) // queued behind it
+	copy(buf, "secret-token-123456789\n")
+	close(sink.gate)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sink.text(), "first line [REDACTED]\nfirst line [REDACTED]\n"; got != want {
+		t.Fatalf("the sink got %q, want %q", got, want)
+	}
+}

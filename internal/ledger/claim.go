@@ -343,13 +343,7 @@ func claimSQL(n int, filtered bool, window int) string {
 	) due ORDER BY created_at, id LIMIT ` + limit + `),`
 	if window > 0 && !filtered {
 		switchedOn := `pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)`
-		// One seek a pipeline: the next name after the last one found, ordered as only
-		// runs_queued_pipeline gives it without a sort (MIN(pipeline) was read from
-		// runs_pipeline_created, passing every finished run of each pipeline).
-		c = `WITH RECURSIVE queued(name) AS (
-	(SELECT pipeline FROM runs WHERE state = 'queued' ORDER BY pipeline, created_at, id LIMIT 1)
-	UNION ALL SELECT (SELECT pipeline FROM runs WHERE state = 'queued' AND pipeline > queued.name ORDER BY pipeline, created_at, id LIMIT 1)
-	FROM queued WHERE queued.name IS NOT NULL),
+		c = queuedPipelinesSQL + `,
 allowed AS (SELECT name FROM queued WHERE name IS NOT NULL AND name NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)),
 due AS MATERIALIZED (` + duePerPipelineSQL(`allowed`, switchedOn, `$1`, ``, strconv.Itoa(window)) + `),
 c AS (` + lockDueSQL(`$1`, limit) + `),`
@@ -431,7 +425,6 @@ func (s *Store) pipelinesToRead(ctx context.Context, tx *sqlx.Tx, now time.Time,
 			return nil, false, err
 		}
 	}
-	most := maxPipelineBranches
 	q := `WITH RECURSIVE p(name) AS (
 			SELECT MIN(pipeline) FROM runs
 			UNION ALL SELECT (SELECT MIN(pipeline) FROM runs WHERE pipeline > p.name) FROM p WHERE p.name IS NOT NULL)
@@ -442,16 +435,25 @@ func (s *Store) pipelinesToRead(ctx context.Context, tx *sqlx.Tx, now time.Time,
 		args = append(args, ms(now), limit)
 	}
 	var names []string
-	if err := tx.SelectContext(ctx, &names, q+` LIMIT ?`, append(args, most+1)...); err != nil {
+	if err := tx.SelectContext(ctx, &names, q+` LIMIT ?`, append(args, maxPipelineBranches+1)...); err != nil {
 		return nil, false, fmt.Errorf("pipelines to claim from: %w", err)
 	}
-	return names, len(names) <= most, nil
+	return names, len(names) <= maxPipelineBranches, nil
 }
 
 // maxPipelineBranches is the most pipelines of a worker's --pipelines that a SQLite claim reads
 // one by one; past it, the claim walks the whole queue in order (SQLite allows 500 terms in a
 // compound statement).
 const maxPipelineBranches = 64
+
+// queuedPipelinesSQL lists the pipelines with runs queued as queued(name), a NULL last: one
+// seek a pipeline, the next name after the last one found, ordered as only runs_queued_pipeline
+// gives it without a sort (MIN(pipeline) was read from runs_pipeline_created, passing every
+// finished run of each pipeline).
+const queuedPipelinesSQL = `WITH RECURSIVE queued(name) AS (
+	(SELECT pipeline FROM runs WHERE state = 'queued' ORDER BY pipeline, created_at, id LIMIT 1)
+	UNION ALL SELECT (SELECT pipeline FROM runs WHERE state = 'queued' AND pipeline > queued.name ORDER BY pipeline, created_at, id LIMIT 1)
+	FROM queued WHERE queued.name IS NOT NULL)`
 
 // switchedOffBacklog is how many queued runs of pipelines switched off make an unfiltered
 // PostgreSQL claim read the other pipelines' queues one by one instead of walking the whole
@@ -468,10 +470,7 @@ const switchedOffBacklog = 5000
 // IN (...)` the planner read every queued run of the ledger, 21-28 ms with 100,000), the next
 // name in the order only runs_queued_pipeline gives without a sort, the retries in
 // runs_state_due.
-const switchedOffSQL = `WITH RECURSIVE queued(name) AS (
-	(SELECT pipeline FROM runs WHERE state = 'queued' ORDER BY pipeline, created_at, id LIMIT 1)
-	UNION ALL SELECT (SELECT pipeline FROM runs WHERE state = 'queued' AND pipeline > queued.name ORDER BY pipeline, created_at, id LIMIT 1)
-	FROM queued WHERE queued.name IS NOT NULL)
+const switchedOffSQL = queuedPipelinesSQL + `
 SELECT
 	(SELECT count(*) FROM (SELECT 1 FROM pipeline_switches off CROSS JOIN LATERAL (
 		SELECT 1 FROM runs WHERE pipeline >= off.pipeline AND pipeline <= off.pipeline AND state = 'queued'
@@ -547,10 +546,7 @@ func (s *Store) lockByPipeline(ctx context.Context, tx *sqlx.Tx, now time.Time, 
 		only = f.Pipelines
 	}
 	var names []string
-	if err := tx.SelectContext(ctx, &names, `WITH RECURSIVE queued(name) AS (
-	(SELECT pipeline FROM runs WHERE state = 'queued' ORDER BY pipeline, created_at, id LIMIT 1)
-	UNION ALL SELECT (SELECT pipeline FROM runs WHERE state = 'queued' AND pipeline > queued.name ORDER BY pipeline, created_at, id LIMIT 1)
-	FROM queued WHERE queued.name IS NOT NULL)
+	if err := tx.SelectContext(ctx, &names, queuedPipelinesSQL+`
 SELECT name FROM queued WHERE name IS NOT NULL AND name NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)
 	AND name <> ALL($1::text[]) AND ($2::text[] IS NULL OR name = ANY($2::text[])) LIMIT $3`, atCap, only, maxOpenPipelines+1); err != nil {
 		return nil, false, fmt.Errorf("pipelines to claim from: %w", err)
