@@ -18,10 +18,18 @@ type slowSink struct {
 	writes int
 	delay  time.Duration
 	gate   chan struct{} // when set, each write waits for a receive from it
-	err    error
+	// entered, when set, hears of each write as it starts (before the gate).
+	entered chan struct{}
+	err     error
 }
 
 func (s *slowSink) Write(p []byte) (int, error) {
+	if s.entered != nil {
+		select {
+		case s.entered <- struct{}{}:
+		default:
+		}
+	}
 	if s.gate != nil {
 		<-s.gate
 	}
@@ -177,11 +185,13 @@ func TestCoalescingWriterAfterClose(t *testing.T) {
 // was given then, not what the buffer holds when the queue goes out. A queue that kept the
 // caller's slice would write another line's text, an unredacted one included.
 func TestCoalescingWriterCopiesWhatItIsGiven(t *testing.T) {
-	sink := &slowSink{gate: make(chan struct{})}
+	entered := make(chan struct{}, 1)
+	sink := &slowSink{gate: make(chan struct{}), entered: entered}
 	c := newCoalescingWriter(sink)
 	buf := []byte("first line [REDACTED]\n")
-	c.Write(buf) // held by the sink until the gate opens
-	c.Write(buf) // queued behind it
+	c.Write(buf)
+	<-entered // the sink holds the first write, not yet copied
+	c.Write(buf)
 	copy(buf, "secret-token-123456789\n")
 	close(sink.gate)
 	if err := c.Close(); err != nil {
