@@ -63,9 +63,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return
 		}
-		// News of this poll, in the order it happened; steps go first so that, within the
-		// ledger's millisecond, a step's end comes before the transition it caused.
-		var news []item
+		// News of this poll, in the order it happened (see byWhen).
+		var steps, transitions []item
 		for _, a := range attempts {
 			if seen[a.ID] == a.Outcome {
 				continue
@@ -80,17 +79,17 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			if !a.FinishedAt.IsZero() {
 				at = a.FinishedAt
 			}
-			news = append(news, item{at: at, event: "step", v: ev})
+			steps = append(steps, item{at: at, event: "step", v: ev})
 		}
 		for _, e := range events {
 			if e.ID <= lastEvent {
 				continue
 			}
 			lastEvent = e.ID
-			news = append(news, item{at: e.At, id: "t" + strconv.FormatInt(e.ID, 10), event: "transition",
+			transitions = append(transitions, item{at: e.At, leaves: e.From == domain.StateProcessing, id: "t" + strconv.FormatInt(e.ID, 10), event: "transition",
 				v: operate.EventView{From: string(e.From), To: string(e.To), Reason: e.Reason, Actor: e.Actor, At: e.At.UTC()}})
 		}
-		sort.SliceStable(news, func(i, j int) bool { return news[i].at.Before(news[j].at) })
+		news := byWhen(steps, transitions)
 		for _, n := range news {
 			send(w, n.id, n.event, n.v)
 		}
@@ -120,8 +119,30 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 
 type item struct {
 	at        time.Time
+	leaves    bool // a transition out of processing
 	id, event string
 	v         any
+}
+
+// byWhen puts a poll's news in the order it happened: the transitions in the ledger's order,
+// the steps in theirs, each step before the first transition later than it. A submit, its
+// claim and the first step of a quick run can share one millisecond of the ledger's clock;
+// steps run only while a run is processing, so within a millisecond a step comes after a
+// transition that does not leave processing (a submit, a claim, an approval) and before one
+// that does (the end, a retry, a pause: what the step caused). A step of the next processing
+// of the run never shares that millisecond: a run leaves processing for a retry only for a
+// delay too long to wait for in its slot, and a run handed back had no step running.
+func byWhen(steps, transitions []item) []item {
+	sort.SliceStable(steps, func(i, j int) bool { return steps[i].at.Before(steps[j].at) })
+	out := make([]item, 0, len(steps)+len(transitions))
+	for _, t := range transitions {
+		for len(steps) > 0 && (steps[0].at.Before(t.at) || steps[0].at.Equal(t.at) && t.leaves) {
+			out = append(out, steps[0])
+			steps = steps[1:]
+		}
+		out = append(out, t)
+	}
+	return append(out, steps...)
 }
 
 func send(w http.ResponseWriter, id, event string, v any) {
