@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -215,20 +214,21 @@ func writeShow(w io.Writer, r *domain.Run, doc operate.RunDoc) error {
 
 // line is one entry of a run's timeline.
 type line struct {
-	at   time.Time
-	text string
+	at     time.Time
+	text   string
+	leaves bool // a transition out of processing
 }
 
 // timeline lists a run's transitions, attempts, notes and model calls (with the gate's
-// reasons by path) in time order.
+// reasons by path) in the order they happened (operate.InCausalOrder).
 func timeline(doc operate.RunDoc) []line {
-	var lines []line
+	var transitions, lines []line
 	for _, e := range doc.Events {
 		from := e.From
 		if from == "" {
 			from = "-"
 		}
-		lines = append(lines, line{e.At, fmt.Sprintf("%s -> %s\tby %s\t%s", from, e.To, oneLine(e.Actor), oneLine(e.Reason))})
+		transitions = append(transitions, line{e.At, fmt.Sprintf("%s -> %s\tby %s\t%s", from, e.To, oneLine(e.Actor), oneLine(e.Reason)), e.From == string(domain.StateProcessing)})
 	}
 	for _, a := range doc.Attempts {
 		name := a.Step
@@ -243,31 +243,30 @@ func timeline(doc operate.RunDoc) []line {
 		if verdict != nil {
 			detail = strings.TrimPrefix(detail+", gate "+verdict.Decision, ", ")
 		}
-		lines = append(lines, line{a.StartedAt, fmt.Sprintf("step %s #%d\t%s %dms\t%s", name, a.Attempt, a.Outcome, a.DurationMS, detail)})
+		lines = append(lines, line{at: a.StartedAt, text: fmt.Sprintf("step %s #%d\t%s %dms\t%s", name, a.Attempt, a.Outcome, a.DurationMS, detail)})
 		if verdict != nil {
 			for _, r := range verdict.Reasons {
-				lines = append(lines, line{a.StartedAt, "\t\t  " + reasonLine(r)})
+				lines = append(lines, line{at: a.StartedAt, text: "\t\t  " + reasonLine(r)})
 			}
 		}
 	}
 	for _, n := range doc.Notes {
-		lines = append(lines, line{n.At, fmt.Sprintf("note\tby %s\t%s", oneLine(n.Actor), oneLine(n.Text))})
+		lines = append(lines, line{at: n.At, text: fmt.Sprintf("note\tby %s\t%s", oneLine(n.Actor), oneLine(n.Text))})
 	}
 	for _, c := range doc.ModelCalls {
 		verdict := c.Outcome
 		if c.Verdict != "" {
 			verdict += ", gate " + c.Verdict
 		}
-		lines = append(lines, line{c.At, fmt.Sprintf("  model call %s #%d re-ask %d\t%s %dms\t%s", c.Step, c.Attempt, c.Reask, verdict, c.LatencyMS, callDetail(c))})
+		lines = append(lines, line{at: c.At, text: fmt.Sprintf("  model call %s #%d re-ask %d\t%s %dms\t%s", c.Step, c.Attempt, c.Reask, verdict, c.LatencyMS, callDetail(c))})
 		var reasons []gate.Reason
 		if json.Unmarshal(c.Reasons, &reasons) == nil {
 			for _, r := range reasons {
-				lines = append(lines, line{c.At, "\t\t  " + reasonLine(r)})
+				lines = append(lines, line{at: c.At, text: "\t\t  " + reasonLine(r)})
 			}
 		}
 	}
-	sort.SliceStable(lines, func(i, j int) bool { return lines[i].at.Before(lines[j].at) })
-	return lines
+	return operate.InCausalOrder(transitions, lines, func(l line) time.Time { return l.at }, func(l line) bool { return l.leaves })
 }
 
 // gateVerdict reads a gate step's verdict from its attempt's response, or nil when the

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -63,7 +62,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return
 		}
-		// News of this poll, in the order it happened (see byWhen).
+		// News of this poll, in the order it happened.
 		var steps, transitions []item
 		for _, a := range attempts {
 			if seen[a.ID] == a.Outcome {
@@ -89,7 +88,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			transitions = append(transitions, item{at: e.At, leaves: e.From == domain.StateProcessing, id: "t" + strconv.FormatInt(e.ID, 10), event: "transition",
 				v: operate.EventView{From: string(e.From), To: string(e.To), Reason: e.Reason, Actor: e.Actor, At: e.At.UTC()}})
 		}
-		news := byWhen(steps, transitions)
+		news := operate.InCausalOrder(transitions, steps, func(n item) time.Time { return n.at }, func(n item) bool { return n.leaves })
 		for _, n := range news {
 			send(w, n.id, n.event, n.v)
 		}
@@ -122,27 +121,6 @@ type item struct {
 	leaves    bool // a transition out of processing
 	id, event string
 	v         any
-}
-
-// byWhen puts a poll's news in the order it happened: the transitions in the ledger's order,
-// the steps in theirs, each step before the first transition later than it. A submit, its
-// claim and the first step of a quick run can share one millisecond of the ledger's clock;
-// steps run only while a run is processing, so within a millisecond a step comes after a
-// transition that does not leave processing (a submit, a claim, an approval) and before one
-// that does (the end, a retry, a pause: what the step caused). A step of the next processing
-// of the run never shares that millisecond: a run leaves processing for a retry only for a
-// delay too long to wait for in its slot, and a run handed back had no step running.
-func byWhen(steps, transitions []item) []item {
-	sort.SliceStable(steps, func(i, j int) bool { return steps[i].at.Before(steps[j].at) })
-	out := make([]item, 0, len(steps)+len(transitions))
-	for _, t := range transitions {
-		for len(steps) > 0 && (steps[0].at.Before(t.at) || steps[0].at.Equal(t.at) && t.leaves) {
-			out = append(out, steps[0])
-			steps = steps[1:]
-		}
-		out = append(out, t)
-	}
-	return append(out, steps...)
 }
 
 func send(w http.ResponseWriter, id, event string, v any) {
