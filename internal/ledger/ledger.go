@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -50,6 +51,12 @@ type Store struct {
 	// batches holds the multi-row attempt inserts by row count, prepared on first use.
 	batches sync.Map // int -> *sqlx.Stmt
 
+	// claimStmts holds a SQLite claim's statements by text, prepared before a claim's
+	// transaction needs them (prepareClaim); claimSizes is how many runs a claim of the
+	// statements prepared so far can take.
+	claimStmts sync.Map // string -> *sqlx.Stmt
+	claimSizes atomic.Int32
+
 	// switches caches whether any pipeline is switched off, for the choice of a PostgreSQL
 	// claim's path (switchedOff).
 	switches struct {
@@ -59,9 +66,20 @@ type Store struct {
 	}
 }
 
+// prepared is the store's prepared form of query, or nil.
+func (s *Store) prepared(query string) *sqlx.Stmt {
+	if st := s.stmts[query]; st != nil {
+		return st
+	}
+	if st, ok := s.claimStmts.Load(query); ok {
+		return st.(*sqlx.Stmt)
+	}
+	return nil
+}
+
 // txExec runs a statement inside tx, through its prepared form when the store has one.
 func (s *Store) txExec(ctx context.Context, tx *sqlx.Tx, query string, args ...any) (sql.Result, error) {
-	if st := s.stmts[query]; st != nil {
+	if st := s.prepared(query); st != nil {
 		return tx.StmtxContext(ctx, st).ExecContext(ctx, args...)
 	}
 	return tx.ExecContext(ctx, s.db.Rebind(query), args...)
@@ -69,10 +87,19 @@ func (s *Store) txExec(ctx context.Context, tx *sqlx.Tx, query string, args ...a
 
 // txGet runs a single-row query inside tx, through its prepared form when the store has one.
 func (s *Store) txGet(ctx context.Context, tx *sqlx.Tx, dest any, query string, args ...any) error {
-	if st := s.stmts[query]; st != nil {
+	if st := s.prepared(query); st != nil {
 		return tx.StmtxContext(ctx, st).GetContext(ctx, dest, args...)
 	}
 	return tx.GetContext(ctx, dest, s.db.Rebind(query), args...)
+}
+
+// txSelect runs a query (bound for the dialect already) inside tx, through its prepared form
+// when the store has one.
+func (s *Store) txSelect(ctx context.Context, tx *sqlx.Tx, dest any, query string, args ...any) error {
+	if st := s.prepared(query); st != nil {
+		return tx.StmtxContext(ctx, st).SelectContext(ctx, dest, args...)
+	}
+	return tx.SelectContext(ctx, dest, query, args...)
 }
 
 // prepareHotPath prepares the statements every step commit runs. It must run before any
@@ -272,10 +299,12 @@ func (s *Store) Close() error {
 	for _, st := range s.stmts {
 		st.Close()
 	}
-	s.batches.Range(func(_, st any) bool {
-		st.(*sqlx.Stmt).Close()
-		return true
-	})
+	for _, m := range []*sync.Map{&s.batches, &s.claimStmts} {
+		m.Range(func(_, st any) bool {
+			st.(*sqlx.Stmt).Close()
+			return true
+		})
+	}
 	if s.reads != nil {
 		s.reads.Close()
 	}

@@ -1,0 +1,57 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pipectl/pipectl/internal/domain"
+)
+
+// A SQLite claim runs statements prepared for its size, the sizes prepared as claims grow,
+// and a claim larger than any prepared size runs its statements from their text: whichever
+// way, each claim takes the oldest runs not yet taken, each once, and records one event each.
+func TestSQLiteClaimsOfEverySizeTakeTheOldestOnce(t *testing.T) {
+	s, err := Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "l.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	total := maxPreparedClaim + 100
+	seedQueued(t, s, total)
+	ctx := context.Background()
+	next := 0
+	for _, n := range []int{1, 3, 2, 5, maxPreparedClaim + 20, 4, maxPreparedClaim, 64} {
+		runs, err := s.ClaimBatch(ctx, fmt.Sprintf("w%d", n), time.Now().Add(time.Minute), domain.ClaimFilter{}, n)
+		if err != nil {
+			t.Fatalf("claim of %d: %v", n, err)
+		}
+		want := min(n, total-next)
+		if len(runs) != want {
+			t.Fatalf("claim of %d took %d runs, want %d", n, len(runs), want)
+		}
+		for i, r := range runs {
+			if id := fmt.Sprintf("q%07d", next+i); r.ID != id || r.State != domain.StateProcessing || r.LeaseOwner != fmt.Sprintf("w%d", n) {
+				t.Fatalf("claim of %d, run %d: %s %s %q, want %s processing under w%d", n, i, r.ID, r.State, r.LeaseOwner, id, n)
+			}
+		}
+		next += len(runs)
+		if got := int(s.claimSizes.Load()); got < min(n, maxPreparedClaim) {
+			t.Fatalf("after a claim of %d, statements prepared for claims of up to %d", n, got)
+		}
+	}
+	if next != total {
+		t.Fatalf("%d of %d runs claimed", next, total)
+	}
+	var events, processing int
+	s.db.Get(&events, `SELECT COUNT(*) FROM run_events WHERE to_state = 'processing' AND reason LIKE 'claimed by w%'`)
+	s.db.Get(&processing, `SELECT COUNT(*) FROM runs WHERE state = 'processing'`)
+	if events != total || processing != total {
+		t.Fatalf("%d claim events and %d runs processing, want %d", events, processing, total)
+	}
+	if got := s.claimSizes.Load(); got != maxPreparedClaim {
+		t.Fatalf("statements prepared for claims of up to %d, want %d", got, maxPreparedClaim)
+	}
+}
