@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -44,7 +45,7 @@ type claimCandidate struct {
 // lease expired (taken over: the attempts they left running become abandoned). Disabled
 // pipelines are skipped; f narrows the pipelines and caps the runs of one pipeline in
 // processing across all workers. It returns the claimed runs in that order, none when nothing
-// is due.
+// is due; with an error, the runs it returns are claimed all the same, and must be run.
 //
 // The statements are the same whatever n is: one SELECT locks the candidates (PostgreSQL skips
 // rows other workers are claiming, FOR UPDATE SKIP LOCKED; SQLite holds its write lock), one
@@ -257,13 +258,8 @@ func (s *Store) claimStatement(ctx context.Context, owner string, until time.Tim
 		return claimed, err
 	}
 	rest := n - len(claimed)
+	// The runs of the first round are this worker's whatever the second round meets.
 	more, err := s.claimOnce(ctx, owner, until, f, rest, 4*claimWindow(rest))
-	if err != nil {
-		if len(claimed) > 0 {
-			return claimed, nil // they are this worker's now; the next claim meets the error
-		}
-		return nil, err
-	}
 	claimed = append(claimed, more...)
 	slices.SortFunc(claimed, func(a, b *domain.Run) int {
 		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
@@ -271,7 +267,7 @@ func (s *Store) claimStatement(ctx context.Context, owner string, until time.Tim
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
-	return claimed, nil
+	return claimed, err
 }
 
 // claimOnce is one claim statement (claimSQL) of up to n runs; window is 0 for the walk of the
@@ -305,24 +301,29 @@ func (s *Store) claimOnce(ctx context.Context, owner string, until time.Time, f 
 		// like an error at COMMIT (runs claimed after all wait for their lease to expire).
 		return nil, fmt.Errorf("claim: %w", retryable(&commitError{err}))
 	}
-	claimed := make([]*domain.Run, len(rows))
-	for i, r := range rows {
-		claimed[i] = r.domain()
-		claimed[i].Unstarted = !r.Begun
-		if r.PriorOwner == nil {
-			continue
+	claimed := make([]*domain.Run, 0, len(rows))
+	var unclosed error
+	for _, r := range rows {
+		run := r.domain()
+		run.Unstarted = !r.Begun
+		if r.PriorOwner != nil {
+			// The statement saw the attempts of its snapshot only: the old owner may have
+			// committed one (running, or finished) between that snapshot and the lock. Now that
+			// the run is ours it can add none, so its running ones are closed here, and the
+			// run's history is read back whatever the snapshot said.
+			run.Unstarted = false
+			if _, err := s.db.ExecContext(ctx, `UPDATE step_attempts SET outcome = 'abandoned', finished_at = $1,
+				error = $2 || ' (' || $3 || ')' WHERE run_id = $4 AND outcome = 'running'`, now, abandonedWhy(r.PriorExpires), *r.PriorOwner, r.ID); err != nil {
+				// Not started with an attempt left running: its lease runs out and a claim
+				// takes it over again. The other runs of the claim are this worker's all the
+				// same, and go on (they were dropped with it before, to wait for their leases).
+				unclosed = errors.Join(unclosed, fmt.Errorf("claim: run %s, taken over, is left for its lease to run out: closing the attempts its last owner left running: %w", r.ID, err))
+				continue
+			}
 		}
-		// The statement saw the attempts of its snapshot only: the old owner may have
-		// committed one (running, or finished) between that snapshot and the lock. Now that
-		// the run is ours it can add none, so its running ones are closed here, and the run's
-		// history is read back whatever the snapshot said.
-		claimed[i].Unstarted = false
-		if _, err := s.db.ExecContext(ctx, `UPDATE step_attempts SET outcome = 'abandoned', finished_at = $1,
-			error = $2 || ' (' || $3 || ')' WHERE run_id = $4 AND outcome = 'running'`, now, abandonedWhy(r.PriorExpires), *r.PriorOwner, r.ID); err != nil {
-			return nil, fmt.Errorf("claim: close the attempts of %s: %w", r.ID, err)
-		}
+		claimed = append(claimed, run)
 	}
-	return claimed, nil
+	return claimed, unclosed
 }
 
 // claimArgs are claimSQL's arguments. A claim limited to some pipelines is planned for those

@@ -15,7 +15,8 @@ import (
 // Queue is the part of the ledger a worker takes work from. Implementations must make a claim
 // exclusive across processes and machines.
 type Queue interface {
-	// ClaimBatch claims up to n due runs for owner, oldest first, in one transaction.
+	// ClaimBatch claims up to n due runs for owner, oldest first, in one transaction. The runs
+	// it returns with an error are claimed all the same.
 	ClaimBatch(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n int) ([]*domain.Run, error)
 	QueueDepth(ctx context.Context) (int, error)
 	// PausedRuns counts runs in needs_review and waiting_external.
