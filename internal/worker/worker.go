@@ -273,7 +273,7 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 		switch {
 		case r.err != nil:
 			if ctx.Err() == nil {
-				w.Log.Warn("claim failed", "error", r.err)
+				w.Log.Warn("claim failed", "error", r.err, "runs_claimed_anyway", len(r.runs))
 			}
 			due, reserve = false, 0
 		case len(r.runs) == r.asked:
