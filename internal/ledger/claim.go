@@ -871,7 +871,6 @@ func (s *Store) collect(ctx context.Context, tx *sqlx.Tx, into map[string]claime
 	return nil
 }
 
-// QueueDepth counts runs waiting for a worker: queued, and retries already due.
 // PausedRuns counts the runs waiting for a person (needs_review) and for a signal
 // (waiting_external); states with none are absent from the map.
 func (s *Store) PausedRuns(ctx context.Context) (map[domain.RunState]int, error) {
@@ -890,6 +889,7 @@ func (s *Store) PausedRuns(ctx context.Context) (map[domain.RunState]int, error)
 	return out, nil
 }
 
+// QueueDepth counts runs waiting for a worker: queued, and retries already due.
 func (s *Store) QueueDepth(ctx context.Context) (int, error) {
 	var n int
 	err := s.db.GetContext(ctx, &n, s.db.Rebind(`SELECT COUNT(*) FROM runs WHERE state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= ?)`), ms(s.now()))
