@@ -212,11 +212,11 @@ func writeShow(w io.Writer, r *domain.Run, doc operate.RunDoc) error {
 	return tw.Flush()
 }
 
-// line is one entry of a run's timeline.
+// line is one entry of a run's timeline; when places it (operate.InCausalOrder).
 type line struct {
-	at     time.Time
-	text   string
-	leaves bool // a transition out of processing
+	at   time.Time
+	text string
+	when operate.Moment
 }
 
 // timeline lists a run's transitions, attempts, notes and model calls (with the gate's
@@ -228,7 +228,7 @@ func timeline(doc operate.RunDoc) []line {
 		if from == "" {
 			from = "-"
 		}
-		transitions = append(transitions, line{e.At, fmt.Sprintf("%s -> %s\tby %s\t%s", from, e.To, oneLine(e.Actor), oneLine(e.Reason)), e.From == string(domain.StateProcessing)})
+		transitions = append(transitions, line{e.At, fmt.Sprintf("%s -> %s\tby %s\t%s", from, e.To, oneLine(e.Actor), oneLine(e.Reason)), operate.Moment{At: e.At, From: e.From, To: e.To}})
 	}
 	for _, a := range doc.Attempts {
 		name := a.Step
@@ -243,30 +243,32 @@ func timeline(doc operate.RunDoc) []line {
 		if verdict != nil {
 			detail = strings.TrimPrefix(detail+", gate "+verdict.Decision, ", ")
 		}
-		lines = append(lines, line{at: a.StartedAt, text: fmt.Sprintf("step %s #%d\t%s %dms\t%s", name, a.Attempt, a.Outcome, a.DurationMS, detail)})
+		when := operate.Moment{At: a.StartedAt, Finished: a.Outcome != domain.OutcomeRunning}
+		lines = append(lines, line{at: a.StartedAt, text: fmt.Sprintf("step %s #%d\t%s %dms\t%s", name, a.Attempt, a.Outcome, a.DurationMS, detail), when: when})
 		if verdict != nil {
 			for _, r := range verdict.Reasons {
-				lines = append(lines, line{at: a.StartedAt, text: "\t\t  " + reasonLine(r)})
+				lines = append(lines, line{at: a.StartedAt, text: "\t\t  " + reasonLine(r), when: when})
 			}
 		}
 	}
 	for _, n := range doc.Notes {
-		lines = append(lines, line{at: n.At, text: fmt.Sprintf("note\tby %s\t%s", oneLine(n.Actor), oneLine(n.Text))})
+		lines = append(lines, line{at: n.At, text: fmt.Sprintf("note\tby %s\t%s", oneLine(n.Actor), oneLine(n.Text)), when: operate.Moment{At: n.At, Finished: true}})
 	}
 	for _, c := range doc.ModelCalls {
 		verdict := c.Outcome
 		if c.Verdict != "" {
 			verdict += ", gate " + c.Verdict
 		}
-		lines = append(lines, line{at: c.At, text: fmt.Sprintf("  model call %s #%d re-ask %d\t%s %dms\t%s", c.Step, c.Attempt, c.Reask, verdict, c.LatencyMS, callDetail(c))})
+		when := operate.Moment{At: c.At, Finished: true}
+		lines = append(lines, line{at: c.At, text: fmt.Sprintf("  model call %s #%d re-ask %d\t%s %dms\t%s", c.Step, c.Attempt, c.Reask, verdict, c.LatencyMS, callDetail(c)), when: when})
 		var reasons []gate.Reason
 		if json.Unmarshal(c.Reasons, &reasons) == nil {
 			for _, r := range reasons {
-				lines = append(lines, line{at: c.At, text: "\t\t  " + reasonLine(r)})
+				lines = append(lines, line{at: c.At, text: "\t\t  " + reasonLine(r), when: when})
 			}
 		}
 	}
-	return operate.InCausalOrder(transitions, lines, func(l line) time.Time { return l.at }, func(l line) bool { return l.leaves })
+	return operate.InCausalOrder(transitions, lines, func(l line) operate.Moment { return l.when })
 }
 
 // gateVerdict reads a gate step's verdict from its attempt's response, or nil when the

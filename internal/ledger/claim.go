@@ -25,10 +25,10 @@ const NotifyChannel = "pipectl_runs"
 // ClaimNext takes one due run for owner; see ClaimBatch.
 func (s *Store) ClaimNext(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter) (*domain.Run, error) {
 	runs, err := s.ClaimBatch(ctx, owner, until, f, 1)
-	if err != nil || len(runs) == 0 {
+	if len(runs) == 0 {
 		return nil, err
 	}
-	return runs[0], nil
+	return runs[0], err // claimed even with an error: see ClaimBatch
 }
 
 // claimCandidate is a due run locked by a claim, with what the claim must know of it.

@@ -3,27 +3,66 @@ package operate
 import (
 	"slices"
 	"time"
+
+	"github.com/pipectl/pipectl/internal/domain"
 )
 
+// Moment is what InCausalOrder needs to know of an entry of a run's history.
+type Moment struct {
+	// At is when the entry is shown as happening.
+	At time.Time
+	// From and To are a transition's states.
+	From, To string
+	// Started is when what another entry records began (zero: At); Finished says it has
+	// ended (a step attempt no longer running, a note).
+	Started  time.Time
+	Finished bool
+}
+
 // InCausalOrder merges a run's transitions (in the ledger's order, kept whatever their clocks
-// say) with what else happened to it (steps, notes, model calls; put in time order, stably),
-// each of those before the first transition later than it. The ledger's clock counts
-// milliseconds, which a submit, its claim and the whole of a quick run can share; within one,
-// what happens while a run is processing comes after a transition that does not leave
-// processing (a submit, a claim, an approval) and before one that does (the end, a retry, a
-// pause, a hand-back: what the step caused). A step of the run's next processing never shares
-// that millisecond: a run leaves processing for a retry only for a delay too long to wait for
-// in its slot, and a run handed back had no step running.
-func InCausalOrder[T any](transitions, others []T, at func(T) time.Time, leavesProcessing func(T) bool) []T {
+// say) with what else happened to it (steps, notes, model calls, put in time order, stably).
+// An entry goes before the first transition that happened after it.
+//
+// A transition happened no later than any transition after it in the ledger, so it is dated by
+// the earliest time among itself and those that follow: the clocks of two machines (an API
+// server that queued a run, a worker that ran it) need not agree. The ledger's clock counts
+// milliseconds, which a submit, a claim, a step and the end it caused can all share; within
+// one, an entry goes before a transition that takes the run out of processing if it had
+// finished by then (the step that caused the end, the retry, the pause) or began earlier, and
+// before any other transition (a submit, a claim, a takeover) only if it began earlier: a step
+// that starts in the millisecond of a claim or a takeover is that claim's.
+func InCausalOrder[T any](transitions, others []T, moment func(T) Moment) []T {
 	others = slices.Clone(others)
-	slices.SortStableFunc(others, func(a, b T) int { return at(a).Compare(at(b)) })
+	slices.SortStableFunc(others, func(a, b T) int { return moment(a).At.Compare(moment(b).At) })
+	dated := make([]time.Time, len(transitions))
+	for i := len(transitions) - 1; i >= 0; i-- {
+		dated[i] = moment(transitions[i]).At
+		if i+1 < len(transitions) && dated[i+1].Before(dated[i]) {
+			dated[i] = dated[i+1]
+		}
+	}
 	out := make([]T, 0, len(transitions)+len(others))
-	for _, t := range transitions {
-		for len(others) > 0 && (at(others[0]).Before(at(t)) || at(others[0]).Equal(at(t)) && leavesProcessing(t)) {
+	for i, t := range transitions {
+		tm := moment(t)
+		leaves := tm.From == string(domain.StateProcessing) && tm.To != string(domain.StateProcessing)
+		for len(others) > 0 && happenedBefore(moment(others[0]), dated[i], leaves) {
 			out = append(out, others[0])
 			others = others[1:]
 		}
 		out = append(out, t)
 	}
 	return append(out, others...)
+}
+
+// happenedBefore says whether an entry happened before a transition dated at, which takes the
+// run out of processing when leaves.
+func happenedBefore(m Moment, at time.Time, leaves bool) bool {
+	if !m.At.Equal(at) {
+		return m.At.Before(at)
+	}
+	started := m.Started
+	if started.IsZero() {
+		started = m.At
+	}
+	return started.Before(at) || leaves && m.Finished
 }

@@ -78,17 +78,17 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			if !a.FinishedAt.IsZero() {
 				at = a.FinishedAt
 			}
-			steps = append(steps, item{at: at, event: "step", v: ev})
+			steps = append(steps, item{when: operate.Moment{At: at, Started: a.StartedAt, Finished: a.Outcome != domain.OutcomeRunning}, event: "step", v: ev})
 		}
 		for _, e := range events {
 			if e.ID <= lastEvent {
 				continue
 			}
 			lastEvent = e.ID
-			transitions = append(transitions, item{at: e.At, leaves: e.From == domain.StateProcessing, id: "t" + strconv.FormatInt(e.ID, 10), event: "transition",
+			transitions = append(transitions, item{when: operate.Moment{At: e.At, From: string(e.From), To: string(e.To)}, id: "t" + strconv.FormatInt(e.ID, 10), event: "transition",
 				v: operate.EventView{From: string(e.From), To: string(e.To), Reason: e.Reason, Actor: e.Actor, At: e.At.UTC()}})
 		}
-		news := operate.InCausalOrder(transitions, steps, func(n item) time.Time { return n.at }, func(n item) bool { return n.leaves })
+		news := operate.InCausalOrder(transitions, steps, func(n item) operate.Moment { return n.when })
 		for _, n := range news {
 			send(w, n.id, n.event, n.v)
 		}
@@ -117,8 +117,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 }
 
 type item struct {
-	at        time.Time
-	leaves    bool // a transition out of processing
+	when      operate.Moment
 	id, event string
 	v         any
 }

@@ -256,7 +256,7 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 	handOut := func(r result) {
 		inflight--
 		asked -= r.asked
-		if w.Metrics != nil && r.err == nil {
+		if w.Metrics != nil && (r.err == nil || len(r.runs) > 0) {
 			w.Metrics.ClaimSeconds.Observe(r.took.Seconds())
 		}
 		now := time.Now()
