@@ -35,6 +35,16 @@ func TestBackoffFullJitterWithinBounds(t *testing.T) {
 	if d := backoff(p, 1, 3*time.Second, rnd); d != 3*time.Second {
 		t.Fatalf("Retry-After must win when longer: %s", d)
 	}
+	// Never within the millisecond of the failure, whatever the policy or the draw.
+	zero := domain.RetryPolicy{MaxAttempts: 3, Multiplier: 2}
+	for range 100 {
+		if d := backoff(zero, 1, 0, rnd); d != time.Millisecond {
+			t.Fatalf("a zero policy waits %s, want 1ms", d)
+		}
+		if d := backoff(p, 1, 0, rand.New(rand.NewPCG(0, 0))); d < time.Millisecond {
+			t.Fatalf("a draw waits %s, under 1ms", d)
+		}
+	}
 }
 
 func TestRunIDsSortByTime(t *testing.T) {

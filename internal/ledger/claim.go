@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -245,7 +246,8 @@ func abandonedWhy(expires int64) string {
 // snapshot. Caps need advisory locks taken before counting, so they keep the transaction.
 func (s *Store) claimStatement(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n int) ([]*domain.Run, error) {
 	if len(f.Pipelines) > 0 || !s.switchedOff(ctx) {
-		return s.claimOnce(ctx, owner, until, f, n, 0)
+		claimed, _, err := s.claimOnce(ctx, owner, until, f, n, 0)
+		return claimed, err
 	}
 	// Past a backlog switched off, the claim reads each pipeline's queue as far as a window
 	// (claimSQL). Other claims may hold all of it, or have taken it since the statement's
@@ -253,13 +255,13 @@ func (s *Store) claimStatement(ctx context.Context, owner string, until time.Tim
 	// snapshot of its own, so that the claim does not come back short while runs are due (the
 	// fetcher would take that for an empty queue, and wait for the next poll). Twelve claimers
 	// of 16 on two busy cores emptied two rounds (128 and 512 runs) once in ten or fifteen
-	// tries. At the end of a queue each round reads only what is there. A window's width
+	// tries. A round whose window was not full ends the claim (below). A window's width
 	// depends on what is left to claim and the round only, so that a connection prepares a
-	// bounded number of claim statements.
+	// bounded number of claim statements (at most claimRounds per claim size).
 	var claimed []*domain.Run
 	for round, rest := 0, n; round < claimRounds && rest > 0; round++ {
 		window := claimWindow(rest) << (2 * round)
-		more, err := s.claimOnce(ctx, owner, until, f, rest, window)
+		more, seen, err := s.claimOnce(ctx, owner, until, f, rest, window)
 		claimed = append(claimed, more...)
 		if err != nil {
 			// The runs of earlier rounds are this worker's whatever this one meets.
@@ -267,6 +269,12 @@ func (s *Store) claimStatement(ctx context.Context, owner string, until time.Tim
 			return claimed, err
 		}
 		rest -= len(more)
+		if seen < window {
+			// Every due run fit in the window: a wider one would find no more (the runs
+			// other claims hold are theirs). An idle worker's claim, or one at the end of a
+			// queue, stops here.
+			break
+		}
 	}
 	sortClaimed(claimed)
 	return claimed, nil
@@ -287,8 +295,9 @@ func sortClaimed(runs []*domain.Run) {
 }
 
 // claimOnce is one claim statement (claimSQL) of up to n runs; window is 0 for the walk of the
-// queue, else how far each pipeline's queue is read.
-func (s *Store) claimOnce(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n, window int) ([]*domain.Run, error) {
+// queue, else how far each pipeline's queue is read, and then seen is how many due runs the
+// window held.
+func (s *Store) claimOnce(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n, window int) (claimed []*domain.Run, seen int, err error) {
 	now := ms(s.now())
 	args := claimArgs(now, owner, ms(until), f)
 	type claimedBy struct {
@@ -297,7 +306,8 @@ func (s *Store) claimOnce(ctx context.Context, owner string, until time.Time, f 
 		PriorExpires int64
 	}
 	var rows []claimedBy
-	err := func() error {
+	windowed := window > 0 && len(f.Pipelines) == 0
+	err = func() error {
 		res, err := s.claims.QueryContext(ctx, claimSQL(n, len(f.Pipelines) > 0, window), args...)
 		if err != nil {
 			return err
@@ -305,19 +315,25 @@ func (s *Store) claimOnce(ctx context.Context, owner string, until time.Time, f 
 		defer res.Close()
 		for res.Next() {
 			var r claimedBy
-			if err := res.Scan(append(r.dest(), &r.Begun, &r.PriorOwner, &r.PriorExpires)...); err != nil {
+			dest := append(r.dest(), &r.Begun, &r.PriorOwner, &r.PriorExpires)
+			if windowed {
+				dest = append(dest, &seen)
+			}
+			if err := res.Scan(dest...); err != nil {
 				return err
 			}
-			rows = append(rows, r)
+			if r.ID != "" { // a windowed claim that took nothing says so in a row of zeros
+				rows = append(rows, r)
+			}
 		}
 		return res.Err()
 	}()
 	if err != nil {
 		// The statement commits itself: a failure after it was sent has an unknown outcome,
 		// like an error at COMMIT (runs claimed after all wait for their lease to expire).
-		return nil, fmt.Errorf("claim: %w", retryable(&commitError{err}))
+		return nil, 0, fmt.Errorf("claim: %w", retryable(&commitError{err}))
 	}
-	claimed := make([]*domain.Run, 0, len(rows))
+	claimed = make([]*domain.Run, 0, len(rows))
 	var unclosed error
 	for _, r := range rows {
 		run := r.domain()
@@ -339,7 +355,7 @@ func (s *Store) claimOnce(ctx context.Context, owner string, until time.Time, f 
 		}
 		claimed = append(claimed, run)
 	}
-	return claimed, unclosed
+	return claimed, seen, unclosed
 }
 
 // claimArgs are claimSQL's arguments. A claim limited to some pipelines is planned for those
@@ -420,9 +436,38 @@ events AS (INSERT INTO run_events (run_id, from_state, to_state, reason, actor, 
 		ELSE 'taken over' || CASE WHEN prior_owner = '' THEN '' ELSE ' from ' || prior_owner END ||
 			CASE WHEN prior_expires = ` + strconv.FormatInt(handedBack, 10) + ` THEN ' (handed back)' ELSE ' (lease expired)' END || ' by ' || $2 END, $2, $1
 	FROM moved ORDER BY created_at, id)
-SELECT ` + runColumns + `, begun, CASE WHEN prior_state = 'processing' THEN prior_owner END AS prior_owner, prior_expires FROM moved ORDER BY created_at, id`
+`
+	if window > 0 && !filtered {
+		// The claimed runs and how many due runs the window held (claimStatement reads on only
+		// when it was full); a claim that took none returns one row of zero values.
+		q += `SELECT ` + movedOrZero() + `, COALESCE(begun, false), CASE WHEN prior_state = 'processing' THEN prior_owner END AS prior_owner,
+	COALESCE(prior_expires, 0), seen.n FROM (SELECT count(*) AS n FROM due) seen LEFT JOIN moved ON true ORDER BY moved.created_at, moved.id`
+	} else {
+		q += `SELECT ` + runColumns + `, begun, CASE WHEN prior_state = 'processing' THEN prior_owner END AS prior_owner, prior_expires FROM moved ORDER BY created_at, id`
+	}
 	claimStatements.Store(key, q)
 	return q
+}
+
+// movedOrZero selects runColumns from moved, each NOT NULL one as its zero value when there is
+// no row (the type of each is read from runRow, which scans them).
+func movedOrZero() string {
+	cols := strings.Split(strings.Join(strings.Fields(runColumns), ""), ",")
+	rt := reflect.TypeFor[runRow]()
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		switch rt.Field(i).Type.Kind() {
+		case reflect.String:
+			out[i] = `COALESCE(moved.` + c + `, '')`
+		case reflect.Int64:
+			out[i] = `COALESCE(moved.` + c + `, 0)`
+		case reflect.Bool:
+			out[i] = `COALESCE(moved.` + c + `, false)`
+		default: // nullable already (sql.NullString)
+			out[i] = `moved.` + c
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // dueBranchesSQL reads the runs a claim may take on PostgreSQL, as two branches to merge: the

@@ -268,3 +268,46 @@ func TestReadByPipelineWhenItCostsLess(t *testing.T) {
 		}
 	}
 }
+
+// TestWindowedClaimSaysHowFarItRead: a claim that reads a window of each pipeline's queue says
+// how many due runs the window held, even when it took none (the rows other claims hold), so
+// that claimStatement reads a wider window only when the window was full: an idle worker's
+// claim, or one at the end of a queue, is one statement.
+func TestWindowedClaimSaysHowFarItRead(t *testing.T) {
+	s := openOrFail(t, postgresOrSkip(t))
+	ctx := context.Background()
+	seedQueued(t, s, 300) // q0000000..q0000299
+	until := time.Now().Add(time.Minute)
+	held, err := s.db.BeginTxx(ctx, nil) // another claim, holding the 200 oldest
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Rollback()
+	if _, err := held.Exec(`SELECT id FROM runs WHERE id < 'q0000200' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	check := func(window, wantSeen int, wantFirst string, wantN int) {
+		t.Helper()
+		runs, seen, err := s.claimOnce(ctx, "w", until, domain.ClaimFilter{}, 16, window)
+		if err != nil || seen != wantSeen || len(runs) != wantN || wantN > 0 && runs[0].ID != wantFirst {
+			first := ""
+			if len(runs) > 0 {
+				first = runs[0].ID
+			}
+			t.Fatalf("window %d: %d runs from %q, %d due read (%v); want %d from %q, %d read", window, len(runs), first, seen, err, wantN, wantFirst, wantSeen)
+		}
+		for _, r := range runs {
+			if r.ID == "" || r.State != domain.StateProcessing || r.LeaseOwner != "w" {
+				t.Fatalf("window %d claimed %+v", window, r)
+			}
+		}
+	}
+	check(128, 128, "", 0)           // full of held runs: nothing taken, read on
+	check(512, 300, "q0000200", 16)  // every due run fit: stop
+	held.Rollback()                  // the other claim let go
+	check(1024, 284, "q0000000", 16) // the 16 taken are no longer due
+	if _, err := s.db.Exec(`UPDATE runs SET state = 'succeeded'`); err != nil {
+		t.Fatal(err)
+	}
+	check(128, 0, "", 0) // an empty queue: one row of zeros, no run
+}

@@ -23,9 +23,12 @@ type Moment struct {
 // say) with what else happened to it (steps, notes, model calls, put in time order, stably).
 // An entry goes before the first transition that happened after it.
 //
-// A transition happened no later than any transition after it in the ledger, so it is dated by
+// A transition into queued (a submit, a redrive, an approval) happened no later than any
+// transition after it in the ledger, and no step runs while a run is queued, so it is dated by
 // the earliest time among itself and those that follow: the clocks of two machines (an API
-// server that queued a run, a worker that ran it) need not agree. The ledger's clock counts
+// server that queued a run, a worker that ran it) need not agree. Other transitions keep their
+// own times, so that one written late on a clock that runs behind (an operator's laptop) does
+// not move the steps its run's worker wrote before it. The ledger's clock counts
 // milliseconds, which a submit, a claim, a step and the end it caused can all share; within
 // one, an entry goes before a transition that takes the run out of processing if it had
 // finished by then (the step that caused the end, the retry, the pause) or began earlier, and
@@ -34,11 +37,18 @@ type Moment struct {
 func InCausalOrder[T any](transitions, others []T, moment func(T) Moment) []T {
 	others = slices.Clone(others)
 	slices.SortStableFunc(others, func(a, b T) int { return moment(a).At.Compare(moment(b).At) })
+	// A transition into queued is dated no later than any transition after it; the others by
+	// their own clocks (see the comment above).
 	dated := make([]time.Time, len(transitions))
+	var later time.Time // the earliest time of the transitions after i
 	for i := len(transitions) - 1; i >= 0; i-- {
-		dated[i] = moment(transitions[i]).At
-		if i+1 < len(transitions) && dated[i+1].Before(dated[i]) {
-			dated[i] = dated[i+1]
+		m := moment(transitions[i])
+		dated[i] = m.At
+		if m.To == string(domain.StateQueued) && !later.IsZero() && later.Before(m.At) {
+			dated[i] = later
+		}
+		if later.IsZero() || m.At.Before(later) {
+			later = m.At
 		}
 	}
 	out := make([]T, 0, len(transitions)+len(others))

@@ -68,6 +68,11 @@ func TestInCausalOrderOrdersTiesByCause(t *testing.T) {
 		{"a submit from a machine whose clock runs behind",
 			[]entry{submit(-1000), claim(5), tr("end", 9, "processing", "succeeded")},
 			[]entry{started("a1", 6, true)}, "submit claim a1 end"},
+		// What the worker wrote keeps its order among the worker's own transitions; a2, dated
+		// by the worker's clock against the operator's, cannot be placed by times at all.
+		{"an operator on a clock five minutes behind fails the run: the claim and the retry keep their steps",
+			[]entry{submit(1), claim(1), tr("retry", 3, "processing", "failed_transient"), tr("retry due", 5, "failed_transient", "processing"), tr("fail", -300_000, "processing", "failed_permanent")},
+			[]entry{started("a1", 2, true), started("a2", 6, true)}, "submit claim a1 retry retry due fail a2"},
 		{"entries in time order, each after everything earlier",
 			[]entry{submit(1), claim(5)}, []entry{started("b", 8, true), started("a", 2, true)}, "submit a claim b"},
 		{"ties among the entries keep their order",
