@@ -13,8 +13,8 @@ type Moment struct {
 	At time.Time
 	// From and To are a transition's states.
 	From, To string
-	// Started is when what another entry records began (zero: At); Finished says it has
-	// ended (a step attempt no longer running, a note).
+	// Of any other entry: Started is when what it records began (zero: At), and Finished
+	// says that it has ended (a step attempt no longer running; a note, a model call).
 	Started  time.Time
 	Finished bool
 }
