@@ -120,7 +120,7 @@ func (a *app) follow(ctx context.Context, ops *operate.Ops, id string, poll time
 	if poll <= 0 {
 		return usageErrorf("--poll must be positive")
 	}
-	printed := map[line]bool{}
+	printed := map[line]int{}
 	header := false
 	for {
 		doc, run, err := ops.Show(ctx, id)
@@ -131,11 +131,8 @@ func (a *app) follow(ctx context.Context, ops *operate.Ops, id string, poll time
 			fmt.Fprintf(a.stdout, "run %s of %s, following until it ends or pauses\n", run.ID, run.Pipeline)
 			header = true
 		}
-		for _, l := range timeline(*doc) {
-			if !printed[l] {
-				printed[l] = true
-				fmt.Fprintf(a.stdout, "  %s  %s\n", l.at.UTC().Format("15:04:05.000"), strings.ReplaceAll(l.text, "\t", "  "))
-			}
+		for _, l := range unprinted(printed, timeline(*doc)) {
+			fmt.Fprintf(a.stdout, "  %s  %s\n", l.at.UTC().Format("15:04:05.000"), strings.ReplaceAll(l.text, "\t", "  "))
 		}
 		switch run.State {
 		case domain.StateSucceeded, domain.StateFailedPermanent, domain.StateNeedsReview, domain.StateWaitingExternal:
@@ -157,6 +154,21 @@ func (a *app) follow(ctx context.Context, ops *operate.Ops, id string, poll time
 		case <-time.After(poll):
 		}
 	}
+}
+
+// unprinted returns the lines of a timeline that follow has not printed yet, and counts them
+// as printed. Equal lines are counted apart: a timeline may hold the same line twice (two equal
+// gate reasons, two equal notes in one millisecond), and `runs show` prints both.
+func unprinted(printed map[line]int, lines []line) []line {
+	var out []line
+	seen := make(map[line]int, len(lines))
+	for _, l := range lines {
+		if seen[l]++; seen[l] > printed[l] {
+			printed[l] = seen[l]
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 func checkFormat(f string) error {

@@ -31,3 +31,27 @@ func TestTimelineOfAQuickRunReadsInOrder(t *testing.T) {
 		t.Fatalf("timeline:\n got %q\nwant %q", got, want)
 	}
 }
+
+// `runs show --follow` prints each line of the timeline once, as it appears, and equal lines
+// (two equal gate reasons) as often as `runs show` does: they were printed once.
+func TestFollowPrintsEachLineOnce(t *testing.T) {
+	at := time.UnixMilli(1_700_000_000_123)
+	a, b, c := line{at: at, text: "reason"}, line{at: at, text: "step"}, line{at: at.Add(time.Second), text: "end"}
+	printed := map[line]int{}
+	for i, poll := range []struct{ timeline, want []line }{
+		{[]line{b, a, a}, []line{b, a, a}},
+		{[]line{b, a, a}, nil},
+		{[]line{b, a, a, c}, []line{c}},
+		{[]line{b, a, a, a, c}, []line{a}},
+	} {
+		got := unprinted(printed, poll.timeline)
+		if len(got) != len(poll.want) {
+			t.Fatalf("poll %d printed %v, want %v", i, got, poll.want)
+		}
+		for j := range got {
+			if got[j] != poll.want[j] {
+				t.Fatalf("poll %d printed %v, want %v", i, got, poll.want)
+			}
+		}
+	}
+}
