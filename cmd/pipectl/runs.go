@@ -132,7 +132,7 @@ func (a *app) follow(ctx context.Context, ops *operate.Ops, id string, poll time
 			header = true
 		}
 		for _, l := range unprinted(printed, timeline(*doc)) {
-			fmt.Fprintf(a.stdout, "  %s  %s\n", l.at.UTC().Format("15:04:05.000"), strings.ReplaceAll(l.text, "\t", "  "))
+			fmt.Fprintf(a.stdout, "  %s  %s\n", l.when.At.UTC().Format("15:04:05.000"), strings.ReplaceAll(l.text, "\t", "  "))
 		}
 		switch run.State {
 		case domain.StateSucceeded, domain.StateFailedPermanent, domain.StateNeedsReview, domain.StateWaitingExternal:
@@ -219,14 +219,14 @@ func writeShow(w io.Writer, r *domain.Run, doc operate.RunDoc) error {
 	fmt.Fprintln(w, "\ntimeline")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, l := range lines {
-		fmt.Fprintf(tw, "  %s\t%s\n", l.at.UTC().Format("15:04:05.000"), l.text)
+		fmt.Fprintf(tw, "  %s\t%s\n", l.when.At.UTC().Format("15:04:05.000"), l.text)
 	}
 	return tw.Flush()
 }
 
-// line is one entry of a run's timeline; when places it (operate.InCausalOrder).
+// line is one entry of a run's timeline; when says when it happened (when.At) and places it
+// (operate.InCausalOrder).
 type line struct {
-	at   time.Time
 	text string
 	when operate.Moment
 }
@@ -240,7 +240,7 @@ func timeline(doc operate.RunDoc) []line {
 		if from == "" {
 			from = "-"
 		}
-		transitions = append(transitions, line{e.At, fmt.Sprintf("%s -> %s\tby %s\t%s", from, e.To, oneLine(e.Actor), oneLine(e.Reason)), operate.Moment{At: e.At, From: e.From, To: e.To}})
+		transitions = append(transitions, line{fmt.Sprintf("%s -> %s\tby %s\t%s", from, e.To, oneLine(e.Actor), oneLine(e.Reason)), operate.Moment{At: e.At, From: e.From, To: e.To}})
 	}
 	for _, a := range doc.Attempts {
 		name := a.Step
@@ -256,15 +256,15 @@ func timeline(doc operate.RunDoc) []line {
 			detail = strings.TrimPrefix(detail+", gate "+verdict.Decision, ", ")
 		}
 		when := operate.Moment{At: a.StartedAt, Finished: a.Outcome != domain.OutcomeRunning}
-		lines = append(lines, line{at: a.StartedAt, text: fmt.Sprintf("step %s #%d\t%s %dms\t%s", name, a.Attempt, a.Outcome, a.DurationMS, detail), when: when})
+		lines = append(lines, line{text: fmt.Sprintf("step %s #%d\t%s %dms\t%s", name, a.Attempt, a.Outcome, a.DurationMS, detail), when: when})
 		if verdict != nil {
 			for _, r := range verdict.Reasons {
-				lines = append(lines, line{at: a.StartedAt, text: "\t\t  " + reasonLine(r), when: when})
+				lines = append(lines, line{text: "\t\t  " + reasonLine(r), when: when})
 			}
 		}
 	}
 	for _, n := range doc.Notes {
-		lines = append(lines, line{at: n.At, text: fmt.Sprintf("note\tby %s\t%s", oneLine(n.Actor), oneLine(n.Text)), when: operate.Moment{At: n.At, Finished: true}})
+		lines = append(lines, line{text: fmt.Sprintf("note\tby %s\t%s", oneLine(n.Actor), oneLine(n.Text)), when: operate.Moment{At: n.At, Finished: true}})
 	}
 	for _, c := range doc.ModelCalls {
 		verdict := c.Outcome
@@ -272,11 +272,11 @@ func timeline(doc operate.RunDoc) []line {
 			verdict += ", gate " + c.Verdict
 		}
 		when := operate.Moment{At: c.At, Finished: true}
-		lines = append(lines, line{at: c.At, text: fmt.Sprintf("  model call %s #%d re-ask %d\t%s %dms\t%s", c.Step, c.Attempt, c.Reask, verdict, c.LatencyMS, callDetail(c)), when: when})
+		lines = append(lines, line{text: fmt.Sprintf("  model call %s #%d re-ask %d\t%s %dms\t%s", c.Step, c.Attempt, c.Reask, verdict, c.LatencyMS, callDetail(c)), when: when})
 		var reasons []gate.Reason
 		if json.Unmarshal(c.Reasons, &reasons) == nil {
 			for _, r := range reasons {
-				lines = append(lines, line{at: c.At, text: "\t\t  " + reasonLine(r), when: when})
+				lines = append(lines, line{text: "\t\t  " + reasonLine(r), when: when})
 			}
 		}
 	}

@@ -36,7 +36,7 @@ func TestTimelineOfAQuickRunReadsInOrder(t *testing.T) {
 // (two equal gate reasons) as often as `runs show` does: they were printed once.
 func TestFollowPrintsEachLineOnce(t *testing.T) {
 	at := time.UnixMilli(1_700_000_000_123)
-	a, b, c := line{at: at, text: "reason"}, line{at: at, text: "step"}, line{at: at.Add(time.Second), text: "end"}
+	a, b, c := line{text: "reason", when: operate.Moment{At: at}}, line{text: "step", when: operate.Moment{At: at}}, line{text: "end", when: operate.Moment{At: at.Add(time.Second)}}
 	printed := map[line]int{}
 	for i, poll := range []struct{ timeline, want []line }{
 		{[]line{b, a, a}, []line{b, a, a}},

@@ -327,20 +327,14 @@ const ownerPipelineSQL = `SELECT state, lease_owner, pipeline FROM runs WHERE id
 // on first use. It is called before the transaction: with one connection, preparing inside
 // it would wait for itself.
 func (s *Store) batchStmt(ctx context.Context, n int) (*sqlx.Stmt, error) {
-	if st, ok := s.batches.Load(n); ok {
-		return st.(*sqlx.Stmt), nil
-	}
-	q := ownerPipelineSQL
-	if n > 0 {
-		q = insertBatchSQL(n)
-	}
-	st, err := s.db.PreparexContext(ctx, q)
+	st, err := s.prepareOnce(ctx, &s.batches, n, func() string {
+		if n > 0 {
+			return insertBatchSQL(n)
+		}
+		return ownerPipelineSQL
+	})
 	if err != nil {
 		return nil, fmt.Errorf("preparing the insert of %d attempts: %w", n, err)
-	}
-	if prev, loaded := s.batches.LoadOrStore(n, st); loaded {
-		st.Close()
-		return prev.(*sqlx.Stmt), nil
 	}
 	return st, nil
 }

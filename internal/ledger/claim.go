@@ -167,15 +167,8 @@ func (s *Store) prepareClaim(ctx context.Context, f domain.ClaimFilter, n int) {
 		queries = append(queries, update, claimEventsSQL(int(k)))
 	}
 	for _, q := range queries {
-		if _, ok := s.claimStmts.Load(q); ok {
-			continue
-		}
-		st, err := s.db.PreparexContext(ctx, q)
-		if err != nil {
+		if _, err := s.prepareOnce(ctx, &s.claimStmts, q, func() string { return q }); err != nil {
 			return
-		}
-		if _, loaded := s.claimStmts.LoadOrStore(q, st); loaded {
-			st.Close()
 		}
 	}
 	for sizes < want && !s.claimSizes.CompareAndSwap(sizes, want) {
@@ -306,7 +299,7 @@ func (s *Store) claimOnce(ctx context.Context, owner string, until time.Time, f 
 		PriorExpires int64
 	}
 	var rows []claimedBy
-	windowed := window > 0 && len(f.Pipelines) == 0
+	windowed := readsWindow(window, len(f.Pipelines) > 0)
 	err = func() error {
 		res, err := s.claims.QueryContext(ctx, claimSQL(n, len(f.Pipelines) > 0, window), args...)
 		if err != nil {
@@ -414,7 +407,7 @@ func claimSQL(n int, filtered bool, window int) string {
 		` ORDER BY created_at, id LIMIT ` + limit + ` FOR UPDATE SKIP LOCKED`
 	c := `WITH c AS (SELECT * FROM (` + dueBranchesSQL(`id, state, lease_owner, lease_expires_at, created_at`, `$1`, rest) + `
 	) due ORDER BY created_at, id LIMIT ` + limit + `),`
-	if window > 0 && !filtered {
+	if readsWindow(window, filtered) {
 		switchedOn := `pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)`
 		c = queuedPipelinesSQL + `,
 allowed AS (SELECT name FROM queued WHERE name IS NOT NULL AND name NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)),
@@ -437,7 +430,7 @@ events AS (INSERT INTO run_events (run_id, from_state, to_state, reason, actor, 
 			CASE WHEN prior_expires = ` + strconv.FormatInt(handedBack, 10) + ` THEN ' (handed back)' ELSE ' (lease expired)' END || ' by ' || $2 END, $2, $1
 	FROM moved ORDER BY created_at, id)
 `
-	if window > 0 && !filtered {
+	if readsWindow(window, filtered) {
 		// The claimed runs and how many due runs the window held (claimStatement reads on only
 		// when it was full); a claim that took none returns one row of zero values.
 		q += `SELECT ` + movedOrZero() + `, COALESCE(begun, false), CASE WHEN prior_state = 'processing' THEN prior_owner END AS prior_owner,
@@ -448,6 +441,10 @@ events AS (INSERT INTO run_events (run_id, from_state, to_state, reason, actor, 
 	claimStatements.Store(key, q)
 	return q
 }
+
+// readsWindow says whether claimSQL reads each pipeline's queue as far as window (else it walks
+// the queue in claim order; a filtered claim always does).
+func readsWindow(window int, filtered bool) bool { return window > 0 && !filtered }
 
 // movedOrZero selects runColumns from moved, each NOT NULL one as its zero value when there is
 // no row (the type of each is read from runRow, which scans them).

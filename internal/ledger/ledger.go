@@ -66,6 +66,24 @@ type Store struct {
 	}
 }
 
+// prepareOnce returns the statement kept in m under key, preparing query() on first use. It must
+// run outside any transaction: with one SQLite connection, preparing inside one would wait for
+// itself.
+func (s *Store) prepareOnce(ctx context.Context, m *sync.Map, key any, query func() string) (*sqlx.Stmt, error) {
+	if st, ok := m.Load(key); ok {
+		return st.(*sqlx.Stmt), nil
+	}
+	st, err := s.db.PreparexContext(ctx, query())
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := m.LoadOrStore(key, st); loaded {
+		st.Close()
+		return prev.(*sqlx.Stmt), nil
+	}
+	return st, nil
+}
+
 // prepared is the store's prepared form of query, or nil.
 func (s *Store) prepared(query string) *sqlx.Stmt {
 	if st := s.stmts[query]; st != nil {
