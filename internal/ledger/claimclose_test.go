@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"context"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,16 +15,8 @@ import (
 // its lease to run out, and the other runs of the claim are still returned to be run: they
 // were dropped with it before, and waited a whole lease for nothing.
 func TestClaimKeepsItsRunsWhenATakeoverCannotBeClosed(t *testing.T) {
-	dsn := os.Getenv("PIPECTL_TEST_POSTGRES")
-	if dsn == "" {
-		t.Skip("PIPECTL_TEST_POSTGRES is not set")
-	}
+	s := openOrFail(t, postgresOrSkip(t))
 	ctx := context.Background()
-	s, err := Open(ctx, PostgresTestSchema(t, dsn))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	seedQueued(t, s, 2) // q0000000 (older), q0000001
 	expired := time.Now().Add(-time.Minute).UnixMilli()
 	for _, q := range []string{
