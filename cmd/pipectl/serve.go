@@ -134,8 +134,9 @@ func (a *app) serveCommand() *cobra.Command {
 				}
 				eng.LeaseTTL = leaseTTL
 				eng.Observer = redactingObserver{metrics, a.red}
+				specs := &specCache{v: v}
 				w := &worker.Worker{Queue: store, Owner: eng.Owner.String(), LeaseTTL: leaseTTL, Concurrency: workers, Poll: poll, Log: log,
-					Metrics: metrics, Wake: store.Listen(work, log.Warn), Run: a.runner(store, eng, &specCache{v: v})}
+					Metrics: metrics, Wake: store.Listen(work, log.Warn), Run: a.runner(store, eng, specs), Finish: a.finisher(eng, specs)}
 				wg.Add(1)
 				go func() {
 					defer wg.Done()

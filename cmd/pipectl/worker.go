@@ -177,6 +177,7 @@ func (a *app) workerCommand() *cobra.Command {
 				Filter: domain.ClaimFilter{Pipelines: splitList(pipelines), MaxPerPipeline: maxPerPipeline},
 				Wake:   store.Listen(ctx, log.Warn),
 				Run:    a.runner(store, eng, specs),
+				Finish: a.finisher(eng, specs),
 			}
 			return w.Serve(ctx, drain)
 		},
@@ -228,10 +229,41 @@ func (a *app) runner(store *ledger.Store, eng *engine.Engine, specs *specCache) 
 	}
 }
 
+// finisher runs a fresh run of pure steps to its end inside the claim that takes it (see
+// engine.Finish); any other run, or one whose spec, input or secrets are not at hand, is left
+// to the claim and then to runner, which says what is wrong with it.
+func (a *app) finisher(eng *engine.Engine, specs *specCache) func(context.Context, *domain.Run) *domain.Finished {
+	return func(ctx context.Context, r *domain.Run) *domain.Finished {
+		p, err := specs.get(r)
+		if err != nil || !engine.Pure(p) {
+			return nil
+		}
+		in, err := operate.StoredInput(p, r)
+		if err != nil {
+			return nil
+		}
+		secrets, err := a.resolveSecrets(p)
+		if err != nil {
+			return nil
+		}
+		started := time.Now()
+		f := eng.Finish(ctx, p, r, in, engine.RunOptions{Secrets: secrets})
+		if f == nil {
+			return nil
+		}
+		told := f.Committed
+		f.Committed = func() {
+			told()
+			logRunEnd(eng.Log, f.Run, time.Since(started), slog.Bool("in_claim", true))
+		}
+		return f
+	}
+}
+
 // logRunEnd is the worker's line when a run leaves its hands: finished (succeeded or
 // dead-lettered), paused for a person or a signal, or handed back (a retry is due later, or
-// the pipeline was disabled).
-func logRunEnd(log *slog.Logger, r *domain.Run, took time.Duration) {
+// the pipeline was disabled). A run that its claim ran to its end says so (in_claim).
+func logRunEnd(log *slog.Logger, r *domain.Run, took time.Duration, extra ...slog.Attr) {
 	msg := "run handed back"
 	switch r.State {
 	case domain.StateSucceeded, domain.StateFailedPermanent:
@@ -241,7 +273,7 @@ func logRunEnd(log *slog.Logger, r *domain.Run, took time.Duration) {
 	}
 	// Typed attributes: a line per run, and boxing each value for Info's key-value pairs was
 	// two fifths of what this line cost a busy worker.
-	attrs := make([]slog.Attr, 0, 9)
+	attrs := make([]slog.Attr, 0, 9+len(extra))
 	attrs = append(attrs, slog.String("run_id", r.ID), slog.String("pipeline", r.Pipeline), slog.String("idempotency_key", r.IdempotencyKey),
 		slog.String("state", string(r.State)), slog.Int64("duration_ms", took.Milliseconds()))
 	if !r.FinishedAt.IsZero() {
@@ -250,7 +282,7 @@ func logRunEnd(log *slog.Logger, r *domain.Run, took time.Duration) {
 	if r.State == domain.StateFailedPermanent {
 		attrs = append(attrs, slog.String("failed_step", r.FailedStep), slog.String("error_class", string(r.ErrorClass)), slog.String("error", r.Error))
 	}
-	log.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
+	log.LogAttrs(context.Background(), slog.LevelInfo, msg, append(attrs, extra...)...)
 }
 
 // specCache parses each stored spec once per worker.

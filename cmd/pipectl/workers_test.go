@@ -248,3 +248,108 @@ func TestRunOnPostgres(t *testing.T) {
 		t.Fatalf("duplicate on PostgreSQL: exit %d\n%s", code, out)
 	}
 }
+
+const pureWorkerSpec = `apiVersion: pipectl/v1
+kind: Pipeline
+name: tally
+inputs: {type: object, properties: {id: {type: string}, n: {type: integer}}}
+idempotency: {key: "${{ inputs.id }}"}
+steps:
+  - {id: double, type: transform, output: {n: "${{ inputs.n * 2 }}"}}
+  - {id: check, type: gate, input: "${{ steps.double.output }}", schema: {type: object, required: [n], properties: {n: {type: integer, minimum: 0}}}}
+  - {id: label, type: transform, output: "${{ inputs.id + ':' + string(steps.check.output.n) }}"}
+`
+
+// TestWorkersChaosPureRuns is TestWorkersChaos for runs of pure steps, which a claim runs to
+// their end inside its own transaction: three workers drain 3,000 of them on PostgreSQL while
+// two are SIGKILLed at random moments, many of them in the middle of such a claim. Every run
+// must succeed with exactly one succeeded attempt per step and one end, whichever way it went.
+func TestWorkersChaosPureRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos test")
+	}
+	dsn := postgresDSN(t)
+	c := newCLI(t, pureWorkerSpec)
+	const runs = 3000
+	var jsonl strings.Builder
+	for i := range runs {
+		fmt.Fprintf(&jsonl, "{\"id\": \"t-%05d\", \"n\": %d}\n", i, i)
+	}
+	inputs := c.dir + "/inputs.jsonl"
+	if err := os.WriteFile(inputs, []byte(jsonl.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"--ledger", dsn, "submit", c.spec, "--inputs", inputs}, strings.NewReader(""), &out, &errOut); code != 0 {
+		t.Fatalf("submit exit %d: %s%s", code, out.String(), errOut.String())
+	}
+	store, err := ledger.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var all []*workerProc
+	start := func() *workerProc {
+		w := startWorker(t, c.dir, dsn)
+		all = append(all, w)
+		return w
+	}
+	workers := []*workerProc{start(), start(), start()}
+	kills := 0
+	rnd := rand.New(rand.NewPCG(11, uint64(time.Now().UnixNano())))
+	next := time.Now().Add(time.Duration(20+rnd.IntN(80)) * time.Millisecond)
+	chaos := func() {
+		if time.Now().Before(next) || kills >= 20 {
+			return
+		}
+		i := 1 + rnd.IntN(2) // worker 0 is never killed, so progress is guaranteed
+		workers[i].cmd.Process.Signal(syscall.SIGKILL)
+		workers[i].cmd.Wait()
+		kills++
+		workers[i] = start()
+		next = time.Now().Add(time.Duration(20+rnd.IntN(150)) * time.Millisecond)
+	}
+	counts := waitForStates(t, store, runs, 3*time.Minute, chaos)
+	for _, w := range workers {
+		w.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, w := range workers {
+		w.cmd.Wait()
+	}
+	if counts[domain.StateSucceeded] != runs {
+		t.Fatalf("states %v after the chaos (want %d succeeded)", counts, runs)
+	}
+	if kills < 5 {
+		t.Fatalf("only %d workers were killed", kills)
+	}
+	inClaim := 0
+	for _, w := range all {
+		inClaim += strings.Count(w.log.String(), `"in_claim":true`)
+	}
+	if inClaim < runs/2 {
+		t.Fatalf("only %d of %d runs were finished inside their claim", inClaim, runs)
+	}
+	db := store.DB()
+	var wrong int
+	if err := db.QueryRow(`SELECT count(*) FROM (SELECT r.id FROM runs r
+		LEFT JOIN step_attempts a ON a.run_id = r.id AND a.outcome = 'succeeded'
+		GROUP BY r.id HAVING count(a.id) <> 3 OR count(DISTINCT a.step_id) <> 3) x`).Scan(&wrong); err != nil {
+		t.Fatal(err)
+	}
+	if wrong > 0 {
+		t.Fatalf("%d runs do not have exactly one succeeded attempt per step", wrong)
+	}
+	if err := db.QueryRow(`SELECT count(*) FROM (SELECT r.id FROM runs r LEFT JOIN run_events e ON e.run_id = r.id AND e.to_state = 'succeeded'
+		GROUP BY r.id HAVING count(e.id) <> 1) x`).Scan(&wrong); err != nil {
+		t.Fatal(err)
+	}
+	if wrong > 0 {
+		t.Fatalf("%d runs do not have exactly one end", wrong)
+	}
+	var other int
+	db.QueryRow(`SELECT count(*) FROM step_attempts WHERE outcome <> 'succeeded'`).Scan(&other)
+	if other != 0 {
+		t.Fatalf("%d attempts that did not succeed (a killed claim's runs must leave none)", other)
+	}
+	t.Logf("%d pure runs on 3 workers, %d SIGKILLs, %d finished inside their claim", runs, kills, inClaim)
+}

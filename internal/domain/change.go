@@ -36,3 +36,18 @@ type ClaimFilter struct {
 	// no cap.
 	MaxPerPipeline int
 }
+
+// Finished is a run that a worker executed to its end (or pause) while its claim still held
+// it locked and uncommitted: a run of pure steps only, which needs no lease of its own since
+// nothing it did can be seen outside until the claim commits. The claim writes its attempts
+// and its transition instead of moving it to processing.
+type Finished struct {
+	// Run is the run as the worker left it, in its final state.
+	Run      *Run
+	Attempts []*Attempt
+	// Change takes the run out of processing (succeeded, dead-lettered, paused or a retry).
+	Change Change
+	// Committed, when set, is called once the claim committed the run's writes: what the
+	// worker tells about a run (logs, metrics) must not precede its record.
+	Committed func()
+}

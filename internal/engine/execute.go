@@ -118,7 +118,11 @@ func lastRedrive(events []domain.Event) time.Time {
 
 // session is one pass over a run while this process holds its lease.
 type session struct {
-	e       *Engine
+	e *Engine
+	// store takes the session's writes: the ledger, or for a run held by its claim (Finish)
+	// a heldStore that keeps them for the claim to make.
+	store   Store
+	held    *heldStore
 	p       *domain.Pipeline
 	run     *domain.Run
 	input   any
@@ -221,17 +225,7 @@ type unitResult struct {
 // A fresh run (just created and claimed by this process) is passed in, which saves reading
 // back what was just written; otherwise run is nil and the ledger is read.
 func (e *Engine) execute(ctx context.Context, p *domain.Pipeline, runID string, fresh *domain.Run, input any, opts RunOptions) (*domain.Run, error) {
-	values := make([]string, 0, len(opts.Secrets))
-	secrets := make(map[string]any, len(opts.Secrets))
-	for k, v := range opts.Secrets {
-		values = append(values, v)
-		secrets[k] = v
-	}
-	redact := e.Redactor
-	if redact == nil {
-		redact = domain.NewRedactor(nil)
-	}
-	redact.Add(values...)
+	redact, secrets := e.secretsOf(opts)
 	fresh0 := fresh
 	for {
 		run, pr := fresh, emptyProgress()
@@ -253,12 +247,7 @@ func (e *Engine) execute(ctx context.Context, p *domain.Pipeline, runID string, 
 				return run, err
 			}
 		}
-		s := &session{
-			e: e, p: p, run: run, input: input, opts: opts, owner: e.Owner.String(), redact: redact, secrets: secrets,
-			logger:  slog.New(RedactingHandler(e.Log.Handler(), redact)),
-			workdir: e.workdirOf(p, opts), pr: pr, items: map[string]int{},
-			perStep: map[string]int{}, results: make(chan *unitResult),
-		}
+		s := e.newSession(p, run, input, opts, redact, secrets, pr)
 		if run == fresh0 {
 			// Whoever created or claimed this run just now asked for the kill switch (a claim
 			// skips disabled pipelines): no need to ask again before the first step.
@@ -286,6 +275,42 @@ func (e *Engine) execute(ctx context.Context, p *domain.Pipeline, runID string, 
 	}
 }
 
+// secretsOf returns the redactor that knows a run's secrets, and the secrets as the
+// expressions see them.
+func (e *Engine) secretsOf(opts RunOptions) (*domain.Redactor, map[string]any) {
+	values := make([]string, 0, len(opts.Secrets))
+	secrets := make(map[string]any, len(opts.Secrets))
+	for k, v := range opts.Secrets {
+		values = append(values, v)
+		secrets[k] = v
+	}
+	redact := e.Redactor
+	if redact == nil {
+		redact = domain.NewRedactor(nil)
+	}
+	redact.Add(values...)
+	return redact, secrets
+}
+
+func (e *Engine) newSession(p *domain.Pipeline, run *domain.Run, input any, opts RunOptions, redact *domain.Redactor, secrets map[string]any, pr *progress) *session {
+	return &session{
+		e: e, store: e.Store, p: p, run: run, input: input, opts: opts, owner: e.Owner.String(), redact: redact, secrets: secrets,
+		logger:  slog.New(RedactingHandler(e.Log.Handler(), redact)),
+		workdir: e.workdirOf(p, opts), pr: pr, items: map[string]int{},
+		perStep: map[string]int{}, results: make(chan *unitResult),
+	}
+}
+
+// tell passes news of the run to the observer and the log: at once, or for a run held by its
+// claim once the claim committed (nothing may be told of a run before its record).
+func (s *session) tell(f func()) {
+	if s.held != nil {
+		s.held.later = append(s.held.later, f)
+		return
+	}
+	f()
+}
+
 // pass schedules and runs units until the run completes, fails, needs a retry, or stops.
 func (s *session) pass(parent context.Context) error {
 	deadline := s.run.CreatedAt.Add(s.p.Limits.RunTimeout)
@@ -297,14 +322,16 @@ func (s *session) pass(parent context.Context) error {
 	} else {
 		s.lease.renewed(s.run.LeaseExpires)
 	}
-	stopHeartbeat := s.e.heartbeat(ctx, s.run.ID, s.owner, func(err error) {
-		// Once the write that moves the run out of processing is sent, a renewal refused is
-		// most likely that write landing: the write itself says if the lease was lost.
-		if !s.leaving.Load() {
-			s.leaseLost(err)
-		}
-	}, s.lease.renewed)
-	defer stopHeartbeat()
+	if s.held == nil { // a held run has no lease to renew: its claim's lock holds it
+		stopHeartbeat := s.e.heartbeat(ctx, s.run.ID, s.owner, func(err error) {
+			// Once the write that moves the run out of processing is sent, a renewal refused is
+			// most likely that write landing: the write itself says if the lease was lost.
+			if !s.leaving.Load() {
+				s.leaseLost(err)
+			}
+		}, s.lease.renewed)
+		defer stopHeartbeat()
+	}
 
 	for {
 		if !s.stopping && ctx.Err() == nil {
@@ -539,7 +566,7 @@ func (s *session) killSwitch(ctx context.Context) bool {
 		return false
 	}
 	s.checkedKill = time.Now()
-	off, reason, err := s.e.Store.PipelineDisabled(ctx, s.run.Pipeline)
+	off, reason, err := s.store.PipelineDisabled(ctx, s.run.Pipeline)
 	if err != nil || !off {
 		return false
 	}
@@ -570,7 +597,12 @@ func (e *Engine) runUnit(ctx context.Context, s *session, u *unit) (r *unitResul
 		}
 	}
 	if o, ok := e.Observer.(AttemptStarter); ok {
-		o.AttemptStarted(s.run.Pipeline, u.step, u.att)
+		if s.held == nil {
+			o.AttemptStarted(s.run.Pipeline, u.step, u.att)
+		} else {
+			att := *u.att // as it started, not as it ended
+			s.tell(func() { o.AttemptStarted(s.run.Pipeline, u.step, &att) })
+		}
 	}
 	attemptCtx := ctx
 	if !pureStep(u.step) {
@@ -831,10 +863,10 @@ func (s *session) writeAttempt(ctx context.Context, att *domain.Attempt, ch *dom
 	s.leave(ch)
 	var err error
 	if len(s.deferred) == 0 {
-		err = s.retrying(ctx, func() error { return s.e.Store.FinishAttempt(wctx, s.owner, att, ch) })
+		err = s.retrying(ctx, func() error { return s.store.FinishAttempt(wctx, s.owner, att, ch) })
 	} else {
 		done := append(s.deferred[:len(s.deferred):len(s.deferred)], att)
-		if err = s.retrying(ctx, func() error { return s.e.Store.CommitAttempts(wctx, s.owner, done, nil, ch) }); err == nil {
+		if err = s.retrying(ctx, func() error { return s.store.CommitAttempts(wctx, s.owner, done, nil, ch) }); err == nil {
 			s.deferred = nil
 		}
 	}
@@ -853,10 +885,10 @@ func (s *session) startAttempt(ctx context.Context, att *domain.Attempt) error {
 	s.wmu.Lock()
 	if len(s.deferred) == 0 {
 		s.wmu.Unlock()
-		return s.retrying(ctx, func() error { return s.e.Store.StartAttempt(ctx, s.owner, att) })
+		return s.retrying(ctx, func() error { return s.store.StartAttempt(ctx, s.owner, att) })
 	}
 	defer s.wmu.Unlock()
-	if err := s.retrying(ctx, func() error { return s.e.Store.CommitAttempts(ctx, s.owner, s.deferred, att, nil) }); err != nil {
+	if err := s.retrying(ctx, func() error { return s.store.CommitAttempts(ctx, s.owner, s.deferred, att, nil) }); err != nil {
 		return err
 	}
 	s.deferred = nil
@@ -872,9 +904,9 @@ func (s *session) flush(ctx context.Context, ch *domain.Change) error {
 		if ch == nil {
 			return nil
 		}
-		return s.retrying(ctx, func() error { return s.e.Store.Transition(ctx, s.run.ID, *ch) })
+		return s.retrying(ctx, func() error { return s.store.Transition(ctx, s.run.ID, *ch) })
 	}
-	if err := s.retrying(ctx, func() error { return s.e.Store.CommitAttempts(ctx, s.owner, s.deferred, nil, ch) }); err != nil {
+	if err := s.retrying(ctx, func() error { return s.store.CommitAttempts(ctx, s.owner, s.deferred, nil, ch) }); err != nil {
 		return err
 	}
 	s.deferred = nil
@@ -887,7 +919,7 @@ func (s *session) handBack(ctx context.Context) {
 	if err := s.flush(ctx, nil); err != nil {
 		s.logger.Warn("deferred attempts not recorded; the next owner recomputes them", "run_id", s.run.ID, "error", err)
 	}
-	s.e.Store.ReleaseLease(ctx, s.run.ID, s.owner)
+	s.store.ReleaseLease(ctx, s.run.ID, s.owner)
 }
 
 // changeIfLast returns the run's transition when nothing else is in flight or pending, so
@@ -989,7 +1021,8 @@ func (s *session) applied(ch *domain.Change) {
 	r := s.run
 	r.State, r.UpdatedAt = ch.To, now
 	if o := s.e.Observer; o != nil {
-		o.RunChanged(r.Pipeline, ch.To)
+		to := ch.To
+		s.tell(func() { o.RunChanged(r.Pipeline, to) })
 	}
 	r.LeaseOwner, r.NextAttemptAt = "", ch.NextAttemptAt
 	r.ErrorClass, r.Error, r.FailedStep = ch.ErrorClass, ch.Error, ch.FailedStep

@@ -9,6 +9,14 @@ import (
 
 // logAttempt writes the structured line every attempt gets.
 func (s *session) logAttempt(u *unit, att *domain.Attempt) {
+	if s.held != nil {
+		s.tell(func() { s.logAttemptNow(u, att) })
+		return
+	}
+	s.logAttemptNow(u, att)
+}
+
+func (s *session) logAttemptNow(u *unit, att *domain.Attempt) {
 	// Typed attributes, not key-value pairs: nothing is boxed for a line per step.
 	attrs := make([]slog.Attr, 0, 11)
 	attrs = append(attrs,

@@ -401,7 +401,6 @@ func claimSQL(n int, filtered bool, window int) string {
 	if filtered {
 		filter = " AND pipeline = ANY($5::text[])"
 	}
-	returned := "runs." + strings.ReplaceAll(strings.Join(strings.Fields(runColumns), " "), ", ", ", runs.")
 	limit := strconv.Itoa(n)
 	rest := ` AND pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)` + filter +
 		` ORDER BY created_at, id LIMIT ` + limit + ` FOR UPDATE SKIP LOCKED`
@@ -414,14 +413,36 @@ allowed AS (SELECT name FROM queued WHERE name IS NOT NULL AND name NOT IN (SELE
 due AS MATERIALIZED (` + duePerPipelineSQL(`allowed`, switchedOn, `$1`, ``, strconv.Itoa(window)) + `),
 c AS (` + lockDueSQL(`$1`, limit) + `),`
 	}
-	q := c + `
+	q := c + claimWritesSQL
+	if readsWindow(window, filtered) {
+		// The claimed runs and how many due runs the window held (claimStatement reads on only
+		// when it was full); a claim that took none returns one row of zero values.
+		q += `SELECT ` + movedOrZero() + `, COALESCE(begun, false), CASE WHEN prior_state = 'processing' THEN prior_owner END AS prior_owner,
+	COALESCE(prior_expires, 0), seen.n FROM (SELECT count(*) AS n FROM due) seen LEFT JOIN moved ON true ORDER BY moved.created_at, moved.id`
+	} else {
+		q += claimedSQL
+	}
+	claimStatements.Store(key, q)
+	return q
+}
+
+// runsColumns is runColumns, each of the table runs.
+var runsColumns = "runs." + strings.ReplaceAll(strings.Join(strings.Fields(runColumns), " "), ", ", ", runs.")
+
+// claimedSQL returns what claimWritesSQL moved, in claim order.
+const claimedSQL = `SELECT ` + runColumns + `, begun, CASE WHEN prior_state = 'processing' THEN prior_owner END AS prior_owner, prior_expires FROM moved ORDER BY created_at, id`
+
+// claimWritesSQL moves the runs of c (id, state, lease_owner, lease_expires_at, created_at),
+// locked by the claim, to processing for owner $2 until $3 at $1, with their events; the
+// attempts that a taken-over run's old owner left running are closed with the reason $4.
+var claimWritesSQL = `
 abandoned AS (UPDATE step_attempts SET outcome = 'abandoned', finished_at = $1,
 	error = CASE WHEN c.lease_expires_at = ` + strconv.FormatInt(handedBack, 10) + ` THEN '` + abandonedHandedBack + `' ELSE $4 END || ' (' || c.lease_owner || ')'
 	FROM c WHERE c.state = 'processing' AND step_attempts.run_id = c.id AND step_attempts.outcome = 'running'),
 moved AS (UPDATE runs SET state = 'processing', updated_at = $1, lease_owner = $2, lease_expires_at = $3,
 	next_attempt_at = CASE WHEN c.state = 'processing' THEN runs.next_attempt_at ELSE 0 END
 	FROM c WHERE runs.id = c.id
-	RETURNING ` + returned + `, c.state AS prior_state, c.lease_owner AS prior_owner, c.lease_expires_at AS prior_expires,
+	RETURNING ` + runsColumns + `, c.state AS prior_state, c.lease_owner AS prior_owner, c.lease_expires_at AS prior_expires,
 	EXISTS (SELECT 1 FROM step_attempts WHERE step_attempts.run_id = runs.id OFFSET 0) AS begun),
 events AS (INSERT INTO run_events (run_id, from_state, to_state, reason, actor, at)
 	SELECT id, prior_state, 'processing', CASE
@@ -430,17 +451,6 @@ events AS (INSERT INTO run_events (run_id, from_state, to_state, reason, actor, 
 			CASE WHEN prior_expires = ` + strconv.FormatInt(handedBack, 10) + ` THEN ' (handed back)' ELSE ' (lease expired)' END || ' by ' || $2 END, $2, $1
 	FROM moved ORDER BY created_at, id)
 `
-	if readsWindow(window, filtered) {
-		// The claimed runs and how many due runs the window held (claimStatement reads on only
-		// when it was full); a claim that took none returns one row of zero values.
-		q += `SELECT ` + movedOrZero() + `, COALESCE(begun, false), CASE WHEN prior_state = 'processing' THEN prior_owner END AS prior_owner,
-	COALESCE(prior_expires, 0), seen.n FROM (SELECT count(*) AS n FROM due) seen LEFT JOIN moved ON true ORDER BY moved.created_at, moved.id`
-	} else {
-		q += `SELECT ` + runColumns + `, begun, CASE WHEN prior_state = 'processing' THEN prior_owner END AS prior_owner, prior_expires FROM moved ORDER BY created_at, id`
-	}
-	claimStatements.Store(key, q)
-	return q
-}
 
 // readsWindow says whether claimSQL reads each pipeline's queue as far as window (else it walks
 // the queue in claim order; a filtered claim always does).

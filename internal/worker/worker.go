@@ -28,6 +28,15 @@ type Queue interface {
 	HandBack(ctx context.Context, runID, owner, reason string) error
 }
 
+// FinishingQueue is a Queue whose claims can run a fresh run of pure steps to its end before
+// they commit, and write it in their own transaction (ledger.ClaimFinishing). finish says what
+// to write for a run, or nil to claim it as usual.
+type FinishingQueue interface {
+	Queue
+	ClaimFinishing(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n int,
+		finish func(context.Context, *domain.Run) *domain.Finished) ([]*domain.Run, []*domain.Finished, error)
+}
+
 // Runner executes a run this worker has claimed, until it ends, pauses or ctx ends.
 type Runner func(ctx context.Context, run *domain.Run) error
 
@@ -47,6 +56,9 @@ type Worker struct {
 	// more runs are due, before it claims again: batches stay large when runs end one by one.
 	// Zero means 2 ms.
 	FetchCooldown time.Duration
+	// Finish, when set and Queue is a FinishingQueue, runs a fresh run of pure steps inside
+	// the claim that takes it (engine.Finish): see claim.
+	Finish func(context.Context, *domain.Run) *domain.Finished
 	// Wake fires when a run is queued (nil: poll only).
 	Wake    <-chan struct{}
 	Log     *slog.Logger
@@ -112,6 +124,26 @@ func reserveFor(frees int, over, took, ttl time.Duration, most int) int {
 		return most
 	}
 	return int(math.Round(x))
+}
+
+// claim takes up to n due runs until the lease's end. With Finish, the runs of pure steps it
+// takes fresh are run to their end within the claim, one after another on this goroutine,
+// while the slots the claim is for wait for it: they count against those slots, so that no
+// more runs execute at once than Concurrency, plus one per claim in flight. They are counted
+// in finished; what is told of them (their log lines, metrics) is told once they committed.
+func (w *Worker) claim(ctx context.Context, until time.Time, n int) ([]*domain.Run, int, error) {
+	fq, ok := w.Queue.(FinishingQueue)
+	if !ok || w.Finish == nil {
+		runs, err := w.Queue.ClaimBatch(ctx, w.Owner, until, w.Filter, n)
+		return runs, 0, err
+	}
+	runs, finished, err := fq.ClaimFinishing(ctx, w.Owner, until, w.Filter, n, w.Finish)
+	for _, f := range finished {
+		if f.Committed != nil {
+			f.Committed()
+		}
+	}
+	return runs, len(finished), err
 }
 
 // housekeeping expires overdue waits and samples the queue depth.
@@ -222,7 +254,9 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 	type result struct {
 		asked int
 		runs  []*domain.Run
-		err   error
+		// finished counts the runs the claim ran to their end itself.
+		finished int
+		err      error
 		took  time.Duration
 		// start is when the claim asked for its lease: the lease runs until start+LeaseTTL.
 		start time.Time
@@ -252,6 +286,10 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 	// all of them however slowly their goroutines start.
 	cool := time.NewTimer(w.FetchCooldown)
 	cooling, starting := true, true
+	// finishing is set while claims run every run they take themselves (claim): two of them
+	// then share the free slots, so that one runs its runs while the other waits for the
+	// database.
+	finishing := false
 	defer cool.Stop()
 	handOut := func(r result) {
 		inflight--
@@ -276,8 +314,12 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 				w.Log.Warn("claim failed", "error", r.err, "runs_claimed_anyway", len(r.runs))
 			}
 			due, reserve = false, 0
-		case len(r.runs) == r.asked:
-			due, cooling = true, true
+		case len(r.runs)+r.finished == r.asked && r.finished > 0 && len(r.runs) == 0:
+			// The claim ran every run itself: no slot was used, so there is nothing to let
+			// gather, and the next claim goes at once.
+			due, finishing = true, true
+		case len(r.runs)+r.finished == r.asked:
+			due, cooling, finishing = true, true, false
 			cool.Reset(w.FetchCooldown)
 			// The rate needs time to have passed since the claim before: on a coarse clock two
 			// claims may come back at the same instant.
@@ -377,14 +419,17 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 		// A busy queue is claimed from once half the reserve is used up; otherwise after the
 		// cooldown, so that slots freeing up one by one are claimed for together.
 		n := slots + reserve - len(ready) - asked
+		if finishing {
+			n = min(n, (w.Concurrency+maxInflight-1)/maxInflight)
+		}
 		if n > 0 && due && inflight < maxInflight && (reserve > 0 && n >= (reserve+1)/2 || reserve == 0 && !cooling) {
 			inflight++
 			asked += n
 			poll.Reset(w.Poll)
 			go func() {
 				start := time.Now()
-				claimed, err := w.Queue.ClaimBatch(claimCtx, w.Owner, start.Add(w.LeaseTTL), w.Filter, n)
-				results <- result{asked: n, runs: claimed, err: err, took: time.Since(start), start: start}
+				claimed, finished, err := w.claim(claimCtx, start.Add(w.LeaseTTL), n)
+				results <- result{asked: n, runs: claimed, finished: finished, err: err, took: time.Since(start), start: start}
 			}()
 			continue
 		}

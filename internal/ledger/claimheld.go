@@ -1,0 +1,334 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pipectl/pipectl/internal/domain"
+)
+
+// Finisher executes a run that a claim holds locked and uncommitted, and says what to write in
+// its place (see engine.Finish); nil means the claim takes the run the usual way.
+type Finisher = func(ctx context.Context, run *domain.Run) *domain.Finished
+
+// ClaimFinishing claims like ClaimBatch, but offers each fresh run (queued, no attempt yet) to
+// finish before the claim commits: a run it finishes is written in the claim's transaction
+// with its attempts and its end, queued to its end in one update of its row, instead of a claim
+// that commits it as processing and a second write that ends it. A run of pure steps costs the
+// ledger half the updates of runs, and the worker no lease, heartbeat or slot.
+//
+// Nothing of a finished run is visible before that commit, and nothing of it happened anywhere
+// else: should the claim fail, or its process die first, the run is still queued and the next
+// claim runs it again. The runs that are not finished are claimed as ClaimBatch claims them,
+// in the same transaction. The transaction ends on the server when it is idle for longer than
+// the lease (until): a process stopped mid-claim leaves its runs to others no later than
+// a lease would. Finishing stops once a quarter of the lease went by; the rest are claimed.
+//
+// It finishes runs on PostgreSQL for claims the one-statement claim serves (no cap per
+// pipeline, no pipeline switched off behind a backlog); otherwise it is ClaimBatch. It
+// returns the claimed runs and the finished ones in claim order; with an error, nothing was
+// finished, and the runs it returns are claimed all the same.
+func (s *Store) ClaimFinishing(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n int, finish Finisher) ([]*domain.Run, []*domain.Finished, error) {
+	if n < 1 {
+		return nil, nil, nil
+	}
+	if s.dialect != "postgres" || f.MaxPerPipeline > 0 || finish == nil || len(f.Pipelines) == 0 && s.switchedOff(ctx) {
+		runs, err := s.ClaimBatch(ctx, owner, until, f, n)
+		return runs, nil, err
+	}
+	conn, err := s.claims.Conn(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("claim: %w", retryable(err))
+	}
+	defer conn.Close()
+	var claimed []*domain.Run
+	var finished []*domain.Finished
+	err = conn.Raw(func(dc any) error {
+		pc, ok := dc.(interface{ Conn() *pgx.Conn })
+		if !ok {
+			return fmt.Errorf("claim: driver connection %T is not pgx's", dc)
+		}
+		var err error
+		claimed, finished, err = s.claimHeld(ctx, pc.Conn(), owner, until, f, n, finish)
+		return err
+	})
+	return claimed, finished, err
+}
+
+func (s *Store) claimHeld(ctx context.Context, c *pgx.Conn, owner string, until time.Time, f domain.ClaimFilter, n int, finish Finisher) (claimed []*domain.Run, finished []*domain.Finished, err error) {
+	start := s.now()
+	lease := max(until.Sub(start), time.Second)
+	if _, err := c.Exec(ctx, "BEGIN; SET LOCAL idle_in_transaction_session_timeout = "+strconv.FormatInt(lease.Milliseconds(), 10)); err != nil {
+		return nil, nil, fmt.Errorf("claim: %w", retryable(err))
+	}
+	committed := false
+	defer func() {
+		if committed {
+			return
+		}
+		// Nothing was written that the rollback takes back but the locks: the runs are queued
+		// as they were, for this claim's next try or another worker. (After a COMMIT whose
+		// answer was lost, it finds no transaction, which is harmless.) A connection that
+		// cannot even roll back is closed, so that the pool never hands out a transaction.
+		if _, err := c.Exec(context.WithoutCancel(ctx), "ROLLBACK"); err != nil {
+			_ = c.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	args := []any{ms(start)}
+	if len(f.Pipelines) > 0 {
+		// Planned with the pipelines known, as claimArgs says.
+		args = []any{pgx.QueryExecModeSimpleProtocol, ms(start), f.Pipelines}
+	}
+	rows, err := c.Query(ctx, lockSQL(n, len(f.Pipelines) > 0), args...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("claim: %w", retryable(err))
+	}
+	var locked []claimedRow
+	for rows.Next() {
+		var r claimedRow
+		if err := rows.Scan(append(r.dest(), &r.Begun)...); err != nil {
+			rows.Close()
+			return nil, nil, fmt.Errorf("claim: %w", err)
+		}
+		locked = append(locked, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("claim: %w", retryable(err))
+	}
+	if len(locked) == 0 {
+		return nil, nil, nil
+	}
+	budget, began := lease/4, time.Now()
+	var rest []string
+	for _, r := range locked {
+		var done *domain.Finished
+		if r.State == string(domain.StateQueued) && !r.Begun && time.Since(began) < budget {
+			run := r.domain()
+			run.Unstarted = true
+			done = finish(ctx, run)
+		}
+		if done != nil && domain.CanTransition(domain.StateProcessing, done.Change.To) && done.Change.To != domain.StateProcessing {
+			finished = append(finished, done)
+			continue
+		}
+		rest = append(rest, r.ID)
+	}
+	b := &pgx.Batch{}
+	if len(rest) > 0 {
+		b.Queue(heldClaimSQL(), ms(start), owner, ms(until), abandonedReason, rest)
+	}
+	var fargs []any
+	if len(finished) > 0 {
+		fargs = finishedArgs(finished, owner, ms(start), ms(s.now()))
+		b.Queue(finishedSQL, fargs...)
+	}
+	b.Queue("COMMIT")
+	// The writes and the COMMIT go in one round trip. A statement that fails makes the server
+	// skip the rest, COMMIT included, and the deferred ROLLBACK ends the transaction.
+	br := c.SendBatch(ctx, b)
+	err = func() error {
+		if len(rest) > 0 {
+			// Each run of rest is locked by this transaction, so each one moves.
+			if claimed, err = scanHeldClaim(br); err != nil {
+				return err
+			}
+		}
+		if len(finished) > 0 {
+			if err := scanFinished(br, finished); err != nil {
+				return err
+			}
+		}
+		_, err := br.Exec()
+		return err
+	}()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		// Sent, so its outcome may be unknown, as in claimOnce: the runs claimed after all
+		// wait for their lease, and the finished ones are written whole or still queued.
+		return nil, nil, fmt.Errorf("claim: %w", retryable(&commitError{err}))
+	}
+	committed = true
+	return claimed, finished, nil
+}
+
+var lockStatements sync.Map // claimKey -> string
+
+// lockSQL locks up to n due runs in claim order, as claimSQL's walk of the queue does, and
+// returns them whole, with whether any attempt of theirs exists.
+func lockSQL(n int, filtered bool) string {
+	key := claimKey{n: n, filtered: filtered}
+	if q, ok := lockStatements.Load(key); ok {
+		return q.(string)
+	}
+	filter := ""
+	if filtered {
+		filter = " AND pipeline = ANY($2::text[])"
+	}
+	limit := strconv.Itoa(n)
+	rest := ` AND pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)` + filter +
+		` ORDER BY created_at, id LIMIT ` + limit + ` FOR UPDATE SKIP LOCKED`
+	q := `SELECT ` + runColumns + `, EXISTS (SELECT 1 FROM step_attempts WHERE step_attempts.run_id = due.id OFFSET 0) AS begun
+FROM (` + dueBranchesSQL(runColumns, `$1`, rest) + `) due ORDER BY created_at, id LIMIT ` + limit
+	lockStatements.Store(key, q)
+	return q
+}
+
+var heldClaimOnce = sync.OnceValue(func() string {
+	return `WITH c AS (SELECT id, state, lease_owner, lease_expires_at, created_at FROM runs WHERE id = ANY($5::text[])),` +
+		claimWritesSQL + claimedSQL
+})
+
+// heldClaimSQL moves runs the claim's transaction holds ($5) to processing, as claimSQL does.
+func heldClaimSQL() string { return heldClaimOnce() }
+
+func scanHeldClaim(br pgx.BatchResults) ([]*domain.Run, error) {
+	rows, err := br.Query()
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var claimed []*domain.Run
+	for rows.Next() {
+		var r claimedRow
+		var priorOwner sql.NullString
+		var priorExpires int64
+		if err := rows.Scan(append(r.dest(), &r.Begun, &priorOwner, &priorExpires)...); err != nil {
+			return nil, err
+		}
+		run := r.domain()
+		// The attempts a taken-over run's old owner left running were closed in this
+		// transaction, which held the run since before it read them: none can be missing.
+		run.Unstarted = !r.Begun
+		claimed = append(claimed, run)
+	}
+	return claimed, rows.Err()
+}
+
+// finishedSQL writes the runs a claim finished ($1-$9, parallel arrays): each moves from
+// queued to its end in one update, with a processing event at the claim's time ($11) for the
+// owner ($10) and the event of its end, and its attempts ($12-$25, naming their run). It fails
+// (division by zero) unless every run was queued, so that the claim's transaction is rolled
+// back whole, and returns a row per attempt written.
+const finishedSQL = `WITH r AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[])
+    AS r(id, to_state, next_attempt_at, error_class, error, failed_step, reason, actor, at)
+),
+moved AS (
+  UPDATE runs SET state = r.to_state, updated_at = r.at, lease_owner = '', lease_expires_at = 0,
+    next_attempt_at = r.next_attempt_at, error_class = r.error_class, error = r.error, failed_step = r.failed_step,
+    finished_at = CASE WHEN r.to_state IN ('succeeded', 'failed_permanent') THEN r.at ELSE runs.finished_at END
+  FROM r
+  WHERE runs.id = r.id AND runs.state = 'queued'
+  RETURNING runs.id, runs.pipeline, runs.created_at, r.to_state, r.reason, r.actor, r.at
+),
+a AS (
+  INSERT INTO step_attempts (run_id, step_id, item_index, attempt, step_key, started_at, finished_at,
+    duration_ms, outcome, error_class, error, request, response, output, pipeline)
+  SELECT t.run_id, t.step_id, t.item_index, t.attempt, t.step_key, t.started_at, t.finished_at,
+    t.duration_ms, t.outcome, t.error_class, t.error, t.request, t.response, t.output, moved.pipeline
+  FROM unnest($12::text[], $13::text[], $14::int[], $15::int[], $16::text[], $17::bigint[], $18::bigint[],
+    $19::bigint[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[], $25::text[]) WITH ORDINALITY
+    AS t(run_id, step_id, item_index, attempt, step_key, started_at, finished_at, duration_ms, outcome,
+      error_class, error, request, response, output, ord)
+  JOIN moved ON moved.id = t.run_id
+  ORDER BY t.ord
+  RETURNING id, run_id, step_id, item_index, attempt
+),
+ev AS (
+  INSERT INTO run_events (run_id, from_state, to_state, reason, actor, at)
+  SELECT id, from_state, to_state, reason, actor, at FROM (
+    SELECT id, created_at, 0 AS k, 'queued' AS from_state, 'processing' AS to_state, 'claimed by ' || $10 AS reason, $10 AS actor, $11::bigint AS at FROM moved
+    UNION ALL
+    SELECT id, created_at, 1, 'processing', to_state, reason, actor, at FROM moved
+  ) e ORDER BY created_at, id, k
+),
+whole AS (
+  SELECT 1 / (CASE WHEN (SELECT count(*) FROM moved) = cardinality($1::text[]) THEN 1 ELSE 0 END) AS ok
+)
+SELECT a.id, a.run_id, a.step_id, a.item_index, a.attempt, whole.ok FROM whole LEFT JOIN a ON true`
+
+// finishedArgs lays the finished runs out as finishedSQL's arrays; claimedAt is the time of
+// their processing events, at that of their ends.
+func finishedArgs(finished []*domain.Finished, owner string, claimedAt, at int64) []any {
+	n := 0
+	for _, f := range finished {
+		n += len(f.Attempts)
+	}
+	ids, tos, classes, errs, steps, reasons, actors := make([]string, 0, len(finished)), make([]string, 0, len(finished)),
+		make([]string, 0, len(finished)), make([]string, 0, len(finished)), make([]string, 0, len(finished)),
+		make([]string, 0, len(finished)), make([]string, 0, len(finished))
+	nexts, ats := make([]int64, 0, len(finished)), make([]int64, 0, len(finished))
+	aRun, aStep, aKey, aOutcome, aClass, aErr, aReq, aResp, aOut := make([]string, 0, n), make([]string, 0, n),
+		make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n),
+		make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+	aItem, aAttempt := make([]int32, 0, n), make([]int32, 0, n)
+	aStarted, aFinished, aDuration := make([]int64, 0, n), make([]int64, 0, n), make([]int64, 0, n)
+	for _, f := range finished {
+		ch := f.Change
+		ids, tos, nexts = append(ids, f.Run.ID), append(tos, string(ch.To)), append(nexts, ms(ch.NextAttemptAt))
+		classes, errs, steps = append(classes, string(ch.ErrorClass)), append(errs, ch.Error), append(steps, ch.FailedStep)
+		reasons, actors, ats = append(reasons, ch.Reason), append(actors, ch.Actor), append(ats, at)
+		for _, a := range f.Attempts {
+			r := toRow(a)
+			aRun, aStep, aItem, aAttempt, aKey = append(aRun, f.Run.ID), append(aStep, r.StepID), append(aItem, int32(r.ItemIndex)), append(aAttempt, int32(r.Attempt)), append(aKey, r.StepKey)
+			aStarted, aFinished, aDuration = append(aStarted, r.StartedAt), append(aFinished, r.FinishedAt), append(aDuration, r.DurationMS)
+			aOutcome, aClass, aErr = append(aOutcome, r.Outcome), append(aClass, r.ErrorClass), append(aErr, r.Error)
+			aReq, aResp, aOut = append(aReq, r.Request), append(aResp, r.Response), append(aOut, r.Output)
+		}
+	}
+	return []any{ids, tos, nexts, classes, errs, steps, reasons, actors, ats, owner, claimedAt,
+		aRun, aStep, aItem, aAttempt, aKey, aStarted, aFinished, aDuration, aOutcome, aClass, aErr, aReq, aResp, aOut}
+}
+
+// scanFinished reads finishedSQL's answer and gives each attempt written its ID.
+func scanFinished(br pgx.BatchResults, finished []*domain.Finished) error {
+	type key struct {
+		run, step     string
+		item, attempt int32
+	}
+	byKey := make(map[key]*domain.Attempt)
+	for _, f := range finished {
+		for _, a := range f.Attempts {
+			byKey[key{f.Run.ID, a.StepID, int32(a.ItemIndex), int32(a.Attempt)}] = a
+		}
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	written := 0
+	for rows.Next() {
+		var id sql.NullInt64
+		var run, step sql.NullString
+		var item, attempt sql.NullInt32
+		var ok int
+		if err := rows.Scan(&id, &run, &step, &item, &attempt, &ok); err != nil {
+			return err
+		}
+		if !id.Valid {
+			continue
+		}
+		if a := byKey[key{run.String, step.String, item.Int32, attempt.Int32}]; a != nil {
+			a.ID = id.Int64
+			written++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if written != len(byKey) {
+		return errors.New("the attempts of a finished run were not all written")
+	}
+	return nil
+}
