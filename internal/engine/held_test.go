@@ -129,3 +129,31 @@ func TestFinishHoldsEveryWrite(t *testing.T) {
 		})
 	}
 }
+
+// TestFinishStopsWhenItsClaimsBudgetIsSpent: a held run whose claim ran out of time stops
+// between two steps and is left to the claim (it starts over in a slot); nothing of what it
+// did is told.
+func TestFinishStopsWhenItsClaimsBudgetIsSpent(t *testing.T) {
+	b := setup(t)
+	obs := &recordingObserver{}
+	b.eng.Observer = obs
+	p := b.pipeline(t, header+`
+steps:
+  - {id: a, type: transform, output: 1}
+  - {id: b, type: transform, output: "${{ steps.a.output + 1 }}"}
+`)
+	res, err := b.eng.Submit(context.Background(), p, map[string]any{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := *res.Run
+	run.Unstarted = true
+	spent, cancel := context.WithCancel(context.Background())
+	cancel()
+	if f := b.eng.Finish(spent, p, &run, map[string]any{}, engine.RunOptions{}); f != nil {
+		t.Fatalf("a run past its claim's budget was finished: %+v", f.Change)
+	}
+	if heard := obs.heard(); len(heard) != 0 {
+		t.Fatalf("told of a run left to the claim: %v", heard)
+	}
+}

@@ -29,7 +29,8 @@ type Finisher = func(ctx context.Context, run *domain.Run) *domain.Finished
 // claim runs it again. The runs that are not finished are claimed as ClaimBatch claims them,
 // in the same transaction. The transaction ends on the server when it is idle for longer than
 // the lease (until): a process stopped mid-claim leaves its runs to others no later than
-// a lease would. Finishing stops once a quarter of the lease went by; the rest are claimed.
+// a lease would. Finishing stops once a quarter of the lease went by (a run then under way
+// stops between two steps); the rest are claimed.
 //
 // It finishes runs on PostgreSQL for claims the one-statement claim serves (no cap per
 // pipeline, no pipeline switched off behind a backlog); otherwise it is ClaimBatch. It
@@ -106,14 +107,19 @@ func (s *Store) claimHeld(ctx context.Context, c *pgx.Conn, owner string, until 
 	if len(locked) == 0 {
 		return nil, nil, nil
 	}
-	budget, began := lease/4, time.Now()
+	// A run still executing when the budget is spent is stopped between two of its steps and
+	// claimed (it starts over in a slot, under a lease its heartbeat renews): however long a run
+	// of pure steps takes, the transaction is never idle for a whole lease because of it, and
+	// no run comes back to hold a claim again and again.
+	fctx, cancel := context.WithTimeout(ctx, lease/4)
+	defer cancel()
 	var rest []string
 	for _, r := range locked {
 		var done *domain.Finished
-		if r.State == string(domain.StateQueued) && !r.Begun && time.Since(began) < budget {
+		if r.State == string(domain.StateQueued) && !r.Begun && fctx.Err() == nil {
 			run := r.domain()
 			run.Unstarted = true
-			done = finish(ctx, run)
+			done = finish(fctx, run)
 		}
 		if done != nil && domain.CanTransition(domain.StateProcessing, done.Change.To) && done.Change.To != domain.StateProcessing {
 			finished = append(finished, done)

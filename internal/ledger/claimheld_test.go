@@ -137,6 +137,17 @@ func TestClaimFinishingWritesFinishedRunsAndClaimsTheRest(t *testing.T) {
 	if pipeline != "p" {
 		t.Fatalf("attempt's pipeline = %q", pipeline)
 	}
+	// A worker limited to some pipelines finishes only theirs.
+	other := newRun(t, "q", "z-s")
+	if _, _, err := s.CreateRun(ctx, other, "test", nil); err != nil {
+		t.Fatal(err)
+	}
+	queueKeyed(t, s, "y-s")
+	offered = nil
+	_, finished, err = s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{Pipelines: []string{"q"}}, 10, finishAs(&offered))
+	if err != nil || len(finished) != 1 || finished[0].Run.Pipeline != "q" || len(offered) != 1 {
+		t.Fatalf("a claim for pipeline q finished %d runs (offered %v): %v", len(finished), offered, err)
+	}
 }
 
 // While a claim finishes its runs, they are locked: another claim skips them, and nothing of

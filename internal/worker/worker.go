@@ -257,7 +257,7 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 		// finished counts the runs the claim ran to their end itself.
 		finished int
 		err      error
-		took  time.Duration
+		took     time.Duration
 		// start is when the claim asked for its lease: the lease runs until start+LeaseTTL.
 		start time.Time
 	}
