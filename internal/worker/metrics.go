@@ -59,7 +59,7 @@ func NewMetrics(version string) *Metrics {
 		StepSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "pipectl_step_duration_seconds",
 			Help: "Step attempt duration in seconds.", Buckets: stepBuckets}, []string{"pipeline", "step"}),
 		ClaimSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pipectl_claim_duration_seconds",
-			Help: "Time to claim the next run from the ledger, in seconds.", Buckets: prometheus.ExponentialBuckets(0.0001, 3, 12)}),
+			Help: "Time to claim runs from the ledger, in seconds; on PostgreSQL it includes the runs of pure steps a claim executes itself.", Buckets: prometheus.ExponentialBuckets(0.0001, 3, 12)}),
 		QueueDepth: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pipectl_queue_depth", Help: "Runs queued or due for a retry."}),
 		Paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pipectl_runs_paused",
 			Help: "Runs paused in needs_review (waiting for a person) or waiting_external (waiting for a signal)."}, []string{"state"}),
