@@ -287,8 +287,8 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 	cool := time.NewTimer(w.FetchCooldown)
 	cooling, starting := true, true
 	// finishing is set while claims run every run they take themselves (claim): two of them
-	// then share the free slots, so that one runs its runs while the other waits for the
-	// database.
+	// are then in flight at once, so that one runs its runs while the other waits for the
+	// database, and neither waits for a cooldown.
 	finishing := false
 	defer cool.Stop()
 	handOut := func(r result) {
@@ -420,7 +420,10 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 		// cooldown, so that slots freeing up one by one are claimed for together.
 		n := slots + reserve - len(ready) - asked
 		if finishing {
-			n = min(n, (w.Concurrency+maxInflight-1)/maxInflight)
+			// Its slots stay free: each claim asks for all of them, whatever the claim in
+			// flight asked for. A claim that comes back with runs for the slots ends this (those
+			// beyond the free slots wait ready, as a reserve does).
+			n = slots - len(ready)
 		}
 		if n > 0 && due && inflight < maxInflight && (reserve > 0 && n >= (reserve+1)/2 || reserve == 0 && !cooling) {
 			inflight++
