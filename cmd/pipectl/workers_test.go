@@ -353,3 +353,64 @@ func TestWorkersChaosPureRuns(t *testing.T) {
 	}
 	t.Logf("%d pure runs on 3 workers, %d SIGKILLs, %d finished inside their claim", runs, kills, inClaim)
 }
+
+// A transform over untrusted input whose error quotes that input: with a key holding a NUL
+// character, CEL says `no such key: <key>`, and PostgreSQL refuses a NUL in a text column.
+const nulKeySpec = `apiVersion: pipectl/v1
+kind: Pipeline
+name: pick
+inputs: {type: object, properties: {id: {type: string}, k: {type: string}}}
+idempotency: {key: "${{ inputs.id }}"}
+steps:
+  - {id: pick, type: transform, output: "${{ {'a': 1}[inputs.k] }}"}
+`
+
+// TestWorkerDeadLettersARunWhoseErrorTheDatabaseCannotStore: a run whose error text holds a
+// NUL (from its input) is dead-lettered like any other, and the runs claimed with it succeed,
+// whether the claim finishes them (the default) or slots run them (--max-per-pipeline). Before,
+// the claim that finished it was rolled back whole, again and again, with the runs it held
+// (found by a review); in a slot, its end could not be written and it stayed processing.
+func TestWorkerDeadLettersARunWhoseErrorTheDatabaseCannotStore(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		extra []string
+	}{{"finished in the claim", nil}, {"run in a slot", []string{"--max-per-pipeline", "100"}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dsn := postgresDSN(t)
+			c := newCLI(t, nulKeySpec)
+			var jsonl strings.Builder
+			jsonl.WriteString(`{"id": "nul", "k": "\u0000"}` + "\n")
+			const good = 30
+			for i := range good {
+				fmt.Fprintf(&jsonl, "{\"id\": \"g-%03d\", \"k\": \"a\"}\n", i)
+			}
+			inputs := c.dir + "/inputs.jsonl"
+			if err := os.WriteFile(inputs, []byte(jsonl.String()), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var out, errOut bytes.Buffer
+			if code := run(context.Background(), []string{"--ledger", dsn, "submit", c.spec, "--inputs", inputs}, strings.NewReader(""), &out, &errOut); code != 0 {
+				t.Fatalf("submit exit %d: %s%s", code, out.String(), errOut.String())
+			}
+			store, err := ledger.Open(context.Background(), dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.Close()
+			w := startWorker(t, c.dir, dsn, tc.extra...)
+			counts := waitForStates(t, store, good+1, 20*time.Second, nil)
+			w.cmd.Process.Signal(syscall.SIGTERM)
+			w.cmd.Wait()
+			if counts[domain.StateSucceeded] != good || counts[domain.StateFailedPermanent] != 1 {
+				t.Fatalf("states %v; worker log:\n%s", counts, w.log.String())
+			}
+			bad, err := store.FindRun(context.Background(), "pick", "nul")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bad.State != domain.StateFailedPermanent || !strings.Contains(bad.Error, "no such key: \uFFFD") {
+				t.Fatalf("the run with a NUL key: %s, error %q", bad.State, bad.Error)
+			}
+		})
+	}
+}

@@ -305,7 +305,9 @@ func (e *Engine) newSession(p *domain.Pipeline, run *domain.Run, input any, opts
 // claim once the claim committed (nothing may be told of a run before its record).
 func (s *session) tell(f func()) {
 	if s.held != nil {
+		s.held.mu.Lock()
 		s.held.later = append(s.held.later, f)
+		s.held.mu.Unlock()
 		return
 	}
 	f()

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/pipectl/pipectl/internal/domain"
@@ -66,7 +67,9 @@ type heldStore struct {
 	Store
 	attempts []*domain.Attempt
 	change   *domain.Change
-	// later holds what is told of the run once its claim committed (session.tell).
+	// later holds what is told of the run once its claim committed (session.tell); units
+	// running at once add to it (mu).
+	mu    sync.Mutex
 	later []func()
 }
 

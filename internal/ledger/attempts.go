@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jmoiron/sqlx"
 
@@ -36,9 +37,30 @@ func toRow(a *domain.Attempt) attemptRow {
 	return attemptRow{
 		ID: a.ID, RunID: a.RunID, StepID: a.StepID, ItemIndex: a.ItemIndex, Attempt: a.Attempt,
 		StepKey: a.StepKey, StartedAt: ms(a.StartedAt), FinishedAt: ms(a.FinishedAt), DurationMS: a.DurationMS,
-		Outcome: a.Outcome, ErrorClass: string(a.ErrorClass), Error: a.Error,
-		Request: string(a.Request), Response: string(a.Response), Output: string(a.Output),
+		Outcome: a.Outcome, ErrorClass: string(a.ErrorClass), Error: storable(a.Error),
+		Request: storable(string(a.Request)), Response: storable(string(a.Response)), Output: storable(string(a.Output)),
 	}
+}
+
+// storable returns s as a text every ledger can hold: PostgreSQL refuses a NUL character, and
+// bytes that are not UTF-8, in a text column, and fails the whole statement. Such text comes
+// from outside (an error quoting an input key, a response body), and a run whose end could not
+// be written would be stuck, so each of them is written as U+FFFD instead.
+func storable(s string) string {
+	if strings.IndexByte(s, 0) < 0 && utf8.ValidString(s) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// storableChange is ch with its texts made storable.
+func storableChange(ch *domain.Change) *domain.Change {
+	if ch == nil {
+		return nil
+	}
+	c := *ch
+	c.Reason, c.Error, c.FailedStep = storable(c.Reason), storable(c.Error), storable(c.FailedStep)
+	return &c
 }
 
 func (r attemptRow) domain() domain.Attempt {
@@ -146,6 +168,7 @@ func (s *Store) FinishAttempt(ctx context.Context, owner string, a *domain.Attem
 // longer holds the run, and then every ID is left as it was, so that the same attempts can be
 // committed again.
 func (s *Store) CommitAttempts(ctx context.Context, owner string, done []*domain.Attempt, start *domain.Attempt, ch *domain.Change) error {
+	ch = storableChange(ch)
 	runID := ""
 	switch {
 	case len(done) > 0:

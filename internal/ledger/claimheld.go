@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pipectl/pipectl/internal/domain"
 )
@@ -127,36 +128,10 @@ func (s *Store) claimHeld(ctx context.Context, c *pgx.Conn, owner string, until 
 		}
 		rest = append(rest, r.ID)
 	}
-	b := &pgx.Batch{}
-	if len(rest) > 0 {
-		b.Queue(heldClaimSQL(), ms(start), owner, ms(until), abandonedReason, rest)
-	}
-	var fargs []any
-	if len(finished) > 0 {
-		fargs = finishedArgs(finished, owner, ms(start), ms(s.now()))
-		b.Queue(finishedSQL, fargs...)
-	}
-	b.Queue("COMMIT")
-	// The writes and the COMMIT go in one round trip. A statement that fails makes the server
-	// skip the rest, COMMIT included, and the deferred ROLLBACK ends the transaction.
-	br := c.SendBatch(ctx, b)
-	err = func() error {
-		if len(rest) > 0 {
-			// Each run of rest is locked by this transaction, so each one moves.
-			if claimed, err = scanHeldClaim(br); err != nil {
-				return err
-			}
-		}
-		if len(finished) > 0 {
-			if err := scanFinished(br, finished); err != nil {
-				return err
-			}
-		}
-		_, err := br.Exec()
-		return err
-	}()
-	if cerr := br.Close(); err == nil {
-		err = cerr
+	claimed, finished, err = s.writeHeld(ctx, c, owner, until, start, rest, finished)
+	if err != nil && claimed != nil {
+		committed = true
+		return claimed, nil, fmt.Errorf("claim: %w", err)
 	}
 	if err != nil {
 		// Sent, so its outcome may be unknown, as in claimOnce: the runs claimed after all
@@ -167,10 +142,98 @@ func (s *Store) claimHeld(ctx context.Context, c *pgx.Conn, owner string, until 
 	return claimed, finished, nil
 }
 
+// writeHeld writes what a claim decided for the runs it holds: rest to processing, finished to
+// their ends, then commits, in one round trip. A statement that fails makes the server skip the
+// rest, COMMIT included (the caller then rolls back). The finished runs are written after a
+// savepoint: when the server refuses their write (a value it cannot store, a check), they are
+// claimed to processing instead, in a second round trip, and run again in slots, where a
+// refused write stays with its own run. Otherwise one run's refusal would roll back the whole
+// claim, and the next claim, taking the same oldest runs, would meet it again, and so on.
+func (s *Store) writeHeld(ctx context.Context, c *pgx.Conn, owner string, until, start time.Time, rest []string, finished []*domain.Finished) ([]*domain.Run, []*domain.Finished, error) {
+	var claimed []*domain.Run
+	b := &pgx.Batch{}
+	if len(rest) > 0 {
+		b.Queue(heldClaimSQL(), ms(start), owner, ms(until), abandonedReason, rest)
+	}
+	if len(finished) > 0 {
+		b.Queue("SAVEPOINT finishing")
+		b.Queue(finishedSQL, finishedArgs(finished, owner, ms(start), ms(s.now()))...)
+	}
+	b.Queue("COMMIT")
+	br := c.SendBatch(ctx, b)
+	var refused error
+	err := func() error {
+		var err error
+		if len(rest) > 0 {
+			// Each run of rest is locked by this transaction, so each one moves.
+			if claimed, err = scanHeldClaim(br); err != nil {
+				return err
+			}
+		}
+		if len(finished) > 0 {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+			if err := scanFinished(br, finished); err != nil {
+				var pgErr *pgconn.PgError
+				if errors.As(err, &pgErr) {
+					refused = err
+					return nil
+				}
+				return err
+			}
+		}
+		_, err = br.Exec()
+		return err
+	}()
+	if cerr := br.Close(); err == nil && refused == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if refused == nil {
+		return claimed, finished, nil
+	}
+	refused = fmt.Errorf("the ledger refused the runs this claim had finished, which it claimed to run in slots instead: %w", refused)
+	ids := make([]string, len(finished))
+	for i, f := range finished {
+		ids[i] = f.Run.ID
+	}
+	// On its own first: a batch would prepare its other statements in the failed transaction.
+	if _, err := c.Exec(ctx, "ROLLBACK TO SAVEPOINT finishing"); err != nil {
+		return nil, nil, err
+	}
+	b = &pgx.Batch{}
+	b.Queue(heldClaimSQL(), ms(start), owner, ms(until), abandonedReason, ids)
+	b.Queue("COMMIT")
+	br = c.SendBatch(ctx, b)
+	err = func() error {
+		more, err := scanHeldClaim(br)
+		if err != nil {
+			return err
+		}
+		claimed = append(claimed, more...)
+		_, err = br.Exec()
+		return err
+	}()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	sortClaimed(claimed)
+	return claimed, nil, refused
+}
+
 var lockStatements sync.Map // claimKey -> string
 
-// lockSQL locks up to n due runs in claim order, as claimSQL's walk of the queue does, and
-// returns them whole, with whether any attempt of theirs exists.
+// lockSQL locks up to n due runs and returns them whole, in claim order, with whether any
+// attempt of theirs exists. It locks no run it does not return, since a claim that finishes
+// runs holds its locks while it executes them: the runs whose lease ran out come first (a dead
+// worker's runs, few), then the runs ready to start for what is left of n, each read in its own
+// index in claim order.
 func lockSQL(n int, filtered bool) string {
 	key := claimKey{n: n, filtered: filtered}
 	if q, ok := lockStatements.Load(key); ok {
@@ -181,10 +244,14 @@ func lockSQL(n int, filtered bool) string {
 		filter = " AND pipeline = ANY($2::text[])"
 	}
 	limit := strconv.Itoa(n)
-	rest := ` AND pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)` + filter +
-		` ORDER BY created_at, id LIMIT ` + limit + ` FOR UPDATE SKIP LOCKED`
-	q := `SELECT ` + runColumns + `, EXISTS (SELECT 1 FROM step_attempts WHERE step_attempts.run_id = due.id OFFSET 0) AS begun
-FROM (` + dueBranchesSQL(runColumns, `$1`, rest) + `) due ORDER BY created_at, id LIMIT ` + limit
+	rest := ` AND pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)` + filter + ` ORDER BY created_at, id LIMIT `
+	q := `WITH expired AS (SELECT ` + runColumns + ` FROM runs
+	WHERE state = 'processing' AND lease_expires_at < $1` + rest + limit + ` FOR UPDATE SKIP LOCKED),
+ready AS (SELECT ` + runColumns + ` FROM runs
+	WHERE (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= $1))` + rest +
+		`(` + limit + ` - (SELECT count(*) FROM expired)) FOR UPDATE SKIP LOCKED)
+SELECT *, EXISTS (SELECT 1 FROM step_attempts WHERE step_attempts.run_id = due.id OFFSET 0) AS begun
+FROM (SELECT * FROM expired UNION ALL SELECT * FROM ready) due ORDER BY created_at, id`
 	lockStatements.Store(key, q)
 	return q
 }
@@ -280,7 +347,7 @@ func finishedArgs(finished []*domain.Finished, owner string, claimedAt, at int64
 	aItem, aAttempt := make([]int32, 0, n), make([]int32, 0, n)
 	aStarted, aFinished, aDuration := make([]int64, 0, n), make([]int64, 0, n), make([]int64, 0, n)
 	for _, f := range finished {
-		ch := f.Change
+		ch := *storableChange(&f.Change)
 		ids, tos, nexts = append(ids, f.Run.ID), append(tos, string(ch.To)), append(nexts, ms(ch.NextAttemptAt))
 		classes, errs, steps = append(classes, string(ch.ErrorClass)), append(errs, ch.Error), append(steps, ch.FailedStep)
 		reasons, actors, ats = append(reasons, ch.Reason), append(actors, ch.Actor), append(ats, at)

@@ -131,13 +131,26 @@ func reserveFor(frees int, over, took, ttl time.Duration, most int) int {
 // while the slots the claim is for wait for it: they count against those slots, so that no
 // more runs execute at once than Concurrency, plus one per claim in flight. They are counted
 // in finished; what is told of them (their log lines, metrics) is told once they committed.
-func (w *Worker) claim(ctx context.Context, until time.Time, n int) ([]*domain.Run, int, error) {
+//
+// A claim goes on when the worker is told to stop (ctx is not stop), so that what it claimed is
+// not stranded, but from then on it starts no run, and the run it is executing is stopped
+// between two steps: those runs are claimed and handed back as the fetcher stops.
+func (w *Worker) claim(ctx, stop context.Context, until time.Time, n int) ([]*domain.Run, int, error) {
 	fq, ok := w.Queue.(FinishingQueue)
 	if !ok || w.Finish == nil {
 		runs, err := w.Queue.ClaimBatch(ctx, w.Owner, until, w.Filter, n)
 		return runs, 0, err
 	}
-	runs, finished, err := fq.ClaimFinishing(ctx, w.Owner, until, w.Filter, n, w.Finish)
+	finish := func(fctx context.Context, r *domain.Run) *domain.Finished {
+		if stop.Err() != nil {
+			return nil
+		}
+		rctx, cancel := context.WithCancel(fctx)
+		defer cancel()
+		defer context.AfterFunc(stop, cancel)()
+		return w.Finish(rctx, r)
+	}
+	runs, finished, err := fq.ClaimFinishing(ctx, w.Owner, until, w.Filter, n, finish)
 	for _, f := range finished {
 		if f.Committed != nil {
 			f.Committed()
@@ -431,7 +444,7 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 			poll.Reset(w.Poll)
 			go func() {
 				start := time.Now()
-				claimed, finished, err := w.claim(claimCtx, start.Add(w.LeaseTTL), n)
+				claimed, finished, err := w.claim(claimCtx, ctx, start.Add(w.LeaseTTL), n)
 				results <- result{asked: n, runs: claimed, finished: finished, err: err, took: time.Since(start), start: start}
 			}()
 			continue
