@@ -1,0 +1,42 @@
+package ledger
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/pipectl/pipectl/internal/domain"
+)
+
+// Text from outside (an error quoting an input, a response body) may hold a NUL character or
+// bytes that are not UTF-8, which PostgreSQL refuses in a text column: the run's end must be
+// written all the same, on either ledger, with U+FFFD in their place.
+func TestTextsEveryLedgerCanStore(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		run, _, err := s.CreateRun(ctx, newRun(t, "p", "nul"), "test", &domain.Claim{Owner: "w", LeaseUntil: time.Now().Add(time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		att := &domain.Attempt{RunID: run.ID, StepID: "s", ItemIndex: domain.NoItem, Attempt: 1, StepKey: "k", StartedAt: now, FinishedAt: now,
+			Outcome: domain.OutcomeFailed, ErrorClass: domain.ClassPermanent, Error: "no such key: a\x00b", Response: []byte("\xff\xfe body")}
+		ch := &domain.Change{To: domain.StateFailedPermanent, Reason: "dead-lettered: no such key: a\x00b", Actor: "w", Owner: "w",
+			ErrorClass: domain.ClassPermanent, Error: "no such key: a\x00b", FailedStep: "s"}
+		if err := s.CommitAttempts(ctx, "w", []*domain.Attempt{att}, nil, ch); err != nil {
+			t.Fatalf("the end of a run whose error holds a NUL: %v", err)
+		}
+		got, err := s.GetRun(ctx, run.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		atts, err := s.Attempts(ctx, run.ID)
+		if err != nil || len(atts) != 1 {
+			t.Fatalf("attempts %v, %v", atts, err)
+		}
+		if got.State != domain.StateFailedPermanent || got.Error != "no such key: a\uFFFDb" ||
+			atts[0].Error != "no such key: a\uFFFDb" || string(atts[0].Response) != "\uFFFD body" {
+			t.Fatalf("stored: %s %q / %q %q", got.State, got.Error, atts[0].Error, atts[0].Response)
+		}
+	})
+}
