@@ -389,8 +389,8 @@ func (s *Store) insertBatch(ctx context.Context, tx *sqlx.Tx, owner string, batc
 		for _, a := range chunk {
 			// int64, not int: database/sql converts an int by reflection, into a second box.
 			args = append(args, run, a.StepID, int64(a.ItemIndex), int64(a.Attempt), a.StepKey, ms(a.StartedAt), ms(a.FinishedAt),
-				a.DurationMS, a.Outcome, orNull(string(a.ErrorClass)), orNull(a.Error), orNull(string(a.Request)),
-				orNull(string(a.Response)), orNull(string(a.Output)), pipeline)
+				a.DurationMS, a.Outcome, orNull(string(a.ErrorClass)), orNull(storable(a.Error)), orNull(storable(string(a.Request))),
+				orNull(storable(string(a.Response))), orNull(storable(string(a.Output))), pipeline)
 		}
 		res, err := tx.StmtxContext(ctx, st.Stmt).ExecContext(ctx, args...)
 		if err != nil {
@@ -449,9 +449,12 @@ const insertCallSQL = `INSERT INTO model_calls (attempt_id, run_id, step_id, rea
 
 func (s *Store) insertCalls(ctx context.Context, tx *sqlx.Tx, a *domain.Attempt) error {
 	for _, c := range a.Calls {
-		if _, err := s.txExec(ctx, tx, insertCallSQL, a.ID, a.RunID, a.StepID, c.Reask, c.Provider, c.Model, string(c.Request),
-			c.Response, string(c.Parsed), c.FinishReason, c.Outcome, c.Verdict, string(c.Reasons), c.PromptTokens,
-			c.CompletionTokens, c.LatencyMS, c.Error, ms(c.At), c.Family, c.ClientRequestID, c.RequestID, c.ResponseModel,
+		// A model's answer may hold a NUL character (JSON's \u0000, decoded) or bytes that are
+		// not UTF-8: the texts are made storable, as an attempt's are (toRow).
+		if _, err := s.txExec(ctx, tx, insertCallSQL, a.ID, a.RunID, a.StepID, c.Reask, storable(c.Provider), storable(c.Model),
+			storable(string(c.Request)), storable(c.Response), storable(string(c.Parsed)), storable(c.FinishReason), c.Outcome,
+			storable(c.Verdict), storable(string(c.Reasons)), c.PromptTokens, c.CompletionTokens, c.LatencyMS, storable(c.Error),
+			ms(c.At), storable(c.Family), storable(c.ClientRequestID), storable(c.RequestID), storable(c.ResponseModel),
 			nullInt64(c.ProcessingMS), nullInt(c.ReasoningTokens)); err != nil {
 			return fmt.Errorf("record model call: %w", err)
 		}

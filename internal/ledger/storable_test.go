@@ -20,7 +20,12 @@ func TestTextsEveryLedgerCanStore(t *testing.T) {
 		}
 		now := time.Now()
 		att := &domain.Attempt{RunID: run.ID, StepID: "s", ItemIndex: domain.NoItem, Attempt: 1, StepKey: "k", StartedAt: now, FinishedAt: now,
-			Outcome: domain.OutcomeFailed, ErrorClass: domain.ClassPermanent, Error: "no such key: a\x00b", Response: []byte("\xff\xfe body")}
+			Outcome: domain.OutcomeFailed, ErrorClass: domain.ClassPermanent, Error: "no such key: a\x00b", Response: []byte("\xff\xfe body"),
+			// A model's answer with JSON's \u0000 decoded (found by a review: model calls were
+			// written as they came, and the run stayed processing, calling the model again at
+			// every takeover).
+			Calls: []domain.ModelCall{{Model: "m", Request: []byte(`{}`), Response: "answer a\x00b \xff", Outcome: "invalid_json",
+				Error: "invalid character '\x00'", At: now}}}
 		ch := &domain.Change{To: domain.StateFailedPermanent, Reason: "dead-lettered: no such key: a\x00b", Actor: "w", Owner: "w",
 			ErrorClass: domain.ClassPermanent, Error: "no such key: a\x00b", FailedStep: "s"}
 		if err := s.CommitAttempts(ctx, "w", []*domain.Attempt{att}, nil, ch); err != nil {
@@ -37,6 +42,10 @@ func TestTextsEveryLedgerCanStore(t *testing.T) {
 		if got.State != domain.StateFailedPermanent || got.Error != "no such key: a\uFFFDb" ||
 			atts[0].Error != "no such key: a\uFFFDb" || string(atts[0].Response) != "\uFFFD body" {
 			t.Fatalf("stored: %s %q / %q %q", got.State, got.Error, atts[0].Error, atts[0].Response)
+		}
+		calls, err := s.ModelCalls(ctx, run.ID)
+		if err != nil || len(calls) != 1 || calls[0].Response != "answer a\uFFFDb \uFFFD" {
+			t.Fatalf("model calls %+v, %v", calls, err)
 		}
 	})
 }

@@ -75,3 +75,68 @@ func TestStopIsNotHeldUpByAFinishingClaim(t *testing.T) {
 		t.Fatalf("after the stop (drain 100ms) the worker took %s to return and its claims started %d more runs", took, afterStop.Load())
 	}
 }
+
+// TestStopHandsBackWhatAFinishingClaimLeft: the runs a claim cut short by a stop did not run
+// are handed back, for another worker to take at once, not started in this worker's slots
+// (all free while its claims finish runs) while it stops (found by a review).
+func TestStopHandsBackWhatAFinishingClaimLeft(t *testing.T) {
+	base := os.Getenv("PIPECTL_TEST_POSTGRES")
+	if base == "" {
+		t.Skip("PIPECTL_TEST_POSTGRES is not set")
+	}
+	store, err := ledger.Open(context.Background(), ledger.PostgresTestSchema(t, base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for i := range 100 {
+		k := fmt.Sprintf("k%04d", i)
+		r := &domain.Run{ID: "r-" + k, Pipeline: "p", IdempotencyKey: k, InputHash: "h" + k, Input: []byte(`{}`),
+			SpecText: "spec", SpecHash: "sh", Version: "test"}
+		if _, _, err := store.CreateRun(context.Background(), r, "test", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	var stopped atomic.Bool
+	var startedInSlots atomic.Int32
+	w := &worker.Worker{
+		Queue: store, Owner: "w", LeaseTTL: 16 * time.Second, Concurrency: 16, Poll: 50 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Run: func(ctx context.Context, r *domain.Run) error {
+			if stopped.Load() {
+				startedInSlots.Add(1)
+			}
+			return nil
+		},
+		Finish: func(ctx context.Context, r *domain.Run) *domain.Finished {
+			if !stopped.Swap(true) {
+				stop()
+				return nil
+			}
+			return nil
+		},
+	}
+	done := make(chan struct{})
+	go func() { w.Serve(ctx, 5*time.Second); close(done) }()
+	<-done
+	if n := startedInSlots.Load(); n > 0 {
+		t.Fatalf("after the stop, %d runs of the stopped claim were started in slots instead of handed back", n)
+	}
+	runs, err := store.ListRuns(context.Background(), ledger.RunFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handed := 0
+	for _, r := range runs {
+		switch {
+		case r.State == domain.StateProcessing && domain.HandedBack(r.LeaseExpires):
+			handed++
+		case r.State != domain.StateQueued:
+			t.Fatalf("%s is %s under %q after the stop", r.ID, r.State, r.LeaseOwner)
+		}
+	}
+	if handed == 0 {
+		t.Fatal("the stopped claim handed back no run")
+	}
+}

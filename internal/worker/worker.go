@@ -134,29 +134,34 @@ func reserveFor(frees int, over, took, ttl time.Duration, most int) int {
 //
 // A claim goes on when the worker is told to stop (ctx is not stop), so that what it claimed is
 // not stranded, but from then on it starts no run, and the run it is executing is stopped
-// between two steps: those runs are claimed and handed back as the fetcher stops.
-func (w *Worker) claim(ctx, stop context.Context, until time.Time, n int) ([]*domain.Run, int, error) {
+// between two steps: those runs are claimed, and cut says the fetcher is to hand them back.
+func (w *Worker) claim(ctx, stop context.Context, until time.Time, n int) (runs []*domain.Run, finished int, cut bool, err error) {
 	fq, ok := w.Queue.(FinishingQueue)
 	if !ok || w.Finish == nil {
 		runs, err := w.Queue.ClaimBatch(ctx, w.Owner, until, w.Filter, n)
-		return runs, 0, err
+		return runs, 0, false, err
 	}
 	finish := func(fctx context.Context, r *domain.Run) *domain.Finished {
 		if stop.Err() != nil {
+			cut = true
 			return nil
 		}
 		rctx, cancel := context.WithCancel(fctx)
 		defer cancel()
 		defer context.AfterFunc(stop, cancel)()
-		return w.Finish(rctx, r)
+		f := w.Finish(rctx, r)
+		if f == nil && stop.Err() != nil {
+			cut = true
+		}
+		return f
 	}
-	runs, finished, err := fq.ClaimFinishing(ctx, w.Owner, until, w.Filter, n, finish)
-	for _, f := range finished {
+	runs, done, err := fq.ClaimFinishing(ctx, w.Owner, until, w.Filter, n, finish)
+	for _, f := range done {
 		if f.Committed != nil {
 			f.Committed()
 		}
 	}
-	return runs, len(finished), err
+	return runs, len(done), cut, err
 }
 
 // housekeeping expires overdue waits and samples the queue depth.
@@ -267,8 +272,10 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 	type result struct {
 		asked int
 		runs  []*domain.Run
-		// finished counts the runs the claim ran to their end itself.
+		// finished counts the runs the claim ran to their end itself; cut says the stop came
+		// while it ran them, and it left the rest (runs) unstarted.
 		finished int
+		cut      bool
 		err      error
 		took     time.Duration
 		// start is when the claim asked for its lease: the lease runs until start+LeaseTTL.
@@ -304,6 +311,16 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 	// database, and neither waits for a cooldown.
 	finishing := false
 	defer cool.Stop()
+	// release hands a ready run back: its lease ends now, for any worker to take.
+	release := func(r readyRun, why string) {
+		// Bounded: a hung ledger must not stall the fetcher (or a stop) for good; a run not
+		// handed back is taken over when its lease runs out.
+		rctx, cancel := context.WithTimeout(claimCtx, max(w.LeaseTTL/4, time.Second))
+		defer cancel()
+		if err := w.Queue.HandBack(rctx, r.run.ID, w.Owner, why); err != nil {
+			w.Log.Warn("handing back a run not started", "run_id", r.run.ID, "error", err)
+		}
+	}
 	handOut := func(r result) {
 		inflight--
 		asked -= r.asked
@@ -311,6 +328,14 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 			w.Metrics.ClaimSeconds.Observe(r.took.Seconds())
 		}
 		now := time.Now()
+		if r.cut {
+			// A claim the stop cut short: what it did not run goes to another worker at once
+			// rather than starting here, from its first step, while this one stops.
+			for _, run := range r.runs {
+				release(readyRun{run, r.start}, "handed back before it started by "+w.Owner+", which is stopping")
+			}
+			r.runs = nil
+		}
 		// A free slot starts its run at once, however long the claim took (the engine
 		// renews the lease first when it must); the rest wait ready, within half their lease.
 		for _, run := range r.runs {
@@ -344,16 +369,6 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 			}
 		default:
 			due, reserve = false, 0
-		}
-	}
-	// release hands a ready run back: its lease ends now, for any worker to take.
-	release := func(r readyRun, why string) {
-		// Bounded: a hung ledger must not stall the fetcher (or a stop) for good; a run not
-		// handed back is taken over when its lease runs out.
-		rctx, cancel := context.WithTimeout(claimCtx, max(w.LeaseTTL/4, time.Second))
-		defer cancel()
-		if err := w.Queue.HandBack(rctx, r.run.ID, w.Owner, why); err != nil {
-			w.Log.Warn("handing back a run not started", "run_id", r.run.ID, "error", err)
 		}
 	}
 	// stale says a ready run has used up half its lease: all slots were busy for that long, so
@@ -444,8 +459,8 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 			poll.Reset(w.Poll)
 			go func() {
 				start := time.Now()
-				claimed, finished, err := w.claim(claimCtx, ctx, start.Add(w.LeaseTTL), n)
-				results <- result{asked: n, runs: claimed, finished: finished, err: err, took: time.Since(start), start: start}
+				claimed, finished, cut, err := w.claim(claimCtx, ctx, start.Add(w.LeaseTTL), n)
+				results <- result{asked: n, runs: claimed, finished: finished, cut: cut, err: err, took: time.Since(start), start: start}
 			}()
 			continue
 		}
