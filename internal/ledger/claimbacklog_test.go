@@ -170,6 +170,10 @@ func TestClaimPastABacklogWithClaimersAtOnce(t *testing.T) {
 					t.Error(err)
 					return
 				}
+				// Half the queue must have been left both when the claim began and when it came
+				// back: on a machine busy with other tests, a claim slowed down for seconds saw
+				// the others drain the queue meanwhile (once, in the whole suite).
+				left = min(left, small-taken.Load())
 				if len(runs) == 0 {
 					if left >= small/2 {
 						emptyEarly.Add(1)
