@@ -10,7 +10,10 @@ import (
 // logAttempt writes the structured line every attempt gets.
 func (s *session) logAttempt(u *unit, att *domain.Attempt) {
 	if s.held != nil {
-		s.tell(func() { s.logAttemptNow(u, att) })
+		// The unit's fields, not the unit: capturing u would move every caller's unit to
+		// the heap, a run held or not (an allocation per attempt).
+		step, item := u.step, u.item
+		s.tell(func() { s.logAttemptNow(&unit{step: step, item: item}, att) })
 		return
 	}
 	s.logAttemptNow(u, att)

@@ -53,14 +53,20 @@ func storable(s string) string {
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
-// storableChange is ch with its texts made storable.
+// storableChange is ch with its texts made storable: ch itself when they are (as almost
+// always), else a copy.
 func storableChange(ch *domain.Change) *domain.Change {
-	if ch == nil {
-		return nil
+	if ch == nil || storableText(*ch) == *ch {
+		return ch
 	}
-	c := *ch
-	c.Reason, c.Error, c.FailedStep = storable(c.Reason), storable(c.Error), storable(c.FailedStep)
+	c := storableText(*ch)
 	return &c
+}
+
+// storableText is ch with its texts made storable.
+func storableText(ch domain.Change) domain.Change {
+	ch.Reason, ch.Error, ch.FailedStep = storable(ch.Reason), storable(ch.Error), storable(ch.FailedStep)
+	return ch
 }
 
 func (r attemptRow) domain() domain.Attempt {

@@ -347,7 +347,7 @@ func finishedArgs(finished []*domain.Finished, owner string, claimedAt, at int64
 	aItem, aAttempt := make([]int32, 0, n), make([]int32, 0, n)
 	aStarted, aFinished, aDuration := make([]int64, 0, n), make([]int64, 0, n), make([]int64, 0, n)
 	for _, f := range finished {
-		ch := *storableChange(&f.Change)
+		ch := storableText(f.Change)
 		ids, tos, nexts = append(ids, f.Run.ID), append(tos, string(ch.To)), append(nexts, ms(ch.NextAttemptAt))
 		classes, errs, steps = append(classes, string(ch.ErrorClass)), append(errs, ch.Error), append(steps, ch.FailedStep)
 		reasons, actors, ats = append(reasons, ch.Reason), append(actors, ch.Actor), append(ats, at)

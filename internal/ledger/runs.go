@@ -135,7 +135,7 @@ const insertRunSQL = `INSERT INTO runs (id, pipeline, idempotency_key, input_has
 // Transition moves a run to ch.To when its current state allows it, recording the event in the
 // same commit. It fails with domain.ErrStateConflict otherwise.
 func (s *Store) Transition(ctx context.Context, runID string, ch domain.Change) error {
-	ch = *storableChange(&ch)
+	ch = storableText(ch)
 	return s.runTx(ctx, runID, func(tx *sqlx.Tx) error { return s.transitionTx(ctx, tx, runID, ch) })
 }
 
