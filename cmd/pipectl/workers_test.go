@@ -275,19 +275,7 @@ func TestWorkersChaosPureRuns(t *testing.T) {
 	for i := range runs {
 		fmt.Fprintf(&jsonl, "{\"id\": \"t-%05d\", \"n\": %d}\n", i, i)
 	}
-	inputs := c.dir + "/inputs.jsonl"
-	if err := os.WriteFile(inputs, []byte(jsonl.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var out, errOut bytes.Buffer
-	if code := run(context.Background(), []string{"--ledger", dsn, "submit", c.spec, "--inputs", inputs}, strings.NewReader(""), &out, &errOut); code != 0 {
-		t.Fatalf("submit exit %d: %s%s", code, out.String(), errOut.String())
-	}
-	store, err := ledger.Open(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := submitJSONL(t, c, dsn, jsonl.String())
 	var all []*workerProc
 	start := func() *workerProc {
 		w := startWorker(t, c.dir, dsn)
@@ -384,19 +372,7 @@ func TestWorkerDeadLettersARunWhoseErrorTheDatabaseCannotStore(t *testing.T) {
 			for i := range good {
 				fmt.Fprintf(&jsonl, "{\"id\": \"g-%03d\", \"k\": \"a\"}\n", i)
 			}
-			inputs := c.dir + "/inputs.jsonl"
-			if err := os.WriteFile(inputs, []byte(jsonl.String()), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			var out, errOut bytes.Buffer
-			if code := run(context.Background(), []string{"--ledger", dsn, "submit", c.spec, "--inputs", inputs}, strings.NewReader(""), &out, &errOut); code != 0 {
-				t.Fatalf("submit exit %d: %s%s", code, out.String(), errOut.String())
-			}
-			store, err := ledger.Open(context.Background(), dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer store.Close()
+			store := submitJSONL(t, c, dsn, jsonl.String())
 			w := startWorker(t, c.dir, dsn, tc.extra...)
 			counts := waitForStates(t, store, good+1, 20*time.Second, nil)
 			w.cmd.Process.Signal(syscall.SIGTERM)
@@ -413,4 +389,24 @@ func TestWorkerDeadLettersARunWhoseErrorTheDatabaseCannotStore(t *testing.T) {
 			}
 		})
 	}
+}
+
+// submitJSONL queues one run per line of jsonl with `pipectl submit --inputs` and returns the
+// ledger, open until the test ends.
+func submitJSONL(t *testing.T, c *cli, dsn, jsonl string) *ledger.Store {
+	t.Helper()
+	inputs := c.dir + "/inputs.jsonl"
+	if err := os.WriteFile(inputs, []byte(jsonl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"--ledger", dsn, "submit", c.spec, "--inputs", inputs}, strings.NewReader(""), &out, &errOut); code != 0 {
+		t.Fatalf("submit exit %d: %s%s", code, out.String(), errOut.String())
+	}
+	store, err := ledger.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store
 }

@@ -397,13 +397,8 @@ func claimSQL(n int, filtered bool, window int) string {
 	if q, ok := claimStatements.Load(key); ok {
 		return q.(string)
 	}
-	filter := ""
-	if filtered {
-		filter = " AND pipeline = ANY($5::text[])"
-	}
 	limit := strconv.Itoa(n)
-	rest := ` AND pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)` + filter +
-		` ORDER BY created_at, id LIMIT ` + limit + ` FOR UPDATE SKIP LOCKED`
+	rest := mayTakeSQL(filtered, `$5`) + ` ORDER BY created_at, id LIMIT ` + limit + ` FOR UPDATE SKIP LOCKED`
 	c := `WITH c AS (SELECT * FROM (` + dueBranchesSQL(`id, state, lease_owner, lease_expires_at, created_at`, `$1`, rest) + `
 	) due ORDER BY created_at, id LIMIT ` + limit + `),`
 	if readsWindow(window, filtered) {
@@ -451,6 +446,16 @@ events AS (INSERT INTO run_events (run_id, from_state, to_state, reason, actor, 
 			CASE WHEN prior_expires = ` + strconv.FormatInt(handedBack, 10) + ` THEN ' (handed back)' ELSE ' (lease expired)' END || ' by ' || $2 END, $2, $1
 	FROM moved ORDER BY created_at, id)
 `
+
+// mayTakeSQL is the condition on a due run's pipeline: not switched off, and one of the
+// pipelines given as the parameter pipelines when filtered.
+func mayTakeSQL(filtered bool, pipelines string) string {
+	c := ` AND pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)`
+	if filtered {
+		c += ` AND pipeline = ANY(` + pipelines + `::text[])`
+	}
+	return c
+}
 
 // readsWindow says whether claimSQL reads each pipeline's queue as far as window (else it walks
 // the queue in claim order; a filtered claim always does).

@@ -239,12 +239,8 @@ func lockSQL(n int, filtered bool) string {
 	if q, ok := lockStatements.Load(key); ok {
 		return q.(string)
 	}
-	filter := ""
-	if filtered {
-		filter = " AND pipeline = ANY($2::text[])"
-	}
 	limit := strconv.Itoa(n)
-	rest := ` AND pipeline NOT IN (SELECT pipeline FROM pipeline_switches WHERE disabled)` + filter + ` ORDER BY created_at, id LIMIT `
+	rest := mayTakeSQL(filtered, `$2`) + ` ORDER BY created_at, id LIMIT `
 	q := `WITH expired AS (SELECT ` + runColumns + ` FROM runs
 	WHERE state = 'processing' AND lease_expires_at < $1` + rest + limit + ` FOR UPDATE SKIP LOCKED),
 ready AS (SELECT ` + runColumns + ` FROM runs

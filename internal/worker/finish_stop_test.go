@@ -21,23 +21,7 @@ import (
 // whole budget (a quarter of the lease), and Serve returned that late whatever --drain said
 // (found by a review).
 func TestStopIsNotHeldUpByAFinishingClaim(t *testing.T) {
-	base := os.Getenv("PIPECTL_TEST_POSTGRES")
-	if base == "" {
-		t.Skip("PIPECTL_TEST_POSTGRES is not set")
-	}
-	store, err := ledger.Open(context.Background(), ledger.PostgresTestSchema(t, base))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	for i := range 400 {
-		k := fmt.Sprintf("k%04d", i)
-		r := &domain.Run{ID: "r-" + k, Pipeline: "p", IdempotencyKey: k, InputHash: "h" + k, Input: []byte(`{}`),
-			SpecText: "spec", SpecHash: "sh", Version: "test"}
-		if _, _, err := store.CreateRun(context.Background(), r, "test", nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	store := queuedRuns(t, 400)
 	ctx, stop := context.WithCancel(context.Background())
 	var stoppedAt atomic.Int64
 	var afterStop atomic.Int32
@@ -80,23 +64,7 @@ func TestStopIsNotHeldUpByAFinishingClaim(t *testing.T) {
 // are handed back, for another worker to take at once, not started in this worker's slots
 // (all free while its claims finish runs) while it stops (found by a review).
 func TestStopHandsBackWhatAFinishingClaimLeft(t *testing.T) {
-	base := os.Getenv("PIPECTL_TEST_POSTGRES")
-	if base == "" {
-		t.Skip("PIPECTL_TEST_POSTGRES is not set")
-	}
-	store, err := ledger.Open(context.Background(), ledger.PostgresTestSchema(t, base))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	for i := range 100 {
-		k := fmt.Sprintf("k%04d", i)
-		r := &domain.Run{ID: "r-" + k, Pipeline: "p", IdempotencyKey: k, InputHash: "h" + k, Input: []byte(`{}`),
-			SpecText: "spec", SpecHash: "sh", Version: "test"}
-		if _, _, err := store.CreateRun(context.Background(), r, "test", nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	store := queuedRuns(t, 100)
 	ctx, stop := context.WithCancel(context.Background())
 	var stopped atomic.Bool
 	var startedInSlots atomic.Int32
@@ -139,4 +107,27 @@ func TestStopHandsBackWhatAFinishingClaimLeft(t *testing.T) {
 	if handed == 0 {
 		t.Fatal("the stopped claim handed back no run")
 	}
+}
+
+// queuedRuns opens a PostgreSQL ledger of its own with n fresh runs queued.
+func queuedRuns(t *testing.T, n int) *ledger.Store {
+	t.Helper()
+	base := os.Getenv("PIPECTL_TEST_POSTGRES")
+	if base == "" {
+		t.Skip("PIPECTL_TEST_POSTGRES is not set")
+	}
+	store, err := ledger.Open(context.Background(), ledger.PostgresTestSchema(t, base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	for i := range n {
+		k := fmt.Sprintf("k%04d", i)
+		r := &domain.Run{ID: "r-" + k, Pipeline: "p", IdempotencyKey: k, InputHash: "h" + k, Input: []byte(`{}`),
+			SpecText: "spec", SpecHash: "sh", Version: "test"}
+		if _, _, err := store.CreateRun(context.Background(), r, "test", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return store
 }
