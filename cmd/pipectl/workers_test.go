@@ -137,12 +137,7 @@ func TestWorkersChaos(t *testing.T) {
 		next = time.Now().Add(time.Duration(100+rnd.IntN(400)) * time.Millisecond)
 	}
 	counts := waitForStates(t, store, runs, 3*time.Minute, chaos)
-	for _, w := range workers {
-		w.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	for _, w := range workers {
-		w.cmd.Wait()
-	}
+	stopWorkers(workers)
 	if counts[domain.StateSucceeded] != runs {
 		t.Fatalf("states %v after the chaos (want %d succeeded)", counts, runs)
 	}
@@ -298,12 +293,7 @@ func TestWorkersChaosPureRuns(t *testing.T) {
 		next = time.Now().Add(time.Duration(20+rnd.IntN(150)) * time.Millisecond)
 	}
 	counts := waitForStates(t, store, runs, 3*time.Minute, chaos)
-	for _, w := range workers {
-		w.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	for _, w := range workers {
-		w.cmd.Wait()
-	}
+	stopWorkers(workers)
 	if counts[domain.StateSucceeded] != runs {
 		t.Fatalf("states %v after the chaos (want %d succeeded)", counts, runs)
 	}
@@ -409,4 +399,14 @@ func submitJSONL(t *testing.T, c *cli, dsn, jsonl string) *ledger.Store {
 	}
 	t.Cleanup(func() { store.Close() })
 	return store
+}
+
+// stopWorkers asks every worker to stop (SIGTERM) and waits for them all.
+func stopWorkers(workers []*workerProc) {
+	for _, w := range workers {
+		w.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, w := range workers {
+		w.cmd.Wait()
+	}
 }
