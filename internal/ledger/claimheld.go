@@ -36,7 +36,8 @@ type Finisher = func(ctx context.Context, run *domain.Run) *domain.Finished
 // It finishes runs on PostgreSQL for claims the one-statement claim serves (no cap per
 // pipeline, no pipeline switched off behind a backlog); otherwise it is ClaimBatch. It
 // returns the claimed runs and the finished ones in claim order; with an error, nothing was
-// finished, and the runs it returns are claimed all the same.
+// finished, and the runs it returns are claimed all the same (when the server refused the
+// finished runs' write, they are among them: see writeHeld).
 func (s *Store) ClaimFinishing(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n int, finish Finisher) ([]*domain.Run, []*domain.Finished, error) {
 	if n < 1 {
 		return nil, nil, nil
