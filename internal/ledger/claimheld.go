@@ -289,7 +289,7 @@ func scanHeldClaim(br pgx.BatchResults) ([]*domain.Run, error) {
 // owner ($10) and the event of its end, and its attempts ($12-$25, naming their run). It fails
 // (division by zero) unless every run was queued, so that the claim's transaction is rolled
 // back whole, and returns a row per attempt written.
-const finishedSQL = `WITH r AS (
+var finishedSQL = `WITH r AS (
   SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[])
     AS r(id, to_state, next_attempt_at, error_class, error, failed_step, reason, actor, at)
 ),
@@ -302,17 +302,7 @@ moved AS (
   RETURNING runs.id, runs.pipeline, runs.created_at, r.to_state, r.reason, r.actor, r.at
 ),
 a AS (
-  INSERT INTO step_attempts (run_id, step_id, item_index, attempt, step_key, started_at, finished_at,
-    duration_ms, outcome, error_class, error, request, response, output, pipeline)
-  SELECT t.run_id, t.step_id, t.item_index, t.attempt, t.step_key, t.started_at, t.finished_at,
-    t.duration_ms, t.outcome, t.error_class, t.error, t.request, t.response, t.output, moved.pipeline
-  FROM unnest($12::text[], $13::text[], $14::int[], $15::int[], $16::text[], $17::bigint[], $18::bigint[],
-    $19::bigint[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[], $25::text[]) WITH ORDINALITY
-    AS t(run_id, step_id, item_index, attempt, step_key, started_at, finished_at, duration_ms, outcome,
-      error_class, error, request, response, output, ord)
-  JOIN moved ON moved.id = t.run_id
-  ORDER BY t.ord
-  RETURNING id, run_id, step_id, item_index, attempt
+  ` + insertAttemptsSQL(12, "moved") + `
 ),
 ev AS (
   INSERT INTO run_events (run_id, from_state, to_state, reason, actor, at)
@@ -338,11 +328,7 @@ func finishedArgs(finished []*domain.Finished, owner string, claimedAt, at int64
 		make([]string, 0, len(finished)), make([]string, 0, len(finished)), make([]string, 0, len(finished)),
 		make([]string, 0, len(finished)), make([]string, 0, len(finished))
 	nexts, ats := make([]int64, 0, len(finished)), make([]int64, 0, len(finished))
-	aRun, aStep, aKey, aOutcome, aClass, aErr, aReq, aResp, aOut := make([]string, 0, n), make([]string, 0, n),
-		make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n),
-		make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
-	aItem, aAttempt := make([]int32, 0, n), make([]int32, 0, n)
-	aStarted, aFinished, aDuration := make([]int64, 0, n), make([]int64, 0, n), make([]int64, 0, n)
+	atts := newAttemptArrays(n)
 	for _, f := range finished {
 		ch := storableText(f.Change)
 		ids, tos, nexts = append(ids, f.Run.ID), append(tos, string(ch.To)), append(nexts, ms(ch.NextAttemptAt))
@@ -350,26 +336,23 @@ func finishedArgs(finished []*domain.Finished, owner string, claimedAt, at int64
 		reasons, actors, ats = append(reasons, ch.Reason), append(actors, ch.Actor), append(ats, at)
 		for _, a := range f.Attempts {
 			r := toRow(a)
-			aRun, aStep, aItem, aAttempt, aKey = append(aRun, f.Run.ID), append(aStep, r.StepID), append(aItem, int32(r.ItemIndex)), append(aAttempt, int32(r.Attempt)), append(aKey, r.StepKey)
-			aStarted, aFinished, aDuration = append(aStarted, r.StartedAt), append(aFinished, r.FinishedAt), append(aDuration, r.DurationMS)
-			aOutcome, aClass, aErr = append(aOutcome, r.Outcome), append(aClass, r.ErrorClass), append(aErr, r.Error)
-			aReq, aResp, aOut = append(aReq, r.Request), append(aResp, r.Response), append(aOut, r.Output)
+			r.RunID = f.Run.ID
+			atts.add(r)
 		}
 	}
-	return []any{ids, tos, nexts, classes, errs, steps, reasons, actors, ats, owner, claimedAt,
-		aRun, aStep, aItem, aAttempt, aKey, aStarted, aFinished, aDuration, aOutcome, aClass, aErr, aReq, aResp, aOut}
+	return append([]any{ids, tos, nexts, classes, errs, steps, reasons, actors, ats, owner, claimedAt}, atts.args()...)
 }
 
 // scanFinished reads finishedSQL's answer and gives each attempt written its ID.
 func scanFinished(br pgx.BatchResults, finished []*domain.Finished) error {
 	type key struct {
-		run, step     string
-		item, attempt int32
+		run string
+		attemptKey
 	}
 	byKey := make(map[key]*domain.Attempt)
 	for _, f := range finished {
 		for _, a := range f.Attempts {
-			byKey[key{f.Run.ID, a.StepID, int32(a.ItemIndex), int32(a.Attempt)}] = a
+			byKey[key{f.Run.ID, attemptKey{a.StepID, a.ItemIndex, a.Attempt}}] = a
 		}
 	}
 	rows, err := br.Query()
@@ -389,7 +372,7 @@ func scanFinished(br pgx.BatchResults, finished []*domain.Finished) error {
 		if !id.Valid {
 			continue
 		}
-		if a := byKey[key{run.String, step.String, item.Int32, attempt.Int32}]; a != nil {
+		if a := byKey[key{run.String, attemptKey{step.String, int(item.Int32), int(attempt.Int32)}}]; a != nil {
 			a.ID = id.Int64
 			written++
 		}

@@ -3,6 +3,7 @@ package ledger
 import (
 	"database/sql"
 	"fmt"
+	"strconv"
 
 	"github.com/pipectl/pipectl/internal/domain"
 )
@@ -59,7 +60,7 @@ func mergeable(to domain.RunState) bool {
 // mergedSQL writes the chained commits of many runs. Runs come as parallel arrays ($1-$10),
 // attempts as parallel arrays naming their run ($11-$24). It returns a row per attempt written
 // and a row (with a NULL attempt) per run that wrote none, each saying whether its run moved.
-const mergedSQL = `WITH r AS (
+var mergedSQL = `WITH r AS (
   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[])
     AS r(id, owner, to_state, next_attempt_at, error_class, error, failed_step, reason, actor, at)
 ),
@@ -69,17 +70,7 @@ locked AS (
   ORDER BY runs.id FOR UPDATE OF runs
 ),
 a AS (
-  INSERT INTO step_attempts (run_id, step_id, item_index, attempt, step_key, started_at, finished_at,
-    duration_ms, outcome, error_class, error, request, response, output, pipeline)
-  SELECT t.run_id, t.step_id, t.item_index, t.attempt, t.step_key, t.started_at, t.finished_at,
-    t.duration_ms, t.outcome, t.error_class, t.error, t.request, t.response, t.output, locked.pipeline
-  FROM unnest($11::text[], $12::text[], $13::int[], $14::int[], $15::text[], $16::bigint[], $17::bigint[],
-    $18::bigint[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[]) WITH ORDINALITY
-    AS t(run_id, step_id, item_index, attempt, step_key, started_at, finished_at, duration_ms, outcome,
-      error_class, error, request, response, output, ord)
-  JOIN locked ON locked.id = t.run_id
-  ORDER BY t.ord
-  RETURNING id, run_id, step_id, item_index, attempt
+  ` + insertAttemptsSQL(11, "locked") + `
 ),
 moved AS (
   UPDATE runs SET state = r.to_state, updated_at = r.at, lease_owner = '', lease_expires_at = 0,
@@ -111,26 +102,61 @@ func mergedArgs(writes []*chainedWrite) []any {
 			make([]string, 0, len(writes)), make([]string, 0, len(writes)), make([]string, 0, len(writes))
 		nexts, ats = make([]int64, 0, len(writes)), make([]int64, 0, len(writes))
 	)
-	var (
-		aRun, aStep, aKey, aOutcome, aClass, aErr, aReq, aResp, aOut = make([]string, 0, n), make([]string, 0, n),
-			make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n),
-			make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
-		aItem, aAttempt                = make([]int32, 0, n), make([]int32, 0, n)
-		aStarted, aFinished, aDuration = make([]int64, 0, n), make([]int64, 0, n), make([]int64, 0, n)
-	)
+	atts := newAttemptArrays(n)
 	for _, w := range writes {
 		ids, owners, tos = append(ids, w.runID), append(owners, w.owner), append(tos, string(w.to))
 		nexts, classes, errs, steps = append(nexts, w.next), append(classes, w.errorClass), append(errs, w.errText), append(steps, w.failedStep)
 		reasons, actors, ats = append(reasons, w.reason), append(actors, w.actor), append(ats, w.at)
 		for _, r := range w.rows {
-			aRun, aStep, aItem, aAttempt, aKey = append(aRun, r.RunID), append(aStep, r.StepID), append(aItem, int32(r.ItemIndex)), append(aAttempt, int32(r.Attempt)), append(aKey, r.StepKey)
-			aStarted, aFinished, aDuration = append(aStarted, r.StartedAt), append(aFinished, r.FinishedAt), append(aDuration, r.DurationMS)
-			aOutcome, aClass, aErr = append(aOutcome, r.Outcome), append(aClass, r.ErrorClass), append(aErr, r.Error)
-			aReq, aResp, aOut = append(aReq, r.Request), append(aResp, r.Response), append(aOut, r.Output)
+			atts.add(r)
 		}
 	}
-	return []any{ids, owners, tos, nexts, classes, errs, steps, reasons, actors, ats,
-		aRun, aStep, aItem, aAttempt, aKey, aStarted, aFinished, aDuration, aOutcome, aClass, aErr, aReq, aResp, aOut}
+	return append([]any{ids, owners, tos, nexts, classes, errs, steps, reasons, actors, ats}, atts.args()...)
+}
+
+// attemptArrays lays attempt rows out as the parallel arrays that insertAttemptsSQL reads.
+type attemptArrays struct {
+	run, step, key, outcome, class, err, req, resp, out []string
+	item, attempt                                       []int32
+	started, finished, duration                         []int64
+}
+
+func newAttemptArrays(n int) *attemptArrays {
+	strs := func() []string { return make([]string, 0, n) }
+	return &attemptArrays{
+		run: strs(), step: strs(), key: strs(), outcome: strs(), class: strs(), err: strs(), req: strs(), resp: strs(), out: strs(),
+		item: make([]int32, 0, n), attempt: make([]int32, 0, n),
+		started: make([]int64, 0, n), finished: make([]int64, 0, n), duration: make([]int64, 0, n),
+	}
+}
+
+func (a *attemptArrays) add(r attemptRow) {
+	a.run, a.step, a.item, a.attempt, a.key = append(a.run, r.RunID), append(a.step, r.StepID), append(a.item, int32(r.ItemIndex)), append(a.attempt, int32(r.Attempt)), append(a.key, r.StepKey)
+	a.started, a.finished, a.duration = append(a.started, r.StartedAt), append(a.finished, r.FinishedAt), append(a.duration, r.DurationMS)
+	a.outcome, a.class, a.err = append(a.outcome, r.Outcome), append(a.class, r.ErrorClass), append(a.err, r.Error)
+	a.req, a.resp, a.out = append(a.req, r.Request), append(a.resp, r.Response), append(a.out, r.Output)
+}
+
+// args are the arrays in insertAttemptsSQL's order.
+func (a *attemptArrays) args() []any {
+	return []any{a.run, a.step, a.item, a.attempt, a.key, a.started, a.finished, a.duration, a.outcome, a.class, a.err, a.req, a.resp, a.out}
+}
+
+// insertAttemptsSQL is the CTE body that inserts the attempts of attemptArrays, given as the
+// parameters from $first on, for the runs of the CTE held (id, pipeline) only, in their order.
+func insertAttemptsSQL(first int, held string) string {
+	p := func(i int, typ string) string { return "$" + strconv.Itoa(first+i) + "::" + typ + "[]" }
+	return `INSERT INTO step_attempts (run_id, step_id, item_index, attempt, step_key, started_at, finished_at,
+    duration_ms, outcome, error_class, error, request, response, output, pipeline)
+  SELECT t.run_id, t.step_id, t.item_index, t.attempt, t.step_key, t.started_at, t.finished_at,
+    t.duration_ms, t.outcome, t.error_class, t.error, t.request, t.response, t.output, ` + held + `.pipeline
+  FROM unnest(` + p(0, "text") + `, ` + p(1, "text") + `, ` + p(2, "int") + `, ` + p(3, "int") + `, ` + p(4, "text") + `, ` + p(5, "bigint") + `, ` + p(6, "bigint") + `,
+    ` + p(7, "bigint") + `, ` + p(8, "text") + `, ` + p(9, "text") + `, ` + p(10, "text") + `, ` + p(11, "text") + `, ` + p(12, "text") + `, ` + p(13, "text") + `) WITH ORDINALITY
+    AS t(run_id, step_id, item_index, attempt, step_key, started_at, finished_at, duration_ms, outcome,
+      error_class, error, request, response, output, ord)
+  JOIN ` + held + ` ON ` + held + `.id = t.run_id
+  ORDER BY t.ord
+  RETURNING id, run_id, step_id, item_index, attempt`
 }
 
 // mergedRow is one row of mergedSQL's answer.
