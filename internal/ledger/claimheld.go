@@ -253,13 +253,11 @@ FROM (SELECT * FROM expired UNION ALL SELECT * FROM ready) due ORDER BY created_
 	return q
 }
 
-var heldClaimOnce = sync.OnceValue(func() string {
+// heldClaimSQL moves runs the claim's transaction holds ($5) to processing, as claimSQL does.
+var heldClaimSQL = sync.OnceValue(func() string {
 	return `WITH c AS (SELECT id, state, lease_owner, lease_expires_at, created_at FROM runs WHERE id = ANY($5::text[])),` +
 		claimWritesSQL + claimedSQL
 })
-
-// heldClaimSQL moves runs the claim's transaction holds ($5) to processing, as claimSQL does.
-func heldClaimSQL() string { return heldClaimOnce() }
 
 func scanHeldClaim(br pgx.BatchResults) ([]*domain.Run, error) {
 	rows, err := br.Query()
