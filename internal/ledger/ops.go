@@ -43,6 +43,7 @@ func (s *Store) PipelineDisabled(ctx context.Context, pipeline string) (bool, st
 // SetPipelineDisabled throws or resets a pipeline's kill switch and logs who did it and why.
 func (s *Store) SetPipelineDisabled(ctx context.Context, pipeline string, disabled bool, reason, actor string) error {
 	now := ms(s.now())
+	reason, actor = storable(reason), storable(actor)
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
 		if _, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO pipeline_switches (pipeline, disabled, reason, actor, at) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (pipeline) DO UPDATE SET disabled = excluded.disabled, reason = excluded.reason, actor = excluded.actor, at = excluded.at`),
@@ -113,7 +114,7 @@ func (s *Store) Decide(ctx context.Context, d Decision) error {
 		}
 		if r := d.Review; r != nil {
 			if _, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO reviews (run_id, step_id, item_index, decision, proposal_hash, actor, note, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
-				d.RunID, r.StepID, r.ItemIndex, r.Decision, r.ProposalHash, r.Actor, r.Note, ms(s.now())); err != nil {
+				d.RunID, r.StepID, r.ItemIndex, r.Decision, r.ProposalHash, storable(r.Actor), storable(r.Note), ms(s.now())); err != nil {
 				return err
 			}
 		}

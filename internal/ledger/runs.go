@@ -475,9 +475,10 @@ func (s *Store) Events(ctx context.Context, runID string) ([]domain.Event, error
 	return out, nil
 }
 
-// AddNote records an operator's note on a run.
+// AddNote records an operator's note on a run; its text is made storable (a NUL in a note sent
+// to the API was a server error on PostgreSQL).
 func (s *Store) AddNote(ctx context.Context, runID, actor, text string) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO notes (run_id, actor, text, at) VALUES (?, ?, ?, ?)`), runID, actor, text, ms(s.now()))
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO notes (run_id, actor, text, at) VALUES (?, ?, ?, ?)`), runID, storable(actor), storable(text), ms(s.now()))
 	return err
 }
 

@@ -49,3 +49,26 @@ func TestTextsEveryLedgerCanStore(t *testing.T) {
 		}
 	})
 }
+
+// A person's texts (a note, a kill switch's reason) reach the ledger from the API as JSON, where
+// \u0000 is a NUL: they are stored like the runs' own texts, not refused by the server with an
+// internal error (found by an attack on the API's note endpoint).
+func TestPeoplesTextsEveryLedgerCanStore(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		run, _, err := s.CreateRun(ctx, newRun(t, "p", "note"), "test", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AddNote(ctx, run.ID, "ops\x00", "hi \x00 there \xff"); err != nil {
+			t.Fatalf("a note with a NUL: %v", err)
+		}
+		notes, err := s.Notes(ctx, run.ID)
+		if err != nil || len(notes) != 1 || notes[0].Text != "hi \uFFFD there \uFFFD" {
+			t.Fatalf("notes %+v, %v", notes, err)
+		}
+		if err := s.SetPipelineDisabled(ctx, "p", true, "stop \x00", "ops"); err != nil {
+			t.Fatalf("a kill switch's reason with a NUL: %v", err)
+		}
+	})
+}
