@@ -33,12 +33,18 @@ type Finisher = func(ctx context.Context, run *domain.Run) *domain.Finished
 // a lease would. Finishing stops once a quarter of the lease went by (a run then under way
 // stops between two steps); the rest are claimed.
 //
+// n is how many runs the claim may take for slots, most how many it may lock (at least n): a
+// claim that finishes its runs itself costs the ledger three round trips and a commit however
+// many it takes, and no slot is used for them, so it may take more runs than there are slots.
+// Of the runs it locks and does not finish, it claims the first n; the others it leaves as they
+// were, for the next claim.
+//
 // It finishes runs on PostgreSQL for claims the one-statement claim serves (no cap per
-// pipeline, no pipeline switched off behind a backlog); otherwise it is ClaimBatch. It
+// pipeline, no pipeline switched off behind a backlog); otherwise it is ClaimBatch of n. It
 // returns the claimed runs and the finished ones in claim order; with an error, nothing was
 // finished, and the runs it returns are claimed all the same (when the server refused the
-// finished runs' write, they are among them: see writeHeld).
-func (s *Store) ClaimFinishing(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n int, finish Finisher) ([]*domain.Run, []*domain.Finished, error) {
+// finished runs' write, they are among them, which may make more than n: see writeHeld).
+func (s *Store) ClaimFinishing(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n, most int, finish Finisher) ([]*domain.Run, []*domain.Finished, error) {
 	if n < 1 {
 		return nil, nil, nil
 	}
@@ -46,6 +52,7 @@ func (s *Store) ClaimFinishing(ctx context.Context, owner string, until time.Tim
 		runs, err := s.ClaimBatch(ctx, owner, until, f, n)
 		return runs, nil, err
 	}
+	most = max(n, most)
 	conn, err := s.claims.Conn(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("claim: %w", retryable(err))
@@ -59,13 +66,13 @@ func (s *Store) ClaimFinishing(ctx context.Context, owner string, until time.Tim
 			return fmt.Errorf("claim: driver connection %T is not pgx's", dc)
 		}
 		var err error
-		claimed, finished, err = s.claimHeld(ctx, pc.Conn(), owner, until, f, n, finish)
+		claimed, finished, err = s.claimHeld(ctx, pc.Conn(), owner, until, f, n, most, finish)
 		return err
 	})
 	return claimed, finished, err
 }
 
-func (s *Store) claimHeld(ctx context.Context, c *pgx.Conn, owner string, until time.Time, f domain.ClaimFilter, n int, finish Finisher) (claimed []*domain.Run, finished []*domain.Finished, err error) {
+func (s *Store) claimHeld(ctx context.Context, c *pgx.Conn, owner string, until time.Time, f domain.ClaimFilter, n, most int, finish Finisher) (claimed []*domain.Run, finished []*domain.Finished, err error) {
 	start := s.now()
 	lease := max(until.Sub(start), time.Second)
 	if _, err := c.Exec(ctx, "BEGIN; SET LOCAL idle_in_transaction_session_timeout = "+strconv.FormatInt(lease.Milliseconds(), 10)); err != nil {
@@ -89,7 +96,7 @@ func (s *Store) claimHeld(ctx context.Context, c *pgx.Conn, owner string, until 
 		// Planned with the pipelines known, as claimArgs says.
 		args = []any{pgx.QueryExecModeSimpleProtocol, ms(start), f.Pipelines}
 	}
-	rows, err := c.Query(ctx, lockSQL(n, len(f.Pipelines) > 0), args...)
+	rows, err := c.Query(ctx, lockSQL(most, len(f.Pipelines) > 0), args...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("claim: %w", retryable(err))
 	}
@@ -127,8 +134,12 @@ func (s *Store) claimHeld(ctx context.Context, c *pgx.Conn, owner string, until 
 			finished = append(finished, done)
 			continue
 		}
-		rest = append(rest, r.ID)
+		if len(rest) < n {
+			rest = append(rest, r.ID)
+		}
 	}
+	// The runs locked beyond rest are neither finished nor claimed: the commit unlocks them as
+	// they were.
 	claimed, finished, err = s.writeHeld(ctx, c, owner, until, start, rest, finished)
 	if err != nil && claimed != nil {
 		committed = true

@@ -31,7 +31,7 @@ func TestClaimFinishingLocksOnlyWhatItTakes(t *testing.T) {
 	finish := finishAs(&offered)
 	var tookA, tookB []*domain.Run
 	asked := false
-	claimed, finished, err := s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 4, func(ctx context.Context, r *domain.Run) *domain.Finished {
+	claimed, finished, err := s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 4, 4, func(ctx context.Context, r *domain.Run) *domain.Finished {
 		if !asked {
 			asked = true
 			var err error
@@ -55,5 +55,46 @@ func TestClaimFinishingLocksOnlyWhatItTakes(t *testing.T) {
 	}
 	if len(tookA) != 1 || tookA[0].ID != ready[2] || len(tookB) != 0 {
 		t.Fatalf("while the claim executed its runs, a worker of p took %v and one of b took %v: want %s alone", tookA, tookB, ready[2])
+	}
+}
+
+// A claim may lock more runs than it may take for slots (most against n): it finishes what it
+// can and claims the first n of the others, and leaves the rest queued, unlocked and untouched,
+// for the next claim. An attack on the bound: every run but the pure ones would otherwise be
+// claimed, to wait for a slot that the worker does not have.
+func TestClaimFinishingTakesNoMoreThanNForSlots(t *testing.T) {
+	s := openOrFail(t, postgresOrSkip(t))
+	ctx := context.Background()
+	ids := queueKeyed(t, s, "a-s", "b-x", "c-x", "d-s", "e-x", "f-x", "g-s", "h-s")
+	var offered []string
+	claimed, finished, err := s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 2, 7, finishAs(&offered))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(offered) != 7 {
+		t.Fatalf("offered %d runs, want the 7 it may lock", len(offered))
+	}
+	if len(finished) != 3 || finished[0].Run.ID != ids[0] || finished[1].Run.ID != ids[3] || finished[2].Run.ID != ids[6] {
+		t.Fatalf("finished %d runs, want a, d and g", len(finished))
+	}
+	if len(claimed) != 2 || claimed[0].ID != ids[1] || claimed[1].ID != ids[2] {
+		t.Fatalf("claimed %v, want b and c alone", claimed)
+	}
+	for _, i := range []int{4, 5, 7} {
+		r, err := s.GetRun(ctx, ids[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.State != domain.StateQueued || r.LeaseOwner != "" || eventsOf(t, s, ids[i]) != ">queued;" {
+			t.Fatalf("run %d left: %s under %q, events %s", i, r.State, r.LeaseOwner, eventsOf(t, s, ids[i]))
+		}
+	}
+	// Nothing of them stays locked: the next claim takes them at once, in their order.
+	next, err := s.ClaimBatch(ctx, "w2", time.Now().Add(time.Minute), domain.ClaimFilter{}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(next) != 3 || next[0].ID != ids[4] || next[1].ID != ids[5] || next[2].ID != ids[7] {
+		t.Fatalf("the next claim took %v, want e, f and h", next)
 	}
 }

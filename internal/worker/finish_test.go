@@ -15,35 +15,61 @@ import (
 )
 
 // finishingQueue is a fakeQueue whose claims offer each run to finish first, as
-// ledger.ClaimFinishing does, and record how many were in flight at once.
+// ledger.ClaimFinishing does: a claim locks up to most runs, claims at most n of those it does
+// not finish and leaves the others for the next claim. It records how many claims were in
+// flight at once, what each was for, and the most runs a claim finished.
 type finishingQueue struct {
 	*fakeQueue
 	inflight, most atomic.Int32
+	books          sync.Mutex // the fields below
+	leftOver       []*domain.Run
+	forSlots       []int
+	overSlots      int
+	biggest        int
 }
 
-func (q *finishingQueue) ClaimFinishing(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n int,
+func (q *finishingQueue) ClaimFinishing(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n, most int,
 	finish func(context.Context, *domain.Run) *domain.Finished) ([]*domain.Run, []*domain.Finished, error) {
 	now := q.inflight.Add(1)
 	defer q.inflight.Add(-1)
 	for m := q.most.Load(); now > m && !q.most.CompareAndSwap(m, now); m = q.most.Load() {
 	}
-	runs, err := q.ClaimBatch(ctx, owner, until, f, n)
-	var claimed []*domain.Run
+	q.books.Lock()
+	k := min(most, len(q.leftOver))
+	locked := append([]*domain.Run(nil), q.leftOver[:k]...)
+	q.leftOver = q.leftOver[k:]
+	q.books.Unlock()
+	runs, err := q.ClaimBatch(ctx, owner, until, f, most-k)
+	locked = append(locked, runs...)
+	var claimed, left []*domain.Run
 	var finished []*domain.Finished
-	for _, r := range runs {
+	for _, r := range locked {
 		if done := finish(ctx, r); done != nil {
 			finished = append(finished, done)
 			continue
 		}
-		claimed = append(claimed, r)
+		if len(claimed) < n {
+			claimed = append(claimed, r)
+			continue
+		}
+		left = append(left, r)
 	}
+	q.books.Lock()
+	defer q.books.Unlock()
+	q.leftOver = append(q.leftOver, left...)
+	q.forSlots = append(q.forSlots, n)
+	if len(claimed) > n {
+		q.overSlots++
+	}
+	q.biggest = max(q.biggest, len(finished))
 	return claimed, finished, err
 }
 
 // TestWorkerFinishesRunsInItsClaims: the runs a claim finishes are told of once each (after the
 // claim returned, as its commit), never given to a slot, and the rest run in the slots. While
 // claims finish every run they take, two of them are in flight at once (one runs its runs while
-// the other waits for the ledger), and none asks for more runs than there are slots.
+// the other waits for the ledger), and they take more runs than there are slots (no slot is
+// used for them); none is for more runs than there are slots.
 func TestWorkerFinishesRunsInItsClaims(t *testing.T) {
 	const total, slots = 400, 8
 	q := &finishingQueue{fakeQueue: &fakeQueue{left: total, latency: time.Millisecond}}
@@ -109,11 +135,17 @@ func TestWorkerFinishesRunsInItsClaims(t *testing.T) {
 	if q.most.Load() != 2 {
 		t.Fatalf("at most %d claims were in flight at once, want 2", q.most.Load())
 	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for _, n := range q.asked {
+	q.books.Lock()
+	defer q.books.Unlock()
+	for _, n := range q.forSlots {
 		if n > slots {
-			t.Fatalf("a claim asked for %d runs with %d slots: %v", n, slots, q.asked)
+			t.Fatalf("a claim was for %d runs with %d slots: %v", n, slots, q.forSlots)
 		}
+	}
+	if q.overSlots > 0 {
+		t.Fatalf("%d claims returned more runs for slots than they were for", q.overSlots)
+	}
+	if q.biggest <= slots {
+		t.Fatalf("the claims finished at most %d runs each, with %d slots: they take no more than there are slots", q.biggest, slots)
 	}
 }
