@@ -33,50 +33,52 @@ type Finisher = func(ctx context.Context, run *domain.Run) *domain.Finished
 // a lease would. Finishing stops once a quarter of the lease went by (a run then under way
 // stops between two steps); the rest are claimed.
 //
-// n is how many runs the claim may take for slots, most how many it may lock (at least n): a
-// claim that finishes its runs itself costs the ledger three round trips and a commit however
-// many it takes, and no slot is used for them, so it may take more runs than there are slots.
-// Of the runs it locks and does not finish, it claims the first n; the others it leaves as they
-// were, for the next claim.
+// It locks up to n runs at a time, and, while it finished every run it locked so far, up to n
+// more after them, until it locked most (at least n): a claim that finishes its runs costs the
+// ledger a begin and a commit however many it takes, and uses no slot for them. It never holds
+// a run it does not take: the runs it does not finish all come from its last lock, and it
+// claims them all, so never more than n. full says that last lock found as many runs as it
+// asked for: more may be due.
 //
 // It finishes runs on PostgreSQL for claims the one-statement claim serves (no cap per
 // pipeline, no pipeline switched off behind a backlog); otherwise it is ClaimBatch of n. It
 // returns the claimed runs and the finished ones in claim order; with an error, nothing was
 // finished, and the runs it returns are claimed all the same (when the server refused the
-// finished runs' write, they are among them, which may make more than n: see writeHeld).
-func (s *Store) ClaimFinishing(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n, most int, finish Finisher) ([]*domain.Run, []*domain.Finished, error) {
+// finished runs' write, they are among them, up to most in all: see writeHeld).
+func (s *Store) ClaimFinishing(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n, most int, finish Finisher) ([]*domain.Run, []*domain.Finished, bool, error) {
 	if n < 1 {
-		return nil, nil, nil
+		return nil, nil, false, nil
 	}
 	if s.dialect != "postgres" || f.MaxPerPipeline > 0 || finish == nil || len(f.Pipelines) == 0 && s.switchedOff(ctx) {
 		runs, err := s.ClaimBatch(ctx, owner, until, f, n)
-		return runs, nil, err
+		return runs, nil, len(runs) == n, err
 	}
 	most = max(n, most)
 	conn, err := s.claims.Conn(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("claim: %w", retryable(err))
+		return nil, nil, false, fmt.Errorf("claim: %w", retryable(err))
 	}
 	defer conn.Close()
 	var claimed []*domain.Run
 	var finished []*domain.Finished
+	var full bool
 	err = conn.Raw(func(dc any) error {
 		pc, ok := dc.(interface{ Conn() *pgx.Conn })
 		if !ok {
 			return fmt.Errorf("claim: driver connection %T is not pgx's", dc)
 		}
 		var err error
-		claimed, finished, err = s.claimHeld(ctx, pc.Conn(), owner, until, f, n, most, finish)
+		claimed, finished, full, err = s.claimHeld(ctx, pc.Conn(), owner, until, f, n, most, finish)
 		return err
 	})
-	return claimed, finished, err
+	return claimed, finished, full, err
 }
 
-func (s *Store) claimHeld(ctx context.Context, c *pgx.Conn, owner string, until time.Time, f domain.ClaimFilter, n, most int, finish Finisher) (claimed []*domain.Run, finished []*domain.Finished, err error) {
+func (s *Store) claimHeld(ctx context.Context, c *pgx.Conn, owner string, until time.Time, f domain.ClaimFilter, n, most int, finish Finisher) (claimed []*domain.Run, finished []*domain.Finished, full bool, err error) {
 	start := s.now()
 	lease := max(until.Sub(start), time.Second)
 	if _, err := c.Exec(ctx, "BEGIN; SET LOCAL idle_in_transaction_session_timeout = "+strconv.FormatInt(lease.Milliseconds(), 10)); err != nil {
-		return nil, nil, fmt.Errorf("claim: %w", retryable(err))
+		return nil, nil, false, fmt.Errorf("claim: %w", retryable(err))
 	}
 	committed := false
 	defer func() {
@@ -91,67 +93,94 @@ func (s *Store) claimHeld(ctx context.Context, c *pgx.Conn, owner string, until 
 			_ = c.Close(context.WithoutCancel(ctx))
 		}
 	}()
-	args := []any{ms(start)}
-	if len(f.Pipelines) > 0 {
-		// Planned with the pipelines known, as claimArgs says.
-		args = []any{pgx.QueryExecModeSimpleProtocol, ms(start), f.Pipelines}
-	}
-	rows, err := c.Query(ctx, lockSQL(most, len(f.Pipelines) > 0), args...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("claim: %w", retryable(err))
-	}
-	var locked []claimedRow
-	for rows.Next() {
-		var r claimedRow
-		if err := rows.Scan(append(r.dest(), &r.Begun)...); err != nil {
-			rows.Close()
-			return nil, nil, fmt.Errorf("claim: %w", err)
-		}
-		locked = append(locked, r)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("claim: %w", retryable(err))
-	}
-	if len(locked) == 0 {
-		return nil, nil, nil
-	}
 	// A run still executing when the budget is spent is stopped between two of its steps and
 	// claimed (it starts over in a slot, under a lease its heartbeat renews): however long a run
 	// of pure steps takes, the transaction is never idle for a whole lease because of it, and
 	// no run comes back to hold a claim again and again.
 	fctx, cancel := context.WithTimeout(ctx, lease/4)
 	defer cancel()
+	// The runs are locked n at a time, in claim order, and the next n only once every run of
+	// the last was finished: the claim never holds a run it does not take, and what it claims
+	// for slots (rest) comes from its last lock alone, so it is never more than n.
 	var rest []string
-	for _, r := range locked {
-		var done *domain.Finished
-		if r.State == string(domain.StateQueued) && !r.Begun && fctx.Err() == nil {
-			run := r.domain()
-			run.Unstarted = true
-			done = finish(fctx, run)
+	var after *claimedRow
+	for took := 0; took < most && len(rest) == 0 && fctx.Err() == nil; {
+		ask := min(n, most-took)
+		locked, err := lockDue(ctx, c, f, start, ask, after)
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("claim: %w", err)
 		}
-		if done != nil && domain.CanTransition(domain.StateProcessing, done.Change.To) && done.Change.To != domain.StateProcessing {
-			finished = append(finished, done)
-			continue
-		}
-		if len(rest) < n {
+		took += len(locked)
+		full = len(locked) == ask
+		for i := range locked {
+			r := &locked[i]
+			var done *domain.Finished
+			if r.State == string(domain.StateQueued) && !r.Begun && fctx.Err() == nil {
+				run := r.domain()
+				run.Unstarted = true
+				done = finish(fctx, run)
+			}
+			if done != nil && domain.CanTransition(domain.StateProcessing, done.Change.To) && done.Change.To != domain.StateProcessing {
+				finished = append(finished, done)
+				continue
+			}
 			rest = append(rest, r.ID)
 		}
+		if !full {
+			break
+		}
+		after = &locked[len(locked)-1]
 	}
-	// The runs locked beyond rest are neither finished nor claimed: the commit unlocks them as
-	// they were.
+	if len(rest) == 0 && len(finished) == 0 {
+		return nil, nil, false, nil
+	}
 	claimed, finished, err = s.writeHeld(ctx, c, owner, until, start, rest, finished)
 	if err != nil && claimed != nil {
 		committed = true
-		return claimed, nil, fmt.Errorf("claim: %w", err)
+		return claimed, nil, full, fmt.Errorf("claim: %w", err)
 	}
 	if err != nil {
 		// Sent, so its outcome may be unknown, as in claimOnce: the runs claimed after all
 		// wait for their lease, and the finished ones are written whole or still queued.
-		return nil, nil, fmt.Errorf("claim: %w", retryable(&commitError{err}))
+		return nil, nil, false, fmt.Errorf("claim: %w", retryable(&commitError{err}))
 	}
 	committed = true
-	return claimed, finished, nil
+	return claimed, finished, full, nil
+}
+
+// lockDue locks up to n due runs in claim order (lockSQL), or, after a run the claim locked
+// before, up to n ready runs that come after it (lockAfterSQL).
+func lockDue(ctx context.Context, c *pgx.Conn, f domain.ClaimFilter, now time.Time, n int, after *claimedRow) ([]claimedRow, error) {
+	filtered := len(f.Pipelines) > 0
+	var args []any
+	if filtered {
+		// Planned with the pipelines known, as claimArgs says.
+		args = append(args, pgx.QueryExecModeSimpleProtocol, ms(now), f.Pipelines)
+	} else {
+		args = append(args, ms(now))
+	}
+	q := lockSQL(n, filtered)
+	if after != nil {
+		q = lockAfterSQL(n, filtered)
+		args = append(args, after.CreatedAt, after.ID)
+	}
+	rows, err := c.Query(ctx, q, args...)
+	if err != nil {
+		return nil, retryable(err)
+	}
+	defer rows.Close()
+	var locked []claimedRow
+	for rows.Next() {
+		var r claimedRow
+		if err := rows.Scan(append(r.dest(), &r.Begun)...); err != nil {
+			return nil, err
+		}
+		locked = append(locked, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, retryable(err)
+	}
+	return locked, nil
 }
 
 // writeHeld writes what a claim decided for the runs it holds: rest to processing, finished to
@@ -261,6 +290,30 @@ ready AS (SELECT ` + runColumns + ` FROM runs
 SELECT *, EXISTS (SELECT 1 FROM step_attempts WHERE step_attempts.run_id = due.id OFFSET 0) AS begun
 FROM (SELECT * FROM expired UNION ALL SELECT * FROM ready) due ORDER BY created_at, id`
 	lockStatements.Store(key, q)
+	return q
+}
+
+var lockAfterStatements sync.Map // claimKey -> string
+
+// lockAfterSQL locks up to n ready runs that come after the run ($2, $3; $3, $4 when filtered)
+// in claim order, as lockSQL does: the next runs of a claim whose runs so far were all finished.
+// Expired leases are not among them: a run taken over is never finished, so a claim whose
+// first runs included one stops there.
+func lockAfterSQL(n int, filtered bool) string {
+	key := claimKey{n: n, filtered: filtered}
+	if q, ok := lockAfterStatements.Load(key); ok {
+		return q.(string)
+	}
+	at, id := `$2`, `$3`
+	if filtered {
+		at, id = `$3`, `$4`
+	}
+	q := `SELECT *, EXISTS (SELECT 1 FROM step_attempts WHERE step_attempts.run_id = due.id OFFSET 0) AS begun
+FROM (SELECT ` + runColumns + ` FROM runs
+	WHERE (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= $1))
+	AND (created_at, id) > (` + at + `::bigint, ` + id + `::text)` + mayTakeSQL(filtered, `$2`) + `
+	ORDER BY created_at, id LIMIT ` + strconv.Itoa(n) + ` FOR UPDATE SKIP LOCKED) due ORDER BY created_at, id`
+	lockAfterStatements.Store(key, q)
 	return q
 }
 

@@ -31,7 +31,7 @@ func TestClaimFinishingLocksOnlyWhatItTakes(t *testing.T) {
 	finish := finishAs(&offered)
 	var tookA, tookB []*domain.Run
 	asked := false
-	claimed, finished, err := s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 4, 4, func(ctx context.Context, r *domain.Run) *domain.Finished {
+	claimed, finished, _, err := s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 4, 4, func(ctx context.Context, r *domain.Run) *domain.Finished {
 		if !asked {
 			asked = true
 			var err error
@@ -58,43 +58,95 @@ func TestClaimFinishingLocksOnlyWhatItTakes(t *testing.T) {
 	}
 }
 
-// A claim may lock more runs than it may take for slots (most against n): it finishes what it
-// can and claims the first n of the others, and leaves the rest queued, unlocked and untouched,
-// for the next claim. An attack on the bound: every run but the pure ones would otherwise be
-// claimed, to wait for a slot that the worker does not have.
-func TestClaimFinishingTakesNoMoreThanNForSlots(t *testing.T) {
+// A claim may take more runs than it may take for slots (most against n): it locks n at a time,
+// and the next n, after them, only once it finished every run it locked so far. So the runs it
+// claims for slots all come from its last lock (never more than n), and no run is locked by it
+// that it does not take.
+func TestClaimFinishingLocksNAtATime(t *testing.T) {
 	s := openOrFail(t, postgresOrSkip(t))
 	ctx := context.Background()
-	ids := queueKeyed(t, s, "a-s", "b-x", "c-x", "d-s", "e-x", "f-x", "g-s", "h-s")
+	ids := queueKeyed(t, s, "a-s", "b-s", "c-s", "d-s", "e-x", "f-x", "g-s")
 	var offered []string
-	claimed, finished, err := s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 2, 7, finishAs(&offered))
+	claimed, finished, full, err := s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 2, 6, finishAs(&offered))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(offered) != 7 {
-		t.Fatalf("offered %d runs, want the 7 it may lock", len(offered))
+	if len(finished) != 4 || finished[0].Run.ID != ids[0] || finished[3].Run.ID != ids[3] {
+		t.Fatalf("finished %d runs, want a to d", len(finished))
 	}
-	if len(finished) != 3 || finished[0].Run.ID != ids[0] || finished[1].Run.ID != ids[3] || finished[2].Run.ID != ids[6] {
-		t.Fatalf("finished %d runs, want a, d and g", len(finished))
+	if len(claimed) != 2 || claimed[0].ID != ids[4] || claimed[1].ID != ids[5] || !full {
+		t.Fatalf("claimed %v (full %v), want e and f from a full last lock", claimed, full)
 	}
-	if len(claimed) != 2 || claimed[0].ID != ids[1] || claimed[1].ID != ids[2] {
-		t.Fatalf("claimed %v, want b and c alone", claimed)
+	if r, err := s.GetRun(ctx, ids[6]); err != nil || r.State != domain.StateQueued || eventsOf(t, s, ids[6]) != ">queued;" {
+		t.Fatalf("g, past the claim's last lock: %+v %v", r, err)
 	}
-	for _, i := range []int{4, 5, 7} {
-		r, err := s.GetRun(ctx, ids[i])
-		if err != nil {
+	// A claim that finished all it found says whether its last lock was full.
+	queueKeyed(t, s, "h-s")
+	_, finished, full, err = s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 2, 6, finishAs(&offered))
+	if err != nil || len(finished) != 2 || full {
+		t.Fatalf("the last two runs: finished %d, full %v, %v", len(finished), full, err)
+	}
+}
+
+// While a claim executes the runs it locked, the runs after them are free for any other claim:
+// locking more than it would take held them for the whole claim, and another worker with free
+// slots found nothing (found by a review, with the claim that locked most runs at once).
+func TestClaimFinishingHoldsNoRunItDoesNotTake(t *testing.T) {
+	dsn := postgresOrSkip(t)
+	s, other := openOrFail(t, dsn), openOrFail(t, dsn)
+	ctx := context.Background()
+	ids := queueKeyed(t, s, "a-s", "b-x", "c-x", "d-x")
+	var offered []string
+	finish := finishAs(&offered)
+	var took []*domain.Run
+	asked := false
+	claimed, finished, full, err := s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 1, 4, func(ctx context.Context, r *domain.Run) *domain.Finished {
+		if !asked {
+			asked = true
+			var err error
+			if took, err = other.ClaimBatch(ctx, "w2", time.Now().Add(time.Minute), domain.ClaimFilter{}, 10); err != nil {
+				t.Error(err)
+			}
+		}
+		return finish(ctx, r)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(took) != 3 || took[0].ID != ids[1] {
+		t.Fatalf("while w1's claim executed its first run, w2 took %d runs, want b, c and d", len(took))
+	}
+	if len(finished) != 1 || len(claimed) != 0 || full {
+		t.Fatalf("w1 finished %d, claimed %v, full %v: want a alone, and an empty last lock", len(finished), claimed, full)
+	}
+}
+
+// A run that its claim's budget stops is claimed, to run in a slot: it never holds a claim
+// again. With runs that are not pure ahead of it, a claim that left the rest of its lock
+// queued executed it again and again, each time for the whole budget (found by a review).
+func TestClaimFinishingRunsASlowRunOnce(t *testing.T) {
+	s := openOrFail(t, postgresOrSkip(t))
+	ctx := context.Background()
+	ids := queueKeyed(t, s, "x1-x", "x2-x", "slow-s")
+	execs := 0
+	slow := func(ctx context.Context, r *domain.Run) *domain.Finished {
+		if r.IdempotencyKey != "slow-s" {
+			return nil
+		}
+		execs++
+		<-ctx.Done() // longer than the budget
+		return nil
+	}
+	for range 4 {
+		if _, _, _, err := s.ClaimFinishing(ctx, "w1", time.Now().Add(2*time.Second), domain.ClaimFilter{}, 1, 8, slow); err != nil {
 			t.Fatal(err)
 		}
-		if r.State != domain.StateQueued || r.LeaseOwner != "" || eventsOf(t, s, ids[i]) != ">queued;" {
-			t.Fatalf("run %d left: %s under %q, events %s", i, r.State, r.LeaseOwner, eventsOf(t, s, ids[i]))
-		}
 	}
-	// Nothing of them stays locked: the next claim takes them at once, in their order.
-	next, err := s.ClaimBatch(ctx, "w2", time.Now().Add(time.Minute), domain.ClaimFilter{}, 10)
+	r, err := s.GetRun(ctx, ids[2])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(next) != 3 || next[0].ID != ids[4] || next[1].ID != ids[5] || next[2].ID != ids[7] {
-		t.Fatalf("the next claim took %v, want e, f and h", next)
+	if execs != 1 || r.State != domain.StateProcessing || r.LeaseOwner != "w1" {
+		t.Fatalf("the slow run was executed %d times and is %s under %q: want once, then claimed", execs, r.State, r.LeaseOwner)
 	}
 }

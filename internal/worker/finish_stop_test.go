@@ -112,6 +112,18 @@ func TestStopHandsBackWhatAFinishingClaimLeft(t *testing.T) {
 // queuedRuns opens a PostgreSQL ledger of its own with n fresh runs queued.
 func queuedRuns(t *testing.T, n int) *ledger.Store {
 	t.Helper()
+	store := postgresQueue(t)
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k%04d", i)
+	}
+	queueKeys(t, store, keys...)
+	return store
+}
+
+// postgresQueue is a ledger on a PostgreSQL schema of the test's own.
+func postgresQueue(t *testing.T) *ledger.Store {
+	t.Helper()
 	base := os.Getenv("PIPECTL_TEST_POSTGRES")
 	if base == "" {
 		t.Skip("PIPECTL_TEST_POSTGRES is not set")
@@ -121,13 +133,17 @@ func queuedRuns(t *testing.T, n int) *ledger.Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	for i := range n {
-		k := fmt.Sprintf("k%04d", i)
+	return store
+}
+
+// queueKeys queues a run of pipeline p per key, in claim order (run r-<key>).
+func queueKeys(t *testing.T, store *ledger.Store, keys ...string) {
+	t.Helper()
+	for _, k := range keys {
 		r := &domain.Run{ID: "r-" + k, Pipeline: "p", IdempotencyKey: k, InputHash: "h" + k, Input: []byte(`{}`),
 			SpecText: "spec", SpecHash: "sh", Version: "test"}
 		if _, _, err := store.CreateRun(context.Background(), r, "test", nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return store
 }

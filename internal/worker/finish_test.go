@@ -15,54 +15,51 @@ import (
 )
 
 // finishingQueue is a fakeQueue whose claims offer each run to finish first, as
-// ledger.ClaimFinishing does: a claim locks up to most runs, claims at most n of those it does
-// not finish and leaves the others for the next claim. It records how many claims were in
-// flight at once, what each was for, and the most runs a claim finished.
+// ledger.ClaimFinishing does: a claim takes n runs at a time, and the next n only once it
+// finished every run so far, up to most; the runs it does not finish (all of its last n) are
+// claimed. It records how many claims were in flight at once, what each was for, and the most
+// runs a claim finished.
 type finishingQueue struct {
 	*fakeQueue
 	inflight, most atomic.Int32
 	books          sync.Mutex // the fields below
-	leftOver       []*domain.Run
 	forSlots       []int
-	overSlots      int
 	biggest        int
 }
 
 func (q *finishingQueue) ClaimFinishing(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n, most int,
-	finish func(context.Context, *domain.Run) *domain.Finished) ([]*domain.Run, []*domain.Finished, error) {
+	finish func(context.Context, *domain.Run) *domain.Finished) ([]*domain.Run, []*domain.Finished, bool, error) {
 	now := q.inflight.Add(1)
 	defer q.inflight.Add(-1)
 	for m := q.most.Load(); now > m && !q.most.CompareAndSwap(m, now); m = q.most.Load() {
 	}
-	q.books.Lock()
-	k := min(most, len(q.leftOver))
-	locked := append([]*domain.Run(nil), q.leftOver[:k]...)
-	q.leftOver = q.leftOver[k:]
-	q.books.Unlock()
-	runs, err := q.ClaimBatch(ctx, owner, until, f, most-k)
-	locked = append(locked, runs...)
-	var claimed, left []*domain.Run
+	var claimed []*domain.Run
 	var finished []*domain.Finished
-	for _, r := range locked {
-		if done := finish(ctx, r); done != nil {
-			finished = append(finished, done)
-			continue
+	full := false
+	for took := 0; took < most && len(claimed) == 0; {
+		ask := min(n, most-took)
+		runs, err := q.ClaimBatch(ctx, owner, until, f, ask)
+		if err != nil {
+			return nil, nil, false, err
 		}
-		if len(claimed) < n {
+		took += len(runs)
+		full = len(runs) == ask
+		for _, r := range runs {
+			if done := finish(ctx, r); done != nil {
+				finished = append(finished, done)
+				continue
+			}
 			claimed = append(claimed, r)
-			continue
 		}
-		left = append(left, r)
+		if !full {
+			break
+		}
 	}
 	q.books.Lock()
 	defer q.books.Unlock()
-	q.leftOver = append(q.leftOver, left...)
 	q.forSlots = append(q.forSlots, n)
-	if len(claimed) > n {
-		q.overSlots++
-	}
 	q.biggest = max(q.biggest, len(finished))
-	return claimed, finished, err
+	return claimed, finished, full, nil
 }
 
 // TestWorkerFinishesRunsInItsClaims: the runs a claim finishes are told of once each (after the
@@ -141,9 +138,6 @@ func TestWorkerFinishesRunsInItsClaims(t *testing.T) {
 		if n > slots {
 			t.Fatalf("a claim was for %d runs with %d slots: %v", n, slots, q.forSlots)
 		}
-	}
-	if q.overSlots > 0 {
-		t.Fatalf("%d claims returned more runs for slots than they were for", q.overSlots)
 	}
 	if q.biggest <= slots {
 		t.Fatalf("the claims finished at most %d runs each, with %d slots: they take no more than there are slots", q.biggest, slots)

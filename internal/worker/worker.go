@@ -31,11 +31,12 @@ type Queue interface {
 // FinishingQueue is a Queue whose claims can run a fresh run of pure steps to its end before
 // they commit, and write it in their own transaction (ledger.ClaimFinishing). finish says what
 // to write for a run, or nil to claim it as usual.
-// It locks up to most runs, and claims at most n of those it does not finish.
+// It takes up to most runs in all, no more than n of them unfinished; full says more may be
+// due.
 type FinishingQueue interface {
 	Queue
 	ClaimFinishing(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n, most int,
-		finish func(context.Context, *domain.Run) *domain.Finished) ([]*domain.Run, []*domain.Finished, error)
+		finish func(context.Context, *domain.Run) *domain.Finished) (runs []*domain.Run, finished []*domain.Finished, full bool, err error)
 }
 
 // Runner executes a run this worker has claimed, until it ends, pauses or ctx ends.
@@ -127,28 +128,27 @@ func reserveFor(frees int, over, took, ttl time.Duration, most int) int {
 	return int(math.Round(x))
 }
 
-// finishingClaim is how many runs per slot a claim may lock while the claims finish every run
-// they take: such a claim costs the ledger three round trips and a commit however many runs it
-// finishes, and uses no slot. (Claims of 32, 64 and 128 runs drained one-step runs from
-// PostgreSQL at about 4,300, 5,300 and 5,800 runs/s on a two-core machine; see
-// docs/scaling.md.) Its locks are held while it executes them, a few milliseconds.
+// finishingClaim is how many runs per slot a claim may take while the claims finish every run
+// they take: such a claim costs the ledger a begin and a commit however many runs it finishes,
+// and uses no slot for them (docs/scaling.md, the tenth pass, has the figures). It locks them
+// as many as there are free slots at a time, and the next ones only once it finished those.
 const finishingClaim = 4
 
-// claim takes up to n due runs for slots until the lease's end. With Finish, the runs of pure
-// steps it takes fresh are run to their end within the claim, one after another on this
-// goroutine, and it may lock up to most runs for them (those it neither finishes nor takes
-// for slots stay queued): since a claim executes one run at a time, no more runs execute at
-// once than Concurrency, plus one per claim in flight, however many it takes. They are counted
-// in finished; what is told of them (their log lines, metrics) is told once they committed.
+// claim takes up to n due runs for slots until the lease's end; full says it found as many as it
+// looked for, so that more may be due. With Finish, the runs of pure steps it takes fresh are
+// run to their end within the claim, one after another on this goroutine, up to most runs in
+// all: since a claim executes one run at a time, no more runs execute at once than
+// Concurrency, plus one per claim in flight, however many it takes. They are counted in
+// finished; what is told of them (their log lines, metrics) is told once they committed.
 //
 // A claim goes on when the worker is told to stop (ctx is not stop), so that what it claimed is
 // not stranded, but from then on it starts no run, and the run it is executing is stopped
 // between two steps: those runs are claimed, and cut says the fetcher is to hand them back.
-func (w *Worker) claim(ctx, stop context.Context, until time.Time, n, most int) (runs []*domain.Run, finished int, cut bool, err error) {
+func (w *Worker) claim(ctx, stop context.Context, until time.Time, n, most int) (runs []*domain.Run, finished int, full, cut bool, err error) {
 	fq, ok := w.Queue.(FinishingQueue)
 	if !ok || w.Finish == nil {
 		runs, err := w.Queue.ClaimBatch(ctx, w.Owner, until, w.Filter, n)
-		return runs, 0, false, err
+		return runs, 0, len(runs) == n, false, err
 	}
 	finish := func(fctx context.Context, r *domain.Run) *domain.Finished {
 		if stop.Err() != nil {
@@ -164,13 +164,13 @@ func (w *Worker) claim(ctx, stop context.Context, until time.Time, n, most int) 
 		}
 		return f
 	}
-	runs, done, err := fq.ClaimFinishing(ctx, w.Owner, until, w.Filter, n, most, finish)
+	runs, done, full, err := fq.ClaimFinishing(ctx, w.Owner, until, w.Filter, n, most, finish)
 	for _, f := range done {
 		if f.Committed != nil {
 			f.Committed()
 		}
 	}
-	return runs, len(done), cut, err
+	return runs, len(done), full, cut, err
 }
 
 // housekeeping expires overdue waits and samples the queue depth.
@@ -279,15 +279,15 @@ func Settled(ctx context.Context) func() {
 func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan struct{}) {
 	const maxInflight = 2
 	type result struct {
-		// asked is how many runs the claim was for (slots), most how many it could lock.
-		asked, most int
-		runs        []*domain.Run
+		asked int
+		runs  []*domain.Run
 		// finished counts the runs the claim ran to their end itself; cut says the stop came
-		// while it ran them, and it left the rest (runs) unstarted.
-		finished int
-		cut      bool
-		err      error
-		took     time.Duration
+		// while it ran them, and it left the rest (runs) unstarted. full says it found as many
+		// runs as it looked for.
+		finished  int
+		full, cut bool
+		err       error
+		took      time.Duration
 		// start is when the claim asked for its lease: the lease runs until start+LeaseTTL.
 		start time.Time
 	}
@@ -362,13 +362,11 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 				w.Log.Warn("claim failed", "error", r.err, "runs_claimed_anyway", len(r.runs))
 			}
 			due, reserve = false, 0
-		case len(r.runs) == 0 && r.finished == r.most:
+		case r.full && r.finished > 0 && len(r.runs) == 0:
 			// The claim ran every run itself: no slot was used, so there is nothing to let
 			// gather, and the next claim goes at once.
 			due, finishing = true, true
-		case len(r.runs)+r.finished == r.most || len(r.runs) == r.asked:
-			// Full: it took as many runs as it could, or as many as it was for slots (it
-			// leaves the others it locked and did not finish).
+		case r.full:
 			due, cooling, finishing = true, true, false
 			cool.Reset(w.FetchCooldown)
 			// The rate needs time to have passed since the claim before: on a coarse clock two
@@ -462,9 +460,9 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 		most := n
 		if finishing {
 			// Its slots stay free: each claim asks for all of them, whatever the claim in
-			// flight asked for, and locks up to finishingClaim runs to finish. A claim that
-			// comes back with runs for the slots ends this (those beyond the free slots wait
-			// ready, as a reserve does).
+			// flight asked for, and takes up to finishingClaim runs per slot to finish. A claim
+			// that comes back with runs for the slots ends this (those beyond the free slots
+			// wait ready, as a reserve does).
 			n = slots - len(ready)
 			most = max(n, finishingClaim*w.Concurrency)
 		}
@@ -474,8 +472,8 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 			poll.Reset(w.Poll)
 			go func() {
 				start := time.Now()
-				claimed, finished, cut, err := w.claim(claimCtx, ctx, start.Add(w.LeaseTTL), n, most)
-				results <- result{asked: n, most: most, runs: claimed, finished: finished, cut: cut, err: err, took: time.Since(start), start: start}
+				claimed, finished, full, cut, err := w.claim(claimCtx, ctx, start.Add(w.LeaseTTL), n, most)
+				results <- result{asked: n, runs: claimed, finished: finished, full: full, cut: cut, err: err, took: time.Since(start), start: start}
 			}()
 			continue
 		}
