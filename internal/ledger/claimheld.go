@@ -33,6 +33,10 @@ type Finisher = func(ctx context.Context, run *domain.Run) *domain.Finished
 // a lease would. Finishing stops once a quarter of the lease went by (a run then under way
 // stops between two steps); the rest are claimed.
 //
+// stop ends the finishing as the budget does: once it is done, the claim executes and locks
+// no more runs (the run under way stops between two steps), and claims what it holds; ctx
+// is for the ledger's work.
+//
 // It locks up to n runs at a time, and, while it finished every run it locked so far, up to n
 // more after them, until it locked most (at least n): a claim that finishes its runs costs the
 // ledger a begin and a commit however many it takes, and uses no slot for them. It never holds
@@ -45,7 +49,7 @@ type Finisher = func(ctx context.Context, run *domain.Run) *domain.Finished
 // returns the claimed runs and the finished ones in claim order; with an error, nothing was
 // finished, and the runs it returns are claimed all the same (when the server refused the
 // finished runs' write, they are among them, up to most in all: see writeHeld).
-func (s *Store) ClaimFinishing(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n, most int, finish Finisher) ([]*domain.Run, []*domain.Finished, bool, error) {
+func (s *Store) ClaimFinishing(ctx, stop context.Context, owner string, until time.Time, f domain.ClaimFilter, n, most int, finish Finisher) ([]*domain.Run, []*domain.Finished, bool, error) {
 	if n < 1 {
 		return nil, nil, false, nil
 	}
@@ -68,13 +72,13 @@ func (s *Store) ClaimFinishing(ctx context.Context, owner string, until time.Tim
 			return fmt.Errorf("claim: driver connection %T is not pgx's", dc)
 		}
 		var err error
-		claimed, finished, full, err = s.claimHeld(ctx, pc.Conn(), owner, until, f, n, most, finish)
+		claimed, finished, full, err = s.claimHeld(ctx, stop, pc.Conn(), owner, until, f, n, most, finish)
 		return err
 	})
 	return claimed, finished, full, err
 }
 
-func (s *Store) claimHeld(ctx context.Context, c *pgx.Conn, owner string, until time.Time, f domain.ClaimFilter, n, most int, finish Finisher) (claimed []*domain.Run, finished []*domain.Finished, full bool, err error) {
+func (s *Store) claimHeld(ctx, stop context.Context, c *pgx.Conn, owner string, until time.Time, f domain.ClaimFilter, n, most int, finish Finisher) (claimed []*domain.Run, finished []*domain.Finished, full bool, err error) {
 	start := s.now()
 	lease := max(until.Sub(start), time.Second)
 	if _, err := c.Exec(ctx, "BEGIN; SET LOCAL idle_in_transaction_session_timeout = "+strconv.FormatInt(lease.Milliseconds(), 10)); err != nil {
@@ -97,8 +101,9 @@ func (s *Store) claimHeld(ctx context.Context, c *pgx.Conn, owner string, until 
 	// claimed (it starts over in a slot, under a lease its heartbeat renews): however long a run
 	// of pure steps takes, the transaction is never idle for a whole lease because of it, and
 	// no run comes back to hold a claim again and again.
-	fctx, cancel := context.WithTimeout(ctx, lease/4)
+	fctx, cancel := context.WithTimeout(stop, lease/4)
 	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
 	// The runs are locked n at a time, in claim order, and the next n only once every run of
 	// the last was finished: the claim never holds a run it does not take, and what it claims
 	// for slots (rest) comes from its last lock alone, so it is never more than n.
@@ -298,7 +303,8 @@ var lockAfterStatements sync.Map // claimKey -> string
 // lockAfterSQL locks up to n ready runs that come after the run ($2, $3; $3, $4 when filtered)
 // in claim order, as lockSQL does: the next runs of a claim whose runs so far were all finished.
 // Expired leases are not among them: a run taken over is never finished, so a claim whose
-// first runs included one stops there.
+// first runs included one stops there. Nor are runs queued after the claim began ($1): its
+// events would say they were claimed before they were queued.
 func lockAfterSQL(n int, filtered bool) string {
 	key := claimKey{n: n, filtered: filtered}
 	if q, ok := lockAfterStatements.Load(key); ok {
@@ -311,7 +317,7 @@ func lockAfterSQL(n int, filtered bool) string {
 	q := `SELECT *, EXISTS (SELECT 1 FROM step_attempts WHERE step_attempts.run_id = due.id OFFSET 0) AS begun
 FROM (SELECT ` + runColumns + ` FROM runs
 	WHERE (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= $1))
-	AND (created_at, id) > (` + at + `::bigint, ` + id + `::text)` + mayTakeSQL(filtered, `$2`) + `
+	AND (created_at, id) > (` + at + `::bigint, ` + id + `::text) AND created_at <= $1` + mayTakeSQL(filtered, `$2`) + `
 	ORDER BY created_at, id LIMIT ` + strconv.Itoa(n) + ` FOR UPDATE SKIP LOCKED) due ORDER BY created_at, id`
 	lockAfterStatements.Store(key, q)
 	return q

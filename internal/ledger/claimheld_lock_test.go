@@ -31,7 +31,7 @@ func TestClaimFinishingLocksOnlyWhatItTakes(t *testing.T) {
 	finish := finishAs(&offered)
 	var tookA, tookB []*domain.Run
 	asked := false
-	claimed, finished, _, err := s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 4, 4, func(ctx context.Context, r *domain.Run) *domain.Finished {
+	claimed, finished, _, err := s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 4, 4, func(ctx context.Context, r *domain.Run) *domain.Finished {
 		if !asked {
 			asked = true
 			var err error
@@ -67,7 +67,7 @@ func TestClaimFinishingLocksNAtATime(t *testing.T) {
 	ctx := context.Background()
 	ids := queueKeyed(t, s, "a-s", "b-s", "c-s", "d-s", "e-x", "f-x", "g-s")
 	var offered []string
-	claimed, finished, full, err := s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 2, 6, finishAs(&offered))
+	claimed, finished, full, err := s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 2, 6, finishAs(&offered))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestClaimFinishingLocksNAtATime(t *testing.T) {
 	}
 	// A claim that finished all it found says whether its last lock was full.
 	queueKeyed(t, s, "h-s")
-	_, finished, full, err = s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 2, 6, finishAs(&offered))
+	_, finished, full, err = s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 2, 6, finishAs(&offered))
 	if err != nil || len(finished) != 2 || full {
 		t.Fatalf("the last two runs: finished %d, full %v, %v", len(finished), full, err)
 	}
@@ -100,7 +100,7 @@ func TestClaimFinishingHoldsNoRunItDoesNotTake(t *testing.T) {
 	finish := finishAs(&offered)
 	var took []*domain.Run
 	asked := false
-	claimed, finished, full, err := s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 1, 4, func(ctx context.Context, r *domain.Run) *domain.Finished {
+	claimed, finished, full, err := s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 1, 4, func(ctx context.Context, r *domain.Run) *domain.Finished {
 		if !asked {
 			asked = true
 			var err error
@@ -138,7 +138,7 @@ func TestClaimFinishingRunsASlowRunOnce(t *testing.T) {
 		return nil
 	}
 	for range 4 {
-		if _, _, _, err := s.ClaimFinishing(ctx, "w1", time.Now().Add(2*time.Second), domain.ClaimFilter{}, 1, 8, slow); err != nil {
+		if _, _, _, err := s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(2*time.Second), domain.ClaimFilter{}, 1, 8, slow); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -148,5 +148,67 @@ func TestClaimFinishingRunsASlowRunOnce(t *testing.T) {
 	}
 	if execs != 1 || r.State != domain.StateProcessing || r.LeaseOwner != "w1" {
 		t.Fatalf("the slow run was executed %d times and is %s under %q: want once, then claimed", execs, r.State, r.LeaseOwner)
+	}
+}
+
+// Once the worker is told to stop, the claim locks no more runs: a stop that came as the last
+// run of a lock finished had the next lock take n runs, claim them unstarted, and the worker
+// hand them back, so that they ran in slots after their lease instead of in a claim (found by a
+// review).
+func TestClaimFinishingLocksNoMoreAfterAStop(t *testing.T) {
+	s := openOrFail(t, postgresOrSkip(t))
+	ctx := context.Background()
+	ids := queueKeyed(t, s, "a-s", "b-s", "c-s", "d-s", "e-s", "f-s")
+	stop, stopNow := context.WithCancel(ctx)
+	var offered []string
+	inner := finishAs(&offered)
+	finish := func(ctx context.Context, r *domain.Run) *domain.Finished {
+		f := inner(ctx, r)
+		if len(offered) == 4 {
+			stopNow() // SIGTERM as the last run of the second lock ends
+		}
+		return f
+	}
+	claimed, finished, _, err := s.ClaimFinishing(ctx, stop, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 2, 8, finish)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(finished) != 4 || len(claimed) != 0 {
+		t.Fatalf("finished %d and claimed %d: after the stop the claim locked more runs", len(finished), len(claimed))
+	}
+	for _, id := range ids[4:] {
+		if r, err := s.GetRun(ctx, id); err != nil || r.State != domain.StateQueued {
+			t.Fatalf("%s after the stop: %+v %v", id, r, err)
+		}
+	}
+}
+
+// The runs a claim locks after its first lock were queued before it began: one queued while it
+// ran its first runs would have a claim event dated before the run was queued (found by a
+// review). The next claim takes them.
+func TestClaimFinishingTakesNoRunQueuedAfterItBegan(t *testing.T) {
+	s := openOrFail(t, postgresOrSkip(t))
+	ctx := context.Background()
+	queueKeyed(t, s, "a-s")
+	var offered, late []string
+	inner := finishAs(&offered)
+	_, finished, _, err := s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 1, 4, func(ctx context.Context, r *domain.Run) *domain.Finished {
+		if len(offered) == 0 {
+			time.Sleep(20 * time.Millisecond)
+			late = queueKeyed(t, s, "b-s", "c-x")
+		}
+		return inner(ctx, r)
+	})
+	if err != nil || len(finished) != 1 {
+		t.Fatalf("finished %d: %v", len(finished), err)
+	}
+	for _, id := range late {
+		if evs := eventsOf(t, s, id); evs != ">queued;" {
+			t.Fatalf("%s, queued during the claim: %s", id, evs)
+		}
+	}
+	next, finished, _, err := s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 1, 4, inner)
+	if err != nil || len(finished) != 1 || len(next) != 1 || next[0].ID != late[1] {
+		t.Fatalf("the next claim finished %d and claimed %v: %v", len(finished), next, err)
 	}
 }

@@ -77,7 +77,7 @@ func TestClaimFinishingWritesFinishedRunsAndClaimsTheRest(t *testing.T) {
 		t.Fatal(err)
 	}
 	var offered []string
-	claimed, finished, _, err := s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 10, 10, finishAs(&offered))
+	claimed, finished, _, err := s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 10, 10, finishAs(&offered))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestClaimFinishingWritesFinishedRunsAndClaimsTheRest(t *testing.T) {
 	}
 	queueKeyed(t, s, "y-s")
 	offered = nil
-	_, finished, _, err = s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{Pipelines: []string{"q"}}, 10, 10, finishAs(&offered))
+	_, finished, _, err = s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{Pipelines: []string{"q"}}, 10, 10, finishAs(&offered))
 	if err != nil || len(finished) != 1 || finished[0].Run.Pipeline != "q" || len(offered) != 1 {
 		t.Fatalf("a claim for pipeline q finished %d runs (offered %v): %v", len(finished), offered, err)
 	}
@@ -164,7 +164,7 @@ func TestClaimFinishingThatIsRefusedClaimsItsRunsInstead(t *testing.T) {
 	var offered []string
 	finish := finishAs(&offered)
 	seen := false
-	claimed, finished, _, err := s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 2, 2, func(ctx context.Context, r *domain.Run) *domain.Finished {
+	claimed, finished, _, err := s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 2, 2, func(ctx context.Context, r *domain.Run) *domain.Finished {
 		if !seen {
 			seen = true
 			// Mid-claim: the other claimer gets the third run only, and sees the first queued.
@@ -200,7 +200,7 @@ func TestClaimFinishingThatIsRefusedClaimsItsRunsInstead(t *testing.T) {
 	}
 	// The connection is whole again: the next claim finishes a run.
 	more := queueKeyed(t, s, "d-s")
-	claimed, finished, _, err = s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 2, 2, finishAs(&offered))
+	claimed, finished, _, err = s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 2, 2, finishAs(&offered))
 	if err != nil || len(claimed) != 0 || len(finished) != 1 || finished[0].Run.ID != more[0] {
 		t.Fatalf("next claim: %v claimed, %d finished, %v", claimed, len(finished), err)
 	}
@@ -217,7 +217,7 @@ func TestClaimFinishingThatStopsMidwayLeavesTheRunsQueued(t *testing.T) {
 	ids := queueKeyed(t, s, "a-s", "b-s")
 	var offered []string
 	finish := finishAs(&offered)
-	_, _, _, err := s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 1, 1, func(ctx context.Context, r *domain.Run) *domain.Finished {
+	_, _, _, err := s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 1, 1, func(ctx context.Context, r *domain.Run) *domain.Finished {
 		// Whoever holds a lock on the run is this claim's session: end it from outside.
 		if _, err := other.db.Exec(`SELECT pg_terminate_backend(pid) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
 			WHERE c.relname = 'runs' AND l.pid <> pg_backend_pid() AND l.granted AND l.mode = 'RowShareLock'`); err != nil {
@@ -237,7 +237,7 @@ func TestClaimFinishingThatStopsMidwayLeavesTheRunsQueued(t *testing.T) {
 	var stallErr error
 	go func() {
 		defer stalled.Done()
-		_, _, _, stallErr = s.ClaimFinishing(ctx, "w1", time.Now().Add(time.Second), domain.ClaimFilter{}, 1, 1, func(ctx context.Context, r *domain.Run) *domain.Finished {
+		_, _, _, stallErr = s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Second), domain.ClaimFilter{}, 1, 1, func(ctx context.Context, r *domain.Run) *domain.Finished {
 			time.Sleep(2500 * time.Millisecond)
 			return finish(ctx, r)
 		})

@@ -27,7 +27,7 @@ type finishingQueue struct {
 	biggest        int
 }
 
-func (q *finishingQueue) ClaimFinishing(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n, most int,
+func (q *finishingQueue) ClaimFinishing(ctx, stop context.Context, owner string, until time.Time, f domain.ClaimFilter, n, most int,
 	finish func(context.Context, *domain.Run) *domain.Finished) ([]*domain.Run, []*domain.Finished, bool, error) {
 	now := q.inflight.Add(1)
 	defer q.inflight.Add(-1)
@@ -36,7 +36,7 @@ func (q *finishingQueue) ClaimFinishing(ctx context.Context, owner string, until
 	var claimed []*domain.Run
 	var finished []*domain.Finished
 	full := false
-	for took := 0; took < most && len(claimed) == 0; {
+	for took := 0; took < most && len(claimed) == 0 && stop.Err() == nil; {
 		ask := min(n, most-took)
 		runs, err := q.ClaimBatch(ctx, owner, until, f, ask)
 		if err != nil {
@@ -45,7 +45,11 @@ func (q *finishingQueue) ClaimFinishing(ctx context.Context, owner string, until
 		took += len(runs)
 		full = len(runs) == ask
 		for _, r := range runs {
-			if done := finish(ctx, r); done != nil {
+			var done *domain.Finished
+			if stop.Err() == nil {
+				done = finish(stop, r)
+			}
+			if done != nil {
 				finished = append(finished, done)
 				continue
 			}
@@ -66,7 +70,7 @@ func (q *finishingQueue) ClaimFinishing(ctx context.Context, owner string, until
 // claim returned, as its commit), never given to a slot, and the rest run in the slots. While
 // claims finish every run they take, two of them are in flight at once (one runs its runs while
 // the other waits for the ledger), and they take more runs than there are slots (no slot is
-// used for them); none is for more runs than there are slots.
+// used for them); the worker never asks a claim for more runs for slots than it has.
 func TestWorkerFinishesRunsInItsClaims(t *testing.T) {
 	const total, slots = 400, 8
 	q := &finishingQueue{fakeQueue: &fakeQueue{left: total, latency: time.Millisecond}}

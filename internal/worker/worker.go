@@ -35,7 +35,7 @@ type Queue interface {
 // due.
 type FinishingQueue interface {
 	Queue
-	ClaimFinishing(ctx context.Context, owner string, until time.Time, f domain.ClaimFilter, n, most int,
+	ClaimFinishing(ctx, stop context.Context, owner string, until time.Time, f domain.ClaimFilter, n, most int,
 		finish func(context.Context, *domain.Run) *domain.Finished) (runs []*domain.Run, finished []*domain.Finished, full bool, err error)
 }
 
@@ -142,35 +142,22 @@ const finishingClaim = 4
 // finished; what is told of them (their log lines, metrics) is told once they committed.
 //
 // A claim goes on when the worker is told to stop (ctx is not stop), so that what it claimed is
-// not stranded, but from then on it starts no run, and the run it is executing is stopped
-// between two steps: those runs are claimed, and cut says the fetcher is to hand them back.
+// not stranded, but from then on it starts and locks no run, and the run it is executing is
+// stopped between two steps: those runs are claimed, and cut says the fetcher is to hand them
+// back.
 func (w *Worker) claim(ctx, stop context.Context, until time.Time, n, most int) (runs []*domain.Run, finished int, full, cut bool, err error) {
 	fq, ok := w.Queue.(FinishingQueue)
 	if !ok || w.Finish == nil {
 		runs, err := w.Queue.ClaimBatch(ctx, w.Owner, until, w.Filter, n)
 		return runs, 0, len(runs) == n, false, err
 	}
-	finish := func(fctx context.Context, r *domain.Run) *domain.Finished {
-		if stop.Err() != nil {
-			cut = true
-			return nil
-		}
-		rctx, cancel := context.WithCancel(fctx)
-		defer cancel()
-		defer context.AfterFunc(stop, cancel)()
-		f := w.Finish(rctx, r)
-		if f == nil && stop.Err() != nil {
-			cut = true
-		}
-		return f
-	}
-	runs, done, full, err := fq.ClaimFinishing(ctx, w.Owner, until, w.Filter, n, most, finish)
+	runs, done, full, err := fq.ClaimFinishing(ctx, stop, w.Owner, until, w.Filter, n, most, w.Finish)
 	for _, f := range done {
 		if f.Committed != nil {
 			f.Committed()
 		}
 	}
-	return runs, len(done), full, cut, err
+	return runs, len(done), full, stop.Err() != nil, err
 }
 
 // housekeeping expires overdue waits and samples the queue depth.
