@@ -284,11 +284,14 @@ var lockStatements sync.Map // lockKey -> string
 // index in claim order.
 //
 // more is a claim's next lock, after runs it took (the last parameter): it skips those, and
-// takes no run queued after the claim began ($1), whose claim event would come before it was
-// queued. That bound is written so that no index serves it (+ 0): beside a lower bound on
-// created_at (a first version went on from the claim's last run), the generic plan took the
-// range for a few rows, read it in runs_created and sorted it, the whole queue past the claim,
-// instead of reading runs_ready in order (20-90 ms a lock with 20,000 runs queued).
+// takes neither a run queued after the claim began ($1) nor a run whose lease ran out, since
+// its claim and takeover events would be dated before what happened to it meanwhile (queued,
+// handed back). Its bound on created_at is written so that no index serves it (+ 0): no bound
+// on created_at is left that runs_created could read a range by, which a generic plan made on
+// a small queue then sorts on a large one (a first version, which went on from the claim's last
+// run by a keyset, did that: 20-90 ms a lock with 20,000 runs queued). The price is that each
+// lock reads the head of runs_ready again: the claim's own runs and what no claim may take yet
+// (a switched-off pipeline's runs, retries not due), as the first lock does.
 func lockSQL(n int, filtered, more bool) string {
 	key := lockKey{n: n, filtered: filtered, more: more}
 	if q, ok := lockStatements.Load(key); ok {
@@ -296,16 +299,17 @@ func lockSQL(n int, filtered, more bool) string {
 	}
 	limit := strconv.Itoa(n)
 	rest := mayTakeSQL(filtered, `$2`) + ` ORDER BY created_at, id LIMIT `
-	ready := rest
+	expired, ready := `state = 'processing' AND lease_expires_at < $1`, rest
 	if more {
 		taken := `$2`
 		if filtered {
 			taken = `$3`
 		}
+		expired = `false`
 		ready = ` AND created_at + 0 <= $1 AND id <> ALL(` + taken + `::text[])` + rest
 	}
 	q := `WITH expired AS (SELECT ` + runColumns + ` FROM runs
-	WHERE state = 'processing' AND lease_expires_at < $1` + rest + limit + ` FOR UPDATE SKIP LOCKED),
+	WHERE ` + expired + rest + limit + ` FOR UPDATE SKIP LOCKED),
 ready AS (SELECT ` + runColumns + ` FROM runs
 	WHERE (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= $1))` + ready +
 		`(` + limit + ` - (SELECT count(*) FROM expired)) FOR UPDATE SKIP LOCKED)

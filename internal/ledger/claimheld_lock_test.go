@@ -212,3 +212,39 @@ func TestClaimFinishingTakesNoRunQueuedAfterItBegan(t *testing.T) {
 		t.Fatalf("the next claim finished %d and claimed %v: %v", len(finished), next, err)
 	}
 }
+
+// A claim's later locks take no run whose lease ran out: one handed back after the claim began
+// would be taken over at the claim's time, before its hand-back, so that its events went back in
+// time (found by a review). The next claim takes it over.
+func TestClaimFinishingTakesNoLeaseOverInALaterLock(t *testing.T) {
+	s := openOrFail(t, postgresOrSkip(t))
+	ctx := context.Background()
+	h := queueKeyed(t, s, "h-x")[0]
+	if got, err := s.ClaimBatch(ctx, "w0", time.Now().Add(time.Hour), domain.ClaimFilter{}, 1); err != nil || len(got) != 1 {
+		t.Fatalf("claim of h: %v %v", got, err)
+	}
+	queueKeyed(t, s, "a-s", "b-s")
+	var offered []string
+	inner := finishAs(&offered)
+	fin := func(ctx context.Context, r *domain.Run) *domain.Finished {
+		if len(offered) == 0 {
+			time.Sleep(5 * time.Millisecond)
+			if err := s.HandBack(ctx, h, "w0", "handed back by w0, which is stopping"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return inner(ctx, r)
+	}
+	claimed, finished, _, err := s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 1, 4, fin)
+	if err != nil || len(claimed) != 0 || len(finished) != 2 {
+		t.Fatalf("claimed %v, finished %d: %v (want a and b finished, h left)", claimed, len(finished), err)
+	}
+	r, err := s.GetRun(ctx, h)
+	if err != nil || r.LeaseOwner != "w0" {
+		t.Fatalf("h after the claim: %+v %v", r, err)
+	}
+	claimed, _, _, err = s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 1, 4, inner)
+	if err != nil || len(claimed) != 1 || claimed[0].ID != h {
+		t.Fatalf("the next claim took %v: %v", claimed, err)
+	}
+}

@@ -58,7 +58,11 @@ func TestFinishingClaimPlansReadIndexes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{`"Index Name": "runs_ready"`, `"Index Name": "runs_leases"`, `"Relation Name": "step_attempts"`} {
+		wants := []string{`"Index Name": "runs_ready"`, `"Relation Name": "step_attempts"`}
+		if !c.more {
+			wants = append(wants, `"Index Name": "runs_leases"`) // a later lock takes no lease over
+		}
+		for _, want := range wants {
 			if !strings.Contains(plan, want) {
 				t.Fatalf("the %s lock's generic plan lacks %s:\n%s", c.name, want, plan)
 			}
