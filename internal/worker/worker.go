@@ -260,9 +260,9 @@ func Settled(ctx context.Context) func() {
 // asked for it) and otherwise handed back for any worker to take, at most three quarters of
 // its lease after the claim. Slots still bound what executes: at most Concurrency runs at once.
 //
-// When ctx ends, the runs claimed (including by the claims still in flight) go to the slots
-// that are free; the rest are handed back at once instead of waiting for a slot through the
-// drain.
+// When ctx ends, the runs claimed go to the slots that are free; the rest are handed back at
+// once instead of waiting for a slot through the drain. With Finish, what a claim still in
+// flight then takes is handed back too (claim's cut), whichever way the ledger claimed it.
 func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan struct{}) {
 	const maxInflight = 2
 	type result struct {
