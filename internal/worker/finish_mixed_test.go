@@ -41,11 +41,9 @@ func TestFinishingClaimsLeaveNoDueRunToThePoll(t *testing.T) {
 			if !strings.HasSuffix(r.IdempotencyKey, "-s") {
 				return nil
 			}
-			now := time.Now()
-			return &domain.Finished{Run: r, Change: domain.Change{To: domain.StateSucceeded, Reason: "all steps completed", Actor: "w", Owner: "w"},
-				Attempts: []*domain.Attempt{{RunID: r.ID, StepID: "s", ItemIndex: domain.NoItem, Attempt: 1, StepKey: "k" + r.ID,
-					StartedAt: now, FinishedAt: now, Outcome: domain.OutcomeSucceeded}},
-				Committed: func() { mu.Lock(); told++; mu.Unlock() }}
+			f := succeededInClaim(r)
+			f.Committed = func() { mu.Lock(); told++; mu.Unlock() }
+			return f
 		},
 	}
 	// Pure runs first, so that the worker's claims finish every run they take.

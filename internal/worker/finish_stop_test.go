@@ -37,10 +37,7 @@ func TestStopIsNotHeldUpByAFinishingClaim(t *testing.T) {
 				afterStop.Add(1)
 			}
 			time.Sleep(20 * time.Millisecond) // a pure run that takes 20 ms
-			now := time.Now()
-			return &domain.Finished{Run: r, Change: domain.Change{To: domain.StateSucceeded, Reason: "all steps completed", Actor: "w", Owner: "w"},
-				Attempts: []*domain.Attempt{{RunID: r.ID, StepID: "s", ItemIndex: domain.NoItem, Attempt: 1, StepKey: "k" + r.ID,
-					StartedAt: now, FinishedAt: now, Outcome: domain.OutcomeSucceeded}}}
+			return succeededInClaim(r)
 		},
 	}
 	done := make(chan struct{})
@@ -119,6 +116,15 @@ func queuedRuns(t *testing.T, n int) *ledger.Store {
 	}
 	queueKeys(t, store, keys...)
 	return store
+}
+
+// succeededInClaim is what a claim writes for r, a run of one step that succeeded, executed
+// by worker w.
+func succeededInClaim(r *domain.Run) *domain.Finished {
+	now := time.Now()
+	return &domain.Finished{Run: r, Change: domain.Change{To: domain.StateSucceeded, Reason: "all steps completed", Actor: "w", Owner: "w"},
+		Attempts: []*domain.Attempt{{RunID: r.ID, StepID: "s", ItemIndex: domain.NoItem, Attempt: 1, StepKey: "k" + r.ID,
+			StartedAt: now, FinishedAt: now, Outcome: domain.OutcomeSucceeded}}}
 }
 
 // postgresQueue is a ledger on a PostgreSQL schema of the test's own.
