@@ -242,6 +242,9 @@ func openSQLite(ctx context.Context, spec string) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("ledger sqlite: empty path")
 	}
+	// Refused only when SQLite was initialised by other code of this process: the ledger is
+	// then as correct, and slower (sqlitejournal.go).
+	_ = configureSQLite()
 	params, err := url.ParseQuery(rawQuery)
 	if err != nil {
 		return nil, fmt.Errorf("ledger sqlite:%s: %w", spec, err)
