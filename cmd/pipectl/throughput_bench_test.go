@@ -182,7 +182,10 @@ func drainRate(b *testing.B, bin, dsn string, steps, workers, runs int) float64 
 		b.Fatal(err)
 	}
 	defer store.Close()
-	checkpoint(b, store.DB())
+	if store.Dialect() == "postgres" {
+		// A SQLite ledger here is a new file, with nothing of another scenario to write back.
+		checkpoint(b, store.DB())
+	}
 	queue(b, dsn, specPath, runs)
 	busy0 := machineBusy()
 	var procs []*exec.Cmd
