@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"modernc.org/sqlite"
 
 	"github.com/pipectl/pipectl/internal/domain"
 )
@@ -53,5 +56,64 @@ func TestSQLiteClaimsOfEverySizeTakeTheOldestOnce(t *testing.T) {
 	}
 	if got := s.claimSizes.Load(); got != maxPreparedClaim {
 		t.Fatalf("statements prepared for claims of up to %d, want %d", got, maxPreparedClaim)
+	}
+}
+
+// A SQLite claim's statements are compiled once, whatever the number of runs a claim asks
+// for: SQLite compiles a statement again when a value bound to a bare LIMIT ? changes, which
+// every claim of another size did to the walk of the queue. SQLite calls a connection's
+// authorizer for every table a statement reads, each time it compiles it, so the reads of
+// runs it reports after the first claim of each size are compilations.
+func TestSQLiteClaimsOfOtherSizesCompileNothingAgain(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "l.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	seedQueued(t, s, 200)
+	var compiled atomic.Int64
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = conn.Raw(func(dc any) error {
+		a, ok := dc.(sqlite.AuthorizerRegisterer)
+		if !ok {
+			return fmt.Errorf("driver connection %T has no authorizer", dc)
+		}
+		return a.RegisterAuthorizer(func(action sqlite.AuthorizerActionCode, table, _, _, _ string) sqlite.AuthorizerReturnCode {
+			if action == sqlite.AuthRead && table == "runs" {
+				compiled.Add(1)
+			}
+			return sqlite.AuthorizerOK
+		})
+	})
+	conn.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := []int{1, 2, 3, 5, 8}
+	claim := func(n int) {
+		t.Helper()
+		runs, err := s.ClaimBatch(ctx, "w", time.Now().Add(time.Minute), domain.ClaimFilter{}, n)
+		if err != nil || len(runs) != n {
+			t.Fatalf("claim of %d: %d runs, %v", n, len(runs), err)
+		}
+	}
+	// Setting the authorizer expired every prepared statement: the first claim of each size
+	// compiles what it runs once more.
+	for _, n := range sizes {
+		claim(n)
+	}
+	before := compiled.Load()
+	if before == 0 {
+		t.Fatal("the authorizer saw no statement compiled: it cannot tell compilations apart")
+	}
+	for _, n := range []int{8, 1, 5, 2, 3, 1, 8} {
+		claim(n)
+	}
+	if got := compiled.Load() - before; got != 0 {
+		t.Errorf("claims of sizes claimed before compiled statements again: %d reads of runs authorized", got)
 	}
 }
