@@ -60,60 +60,84 @@ func TestSQLiteClaimsOfEverySizeTakeTheOldestOnce(t *testing.T) {
 }
 
 // A SQLite claim's statements are compiled once, whatever the number of runs a claim asks
-// for: SQLite compiles a statement again when a value bound to a bare LIMIT ? changes, which
-// every claim of another size did to the walk of the queue. SQLite calls a connection's
-// authorizer for every table a statement reads, each time it compiles it, so the reads of
-// runs it reports after the first claim of each size are compilations.
+// for and whatever its time: SQLite compiles a statement again when it binds anew a value that
+// its planner read, which it does for a bare LIMIT ?, and, on a ledger with ANALYZE's samples
+// (sqlite_stat4), for a bare bound on an indexed column. Every claim binds its limit and its
+// time. SQLite calls a connection's authorizer for every table a statement reads, each time it
+// compiles it, so the reads of runs it reports after the first claim of each size are
+// compilations.
 func TestSQLiteClaimsOfOtherSizesCompileNothingAgain(t *testing.T) {
-	ctx := context.Background()
-	s, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "l.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	seedQueued(t, s, 200)
-	var compiled atomic.Int64
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = conn.Raw(func(dc any) error {
-		a, ok := dc.(sqlite.AuthorizerRegisterer)
-		if !ok {
-			return fmt.Errorf("driver connection %T has no authorizer", dc)
-		}
-		return a.RegisterAuthorizer(func(action sqlite.AuthorizerActionCode, table, _, _, _ string) sqlite.AuthorizerReturnCode {
-			if action == sqlite.AuthRead && table == "runs" {
-				compiled.Add(1)
+	for _, analyzed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("analyzed=%v", analyzed), func(t *testing.T) {
+			ctx := context.Background()
+			s, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "l.db"))
+			if err != nil {
+				t.Fatal(err)
 			}
-			return sqlite.AuthorizerOK
+			defer s.Close()
+			seedQueued(t, s, 3000)
+			if analyzed {
+				// Retries and leases not yet due, so that the samples cover every state
+				// the walk reads.
+				for _, q := range []string{
+					`UPDATE runs SET state = 'failed_transient', next_attempt_at = 9999999999999 WHERE CAST(substr(id, 2) AS INTEGER) % 11 = 0`,
+					`UPDATE runs SET state = 'processing', lease_owner = 'live', lease_expires_at = 9999999999999 WHERE CAST(substr(id, 2) AS INTEGER) % 13 = 0`,
+					`ANALYZE`,
+				} {
+					if _, err := s.db.ExecContext(ctx, q); err != nil {
+						t.Fatal(err)
+					}
+				}
+				var samples int
+				if err := s.db.GetContext(ctx, &samples, `SELECT COUNT(*) FROM sqlite_stat4`); err != nil || samples == 0 {
+					t.Fatalf("ANALYZE left %d samples (%v): the case tests nothing", samples, err)
+				}
+			}
+			var compiled atomic.Int64
+			conn, err := s.db.Conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = conn.Raw(func(dc any) error {
+				a, ok := dc.(sqlite.AuthorizerRegisterer)
+				if !ok {
+					return fmt.Errorf("driver connection %T has no authorizer", dc)
+				}
+				return a.RegisterAuthorizer(func(action sqlite.AuthorizerActionCode, table, _, _, _ string) sqlite.AuthorizerReturnCode {
+					if action == sqlite.AuthRead && table == "runs" {
+						compiled.Add(1)
+					}
+					return sqlite.AuthorizerOK
+				})
+			})
+			conn.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			claim := func(n int) {
+				t.Helper()
+				runs, err := s.ClaimBatch(ctx, "w", time.Now().Add(time.Minute), domain.ClaimFilter{}, n)
+				if err != nil || len(runs) != n {
+					t.Fatalf("claim of %d: %d runs, %v", n, len(runs), err)
+				}
+			}
+			// Setting the authorizer expired every prepared statement: the first claim of each
+			// size compiles what it runs once more.
+			for _, n := range []int{1, 2, 3, 5, 8} {
+				claim(n)
+			}
+			before := compiled.Load()
+			if before == 0 {
+				t.Fatal("the authorizer saw no statement compiled: it cannot tell compilations apart")
+			}
+			for _, n := range []int{8, 1, 5, 2, 3, 1, 8, 8} {
+				claim(n)
+				// On a coarse clock two claims may bind the same time.
+				time.Sleep(2 * time.Millisecond)
+			}
+			if got := compiled.Load() - before; got != 0 {
+				t.Errorf("claims of sizes claimed before compiled statements again: %d reads of runs authorized", got)
+			}
 		})
-	})
-	conn.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sizes := []int{1, 2, 3, 5, 8}
-	claim := func(n int) {
-		t.Helper()
-		runs, err := s.ClaimBatch(ctx, "w", time.Now().Add(time.Minute), domain.ClaimFilter{}, n)
-		if err != nil || len(runs) != n {
-			t.Fatalf("claim of %d: %d runs, %v", n, len(runs), err)
-		}
-	}
-	// Setting the authorizer expired every prepared statement: the first claim of each size
-	// compiles what it runs once more.
-	for _, n := range sizes {
-		claim(n)
-	}
-	before := compiled.Load()
-	if before == 0 {
-		t.Fatal("the authorizer saw no statement compiled: it cannot tell compilations apart")
-	}
-	for _, n := range []int{8, 1, 5, 2, 3, 1, 8} {
-		claim(n)
-	}
-	if got := compiled.Load() - before; got != 0 {
-		t.Errorf("claims of sizes claimed before compiled statements again: %d reads of runs authorized", got)
 	}
 }

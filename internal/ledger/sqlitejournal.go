@@ -22,15 +22,16 @@ import (
 //
 // It is not larger because SQLite allocates the in-memory journal in chunks of this size, and
 // writes each chunk in one system call when it moves the journal to a file, a size its file
-// layer cuts to 17 bits: with a bound past about 128 KiB (34 pages fails), a statement that
-// outgrows it fails with "database or disk is full". Nor unbounded: a statement that changes a whole table (migration 0004 on an old
+// layer cuts to 17 bits: with a bound of 33 pages or more (past about 128 KiB with each page's
+// number), a statement that outgrows it fails with "database or disk is full". Nor unbounded: a statement that changes a whole table (migration 0004 on an old
 // ledger) would hold a copy of it in memory.
 const statementJournalSpill = 31 * 4096
 
 // configureSQLite sets statementJournalSpill for the process, once, before its first SQLite
 // connection: SQLite takes the setting only before it is initialised. When something else in
-// the process opened SQLite first, the setting is refused; the ledger works the same, with the
-// default bound, and the error says so.
+// the process opened SQLite first, the setting is refused, and the ledger works the same with
+// SQLite's own bound, only slower. In pipectl only the ledger opens SQLite, so only a test
+// that opens it directly first can meet that; the error tells such a caller.
 var configureSQLite = sync.OnceValue(func() error {
 	tls := libc.NewTLS()
 	defer tls.Close()

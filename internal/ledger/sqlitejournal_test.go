@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -44,7 +45,7 @@ func TestStatementJournalStaysInMemory(t *testing.T) {
 		// 20 pages: past SQLite's own bound of 15, within ours of 30.
 		{name: "twenty pages", rows: 80, wantFile: false},
 		// Past ours too: a statement of a whole table does not take its size in memory, and
-		// its journal moves to a file whole (a bound past about 128 KiB fails here).
+		// its journal moves to a file whole (a bound of 33 pages or more fails here).
 		{name: "two thousand pages", rows: 8000, wantFile: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -87,4 +88,15 @@ func deletedFiles(t *testing.T) []string {
 		}
 	}
 	return out
+}
+
+// TestMain sets the process's SQLite configuration before any test runs: a test that opens
+// SQLite directly, before any ledger (TestMigrateKeepsOlderLedgers), initialises it, after
+// which SQLite refuses the setting, and the tests would depend on their order.
+func TestMain(m *testing.M) {
+	if err := configureSQLite(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
 }
