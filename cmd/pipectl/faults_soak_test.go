@@ -82,12 +82,14 @@ func soakRuns(t *testing.T, kills int, ledgerOf func(*testing.T, *cli) string) {
 			if total < kills && rnd.IntN(3) != 0 {
 				how = []string{"by timer", "on arrival", "after the answer"}[rnd.IntN(3)]
 			}
-			mu.Lock()
-			current, mode = cmd, how
-			mu.Unlock()
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
+			// Set once the process exists: a timer of an earlier try that fires late would
+			// otherwise find a command not yet started, without a process to kill.
+			mu.Lock()
+			current, mode = cmd, how
+			mu.Unlock()
 			if how == "by timer" {
 				d := time.Duration(rnd.IntN(150)) * time.Millisecond
 				time.AfterFunc(d, func() { kill("by timer") })
