@@ -22,9 +22,10 @@ import (
 //
 // It is not larger because SQLite allocates the in-memory journal in chunks of this size, and
 // writes each chunk in one system call when it moves the journal to a file, a size its file
-// layer cuts to 17 bits: with a bound of 33 pages or more (past about 128 KiB with each page's
-// number), a statement that outgrows it fails with "database or disk is full". Nor unbounded: a statement that changes a whole table (migration 0004 on an old
-// ledger) would hold a copy of it in memory.
+// layer cuts to 17 bits: with a bound of 33 * 4096 bytes or more (past 128 KiB once the pages'
+// numbers are added), a statement that outgrows it fails with "database or disk is full". Nor
+// unbounded: a statement that changes a whole table (migration 0004 on an old ledger) would
+// hold a copy of it in memory.
 const statementJournalSpill = 31 * 4096
 
 // configureSQLite sets statementJournalSpill for the process, once, before its first SQLite

@@ -45,7 +45,7 @@ func TestStatementJournalStaysInMemory(t *testing.T) {
 		// 20 pages: past SQLite's own bound of 15, within ours of 30.
 		{name: "twenty pages", rows: 80, wantFile: false},
 		// Past ours too: a statement of a whole table does not take its size in memory, and
-		// its journal moves to a file whole (a bound of 33 pages or more fails here).
+		// its journal moves to a file whole (a bound of 33 * 4096 bytes or more fails here).
 		{name: "two thousand pages", rows: 8000, wantFile: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
