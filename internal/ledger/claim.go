@@ -153,14 +153,17 @@ const maxPreparedClaim = 128
 
 // prepareClaim prepares, before a SQLite claim of up to n runs opens its transaction (with
 // one connection, preparing inside it would wait for itself), the statements the claim may
-// run: the count of pipelines switched off, the walk of the queue for f, and the update and
-// the events of 1 to n runs. Prepared afresh at each claim, their parsing and planning were a
+// run: the count of pipelines switched off, the walk of the queue for f and n (its limit is in
+// its text), and the update and the events of 1 to n runs. Prepared afresh at each claim, their parsing and planning were a
 // sixth of a worker's CPU when it drained ten-step runs at synchronous=NORMAL. A statement
 // that cannot be prepared here is run from its text, as before.
 func (s *Store) prepareClaim(ctx context.Context, f domain.ClaimFilter, n int) {
 	now := s.now()
-	walk, _ := s.candidatesQuery(now, f, n)
-	queries := []string{switchesOffSQL, walk}
+	queries := []string{switchesOffSQL}
+	if n <= maxPreparedClaim {
+		walk, _ := s.candidatesQuery(now, f, n)
+		queries = append(queries, walk)
+	}
 	sizes, want := s.claimSizes.Load(), int32(min(n, maxPreparedClaim))
 	for k := sizes + 1; k <= want; k++ {
 		update, _ := s.claimFreshQuery(make([]string, k), "", now, now)
@@ -822,17 +825,19 @@ func (s *Store) candidatesQuery(now time.Time, f domain.ClaimFilter, n int) (str
 		// walking runs_queued would pass every queued run of the others (16 ms a claim behind
 		// 100,000 of another pipeline's).
 		//
-		// Each limit and each time is written ? + 0. SQLite's planner reads the value bound to
-		// a bare LIMIT ?, and, on a ledger with ANALYZE's samples (sqlite_stat4), to a bare
-		// bound on an indexed column; the statement is then compiled again at every claim,
-		// since every claim binds its limit and its time anew (a seventh of a claim's time in
-		// a worker's drain). An expression hides the value, and the indexes serve the bounds
-		// all the same. The plans are the same (checked on ledgers with and without samples).
+		// The limit is written in the text, one statement per size (prepareClaim prepares them
+		// as claims of each size come): SQLite's planner reads the value bound to a bare LIMIT
+		// ?, and compiles the statement again whenever another value is bound, at most claims
+		// (a seventh of a claim's time in a worker's drain). Hiding the value instead, as ? +
+		// 0, changed the plans on a ledger with ANALYZE's samples. The times stay bound: on
+		// such a ledger the planner reads them too, and compiles the walk at every claim, so
+		// that its plan follows the samples (a storm of retries walked in order, not sorted).
+		limit := strconv.Itoa(n)
 		var branches []string
 		branch := func(cond, index string, leading ...any) {
 			branches = append(branches, `SELECT * FROM (SELECT id, state, lease_owner, lease_expires_at, pipeline, created_at FROM runs `+
-				index+` WHERE `+cond+rest+` ORDER BY created_at, id LIMIT ? + 0)`)
-			args = append(append(append(args, leading...), restArgs...), n)
+				index+` WHERE `+cond+rest+` ORDER BY created_at, id LIMIT `+limit+`)`)
+			args = append(append(args, leading...), restArgs...)
 		}
 		if len(f.Pipelines) == 0 || len(f.Pipelines) > maxPipelineBranches {
 			branch(`state = 'queued'`, `INDEXED BY runs_queued`)
@@ -845,10 +850,9 @@ func (s *Store) candidatesQuery(now time.Time, f domain.ClaimFilter, n int) (str
 				}
 			}
 		}
-		branch(`state = 'failed_transient' AND next_attempt_at <= ? + 0`, ``, ms(now))
-		branch(`state = 'processing' AND lease_expires_at < ? + 0`, ``, ms(now))
-		q = `SELECT id, state, lease_owner, lease_expires_at, pipeline FROM (` + strings.Join(branches, ` UNION ALL `) + `) ORDER BY created_at, id LIMIT ? + 0`
-		args = append(args, n)
+		branch(`state = 'failed_transient' AND next_attempt_at <= ?`, ``, ms(now))
+		branch(`state = 'processing' AND lease_expires_at < ?`, ``, ms(now))
+		q = `SELECT id, state, lease_owner, lease_expires_at, pipeline FROM (` + strings.Join(branches, ` UNION ALL `) + `) ORDER BY created_at, id LIMIT ` + limit
 	}
 	return s.db.Rebind(q), args
 }
