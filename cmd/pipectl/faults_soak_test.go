@@ -58,16 +58,22 @@ func soakRuns(t *testing.T, kills int, ledgerOf func(*testing.T, *cli) string) {
 			mode = ""
 		}
 	}
+	// Set under the target's lock, which its handler reads them under: the race detector sees
+	// no other order between this goroutine and the handler's, which meet only through the
+	// child process.
+	target.mu.Lock()
 	target.hook = func(_ *http.Request, _ string) (int, string, bool) { kill("on arrival"); return 0, "", false }
 	target.answered = func(string) {
 		mu.Lock()
 		m := mode
 		mu.Unlock()
 		if m == "after the answer" {
-			time.Sleep(time.Duration(rnd.IntN(3000)) * time.Microsecond)
+			// The package's source, not rnd: this runs on the handler's goroutine.
+			time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
 			kill(m)
 		}
 	}
+	target.mu.Unlock()
 	total, runs, started := 0, 0, time.Now()
 	for ; total < kills; runs++ {
 		input := fmt.Sprintf(`{"id": "soak-%04d", "url": %q}`, runs, target.URL)
