@@ -160,7 +160,9 @@ const maxPreparedClaim = 128
 func (s *Store) prepareClaim(ctx context.Context, f domain.ClaimFilter, n int) {
 	now := s.now()
 	queries := []string{switchesOffSQL}
-	if n <= maxPreparedClaim {
+	// A capped claim walks only the pipelines with room (claimCandidates), another text: its
+	// walk would be prepared for nothing.
+	if n <= maxPreparedClaim && f.MaxPerPipeline == 0 {
 		walk, _ := s.candidatesQuery(now, f, n)
 		queries = append(queries, walk)
 	}
@@ -802,8 +804,9 @@ func (s *Store) candidatesQuery(now time.Time, f domain.ClaimFilter, n int) (str
 		}
 	}
 	// Run ids sort by creation time too: they break ties within a millisecond, so that the
-	// order is the same on every ledger and every call. The limit is a parameter, so that the
-	// statement is prepared once whatever the number of free slots.
+	// order is the same on every ledger and every call. On PostgreSQL the limit is a parameter,
+	// so that the statement is prepared once whatever the number of free slots; on SQLite it is
+	// in the text (below).
 	var q string
 	var args []any
 	if s.dialect == "postgres" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -147,5 +148,44 @@ func TestSQLiteClaimsOfOtherSizesCompileNothingAgain(t *testing.T) {
 				t.Errorf("claims of sizes claimed before compiled statements again: %d reads of runs authorized", got)
 			}
 		})
+	}
+}
+
+// A capped claim walks only the pipelines with room, a text of its own at each claim: it keeps
+// no prepared walk it would never run (one per claim size, up to 128, each compiled once).
+func TestSQLiteCappedClaimsKeepNoWalkPrepared(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "l.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	seedQueued(t, s, 100)
+	walks := func() int {
+		n := 0
+		s.claimStmts.Range(func(q, _ any) bool {
+			if strings.HasPrefix(q.(string), "SELECT id, state, lease_owner, lease_expires_at, pipeline FROM (") {
+				n++
+			}
+			return true
+		})
+		return n
+	}
+	for n := 1; n <= 4; n++ {
+		if _, err := s.ClaimBatch(ctx, "w", time.Now().Add(time.Minute), domain.ClaimFilter{MaxPerPipeline: 50}, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := walks(); got != 0 {
+		t.Errorf("capped claims of 4 sizes kept %d walks prepared, want none", got)
+	}
+	// Uncapped, each size keeps its own.
+	for n := 1; n <= 4; n++ {
+		if _, err := s.ClaimBatch(ctx, "w", time.Now().Add(time.Minute), domain.ClaimFilter{}, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := walks(); got != 4 {
+		t.Errorf("claims of 4 sizes kept %d walks prepared, want 4", got)
 	}
 }
