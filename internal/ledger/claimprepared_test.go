@@ -73,11 +73,7 @@ func TestSQLiteClaimsOfOtherSizesCompileNothingAgain(t *testing.T) {
 	for _, analyzed := range []bool{false, true} {
 		t.Run(fmt.Sprintf("analyzed=%v", analyzed), func(t *testing.T) {
 			ctx := context.Background()
-			s, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "l.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
+			s := openOrFail(t, "sqlite:"+filepath.Join(t.TempDir(), "l.db"))
 			seedQueued(t, s, 3000)
 			if analyzed {
 				// Retries and leases not yet due, so that the samples cover every state
@@ -155,11 +151,7 @@ func TestSQLiteClaimsOfOtherSizesCompileNothingAgain(t *testing.T) {
 // no prepared walk it would never run (one per claim size, up to 128, each compiled once).
 func TestSQLiteCappedClaimsKeepNoWalkPrepared(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "l.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openOrFail(t, "sqlite:"+filepath.Join(t.TempDir(), "l.db"))
 	seedQueued(t, s, 100)
 	walks := func() int {
 		n := 0
