@@ -239,11 +239,34 @@ func drainRate(b *testing.B, bin, dsn string, steps, workers, runs int) float64 
 	if err := store.DB().Get(&span, `SELECT (SELECT MIN(at) FROM run_events WHERE to_state = 'processing') AS first, (SELECT MAX(finished_at) FROM runs) AS last`); err != nil {
 		b.Fatal(err)
 	}
+	if workers > 1 {
+		logShares(b, store, span.First, span.Last)
+	}
 	busy := machineBusy() - busy0
 	stop()
 	b.Logf("%d-step runs, %d worker(s): %.0f µs of worker CPU per run (user+system, start-up included); the whole machine was busy %.0f µs per run (the database, the workers and this test's polling)",
 		steps, workers, float64(cpu.Microseconds())/float64(runs), float64(busy.Microseconds())/float64(runs))
 	return float64(runs) / (float64(max(span.Last-span.First, 1)) / 1000)
+}
+
+// logShares logs each worker's share of a drain: its runs, and its first and last claim in ms
+// from the first claim of all (last finish at end): a worker that claimed late, or stopped
+// claiming early, left the others to drain alone for that long.
+func logShares(b *testing.B, store *ledger.Store, first, end int64) {
+	var shares []struct {
+		Actor string `db:"actor"`
+		Runs  int64  `db:"runs"`
+		First int64  `db:"first"`
+		Last  int64  `db:"last"`
+	}
+	if err := store.DB().Select(&shares, `SELECT actor, COUNT(*) AS runs, MIN(at) AS first, MAX(at) AS last FROM run_events WHERE to_state = 'processing' GROUP BY actor ORDER BY 4`); err != nil {
+		b.Fatal(err)
+	}
+	var parts []string
+	for _, s := range shares {
+		parts = append(parts, fmt.Sprintf("%d runs, claims from %d to %d ms", s.Runs, s.First-first, s.Last-first))
+	}
+	b.Logf("drain of %d ms: %s", end-first, strings.Join(parts, "; "))
 }
 
 // machineBusy is the CPU time all cores have spent outside idle and iowait since boot, from
