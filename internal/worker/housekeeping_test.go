@@ -70,46 +70,42 @@ func (q *slowCountQueue) ExpireWaits(context.Context, string) (int, error) {
 }
 func (q *slowCountQueue) HandBack(context.Context, string, string, string) error { return nil }
 
-// TestHousekeepingCountsALongQueueLessOften: a worker behind a queue whose count takes 50 ms
-// counts it once in three ticks (the next would be 5 s later), while it still expires waits
-// at every tick and the gauge holds the count.
-func TestHousekeepingCountsALongQueueLessOften(t *testing.T) {
+// TestHousekeepingSpacesCountsByTheirCost: behind a queue whose count takes 50 ms, a worker
+// counts it once in three ticks (the next count would be 5 s later), while it expires waits
+// at every tick and its gauge holds the count; a count that takes next to nothing is made at
+// every tick, as before.
+func TestHousekeepingSpacesCountsByTheirCost(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three housekeeping ticks of a second")
 	}
-	q := &slowCountQueue{countTime: 50 * time.Millisecond}
-	w := &Worker{Queue: q, Metrics: NewMetrics("test"), Poll: time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	ctx, cancel := context.WithTimeout(context.Background(), 3500*time.Millisecond)
-	defer cancel()
-	w.housekeeping(ctx)
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.expiries != 3 {
-		t.Fatalf("waits expired at %d ticks, want 3", q.expiries)
+	cases := []struct {
+		name       string
+		countTime  time.Duration
+		wantCounts int
+	}{
+		{name: "long queue", countTime: 50 * time.Millisecond, wantCounts: 1},
+		{name: "short queue", countTime: 0, wantCounts: 3},
 	}
-	if q.counts != 1 {
-		t.Errorf("queue counted %d times in 3 ticks behind a count of 50 ms, want 1", q.counts)
-	}
-	if got := gauge(t, w.Metrics, "pipectl_queue_depth"); got != 200000 {
-		t.Errorf("pipectl_queue_depth = %v, want 200000", got)
-	}
-}
-
-// TestHousekeepingCountsAShortQueueAtEveryTick: a count that takes next to nothing is made at
-// every tick, as before.
-func TestHousekeepingCountsAShortQueueAtEveryTick(t *testing.T) {
-	if testing.Short() {
-		t.Skip("two housekeeping ticks of a second")
-	}
-	q := &slowCountQueue{}
-	w := &Worker{Queue: q, Metrics: NewMetrics("test"), Poll: time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
-	defer cancel()
-	w.housekeeping(ctx)
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.counts != 2 || q.expiries != 2 {
-		t.Errorf("in 2 ticks: %d counts, %d expiries; want 2 of each", q.counts, q.expiries)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			q := &slowCountQueue{countTime: c.countTime}
+			w := &Worker{Queue: q, Metrics: NewMetrics("test"), Poll: time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			ctx, cancel := context.WithTimeout(context.Background(), 3500*time.Millisecond)
+			defer cancel()
+			w.housekeeping(ctx)
+			q.mu.Lock()
+			defer q.mu.Unlock()
+			if q.expiries != 3 {
+				t.Fatalf("waits expired at %d ticks, want 3", q.expiries)
+			}
+			if q.counts != c.wantCounts {
+				t.Errorf("queue counted %d times in 3 ticks behind a count of %v, want %d", q.counts, c.countTime, c.wantCounts)
+			}
+			if got := gauge(t, w.Metrics, "pipectl_queue_depth"); got != 200000 {
+				t.Errorf("pipectl_queue_depth = %v, want 200000", got)
+			}
+		})
 	}
 }
 
