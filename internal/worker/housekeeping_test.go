@@ -12,7 +12,7 @@ import (
 )
 
 // TestGaugeSpacing: the next count is due once gaugeCostShare times the last count's time
-// went by, counted from when it began.
+// went by, counted from when it began, and never later than gaugeStaleness.
 func TestGaugeSpacing(t *testing.T) {
 	began := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	cases := []struct {
@@ -27,6 +27,8 @@ func TestGaugeSpacing(t *testing.T) {
 		{took: 58 * time.Millisecond, after: 5800 * time.Millisecond, due: true},
 		{took: 300 * time.Millisecond, after: 29 * time.Second, due: false},
 		{took: 300 * time.Millisecond, after: 30 * time.Second, due: true},
+		{took: 10 * time.Second, after: 119 * time.Second, due: false},
+		{took: 10 * time.Second, after: 2 * time.Minute, due: true},
 	}
 	for _, c := range cases {
 		var g gaugeSpacing

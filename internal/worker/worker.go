@@ -189,13 +189,17 @@ func (w *Worker) housekeeping(ctx context.Context) {
 }
 
 // gaugeCostShare bounds what the gauges' counts cost: a worker counts again only once
-// gaugeCostShare times as long as its last count took went by. Counting the queue reads every
-// queued run; on PostgreSQL, 200,000 queued took 58 ms of the server's time (in three
-// processes), and every worker counted every second, so a fleet of workers behind a large
-// backlog spent more of the server counting the queue than claiming it. Behind such a backlog
-// the gauge is now a few seconds old instead (the backlog takes minutes to drain anyway); a
-// short queue is still counted at every tick.
-const gaugeCostShare = 100
+// gaugeCostShare times as long as its last count took went by, or gaugeStaleness, whichever
+// is sooner. Counting the queue reads every queued run; on PostgreSQL, 200,000 queued took
+// 58 ms of the server's time (in three processes), and every worker counted every second, so
+// a fleet of workers behind a large backlog spent more of the server counting the queue than
+// claiming it. Behind such a backlog the gauge is now a few seconds old instead (the backlog
+// takes minutes to drain anyway); a short queue is still counted at every tick, and no gauge
+// is older than gaugeStaleness however long the queue, so that an alert on it still fires.
+const (
+	gaugeCostShare = 100
+	gaugeStaleness = 2 * time.Minute
+)
 
 // gaugeSpacing says when the gauges are due again (see gaugeCostShare).
 type gaugeSpacing struct{ next time.Time }
@@ -204,7 +208,7 @@ func (g *gaugeSpacing) due(now time.Time) bool { return !now.Before(g.next) }
 
 // took records a count that began at began and took d.
 func (g *gaugeSpacing) took(began time.Time, d time.Duration) {
-	g.next = began.Add(d * gaugeCostShare)
+	g.next = began.Add(min(d*gaugeCostShare, gaugeStaleness))
 }
 
 // slot executes the runs the fetcher hands it, one at a time, and says when it is free: when
