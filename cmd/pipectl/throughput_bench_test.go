@@ -239,10 +239,10 @@ func drainRate(b *testing.B, bin, dsn string, steps, workers, runs int) float64 
 	if err := store.DB().Get(&span, `SELECT (SELECT MIN(at) FROM run_events WHERE to_state = 'processing') AS first, (SELECT MAX(finished_at) FROM runs) AS last`); err != nil {
 		b.Fatal(err)
 	}
+	busy := machineBusy() - busy0
 	if workers > 1 {
 		logShares(b, store, span.First, span.Last)
 	}
-	busy := machineBusy() - busy0
 	stop()
 	b.Logf("%d-step runs, %d worker(s): %.0f µs of worker CPU per run (user+system, start-up included); the whole machine was busy %.0f µs per run (the database, the workers and this test's polling)",
 		steps, workers, float64(cpu.Microseconds())/float64(runs), float64(busy.Microseconds())/float64(runs))

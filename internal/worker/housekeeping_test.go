@@ -42,6 +42,33 @@ func TestGaugeSpacing(t *testing.T) {
 	}
 }
 
+// TestGaugeSpacingGoesByTheQuickerOfTwoCounts: one slow count after a quick one does not
+// space the next count by the slow one; two slow counts in a row do.
+func TestGaugeSpacingGoesByTheQuickerOfTwoCounts(t *testing.T) {
+	began := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	cases := []struct {
+		first, second time.Duration
+		after         time.Duration // after the second began
+		due           bool
+	}{
+		{first: 2 * time.Millisecond, second: 1200 * time.Millisecond, after: time.Second, due: true},
+		{first: 2 * time.Millisecond, second: 1200 * time.Millisecond, after: 199 * time.Millisecond, due: false},
+		{first: 1200 * time.Millisecond, second: 2 * time.Millisecond, after: time.Second, due: true},
+		{first: 60 * time.Millisecond, second: 58 * time.Millisecond, after: 5799 * time.Millisecond, due: false},
+		{first: 60 * time.Millisecond, second: 58 * time.Millisecond, after: 5800 * time.Millisecond, due: true},
+		{first: 5 * time.Second, second: 10 * time.Second, after: 119 * time.Second, due: false},
+		{first: 5 * time.Second, second: 10 * time.Second, after: 2 * time.Minute, due: true},
+	}
+	for _, c := range cases {
+		var g gaugeSpacing
+		g.took(began.Add(-time.Minute), c.first)
+		g.took(began, c.second)
+		if got := g.due(began.Add(c.after)); got != c.due {
+			t.Errorf("counts of %v then %v, %v after the second began: due %v, want %v", c.first, c.second, c.after, got, c.due)
+		}
+	}
+}
+
 // slowCountQueue is a ledger whose queue count takes countTime, as a count of a long queue
 // does; it counts the calls of each kind of housekeeping.
 type slowCountQueue struct {
@@ -72,42 +99,29 @@ func (q *slowCountQueue) ExpireWaits(context.Context, string) (int, error) {
 }
 func (q *slowCountQueue) HandBack(context.Context, string, string, string) error { return nil }
 
-// TestHousekeepingSpacesCountsByTheirCost: behind a queue whose count takes 50 ms, a worker
-// counts it once in three ticks (the next count would be 5 s later), while it expires waits
-// at every tick and its gauge holds the count; a count that takes next to nothing is made at
-// every tick, as before.
-func TestHousekeepingSpacesCountsByTheirCost(t *testing.T) {
+// TestHousekeepingCountsALongQueueLessOften: behind a queue whose count takes 50 ms, a worker
+// counts it once in three ticks (the next count is 5 s after the first), while it expires
+// waits at every tick and its gauge holds the count. (Counts at every tick of a short queue
+// are TestGaugeSpacing's: here they would hang on the scheduler's timing.)
+func TestHousekeepingCountsALongQueueLessOften(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three housekeeping ticks of a second")
 	}
-	cases := []struct {
-		name       string
-		countTime  time.Duration
-		wantCounts int
-	}{
-		{name: "long queue", countTime: 50 * time.Millisecond, wantCounts: 1},
-		{name: "short queue", countTime: 0, wantCounts: 3},
+	q := &slowCountQueue{countTime: 50 * time.Millisecond}
+	w := &Worker{Queue: q, Metrics: NewMetrics("test"), Poll: time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx, cancel := context.WithTimeout(context.Background(), 3900*time.Millisecond)
+	defer cancel()
+	w.housekeeping(ctx)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.expiries != 3 {
+		t.Fatalf("waits expired at %d ticks, want 3", q.expiries)
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			q := &slowCountQueue{countTime: c.countTime}
-			w := &Worker{Queue: q, Metrics: NewMetrics("test"), Poll: time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-			ctx, cancel := context.WithTimeout(context.Background(), 3500*time.Millisecond)
-			defer cancel()
-			w.housekeeping(ctx)
-			q.mu.Lock()
-			defer q.mu.Unlock()
-			if q.expiries != 3 {
-				t.Fatalf("waits expired at %d ticks, want 3", q.expiries)
-			}
-			if q.counts != c.wantCounts {
-				t.Errorf("queue counted %d times in 3 ticks behind a count of %v, want %d", q.counts, c.countTime, c.wantCounts)
-			}
-			if got := gauge(t, w.Metrics, "pipectl_queue_depth"); got != 200000 {
-				t.Errorf("pipectl_queue_depth = %v, want 200000", got)
-			}
-		})
+	if q.counts != 1 {
+		t.Errorf("queue counted %d times in 3 ticks behind a count of 50 ms, want 1", q.counts)
+	}
+	if got := gauge(t, w.Metrics, "pipectl_queue_depth"); got != 200000 {
+		t.Errorf("pipectl_queue_depth = %v, want 200000", got)
 	}
 }
 

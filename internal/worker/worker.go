@@ -188,27 +188,39 @@ func (w *Worker) housekeeping(ctx context.Context) {
 	}
 }
 
-// gaugeCostShare bounds what the gauges' counts cost: a worker counts again only once
-// gaugeCostShare times as long as its last count took went by, or gaugeStaleness, whichever
-// is sooner. Counting the queue reads every queued run; on PostgreSQL, 200,000 queued took
-// 58 ms of the server's time (in three processes), and every worker counted every second, so
-// a fleet of workers behind a large backlog spent more of the server counting the queue than
-// claiming it. Behind such a backlog the gauge is now a few seconds old instead (the backlog
-// takes minutes to drain anyway); a short queue is still counted at every tick, and no gauge
-// is older than gaugeStaleness however long the queue, so that an alert on it still fires.
+// gaugeCostShare bounds what the gauges' counts cost each worker: a worker counts again only
+// once gaugeCostShare times as long as its counts take went by, or gaugeStaleness, whichever is
+// sooner. Counting the queue reads every queued run: on PostgreSQL, a count of 200,000 queued
+// took 58 ms (a parallel count, in three processes), and every worker counted every second,
+// so a fleet behind a large backlog spent more of the server counting the queue than claiming
+// it. Behind such a backlog the gauge is now a few seconds old instead (the backlog takes
+// minutes to drain anyway); a queue counted in under 10 ms is still counted at every tick of a
+// second, and every worker counts at least every gaugeStaleness, so that an alert on the
+// gauge still fires.
 const (
 	gaugeCostShare = 100
 	gaugeStaleness = 2 * time.Minute
 )
 
 // gaugeSpacing says when the gauges are due again (see gaugeCostShare).
-type gaugeSpacing struct{ next time.Time }
+type gaugeSpacing struct {
+	next time.Time
+	last time.Duration // how long the count before took; 0 before the first
+}
 
 func (g *gaugeSpacing) due(now time.Time) bool { return !now.Before(g.next) }
 
-// took records a count that began at began and took d.
+// took records a count that began at began and took d. The spacing goes by the quicker of the
+// last two counts: one count slowed by the server or the network (a lock, a checkpoint) does
+// not leave the gauge minutes old, while a queue that is slow to count every time is counted
+// less often from its second count on. The first count, having none before it, goes by its own.
 func (g *gaugeSpacing) took(began time.Time, d time.Duration) {
-	g.next = began.Add(min(d*gaugeCostShare, gaugeStaleness))
+	cost := d
+	if g.last > 0 {
+		cost = min(d, g.last)
+	}
+	g.last = max(d, time.Nanosecond)
+	g.next = began.Add(min(cost*gaugeCostShare, gaugeStaleness))
 }
 
 // slot executes the runs the fetcher hands it, one at a time, and says when it is free: when
