@@ -154,9 +154,9 @@ const maxPreparedClaim = 128
 // prepareClaim prepares, before a SQLite claim of up to n runs opens its transaction (with
 // one connection, preparing inside it would wait for itself), the statements the claim may
 // run: the count of pipelines switched off, the walk of the queue for f and n (its limit is in
-// its text), and the update and the events of 1 to n runs. Prepared afresh at each claim, their parsing and planning were a
-// sixth of a worker's CPU when it drained ten-step runs at synchronous=NORMAL. A statement
-// that cannot be prepared here is run from its text, as before.
+// its text), and the update and the events of 1 to n runs. Prepared afresh at each claim,
+// their parsing and planning were a sixth of a worker's CPU when it drained ten-step runs at
+// synchronous=NORMAL. A statement that cannot be prepared here is run from its text, as before.
 func (s *Store) prepareClaim(ctx context.Context, f domain.ClaimFilter, n int) {
 	now := s.now()
 	queries := []string{switchesOffSQL}
