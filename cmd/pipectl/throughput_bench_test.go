@@ -44,11 +44,14 @@ func throughputSpec(name string, n int) string {
 //
 // The rate of a scenario is its runs divided by the time from the first claim to the last
 // finish, both read from the ledger: process start-up is not counted. Scenarios: one-step runs
-// on one worker and on two, three-step runs on one worker. PIPECTL_BENCH_RUNS sets the number
+// on one worker and on two, three-step runs on one worker, and one-step runs on one worker
+// beside an idle one: a second worker that does nothing, which is the best a second worker can
+// do when one already keeps the machine busy, so two workers can be expected to do no better
+// against one than this scenario does. PIPECTL_BENCH_RUNS sets the number
 // of runs per scenario (default 4000), PIPECTL_BENCH_ROUNDS the rounds (default 3; each figure is
 // the median of its rounds); PIPECTL_BENCH_BIN runs a binary built beforehand (an
 // older commit, side by side with this one); PIPECTL_BENCH_PROFILE=DIR has each worker write a
-// CPU profile there (worker-<steps>step-<workers>w-<i>.prof, for go tool pprof).
+// CPU profile there (worker-<steps>step-<workers>w<idle>idle-<i>.prof, for go tool pprof).
 func BenchmarkWorkerThroughput(b *testing.B) {
 	base := os.Getenv("PIPECTL_TEST_POSTGRES")
 	if base == "" {
@@ -69,12 +72,15 @@ func BenchmarkWorkerThroughput(b *testing.B) {
 		// The scenarios take turns, round after round, and each figure is the median of its
 		// rounds: the same server measured a scenario 20% apart from one minute to the next,
 		// and two workers are compared with one in the same round.
-		var one, three, two, ratio []float64
+		var one, three, two, ratio, bound []float64
 		for range max(rounds, 1) {
-			o := drainRate(b, bin, ledger.PostgresTestSchema(b, base), 1, 1, runs)
-			t := drainRate(b, bin, ledger.PostgresTestSchema(b, base), 1, 2, runs)
+			o := drainRate(b, bin, ledger.PostgresTestSchema(b, base), 1, 1, 0, runs)
+			t := drainRate(b, bin, ledger.PostgresTestSchema(b, base), 1, 2, 0, runs)
 			one, two, ratio = append(one, o), append(two, t), append(ratio, t/o)
-			three = append(three, drainRate(b, bin, ledger.PostgresTestSchema(b, base), 3, 1, runs))
+			three = append(three, drainRate(b, bin, ledger.PostgresTestSchema(b, base), 3, 1, 0, runs))
+			// The best a second worker could do for work one worker already drains at the
+			// machine's limit is to cost nothing: one worker beside an idle one.
+			bound = append(bound, drainRate(b, bin, ledger.PostgresTestSchema(b, base), 1, 1, 1, runs)/o)
 		}
 		b.ReportMetric(floor1, "floor-commits/s-1conn")
 		b.ReportMetric(floorN, "floor-commits/s-32conn")
@@ -82,9 +88,10 @@ func BenchmarkWorkerThroughput(b *testing.B) {
 		b.ReportMetric(median(three), "runs/s-3step-1worker")
 		b.ReportMetric(median(two), "runs/s-1step-2workers")
 		b.ReportMetric(median(ratio), "x-2workers/1")
+		b.ReportMetric(median(bound), "x-1worker+idle/1")
 		load, _ := os.ReadFile("/proc/loadavg")
-		b.Logf("%d runs per scenario, %d rounds; floor %.0f commits/s (1 conn), %.0f (32 conns); 1-step %.0f runs/s %v (%.2fx the 1-conn floor), 3-step %.0f runs/s %v, 2 workers %.0f runs/s %v (%.2fx one, per round %v); load average %s",
-			runs, len(one), floor1, floorN, median(one), rounded(one), median(one)/floor1, median(three), rounded(three), median(two), rounded(two), median(ratio), rounded(ratio), strings.TrimSpace(string(load)))
+		b.Logf("%d runs per scenario, %d rounds; floor %.0f commits/s (1 conn), %.0f (32 conns); 1-step %.0f runs/s %v (%.2fx the 1-conn floor), 3-step %.0f runs/s %v, 2 workers %.0f runs/s %v (%.2fx one, per round %v), 1 worker beside an idle one %.2fx one (per round %v); load average %s",
+			runs, len(one), floor1, floorN, median(one), rounded(one), median(one)/floor1, median(three), rounded(three), median(two), rounded(two), median(ratio), rounded(ratio), median(bound), rounded(bound), strings.TrimSpace(string(load)))
 	}
 }
 
@@ -168,9 +175,9 @@ func checkpoint(b *testing.B, db *sqlx.DB) {
 }
 
 // drainRate queues runs of a steps-step transform pipeline on the ledger at dsn, starts workers
-// `pipectl worker` processes and returns the runs per second from the first claim to the last
-// finish.
-func drainRate(b *testing.B, bin, dsn string, steps, workers, runs int) float64 {
+// `pipectl worker` processes, and idle more that may claim none of them (`--pipelines
+// nothing`), and returns the runs per second from the first claim to the last finish.
+func drainRate(b *testing.B, bin, dsn string, steps, workers, idle, runs int) float64 {
 	dir := b.TempDir()
 	name := fmt.Sprintf("tp%d", steps)
 	specPath := filepath.Join(dir, name+".yaml")
@@ -189,15 +196,18 @@ func drainRate(b *testing.B, bin, dsn string, steps, workers, runs int) float64 
 	queue(b, dsn, specPath, runs)
 	busy0 := machineBusy()
 	var procs []*exec.Cmd
-	for i := range workers {
+	for i := range workers + idle {
 		conc := "32"
 		if v := os.Getenv("PIPECTL_BENCH_CONCURRENCY"); v != "" {
 			conc = v
 		}
 		cmd := exec.Command(bin, "--ledger", dsn, "worker", "--concurrency", conc)
+		if i >= workers {
+			cmd.Args = append(cmd.Args, "--pipelines", "nothing")
+		}
 		cmd.Dir = dir
 		if prof := os.Getenv("PIPECTL_BENCH_PROFILE"); prof != "" {
-			cmd.Env = append(os.Environ(), "PIPECTL_CPUPROFILE="+filepath.Join(prof, fmt.Sprintf("worker-%dstep-%dw-%d.prof", steps, workers, i)))
+			cmd.Env = append(os.Environ(), "PIPECTL_CPUPROFILE="+filepath.Join(prof, fmt.Sprintf("worker-%dstep-%dw%didle-%d.prof", steps, workers, idle, i)))
 		}
 		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 		if err := cmd.Start(); err != nil {
@@ -244,8 +254,8 @@ func drainRate(b *testing.B, bin, dsn string, steps, workers, runs int) float64 
 		logShares(b, store, span.First, span.Last)
 	}
 	stop()
-	b.Logf("%d-step runs, %d worker(s): %.0f µs of worker CPU per run (user+system, start-up included); the whole machine was busy %.0f µs per run (the database, the workers and this test's polling)",
-		steps, workers, float64(cpu.Microseconds())/float64(runs), float64(busy.Microseconds())/float64(runs))
+	b.Logf("%d-step runs, %d worker(s) and %d idle: %.0f µs of worker CPU per run (user+system, start-up included); the whole machine was busy %.0f µs per run (the database, the workers and this test's polling)",
+		steps, workers, idle, float64(cpu.Microseconds())/float64(runs), float64(busy.Microseconds())/float64(runs))
 	return float64(runs) / (float64(max(span.Last-span.First, 1)) / 1000)
 }
 
@@ -346,9 +356,9 @@ func BenchmarkWorkerThroughputSQLite(b *testing.B) {
 	for b.Loop() {
 		floor := sqliteFloor(b, "sqlite:"+filepath.Join(b.TempDir(), "floor.db"))
 		floorNormal := sqliteFloor(b, "sqlite:"+filepath.Join(b.TempDir(), "floor-normal.db")+"?synchronous=normal")
-		one := drainRate(b, bin, "sqlite:"+filepath.Join(b.TempDir(), "one.db"), 1, 1, runs)
-		three := drainRate(b, bin, "sqlite:"+filepath.Join(b.TempDir(), "three.db"), 3, 1, runs)
-		ten := drainRate(b, bin, "sqlite:"+filepath.Join(b.TempDir(), "ten.db")+"?synchronous=normal", 10, 1, 4*runs)
+		one := drainRate(b, bin, "sqlite:"+filepath.Join(b.TempDir(), "one.db"), 1, 1, 0, runs)
+		three := drainRate(b, bin, "sqlite:"+filepath.Join(b.TempDir(), "three.db"), 3, 1, 0, runs)
+		ten := drainRate(b, bin, "sqlite:"+filepath.Join(b.TempDir(), "ten.db")+"?synchronous=normal", 10, 1, 0, 4*runs)
 		b.ReportMetric(floor, "floor-commits/s")
 		b.ReportMetric(floorNormal, "floor-normal-commits/s")
 		b.ReportMetric(one, "runs/s-1step")
