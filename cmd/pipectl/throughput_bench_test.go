@@ -43,15 +43,17 @@ func throughputSpec(name string, n int) string {
 //	PIPECTL_TEST_POSTGRES=... go test ./cmd/pipectl -run '^$' -bench WorkerThroughput -benchtime 1x
 //
 // The rate of a scenario is its runs divided by the time from the first claim to the last
-// finish, both read from the ledger: process start-up is not counted. Scenarios: one-step runs
-// on one worker and on two, three-step runs on one worker, and one-step runs on one worker
-// beside an idle one (`--pipelines nothing`). The last is the control of "two against one":
-// a second worker that costs nothing, which is the most a second worker can give where one
-// already keeps the machine busy, measured with the same noise. PIPECTL_BENCH_RUNS sets the
-// number of runs per scenario (default 4000), PIPECTL_BENCH_ROUNDS the rounds (default 3; each
-// figure is the median of its rounds); PIPECTL_BENCH_BIN runs a binary built beforehand (an
-// older commit, side by side with this one); PIPECTL_BENCH_PROFILE=DIR has each worker write a
-// CPU profile there (worker-<steps>step-<workers>w<idle>idle-<i>.prof, for go tool pprof).
+// finish, both read from the ledger: process start-up is not counted. Scenarios: one-step
+// runs on one worker and on two, three-step runs on one worker, and one-step runs on one
+// worker beside an idle one (`--pipelines nothing`). The last is the control of "two against
+// one": a second worker that costs nothing, which is the most a second worker can give where
+// one already keeps the machine busy, measured with the same noise. The runs are queued one
+// to a commit, or with PIPECTL_BENCH_QUEUE=inputs as a backfill is, by one `pipectl submit
+// --inputs` (a thousand to a commit). PIPECTL_BENCH_RUNS sets the number of runs per
+// scenario (default 4000), PIPECTL_BENCH_ROUNDS the rounds (default 3; each figure is the
+// median of its rounds); PIPECTL_BENCH_BIN runs a binary built beforehand (an older commit,
+// side by side with this one); PIPECTL_BENCH_PROFILE=DIR has each worker write a CPU profile
+// there (worker-<steps>step-<workers>w<idle>idle-<i>.prof, for go tool pprof).
 func BenchmarkWorkerThroughput(b *testing.B) {
 	base := os.Getenv("PIPECTL_TEST_POSTGRES")
 	if base == "" {
@@ -194,7 +196,11 @@ func drainRate(b *testing.B, bin, dsn string, steps, workers, idle, runs int) fl
 		// A SQLite ledger here is a new file, with nothing of another scenario to write back.
 		checkpoint(b, store.DB())
 	}
-	queue(b, dsn, specPath, runs)
+	if os.Getenv("PIPECTL_BENCH_QUEUE") == "inputs" {
+		queueInputs(b, bin, dsn, dir, specPath, runs)
+	} else {
+		queue(b, dsn, specPath, runs)
+	}
 	busy0 := machineBusy()
 	var procs []*exec.Cmd
 	for i := range workers + idle {
@@ -311,6 +317,25 @@ func machineBusy() time.Duration {
 		}
 	}
 	return time.Duration(busy) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}
+
+// queueInputs queues runs of the pipeline at specPath as a backfill is queued: one `pipectl
+// submit --inputs` of the binary under test, a thousand runs to a commit (so a thousand share
+// a created_at).
+func queueInputs(b testing.TB, bin, dsn, dir, specPath string, runs int) {
+	var lines strings.Builder
+	for i := 1; i <= runs; i++ {
+		fmt.Fprintf(&lines, "{\"id\": \"r%06d\"}\n", i)
+	}
+	path := filepath.Join(dir, "inputs.jsonl")
+	if err := os.WriteFile(path, []byte(lines.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--ledger", dsn, "submit", specPath, "--inputs", path, "--no-preflight", "--batch-size", "1000")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("submit --inputs: %v\n%s", err, out)
+	}
 }
 
 // queue submits runs of the pipeline at specPath in-process, eight at a time.
