@@ -48,7 +48,8 @@ type Finisher = func(ctx context.Context, run *domain.Run) *domain.Finished
 // pipeline, no pipeline switched off behind a backlog); otherwise it is ClaimBatch of n. It
 // returns the claimed runs and the finished ones in claim order; with an error, nothing was
 // finished, and the runs it returns are claimed all the same (when the server refused the
-// finished runs' write, they are among them, up to most in all: see writeHeld).
+// finished runs' write, those of its runs still due and not taken by another claim
+// meanwhile, up to most in all: see writeHeld).
 func (s *Store) ClaimFinishing(ctx, stop context.Context, owner string, until time.Time, f domain.ClaimFilter, n, most int, finish Finisher) ([]*domain.Run, []*domain.Finished, bool, error) {
 	if n < 1 {
 		return nil, nil, false, nil
@@ -190,9 +191,10 @@ func lockDue(ctx context.Context, c *pgx.Conn, f domain.ClaimFilter, now time.Ti
 // rest, COMMIT included (the caller then rolls back).
 //
 // When the server refuses the finished runs' write (a value it cannot store, a check), the
-// claim is rolled back and its runs, finished or not, are claimed to processing in a statement
-// of their own, to run in slots, where a refused write stays with its own run. Otherwise the
-// next claim, taking the same oldest runs, would meet the refusal again, and so on.
+// claim is rolled back and its runs, finished or not, are claimed to processing in a
+// transaction of their own, to run in slots, where a refused write stays with its own run.
+// Otherwise the next claim, taking the same oldest runs, would meet the refusal again, and so
+// on.
 //
 // There is no savepoint before the finished runs' write, though one would keep the rest's
 // claim: a row locked by the transaction and then updated under a savepoint gets a multixact
@@ -246,25 +248,66 @@ func (s *Store) writeHeld(ctx context.Context, c *pgx.Conn, owner string, until,
 		return nil, nil, err
 	}
 	// The runs were unlocked for a moment: each is claimed if it is still due and no other
-	// claim took it meanwhile, and its claim is dated now, after anything that happened to it.
+	// claim took it meanwhile. They are locked first, and claimed by a later statement of the
+	// same transaction (no savepoint: no multixact): its snapshot and its time follow the lock,
+	// so it sees, and closes, any attempt an old owner committed before, and its events are
+	// dated after anything that happened to the runs.
 	ids := append([]string(nil), rest...)
 	for _, f := range finished {
 		ids = append(ids, f.Run.ID)
 	}
-	rows, err := c.Query(ctx, reclaimSQL(), ms(s.now()), owner, ms(until), abandonedReason, ids)
+	if _, err := c.Exec(ctx, "BEGIN"); err != nil {
+		return nil, nil, err
+	}
+	var locked []string
+	rows, err := c.Query(ctx, relockSQL, ms(s.now()), ids)
 	if err != nil {
 		return nil, nil, err
 	}
-	claimed, err = scanClaimedRows(rows)
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, nil, err
+		}
+		locked = append(locked, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	claimed = []*domain.Run{}
+	b = &pgx.Batch{}
+	if len(locked) > 0 {
+		b.Queue(heldClaimSQL(), ms(s.now()), owner, ms(until), abandonedReason, locked)
+	}
+	b.Queue("COMMIT")
+	br = c.SendBatch(ctx, b)
+	err = func() error {
+		if len(locked) > 0 {
+			more, err := scanHeldClaim(br)
+			if err != nil {
+				return err
+			}
+			claimed = append(claimed, more...)
+		}
+		_, err := br.Exec()
+		return err
+	}()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return nil, nil, err
 	}
 	sortClaimed(claimed)
-	if claimed == nil {
-		claimed = []*domain.Run{}
-	}
 	return claimed, nil, refused
 }
+
+// relockSQL locks those of the runs $2 that are still due at $1 and that no other transaction
+// holds.
+const relockSQL = `SELECT id FROM runs WHERE id = ANY($2::text[]) AND (state = 'queued'
+	OR (state = 'failed_transient' AND next_attempt_at <= $1) OR (state = 'processing' AND lease_expires_at < $1))
+	ORDER BY created_at, id FOR UPDATE SKIP LOCKED`
 
 type lockKey struct {
 	n              int
@@ -321,16 +364,6 @@ var heldClaimSQL = sync.OnceValue(func() string {
 		claimWritesSQL + claimedSQL
 })
 
-// reclaimSQL claims, as claimSQL does, those of the runs $5 that are still due at $1 and that
-// no other transaction holds, on its own (autocommit).
-var reclaimSQL = sync.OnceValue(func() string {
-	return `WITH c AS (SELECT id, state, lease_owner, lease_expires_at, created_at FROM runs
-	WHERE id = ANY($5::text[]) AND (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= $1)
-		OR (state = 'processing' AND lease_expires_at < $1))
-	ORDER BY created_at, id FOR UPDATE SKIP LOCKED),` +
-		claimWritesSQL + claimedSQL
-})
-
 func scanHeldClaim(br pgx.BatchResults) ([]*domain.Run, error) {
 	rows, err := br.Query()
 	if err != nil {
@@ -339,7 +372,7 @@ func scanHeldClaim(br pgx.BatchResults) ([]*domain.Run, error) {
 	return scanClaimedRows(rows)
 }
 
-// scanClaimedRows reads the runs of claimWritesSQL + claimedSQL.
+// scanClaimedRows reads the runs of heldClaimSQL.
 func scanClaimedRows(rows pgx.Rows) ([]*domain.Run, error) {
 	defer rows.Close()
 	var claimed []*domain.Run
@@ -351,8 +384,8 @@ func scanClaimedRows(rows pgx.Rows) ([]*domain.Run, error) {
 			return nil, err
 		}
 		run := r.domain()
-		// The attempts a taken-over run's old owner left running were closed in the statement
-		// that claimed it, which locked the run before it read them: none can be missing.
+		// The attempts a taken-over run's old owner left running were closed in this
+		// transaction, which held the run since before it read them: none can be missing.
 		run.Unstarted = !r.Begun
 		claimed = append(claimed, run)
 	}

@@ -273,34 +273,141 @@ func TestClaimFinishingThatStopsMidwayLeavesTheRunsQueued(t *testing.T) {
 // index scan may then mark dead in runs_ready once no transaction can see them. Written under a
 // savepoint after the claim's lock, they died with a multixact instead (lock and update by two
 // transactions), whose entries no scan marks: every lock walked every run finished since the
-// last vacuum. Read off the heap page with pageinspect; skipped where it cannot be installed.
+// last vacuum. Read off the heap page with pageinspect (skipped where it cannot be installed):
+// one claim of one lock; one of several locks whose last holds a run it does not finish; and
+// one whose write is refused, whose runs are claimed in a transaction of their own.
 func TestClaimFinishingLeavesNoMultixactOnFinishedRuns(t *testing.T) {
+	refuse := func(finish Finisher) Finisher {
+		return func(ctx context.Context, r *domain.Run) *domain.Finished {
+			f := finish(ctx, r)
+			if f != nil {
+				f.Attempts[0].Outcome = "not an outcome" // the ledger's CHECK refuses it
+			}
+			return f
+		}
+	}
+	for _, tc := range []struct {
+		name     string
+		keys     []string
+		n, most  int
+		refused  bool
+		finisher func(Finisher) Finisher
+	}{
+		{name: "one lock", keys: []string{"a-s", "b-s", "c-d", "d-r"}, n: 4, most: 4},
+		{name: "several locks", keys: []string{"a-s", "b-s", "c-d", "d-r", "e-s", "f-x"}, n: 2, most: 8},
+		{name: "refused", keys: []string{"a-s", "b-s", "c-x"}, n: 4, most: 4, refused: true, finisher: refuse},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dsn := postgresOrSkip(t)
+			s := openOrFail(t, dsn)
+			ctx := context.Background()
+			if _, err := s.DB().ExecContext(ctx, `CREATE EXTENSION IF NOT EXISTS pageinspect SCHEMA public`); err != nil {
+				t.Skipf("pageinspect is not available on this server (%v)", err)
+			}
+			queueKeyed(t, s, tc.keys...)
+			var offered []string
+			finish := finishAs(&offered)
+			if tc.finisher != nil {
+				finish = tc.finisher(finish)
+			}
+			claimed, finished, _, err := s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, tc.n, tc.most, finish)
+			if (err != nil) != tc.refused || len(claimed)+len(finished) != len(tc.keys) {
+				t.Fatalf("claimed %d and finished %d of %d runs: %v", len(claimed), len(finished), len(tc.keys), err)
+			}
+			// Each run's row was replaced once, by the claim: the versions it replaced point
+			// to their successors (t_ctid is not their own place). 0x1000 is
+			// HEAP_XMAX_IS_MULTI. The runs fit in the table's first page.
+			var replaced, multi int
+			err = s.DB().QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE t_infomask & x'1000'::int <> 0)
+				FROM public.heap_page_items(public.get_raw_page(current_schema() || '.runs', 0))
+				WHERE lp_flags = 1 AND t_ctid <> ('(0,' || lp || ')')::tid`).Scan(&replaced, &multi)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if replaced != len(tc.keys) {
+				t.Fatalf("%d replaced row versions on the page, want one for each of the %d runs", replaced, len(tc.keys))
+			}
+			if multi != 0 {
+				t.Fatalf("%d of the %d replaced row versions have a multixact as their deleter", multi, replaced)
+			}
+		})
+	}
+}
+
+// A refused claim whose runs not finished held a lease takeover (with an attempt its old owner
+// left running) and a retry now due: rolled back and claimed again in a transaction of its own,
+// each is taken over as in the claim it replaces, with the old owner's attempt closed, the right
+// runs marked unstarted, and every event dated after the one before it.
+func TestClaimFinishingThatIsRefusedTakesOverAsTheClaimWould(t *testing.T) {
 	dsn := postgresOrSkip(t)
-	s := openOrFail(t, dsn)
+	s, old := openOrFail(t, dsn), openOrFail(t, dsn)
 	ctx := context.Background()
-	if _, err := s.DB().ExecContext(ctx, `CREATE EXTENSION IF NOT EXISTS pageinspect SCHEMA public`); err != nil {
-		t.Skipf("pageinspect is not available on this server (%v)", err)
+	ids := queueKeyed(t, s, "e-x", "r-x", "a-s", "b-x")
+	got, err := old.ClaimBatch(ctx, "old", time.Now().Add(-time.Second), domain.ClaimFilter{}, 2)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("old claimed %v: %v", got, err)
 	}
-	ids := queueKeyed(t, s, "a-s", "b-s", "c-d", "d-r")
+	now := time.Now()
+	if err := old.StartAttempt(ctx, "old", &domain.Attempt{RunID: ids[0], StepID: "s", ItemIndex: domain.NoItem, Attempt: 1, StepKey: "k", StartedAt: now, Outcome: domain.OutcomeRunning}); err != nil {
+		t.Fatal(err)
+	}
+	att := &domain.Attempt{RunID: ids[1], StepID: "s", ItemIndex: domain.NoItem, Attempt: 1, StepKey: "k", StartedAt: now, FinishedAt: now,
+		Outcome: domain.OutcomeFailed, ErrorClass: domain.ClassUnknown, Error: "odd"}
+	if err := old.FinishAttempt(ctx, "old", att, &domain.Change{To: domain.StateFailedTransient, Reason: "retry", Actor: "old", Owner: "old",
+		NextAttemptAt: now.Add(-time.Second), ErrorClass: domain.ClassUnknown, Error: "odd", FailedStep: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
 	var offered []string
-	_, finished, _, err := s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 4, 4, finishAs(&offered))
-	if err != nil || len(finished) != len(ids) {
-		t.Fatalf("finished %d of %d runs: %v", len(finished), len(ids), err)
+	finish := finishAs(&offered)
+	refusing := func(ctx context.Context, r *domain.Run) *domain.Finished {
+		f := finish(ctx, r)
+		if f != nil {
+			f.Attempts[0].Outcome = "not an outcome" // the ledger's CHECK refuses it
+		}
+		return f
 	}
-	var dead, multi int
-	// 0x1000 is HEAP_XMAX_IS_MULTI; a version with xmax and no successor flag HEAP_XMAX_INVALID
-	// (0x0800) is one a transaction ended. Four runs fit in the table's first page.
-	err = s.DB().QueryRowContext(ctx, `SELECT
-		count(*) FILTER (WHERE t_infomask & x'0800'::int = 0 AND t_xmax::text <> '0'),
-		count(*) FILTER (WHERE t_infomask & x'1000'::int <> 0)
-		FROM public.heap_page_items(public.get_raw_page(current_schema() || '.runs', 0))`).Scan(&dead, &multi)
+	claimed, finished, _, err := s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 4, 4, refusing)
+	if err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("a claim whose finished runs were refused said %v", err)
+	}
+	if len(finished) != 0 || len(claimed) != len(ids) {
+		t.Fatalf("claimed %d and finished %d, want all %d claimed", len(claimed), len(finished), len(ids))
+	}
+	unstarted := map[string]bool{}
+	for _, r := range claimed {
+		unstarted[r.ID] = r.Unstarted
+	}
+	if unstarted[ids[0]] || unstarted[ids[1]] || !unstarted[ids[2]] || !unstarted[ids[3]] {
+		t.Errorf("unstarted: takeover %v, retry %v, fresh %v and %v; want false, false, true, true",
+			unstarted[ids[0]], unstarted[ids[1]], unstarted[ids[2]], unstarted[ids[3]])
+	}
+	for _, id := range ids {
+		r, err := s.GetRun(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.State != domain.StateProcessing || r.LeaseOwner != "w1" {
+			t.Errorf("%s is %s under %q, want processing under w1", id, r.State, r.LeaseOwner)
+		}
+		evs, err := s.Events(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i < len(evs); i++ {
+			if evs[i].At.Before(evs[i-1].At) {
+				t.Errorf("%s: event %q dated before %q", id, evs[i].Reason, evs[i-1].Reason)
+			}
+		}
+		if id == ids[0] && evs[len(evs)-1].Reason != "taken over from old (lease expired) by w1" {
+			t.Errorf("the takeover's event says %q", evs[len(evs)-1].Reason)
+		}
+	}
+	atts, err := s.Attempts(ctx, ids[0])
 	if err != nil {
-		t.Skipf("cannot read the runs' page (%v)", err)
+		t.Fatal(err)
 	}
-	if dead < len(ids) {
-		t.Fatalf("%d ended row versions on the page, want the %d the claim replaced", dead, len(ids))
-	}
-	if multi != 0 {
-		t.Fatalf("%d of the %d ended row versions have a multixact as their deleter", multi, dead)
+	if len(atts) != 1 || atts[0].Outcome != domain.OutcomeAbandoned || !strings.Contains(atts[0].Error, "(old)") {
+		t.Errorf("the old owner's attempt: %+v, want it abandoned, naming old", atts)
 	}
 }
