@@ -493,10 +493,21 @@ func movedOrZero() string {
 // the placeholder of the claim's time.
 func dueBranchesSQL(cols, now, tail string) string {
 	return `SELECT * FROM (SELECT ` + cols + ` FROM runs
-		WHERE (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= ` + now + `))` + tail + `) ready
+		WHERE ` + readySQL(now) + tail + `) ready
 	UNION ALL
 	SELECT * FROM (SELECT ` + cols + ` FROM runs
-		WHERE state = 'processing' AND lease_expires_at < ` + now + tail + `) expired`
+		WHERE ` + expiredSQL(now) + tail + `) expired`
+}
+
+// readySQL is the condition on a run ready to start at now: queued, or a retry that is due.
+func readySQL(now string) string {
+	return `(state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= ` + now + `))`
+}
+
+// expiredSQL is the condition on a run whose lease ran out before now, for another worker to
+// take over.
+func expiredSQL(now string) string {
+	return `state = 'processing' AND lease_expires_at < ` + now
 }
 
 // claimCandidates locks up to n due runs, oldest first.

@@ -259,20 +259,12 @@ func (s *Store) writeHeld(ctx context.Context, c *pgx.Conn, owner string, until,
 	if _, err := c.Exec(ctx, "BEGIN"); err != nil {
 		return nil, nil, err
 	}
-	var locked []string
 	rows, err := c.Query(ctx, relockSQL, ms(s.now()), ids)
 	if err != nil {
 		return nil, nil, err
 	}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, nil, err
-		}
-		locked = append(locked, id)
-	}
-	if err := rows.Err(); err != nil {
+	locked, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
 		return nil, nil, err
 	}
 	claimed = []*domain.Run{}
@@ -305,8 +297,7 @@ func (s *Store) writeHeld(ctx context.Context, c *pgx.Conn, owner string, until,
 
 // relockSQL locks those of the runs $2 that are still due at $1 and that no other transaction
 // holds.
-const relockSQL = `SELECT id FROM runs WHERE id = ANY($2::text[]) AND (state = 'queued'
-	OR (state = 'failed_transient' AND next_attempt_at <= $1) OR (state = 'processing' AND lease_expires_at < $1))
+var relockSQL = `SELECT id FROM runs WHERE id = ANY($2::text[]) AND (` + readySQL(`$1`) + ` OR ` + expiredSQL(`$1`) + `)
 	ORDER BY created_at, id FOR UPDATE SKIP LOCKED`
 
 type lockKey struct {
@@ -338,7 +329,7 @@ func lockSQL(n int, filtered, more bool) string {
 	}
 	limit := strconv.Itoa(n)
 	rest := mayTakeSQL(filtered, `$2`) + ` ORDER BY created_at, id LIMIT `
-	expired, ready := `state = 'processing' AND lease_expires_at < $1`, rest
+	expired, ready := expiredSQL(`$1`), rest
 	if more {
 		taken := `$2`
 		if filtered {
@@ -350,7 +341,7 @@ func lockSQL(n int, filtered, more bool) string {
 	q := `WITH expired AS (SELECT ` + runColumns + ` FROM runs
 	WHERE ` + expired + rest + limit + ` FOR UPDATE SKIP LOCKED),
 ready AS (SELECT ` + runColumns + ` FROM runs
-	WHERE (state = 'queued' OR (state = 'failed_transient' AND next_attempt_at <= $1))` + ready +
+	WHERE ` + readySQL(`$1`) + ready +
 		`(` + limit + ` - (SELECT count(*) FROM expired)) FOR UPDATE SKIP LOCKED)
 SELECT *, EXISTS (SELECT 1 FROM step_attempts WHERE step_attempts.run_id = due.id OFFSET 0) AS begun
 FROM (SELECT * FROM expired UNION ALL SELECT * FROM ready) due ORDER BY created_at, id`
