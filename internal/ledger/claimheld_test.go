@@ -37,6 +37,18 @@ func finishAs(offered *[]string) Finisher {
 	}
 }
 
+// refusing is finish with each finished run's attempt given an outcome the ledger's CHECK
+// refuses, so that the claim's write of its finished runs fails.
+func refusing(finish Finisher) Finisher {
+	return func(ctx context.Context, r *domain.Run) *domain.Finished {
+		f := finish(ctx, r)
+		if f != nil {
+			f.Attempts[0].Outcome = "not an outcome"
+		}
+		return f
+	}
+}
+
 func queueKeyed(t *testing.T, s *Store, keys ...string) []string {
 	t.Helper()
 	ids := make([]string, len(keys))
@@ -153,8 +165,8 @@ func TestClaimFinishingWritesFinishedRunsAndClaimsTheRest(t *testing.T) {
 // While a claim finishes its runs, they are locked: another claim skips them, and nothing of
 // them is visible. When the ledger refuses the write of the finished runs (here a value its
 // check refuses; in the field a text PostgreSQL cannot store), nothing of that write is kept:
-// the claim is rolled back and its runs are claimed to processing instead, in a statement of
-// their own, to run in slots. Leaving them queued would have the next claim meet the same
+// the claim is rolled back and its runs are claimed to processing instead, in a transaction
+// of their own, to run in slots. Leaving them queued would have the next claim meet the same
 // runs, in the same order, again and again (found by a review).
 func TestClaimFinishingThatIsRefusedClaimsItsRunsInstead(t *testing.T) {
 	dsn := postgresOrSkip(t)
@@ -277,25 +289,15 @@ func TestClaimFinishingThatStopsMidwayLeavesTheRunsQueued(t *testing.T) {
 // one claim of one lock; one of several locks whose last holds a run it does not finish; and
 // one whose write is refused, whose runs are claimed in a transaction of their own.
 func TestClaimFinishingLeavesNoMultixactOnFinishedRuns(t *testing.T) {
-	refuse := func(finish Finisher) Finisher {
-		return func(ctx context.Context, r *domain.Run) *domain.Finished {
-			f := finish(ctx, r)
-			if f != nil {
-				f.Attempts[0].Outcome = "not an outcome" // the ledger's CHECK refuses it
-			}
-			return f
-		}
-	}
 	for _, tc := range []struct {
-		name     string
-		keys     []string
-		n, most  int
-		refused  bool
-		finisher func(Finisher) Finisher
+		name    string
+		keys    []string
+		n, most int
+		refused bool
 	}{
 		{name: "one lock", keys: []string{"a-s", "b-s", "c-d", "d-r"}, n: 4, most: 4},
 		{name: "several locks", keys: []string{"a-s", "b-s", "c-d", "d-r", "e-s", "f-x"}, n: 2, most: 8},
-		{name: "refused", keys: []string{"a-s", "b-s", "c-x"}, n: 4, most: 4, refused: true, finisher: refuse},
+		{name: "refused", keys: []string{"a-s", "b-s", "c-x"}, n: 4, most: 4, refused: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dsn := postgresOrSkip(t)
@@ -307,8 +309,8 @@ func TestClaimFinishingLeavesNoMultixactOnFinishedRuns(t *testing.T) {
 			queueKeyed(t, s, tc.keys...)
 			var offered []string
 			finish := finishAs(&offered)
-			if tc.finisher != nil {
-				finish = tc.finisher(finish)
+			if tc.refused {
+				finish = refusing(finish)
 			}
 			claimed, finished, _, err := s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, tc.n, tc.most, finish)
 			if (err != nil) != tc.refused || len(claimed)+len(finished) != len(tc.keys) {
@@ -359,15 +361,7 @@ func TestClaimFinishingThatIsRefusedTakesOverAsTheClaimWould(t *testing.T) {
 	}
 	time.Sleep(5 * time.Millisecond)
 	var offered []string
-	finish := finishAs(&offered)
-	refusing := func(ctx context.Context, r *domain.Run) *domain.Finished {
-		f := finish(ctx, r)
-		if f != nil {
-			f.Attempts[0].Outcome = "not an outcome" // the ledger's CHECK refuses it
-		}
-		return f
-	}
-	claimed, finished, _, err := s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 4, 4, refusing)
+	claimed, finished, _, err := s.ClaimFinishing(ctx, ctx, "w1", time.Now().Add(time.Minute), domain.ClaimFilter{}, 4, 4, refusing(finishAs(&offered)))
 	if err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("a claim whose finished runs were refused said %v", err)
 	}
