@@ -53,21 +53,26 @@ func setupRenewals(t *testing.T) (*bundle, *renewalStore) {
 	return b, store
 }
 
-// TestHeartbeatRenewsThroughALongStep: a step that lasts more than three leases keeps its run's
-// lease alive, a renewal every third of the lease, with no gap in which the lease could run
-// out; once the run has ended, no renewal is sent any more.
+// TestHeartbeatRenewsThroughALongStep: a step that lasts three leases keeps its run's lease
+// alive, a renewal every third of the lease, with no gap in which the lease could run out;
+// once the run has ended, no renewal is sent any more.
 func TestHeartbeatRenewsThroughALongStep(t *testing.T) {
 	b, store := setupRenewals(t)
+	// A lease of a second, not 300 ms: under the race detector on a loaded CI machine one
+	// SQLite write can take a few hundred milliseconds, and a shorter lease then ran out
+	// between two renewals that were both on time. A heartbeat that stops still leaves a gap
+	// of more than a lease.
+	b.eng.LeaseTTL = time.Second
 	ttl := b.eng.LeaseTTL
 	start := time.Now()
-	runSlowPost(t, b, func() { time.Sleep(4 * ttl) })
+	runSlowPost(t, b, func() { time.Sleep(3 * ttl) })
 	ended := time.Now()
 	at, err := store.renewals()
 	if err != nil {
 		t.Fatalf("a renewal failed: %v", err)
 	}
-	// 1.2 s of step at one renewal per 100 ms: about a dozen. Fewer than six means the
-	// heartbeat stopped renewing somewhere along the way.
+	// 3 s of step at one renewal per 333 ms: about nine. Fewer than six means the heartbeat
+	// stopped renewing somewhere along the way.
 	if len(at) < 6 {
 		t.Fatalf("%d renewals in %v with a lease of %v", len(at), ended.Sub(start), ttl)
 	}
@@ -78,7 +83,7 @@ func TestHeartbeatRenewsThroughALongStep(t *testing.T) {
 		}
 		last = a
 	}
-	time.Sleep(2 * ttl)
+	time.Sleep(ttl)
 	if after, _ := store.renewals(); len(after) != len(at) {
 		t.Fatalf("%d renewals after the run ended", len(after)-len(at))
 	}
