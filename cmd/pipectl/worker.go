@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/pipectl/pipectl/internal/domain"
 	"github.com/pipectl/pipectl/internal/dsl"
 	"github.com/pipectl/pipectl/internal/engine"
+	"github.com/pipectl/pipectl/internal/hostlane"
 	"github.com/pipectl/pipectl/internal/ledger"
 	"github.com/pipectl/pipectl/internal/operate"
 	"github.com/pipectl/pipectl/internal/worker"
@@ -98,7 +101,7 @@ func (a *app) submitCommand() *cobra.Command {
 }
 
 func (a *app) workerCommand() *cobra.Command {
-	var concurrency, maxPerPipeline int
+	var concurrency, maxPerPipeline, hostLanes int
 	var pipelines, metricsAddr string
 	var leaseTTL, poll, drain time.Duration
 	cmd := &cobra.Command{
@@ -118,6 +121,8 @@ func (a *app) workerCommand() *cobra.Command {
 				return usageErrorf("--max-per-pipeline must not be negative (0: no cap)")
 			case leaseTTL <= 0 || poll <= 0 || drain < 0:
 				return usageErrorf("--lease-ttl and --poll must be positive, --drain not negative")
+			case hostLanes < -1:
+				return usageErrorf("--host-lanes must be -1 (half this host's CPUs), 0 (no lanes) or a number of lanes")
 			}
 			ctx := cmd.Context()
 			log, err := a.logger()
@@ -161,7 +166,7 @@ func (a *app) workerCommand() *cobra.Command {
 			eng.LeaseTTL = leaseTTL
 			eng.Observer = redactingObserver{metrics, a.red}
 			a.logConfig(log, eng, store, map[string]any{"command": "worker", "concurrency": concurrency, "pipelines": pipelines,
-				"max_per_pipeline": maxPerPipeline, "poll": poll.String(), "drain": drain.String(), "metrics_addr": metricsAddr})
+				"max_per_pipeline": maxPerPipeline, "host_lanes": hostLaneCount(hostLanes), "poll": poll.String(), "drain": drain.String(), "metrics_addr": metricsAddr})
 			if metricsAddr != "" {
 				srv := &http.Server{Addr: metricsAddr, Handler: metrics.Handler(), ReadHeaderTimeout: 5 * time.Second}
 				go func() {
@@ -179,6 +184,9 @@ func (a *app) workerCommand() *cobra.Command {
 				Run:    a.runner(store, eng, specs),
 				Finish: a.finisher(eng, specs),
 			}
+			if lanes := hostLaneCount(hostLanes); lanes > 0 {
+				w.Lanes = hostlane.New("", laneKey(a.g.dsn(), w.Filter), lanes)
+			}
 			return w.Serve(ctx, drain)
 		},
 	}
@@ -189,7 +197,27 @@ func (a *app) workerCommand() *cobra.Command {
 	cmd.Flags().DurationVar(&leaseTTL, "lease-ttl", 30*time.Second, "how long a claim lasts without a heartbeat; a dead worker's runs are taken over after it")
 	cmd.Flags().DurationVar(&poll, "poll", time.Second, "how often to look for due runs when no notification arrives")
 	cmd.Flags().DurationVar(&drain, "drain", 30*time.Second, "on SIGTERM, how long runs in flight may take to finish before they are handed back")
+	cmd.Flags().IntVar(&hostLanes, "host-lanes", -1, "how many workers of this host with the same ledger and pipelines drain runs of pure steps at once (-1: half the CPUs, at least 1; 0: no limit)")
 	return cmd
+}
+
+// hostLaneCount is the number of host lanes for --host-lanes: asked, or half this host's
+// CPUs (at least one), since a worker that drains keeps two claims in flight, each of which
+// keeps about a core busy (executing its runs, or the database writing them).
+func hostLaneCount(asked int) int {
+	if asked >= 0 {
+		return asked
+	}
+	return max(1, runtime.NumCPU()/2)
+}
+
+// laneKey names the lanes of the workers that drain the same queue: the same ledger, as given,
+// and the same claim filter. Workers of other ledgers or pipelines drain runs these could not
+// take, so they get lanes of their own.
+func laneKey(dsn string, f domain.ClaimFilter) string {
+	pipelines := slices.Clone(f.Pipelines)
+	slices.Sort(pipelines)
+	return fmt.Sprintf("%s\x00%s\x00%d", dsn, strings.Join(pipelines, ","), f.MaxPerPipeline)
 }
 
 func splitList(s string) []string {

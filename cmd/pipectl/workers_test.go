@@ -273,7 +273,9 @@ func TestWorkersChaosPureRuns(t *testing.T) {
 	store := submitJSONL(t, c, dsn, jsonl.String())
 	var all []*workerProc
 	start := func() *workerProc {
-		w := startWorker(t, c.dir, dsn)
+		// Without host lanes all three drain at once, so that the kills land in claims
+		// (TestWorkersShareAHostLane kills a lane's holder).
+		w := startWorker(t, c.dir, dsn, "--host-lanes", "0")
 		all = append(all, w)
 		return w
 	}
@@ -408,5 +410,114 @@ func stopWorkers(workers []*workerProc) {
 	}
 	for _, w := range workers {
 		w.cmd.Wait()
+	}
+}
+
+// TestWorkersShareAHostLane: two workers of this host drain 12,000 runs of pure steps on
+// PostgreSQL with one host lane between them (--host-lanes 1). While one drains, the other
+// claims nothing and says that it waits; once the holder is SIGKILLed, the kernel frees its
+// lane and the other drains the rest. Every run still ends once, with one attempt per step.
+func TestWorkersShareAHostLane(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	dsn := postgresDSN(t)
+	c := newCLI(t, pureWorkerSpec)
+	const runs = 12000
+	var jsonl strings.Builder
+	for i := range runs {
+		fmt.Fprintf(&jsonl, "{\"id\": \"l-%05d\", \"n\": %d}\n", i, i)
+	}
+	store := submitJSONL(t, c, dsn, jsonl.String())
+	db := store.DB()
+	var workers []*workerProc
+	claimsBy := func() map[string]int {
+		rows, err := db.Query(`SELECT actor, count(*) FROM run_events WHERE to_state = 'processing' GROUP BY actor`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		out := map[string]int{}
+		for rows.Next() {
+			var actor string
+			var n int
+			if err := rows.Scan(&actor, &n); err != nil {
+				t.Fatal(err)
+			}
+			// An actor is the owner id, host:pid, followed by the process's start.
+			for _, w := range workers {
+				if strings.HasPrefix(actor, strings.TrimSuffix(w.owner, ":")+":") {
+					out[w.owner] += n
+				}
+			}
+		}
+		return out
+	}
+	succeeded := func() int {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM runs WHERE state = 'succeeded'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	args := []string{"--concurrency", "8", "--host-lanes", "1"}
+	workers = []*workerProc{startWorker(t, c.dir, dsn, args...), startWorker(t, c.dir, dsn, args...)}
+	defer stopWorkers(workers)
+	for end := time.Now().Add(time.Minute); succeeded() < runs/10; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the workers did not start draining")
+		}
+	}
+	holder, waiter := workers[0], workers[1]
+	if before := claimsBy(); before[waiter.owner] > before[holder.owner] {
+		holder, waiter = waiter, holder
+	}
+	// Both claim as they start, before either drains back to back; after that only the holder.
+	waited := claimsBy()[waiter.owner]
+	time.Sleep(300 * time.Millisecond)
+	now := claimsBy()
+	if done := succeeded(); done == runs {
+		t.Fatalf("the holder drained all %d runs before the test could look; queue more", runs)
+	}
+	if now[waiter.owner] != waited {
+		t.Fatalf("the waiting worker claimed %d runs while the other held the lane (%v)", now[waiter.owner]-waited, now)
+	}
+	holder.cmd.Process.Signal(syscall.SIGKILL)
+	holder.cmd.Wait()
+	counts := waitForStates(t, store, runs, 2*time.Minute, nil)
+	if counts[domain.StateSucceeded] != runs {
+		t.Fatalf("states %v after the holder was killed (want %d succeeded)", counts, runs)
+	}
+	if after := claimsBy(); after[waiter.owner] <= waited {
+		var timeline []string
+		rows, _ := db.Query(`SELECT actor, at / 50, count(*) FROM run_events WHERE to_state = 'processing' GROUP BY 1, 2 ORDER BY 2, 1`)
+		for rows.Next() {
+			var a string
+			var at, n int64
+			rows.Scan(&a, &at, &n)
+			timeline = append(timeline, fmt.Sprintf("%s@%d:%d", a, at%10000, n))
+		}
+		rows.Close()
+		t.Fatalf("the waiting worker never drained after the holder died (%v, %d before); %v", after, waited, timeline)
+	}
+	stopWorkers([]*workerProc{waiter})
+	if !strings.Contains(waiter.log.String(), "waiting for its lane") {
+		t.Fatalf("the waiting worker does not say why it waits:\n%s", waiter.log.String())
+	}
+	var wrong int
+	if err := db.QueryRow(`SELECT count(*) FROM (SELECT r.id FROM runs r
+		LEFT JOIN step_attempts a ON a.run_id = r.id AND a.outcome = 'succeeded'
+		GROUP BY r.id HAVING count(a.id) <> 3) x`).Scan(&wrong); err != nil {
+		t.Fatal(err)
+	}
+	if wrong > 0 {
+		t.Fatalf("%d runs do not have exactly one succeeded attempt per step", wrong)
+	}
+	if err := db.QueryRow(`SELECT count(*) FROM (SELECT r.id FROM runs r LEFT JOIN run_events e ON e.run_id = r.id AND e.to_state = 'succeeded'
+		GROUP BY r.id HAVING count(e.id) <> 1) x`).Scan(&wrong); err != nil {
+		t.Fatal(err)
+	}
+	if wrong > 0 {
+		t.Fatalf("%d runs do not have exactly one end", wrong)
 	}
 }

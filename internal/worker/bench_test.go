@@ -18,6 +18,7 @@ import (
 	"github.com/pipectl/pipectl/internal/domain"
 	"github.com/pipectl/pipectl/internal/dsl"
 	"github.com/pipectl/pipectl/internal/engine"
+	"github.com/pipectl/pipectl/internal/hostlane"
 	"github.com/pipectl/pipectl/internal/ledger"
 	"github.com/pipectl/pipectl/internal/steps"
 	"github.com/pipectl/pipectl/internal/worker"
@@ -72,6 +73,7 @@ func benchWorkers(b *testing.B, n int) {
 	const batch = 40
 	total := 0
 	var elapsed time.Duration
+	lanes := hostlane.New(b.TempDir(), "bench", 1)
 	for iter := 0; b.Loop(); iter++ {
 		for i := range batch {
 			if _, err := sub.Submit(context.Background(), p, map[string]any{"id": fmt.Sprintf("%d-%d", iter, i), "url": target.URL}); err != nil {
@@ -84,12 +86,27 @@ func benchWorkers(b *testing.B, n int) {
 				b.Fatal(err)
 			}
 			eng := newEngine(store, i+1)
+			// As `pipectl worker` runs: claims offer each run to finish (none of these is
+			// pure, so none is), and the workers share this host's lanes.
 			return &worker.Worker{Queue: store, Owner: eng.Owner.String(), LeaseTTL: 30 * time.Second, Concurrency: 1, Poll: 20 * time.Millisecond, Log: log,
+				Lanes: lanes,
 				Run: func(ctx context.Context, r *domain.Run) error {
 					in, _ := domain.DecodeJSON(r.Input)
 					_, err := eng.Continue(ctx, p, r, in, engine.RunOptions{})
 					done <- struct{}{}
 					return err
+				},
+				Finish: func(ctx context.Context, r *domain.Run) *domain.Finished {
+					if !engine.Pure(p) {
+						return nil
+					}
+					in, _ := domain.DecodeJSON(r.Input)
+					f := eng.Finish(ctx, p, r, in, engine.RunOptions{})
+					if f != nil {
+						told := f.Committed
+						f.Committed = func() { told(); done <- struct{}{} }
+					}
+					return f
 				}}, func() { store.Close() }
 		})
 		total += batch

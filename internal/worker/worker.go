@@ -39,6 +39,14 @@ type FinishingQueue interface {
 		finish func(context.Context, *domain.Run) *domain.Finished) (runs []*domain.Run, finished []*domain.Finished, full bool, err error)
 }
 
+// Lanes are a few tokens shared by the processes of one host (hostlane.Lanes).
+type Lanes interface {
+	// TryTake holds a free lane, if one is free now, and returns its release.
+	TryTake() (release func(), ok bool, err error)
+	// Wait holds the next lane that frees up, or returns ctx's error.
+	Wait(ctx context.Context) (release func(), err error)
+}
+
 // Runner executes a run this worker has claimed, until it ends, pauses or ctx ends.
 type Runner func(ctx context.Context, run *domain.Run) error
 
@@ -61,6 +69,10 @@ type Worker struct {
 	// Finish, when set and Queue is a FinishingQueue, runs a fresh run of pure steps inside
 	// the claim that takes it (engine.Finish): see claim.
 	Finish func(context.Context, *domain.Run) *domain.Finished
+	// Lanes, when set, are shared by the workers of this host that drain the same queue
+	// (hostlane.Lanes): a worker runs claims back to back that finish every run they take
+	// (see fetch) only while it holds one, and waits for one otherwise.
+	Lanes Lanes
 	// Wake fires when a run is queued (nil: poll only).
 	Wake    <-chan struct{}
 	Log     *slog.Logger
@@ -346,6 +358,12 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 	// database, and neither waits for a cooldown.
 	finishing := false
 	defer cool.Stop()
+	// A worker drains back to back only with a lane of its host: one already keeps the cores
+	// busy that way, and a second beside it would only add its own work per run.
+	laneCtx, stopLane := context.WithCancel(ctx)
+	lane := newLaneHolder(w.Lanes, w.Log, w.Owner)
+	defer lane.drop()
+	defer stopLane()
 	// release hands a ready run back: its lease ends now, for any worker to take.
 	release := func(r readyRun, why string) {
 		// Bounded: a hung ledger must not stall the fetcher (or a stop) for good; a run not
@@ -491,7 +509,12 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 			n = slots - len(ready)
 			most = max(n, finishingClaim*w.Concurrency)
 		}
-		if n > 0 && due && inflight < maxInflight && (reserve > 0 && n >= (reserve+1)/2 || reserve == 0 && !cooling) {
+		// The lane goes once the worker stops draining: nothing due, or runs for its slots.
+		if inflight == 0 && (!finishing || !due) {
+			lane.drop()
+		}
+		if n > 0 && due && inflight < maxInflight && (reserve > 0 && n >= (reserve+1)/2 || reserve == 0 && !cooling) &&
+			(!finishing || lane.hold(laneCtx)) {
 			inflight++
 			asked += n
 			poll.Reset(w.Poll)
@@ -523,6 +546,8 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 			poll.Reset(w.Poll)
 		case <-staleCheck.C:
 			handBack()
+		case r := <-lane.got:
+			lane.arrived(r)
 		}
 	}
 }

@@ -1,0 +1,155 @@
+package hostlane_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pipectl/pipectl/internal/hostlane"
+)
+
+// TestMain lets the test binary serve as another process of the host: with
+// HOSTLANE_HOLD=dir:key it takes a lane, says so on stdout, and holds it until killed.
+func TestMain(m *testing.M) {
+	if v := os.Getenv("HOSTLANE_HOLD"); v != "" {
+		dir, key, _ := strings.Cut(v, ":")
+		release, ok, err := hostlane.New(dir, key, 1).TryTake()
+		if err != nil || !ok {
+			os.Stdout.WriteString("refused\n")
+			os.Exit(3)
+		}
+		defer release()
+		os.Stdout.WriteString("held\n")
+		time.Sleep(time.Hour)
+	}
+	os.Exit(m.Run())
+}
+
+func take(t *testing.T, l *hostlane.Lanes) (func(), bool) {
+	t.Helper()
+	release, ok, err := l.TryTake()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return release, ok
+}
+
+func TestLanesAreSharedByKeyAndCount(t *testing.T) {
+	dir := t.TempDir()
+	one := hostlane.New(dir, "ledger-a", 1)
+	first, ok := take(t, one)
+	if !ok {
+		t.Fatal("a free lane was refused")
+	}
+	// Another holder in this process (its own open file, as another process has).
+	if _, ok := take(t, hostlane.New(dir, "ledger-a", 1)); ok {
+		t.Fatal("a second holder took the only lane")
+	}
+	if release, ok := take(t, hostlane.New(dir, "ledger-b", 1)); !ok {
+		t.Fatal("the lanes of another key were taken by this one")
+	} else {
+		release()
+	}
+	first()
+	again, ok := take(t, hostlane.New(dir, "ledger-a", 1))
+	if !ok {
+		t.Fatal("a released lane was not free again")
+	}
+	again()
+
+	two := hostlane.New(dir, "ledger-c", 2)
+	a, okA := take(t, two)
+	b, okB := take(t, two)
+	if !okA || !okB {
+		t.Fatal("two lanes did not take two holders")
+	}
+	if _, ok := take(t, two); ok {
+		t.Fatal("two lanes took a third holder")
+	}
+	a()
+	b()
+}
+
+func TestWaitTakesTheLaneOnceItIsReleased(t *testing.T) {
+	dir := t.TempDir()
+	held, _ := take(t, hostlane.New(dir, "k", 1))
+	waiter := hostlane.New(dir, "k", 1)
+	waiter.Every = time.Millisecond
+	got := make(chan func(), 1)
+	go func() {
+		release, err := waiter.Wait(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		got <- release
+	}()
+	select {
+	case <-got:
+		t.Fatal("Wait returned while the lane was held")
+	case <-time.After(50 * time.Millisecond):
+	}
+	held()
+	select {
+	case release := <-got:
+		release()
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not take the released lane")
+	}
+}
+
+func TestWaitEndsWithItsContext(t *testing.T) {
+	dir := t.TempDir()
+	held, _ := take(t, hostlane.New(dir, "k", 1))
+	defer held()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if release, err := hostlane.New(dir, "k", 1).Wait(ctx); !errors.Is(err, context.DeadlineExceeded) || release != nil {
+		t.Fatalf("Wait = %v, %v; want the context's error and no lane", release != nil, err)
+	}
+}
+
+// TestALaneOfAKilledProcessIsFree: another process holds the lane; this one cannot take it
+// until that process is SIGKILLed, and then can, without anything to clean up.
+func TestALaneOfAKilledProcessIsFree(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run", "^$")
+	cmd.Env = append(os.Environ(), "HOSTLANE_HOLD="+dir+":shared")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	line := make([]byte, 5)
+	if _, err := out.Read(line); err != nil || string(line) != "held\n" {
+		t.Fatalf("the other process said %q (%v)", line, err)
+	}
+	lanes := hostlane.New(dir, "shared", 1)
+	if _, ok := take(t, lanes); ok {
+		t.Fatal("took the lane another process holds")
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	release, ok := take(t, lanes)
+	if !ok {
+		t.Fatal("the lane of a killed process is still held")
+	}
+	release()
+}
+
+func TestALaneThatCannotBeOpenedIsAnError(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "no", "such", "dir")
+	if _, ok, err := hostlane.New(missing, "k", 1).TryTake(); err == nil || ok {
+		t.Fatalf("TryTake in a missing directory = %v, %v; want an error", ok, err)
+	}
+	if _, err := hostlane.New(missing, "k", 1).Wait(context.Background()); err == nil {
+		t.Fatal("Wait in a missing directory returned no error")
+	}
+}

@@ -1,0 +1,246 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pipectl/pipectl/internal/domain"
+	"github.com/pipectl/pipectl/internal/hostlane"
+	"github.com/pipectl/pipectl/internal/worker"
+)
+
+// laneBook records which workers hold a host lane, through trackedLanes.
+type laneBook struct {
+	mu      sync.Mutex
+	holders map[string]bool
+	most    int
+}
+
+func (b *laneBook) set(owner string, held bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.holders == nil {
+		b.holders = map[string]bool{}
+	}
+	b.holders[owner] = held
+	n := 0
+	for _, h := range b.holders {
+		if h {
+			n++
+		}
+	}
+	b.most = max(b.most, n)
+}
+
+func (b *laneBook) holds(owner string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.holders[owner]
+}
+
+// trackedLanes are real host lanes that tell book who holds one.
+type trackedLanes struct {
+	*hostlane.Lanes
+	owner string
+	book  *laneBook
+}
+
+func (l trackedLanes) track(release func()) func() {
+	l.book.set(l.owner, true)
+	return func() {
+		l.book.set(l.owner, false)
+		release()
+	}
+}
+
+func (l trackedLanes) TryTake() (func(), bool, error) {
+	release, ok, err := l.Lanes.TryTake()
+	if ok {
+		release = l.track(release)
+	}
+	return release, ok, err
+}
+
+func (l trackedLanes) Wait(ctx context.Context) (func(), error) {
+	release, err := l.Lanes.Wait(ctx)
+	if err == nil {
+		release = l.track(release)
+	}
+	return release, err
+}
+
+// laneQueue is a finishingQueue that counts the claims each owner made back to back (asking
+// to finish more runs than it has slots for) and those it made so without holding a lane.
+type laneQueue struct {
+	*finishingQueue
+	book        *laneBook
+	backToBack  sync.Map // owner -> *atomic.Int32
+	withoutLane atomic.Int32
+}
+
+func (q *laneQueue) ClaimFinishing(ctx, stop context.Context, owner string, until time.Time, f domain.ClaimFilter, n, most int,
+	finish func(context.Context, *domain.Run) *domain.Finished) ([]*domain.Run, []*domain.Finished, bool, error) {
+	if most > n {
+		c, _ := q.backToBack.LoadOrStore(owner, new(atomic.Int32))
+		c.(*atomic.Int32).Add(1)
+		if !q.book.holds(owner) {
+			q.withoutLane.Add(1)
+		}
+	}
+	return q.finishingQueue.ClaimFinishing(ctx, stop, owner, until, f, n, most, finish)
+}
+
+func (q *laneQueue) drainedBy(owner string) int32 {
+	c, ok := q.backToBack.Load(owner)
+	if !ok {
+		return 0
+	}
+	return c.(*atomic.Int32).Load()
+}
+
+// pureWorker is a worker whose every run is pure (finished in its claim), counting the runs
+// finished in done; its log is written to log.
+func pureWorker(q worker.Queue, owner string, lanes worker.Lanes, log *syncWriter, done *atomic.Int32) *worker.Worker {
+	return &worker.Worker{
+		Queue: q, Owner: owner, LeaseTTL: time.Minute, Concurrency: 4, Poll: 5 * time.Millisecond, Lanes: lanes,
+		Log: slog.New(slog.NewTextHandler(log, nil)),
+		Run: func(context.Context, *domain.Run) error { return errors.New("a pure run went to a slot") },
+		Finish: func(_ context.Context, r *domain.Run) *domain.Finished {
+			time.Sleep(20 * time.Microsecond)
+			return &domain.Finished{Run: r, Committed: func() { done.Add(1) }}
+		},
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
+}
+
+// TestWorkersOfAHostDrainOneAtATime: two workers of one host drain a backlog of pure runs
+// with one host lane between them. Every claim made back to back is made by the lane's
+// holder, never two hold it at once, the other says in its log that it waits, and when the
+// holder stops mid-backlog the other takes the lane and drains the rest.
+func TestWorkersOfAHostDrainOneAtATime(t *testing.T) {
+	const total = 6000
+	book := &laneBook{}
+	q := &laneQueue{finishingQueue: &finishingQueue{fakeQueue: &fakeQueue{left: total, latency: 200 * time.Microsecond}}, book: book}
+	dir := t.TempDir()
+	lanes := func(owner string) worker.Lanes {
+		l := hostlane.New(dir, "ledger", 1)
+		l.Every = time.Millisecond
+		return trackedLanes{Lanes: l, owner: owner, book: book}
+	}
+	var done atomic.Int32
+	logs := map[string]*syncWriter{"a": {}, "b": {}}
+	a := pureWorker(q, "a", lanes("a"), logs["a"], &done)
+	b := pureWorker(q, "b", lanes("b"), logs["b"], &done)
+	ctxA, stopA := context.WithCancel(context.Background())
+	ctxB, stopB := context.WithCancel(context.Background())
+	stoppedA, stoppedB := make(chan struct{}), make(chan struct{})
+	go func() { a.Serve(ctxA, time.Second); close(stoppedA) }()
+	go func() { b.Serve(ctxB, time.Second); close(stoppedB) }()
+	defer func() { stopA(); stopB(); <-stoppedA; <-stoppedB }()
+
+	// Both claim once as they start; then one drains and the other waits for the lane.
+	waitFor(t, 20*time.Second, func() bool { return q.drainedBy("a")+q.drainedBy("b") >= 5 })
+	holder, holderStop, holderStopped := "a", stopA, stoppedA
+	if q.drainedBy("b") > q.drainedBy("a") {
+		holder, holderStop, holderStopped = "b", stopB, stoppedB
+	}
+	waiter := map[string]string{"a": "b", "b": "a"}[holder]
+	if n := q.drainedBy(waiter); n != 0 {
+		t.Fatalf("%s claimed back to back %d times while %s held the lane", waiter, n, holder)
+	}
+	if !strings.Contains(logs[waiter].String(), "waiting for its lane") {
+		t.Fatalf("%s does not say it waits for the lane:\n%s", waiter, logs[waiter].String())
+	}
+	holderStop()
+	<-holderStopped
+	// What the stopping holder's last claim had not run yet it handed back (this fake queue
+	// does not queue it again); the other worker drains all the rest.
+	waitFor(t, 20*time.Second, func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return int(done.Load())+len(q.released) == total
+	})
+	if n := q.drainedBy(waiter); n == 0 {
+		t.Fatalf("%s never drained after %s stopped", waiter, holder)
+	}
+	if n := q.withoutLane.Load(); n != 0 {
+		t.Fatalf("%d claims were made back to back without a lane", n)
+	}
+	book.mu.Lock()
+	most := book.most
+	book.mu.Unlock()
+	if most != 1 {
+		t.Fatalf("%d workers held the one lane at once", most)
+	}
+}
+
+// failingLanes cannot be taken: a lane file that cannot be opened.
+type failingLanes struct{}
+
+func (failingLanes) TryTake() (func(), bool, error) {
+	return nil, false, errors.New("permission denied")
+}
+func (failingLanes) Wait(context.Context) (func(), error) {
+	return nil, errors.New("permission denied")
+}
+
+// TestWorkerDrainsWithoutLanesItCannotTake: lanes that fail are logged once and left aside;
+// the worker drains as it would without them.
+func TestWorkerDrainsWithoutLanesItCannotTake(t *testing.T) {
+	const total = 500
+	q := &finishingQueue{fakeQueue: &fakeQueue{left: total}}
+	var done atomic.Int32
+	log := &syncWriter{}
+	w := pureWorker(q, "w", failingLanes{}, log, &done)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { w.Serve(ctx, time.Second); close(stopped) }()
+	defer func() { cancel(); <-stopped }()
+	waitFor(t, 20*time.Second, func() bool { return int(done.Load()) == total })
+	if n := strings.Count(log.String(), "host lanes unavailable"); n != 1 {
+		t.Fatalf("the failing lanes were logged %d times, want once:\n%s", n, log.String())
+	}
+}
+
+// TestWorkerLeavesTheLaneOnceDrained: a worker holds its lane only while it drains. Once the
+// queue is empty it lets the lane go while it keeps running, for a worker of other runs (or a
+// later backlog) to take.
+func TestWorkerLeavesTheLaneOnceDrained(t *testing.T) {
+	const total = 500
+	book := &laneBook{}
+	q := &laneQueue{finishingQueue: &finishingQueue{fakeQueue: &fakeQueue{left: total}}, book: book}
+	var done atomic.Int32
+	w := pureWorker(q, "w", trackedLanes{Lanes: hostlane.New(t.TempDir(), "ledger", 1), owner: "w", book: book}, &syncWriter{}, &done)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { w.Serve(ctx, time.Second); close(stopped) }()
+	defer func() { cancel(); <-stopped }()
+	waitFor(t, 20*time.Second, func() bool { return int(done.Load()) == total })
+	if q.drainedBy("w") == 0 {
+		t.Fatal("the worker never drained back to back, so it never needed the lane")
+	}
+	waitFor(t, 20*time.Second, func() bool { return !book.holds("w") })
+}
