@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,11 +15,14 @@ import (
 )
 
 // TestMain lets the test binary serve as another process of the host: with
-// HOSTLANE_HOLD=dir:key it takes a lane, says so on stdout, and holds it until killed.
+// HOSTLANE_HOLD=dir:key it takes a lane (whose staleness is 200 ms), says so on stdout, and
+// holds it until killed.
 func TestMain(m *testing.M) {
 	if v := os.Getenv("HOSTLANE_HOLD"); v != "" {
 		dir, key, _ := strings.Cut(v, ":")
-		release, ok, err := hostlane.New(dir, key, 1).TryTake()
+		lanes := hostlane.New(dir, key, 1)
+		lanes.Stale = 200 * time.Millisecond
+		release, ok, err := lanes.TryTake()
 		if err != nil || !ok {
 			os.Stdout.WriteString("refused\n")
 			os.Exit(3)
@@ -40,7 +44,7 @@ func take(t *testing.T, l *hostlane.Lanes) (func(), bool) {
 }
 
 func TestLanesAreSharedByKeyAndCount(t *testing.T) {
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "lanes")
 	one := hostlane.New(dir, "ledger-a", 1)
 	first, ok := take(t, one)
 	if !ok {
@@ -76,15 +80,15 @@ func TestLanesAreSharedByKeyAndCount(t *testing.T) {
 }
 
 func TestWaitTakesTheLaneOnceItIsReleased(t *testing.T) {
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "lanes")
 	held, _ := take(t, hostlane.New(dir, "k", 1))
 	waiter := hostlane.New(dir, "k", 1)
 	waiter.Every = time.Millisecond
 	got := make(chan func(), 1)
 	go func() {
-		release, err := waiter.Wait(context.Background())
-		if err != nil {
-			t.Error(err)
+		release, stalled, err := waiter.Wait(context.Background())
+		if err != nil || stalled {
+			t.Error(stalled, err)
 		}
 		got <- release
 	}()
@@ -103,12 +107,12 @@ func TestWaitTakesTheLaneOnceItIsReleased(t *testing.T) {
 }
 
 func TestWaitEndsWithItsContext(t *testing.T) {
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "lanes")
 	held, _ := take(t, hostlane.New(dir, "k", 1))
 	defer held()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancel()
-	if release, err := hostlane.New(dir, "k", 1).Wait(ctx); !errors.Is(err, context.DeadlineExceeded) || release != nil {
+	if release, _, err := hostlane.New(dir, "k", 1).Wait(ctx); !errors.Is(err, context.DeadlineExceeded) || release != nil {
 		t.Fatalf("Wait = %v, %v; want the context's error and no lane", release != nil, err)
 	}
 }
@@ -116,21 +120,8 @@ func TestWaitEndsWithItsContext(t *testing.T) {
 // TestALaneOfAKilledProcessIsFree: another process holds the lane; this one cannot take it
 // until that process is SIGKILLed, and then can, without anything to clean up.
 func TestALaneOfAKilledProcessIsFree(t *testing.T) {
-	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run", "^$")
-	cmd.Env = append(os.Environ(), "HOSTLANE_HOLD="+dir+":shared")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	line := make([]byte, 5)
-	if _, err := out.Read(line); err != nil || string(line) != "held\n" {
-		t.Fatalf("the other process said %q (%v)", line, err)
-	}
+	dir := filepath.Join(t.TempDir(), "lanes")
+	cmd := holder(t, dir, "shared")
 	lanes := hostlane.New(dir, "shared", 1)
 	if _, ok := take(t, lanes); ok {
 		t.Fatal("took the lane another process holds")
@@ -144,12 +135,98 @@ func TestALaneOfAKilledProcessIsFree(t *testing.T) {
 	release()
 }
 
+// holder starts another process that holds the lane of key in dir, and returns once it does.
+func holder(t *testing.T, dir, key string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run", "^$")
+	cmd.Env = append(os.Environ(), "HOSTLANE_HOLD="+dir+":"+key)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGCONT)
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	line := make([]byte, 5)
+	if _, err := out.Read(line); err != nil || string(line) != "held\n" {
+		t.Fatalf("the other process said %q (%v)", line, err)
+	}
+	return cmd
+}
+
+// TestWaitStopsWaitingForAFrozenHolder: while the other process holds its lane and lives, Wait
+// waits; once it is frozen (SIGSTOP) its lane goes untouched, and Wait returns stalled, with
+// no lane, instead of waiting for as long as it stays frozen.
+func TestWaitStopsWaitingForAFrozenHolder(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "lanes")
+	cmd := holder(t, dir, "frozen")
+	lanes := hostlane.New(dir, "frozen", 1)
+	lanes.Stale, lanes.Every = 200*time.Millisecond, 5*time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, stalled, err := lanes.Wait(ctx); stalled || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait beside a live holder = stalled %v, %v; want it to wait", stalled, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	release, stalled, err := lanes.Wait(ctx)
+	if err != nil || !stalled || release == nil {
+		t.Fatalf("Wait beside a frozen holder = stalled %v, %v; want stalled", stalled, err)
+	}
+	release()
+	if _, ok, _ := lanes.TryTake(); ok {
+		t.Fatal("took the lane the frozen process still holds")
+	}
+}
+
+// TestLanesRefuseADirectoryOthersMayEnter: lanes in a directory other users may write to, or
+// a lane file that is a symbolic link, are refused: another user could hold them for ever.
+func TestLanesRefuseADirectoryOthersMayEnter(t *testing.T) {
+	open := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := hostlane.New(open, "k", 1).TryTake(); err == nil || !strings.Contains(err.Error(), "0700") {
+		t.Fatalf("lanes in a directory of mode 0777: %v; want a refusal", err)
+	}
+	private := filepath.Join(t.TempDir(), "private")
+	lanes := hostlane.New(private, "k", 1)
+	release, ok, err := lanes.TryTake()
+	if err != nil || !ok {
+		t.Fatalf("lanes in a new directory: %v %v", ok, err)
+	}
+	release()
+	entries, _ := os.ReadDir(private)
+	if len(entries) != 1 {
+		t.Fatalf("%d files in the lanes' directory, want 1", len(entries))
+	}
+	file := filepath.Join(private, entries[0].Name())
+	os.Remove(file)
+	if err := os.Symlink(filepath.Join(t.TempDir(), "elsewhere"), file); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := lanes.TryTake(); err == nil {
+		t.Fatal("a lane file that is a symbolic link was opened")
+	}
+}
+
 func TestALaneThatCannotBeOpenedIsAnError(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "no", "such", "dir")
 	if _, ok, err := hostlane.New(missing, "k", 1).TryTake(); err == nil || ok {
 		t.Fatalf("TryTake in a missing directory = %v, %v; want an error", ok, err)
 	}
-	if _, err := hostlane.New(missing, "k", 1).Wait(context.Background()); err == nil {
+	if _, _, err := hostlane.New(missing, "k", 1).Wait(context.Background()); err == nil {
 		t.Fatal("Wait in a missing directory returned no error")
 	}
 }

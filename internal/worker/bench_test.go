@@ -73,7 +73,7 @@ func benchWorkers(b *testing.B, n int) {
 	const batch = 40
 	total := 0
 	var elapsed time.Duration
-	lanes := hostlane.New(b.TempDir(), "bench", 1)
+	lanes := hostlane.New(filepath.Join(b.TempDir(), "lanes"), "bench", 1)
 	for iter := 0; b.Loop(); iter++ {
 		for i := range batch {
 			if _, err := sub.Submit(context.Background(), p, map[string]any{"id": fmt.Sprintf("%d-%d", iter, i), "url": target.URL}); err != nil {

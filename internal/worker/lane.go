@@ -16,12 +16,14 @@ type laneHolder struct {
 	waiting bool
 	got     chan laneResult
 	// told is set once the wait for a lane was logged at Info: a worker that waits behind
-	// another at every backlog logs it once, then at Debug.
-	told bool
+	// another at every backlog logs it once, then at Debug. toldStalled is the same for a
+	// holder that shows no sign of life, at Warn.
+	told, toldStalled bool
 }
 
 type laneResult struct {
 	release func()
+	stalled bool
 	err     error
 }
 
@@ -57,12 +59,12 @@ func (l *laneHolder) hold(ctx context.Context) bool {
 		"owner", l.owner)
 	lanes := l.lanes
 	go func() {
-		release, err := lanes.Wait(ctx)
+		release, stalled, err := lanes.Wait(ctx)
 		if err != nil && ctx.Err() != nil {
 			return
 		}
 		select {
-		case l.got <- laneResult{release, err}:
+		case l.got <- laneResult{release, stalled, err}:
 		case <-ctx.Done():
 			if release != nil {
 				release()
@@ -78,6 +80,14 @@ func (l *laneHolder) arrived(r laneResult) {
 	if r.err != nil {
 		l.disable(r.err)
 		return
+	}
+	if r.stalled {
+		level := slog.LevelDebug
+		if !l.toldStalled {
+			level, l.toldStalled = slog.LevelWarn, true
+		}
+		l.log.Log(context.Background(), level, "the holder of this host's lane has shown no sign of life for long (a frozen process?); draining without a lane",
+			"owner", l.owner)
 	}
 	l.release = r.release
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,12 +69,12 @@ func (l trackedLanes) TryTake() (func(), bool, error) {
 	return release, ok, err
 }
 
-func (l trackedLanes) Wait(ctx context.Context) (func(), error) {
-	release, err := l.Lanes.Wait(ctx)
-	if err == nil {
+func (l trackedLanes) Wait(ctx context.Context) (func(), bool, error) {
+	release, stalled, err := l.Lanes.Wait(ctx)
+	if err == nil && !stalled {
 		release = l.track(release)
 	}
-	return release, err
+	return release, stalled, err
 }
 
 // laneQueue is a finishingQueue that counts the claims each owner made back to back (asking
@@ -144,7 +145,7 @@ func TestWorkersOfAHostDrainOneAtATime(t *testing.T) {
 	const total = 6000
 	book := &laneBook{}
 	q := &laneQueue{finishingQueue: &finishingQueue{fakeQueue: &fakeQueue{left: total, latency: 200 * time.Microsecond}}, book: book}
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "lanes")
 	lanes := func(owner string) worker.Lanes {
 		l := hostlane.New(dir, "ledger", 1)
 		l.Every = time.Millisecond
@@ -203,8 +204,8 @@ type failingLanes struct{}
 func (failingLanes) TryTake() (func(), bool, error) {
 	return nil, false, errors.New("permission denied")
 }
-func (failingLanes) Wait(context.Context) (func(), error) {
-	return nil, errors.New("permission denied")
+func (failingLanes) Wait(context.Context) (func(), bool, error) {
+	return nil, false, errors.New("permission denied")
 }
 
 // TestWorkerDrainsWithoutLanesItCannotTake: lanes that fail are logged once and left aside;
@@ -233,7 +234,7 @@ func TestWorkerLeavesTheLaneOnceDrained(t *testing.T) {
 	book := &laneBook{}
 	q := &laneQueue{finishingQueue: &finishingQueue{fakeQueue: &fakeQueue{left: total}}, book: book}
 	var done atomic.Int32
-	w := pureWorker(q, "w", trackedLanes{Lanes: hostlane.New(t.TempDir(), "ledger", 1), owner: "w", book: book}, &syncWriter{}, &done)
+	w := pureWorker(q, "w", trackedLanes{Lanes: hostlane.New(filepath.Join(t.TempDir(), "lanes"), "ledger", 1), owner: "w", book: book}, &syncWriter{}, &done)
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
 	go func() { w.Serve(ctx, time.Second); close(stopped) }()
@@ -243,4 +244,35 @@ func TestWorkerLeavesTheLaneOnceDrained(t *testing.T) {
 		t.Fatal("the worker never drained back to back, so it never needed the lane")
 	}
 	waitFor(t, 20*time.Second, func() bool { return !book.holds("w") })
+}
+
+// stalledLanes are all held by a frozen process: Wait gives up on it at once.
+type stalledLanes struct{ waits *atomic.Int32 }
+
+func (stalledLanes) TryTake() (func(), bool, error) { return nil, false, nil }
+func (l stalledLanes) Wait(context.Context) (func(), bool, error) {
+	l.waits.Add(1)
+	return func() {}, true, nil
+}
+
+// TestWorkerDrainsPastAFrozenHolder: when the lanes' holder shows no sign of life, the worker
+// drains without a lane rather than wait for a process that may never run again, and says so
+// once at Warn.
+func TestWorkerDrainsPastAFrozenHolder(t *testing.T) {
+	const total = 500
+	q := &laneQueue{finishingQueue: &finishingQueue{fakeQueue: &fakeQueue{left: total}}, book: &laneBook{}}
+	var done, waits atomic.Int32
+	log := &syncWriter{}
+	w := pureWorker(q, "w", stalledLanes{&waits}, log, &done)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { w.Serve(ctx, time.Second); close(stopped) }()
+	defer func() { cancel(); <-stopped }()
+	waitFor(t, 20*time.Second, func() bool { return int(done.Load()) == total })
+	if q.drainedBy("w") == 0 || waits.Load() == 0 {
+		t.Fatalf("drained back to back %d times after %d waits; want both", q.drainedBy("w"), waits.Load())
+	}
+	if n := strings.Count(log.String(), "level=WARN msg=\"the holder of this host's lane has shown no sign of life"); n != 1 {
+		t.Fatalf("the frozen holder was told %d times at Warn, want once:\n%s", n, log.String())
+	}
 }

@@ -43,8 +43,10 @@ type FinishingQueue interface {
 type Lanes interface {
 	// TryTake holds a free lane, if one is free now, and returns its release.
 	TryTake() (release func(), ok bool, err error)
-	// Wait holds the next lane that frees up, or returns ctx's error.
-	Wait(ctx context.Context) (release func(), err error)
+	// Wait holds the next lane that frees up, or returns ctx's error. stalled says it holds
+	// none, since every lane's holder has shown no sign of life for long (a frozen process):
+	// the caller goes on as if it held one.
+	Wait(ctx context.Context) (release func(), stalled bool, err error)
 }
 
 // Runner executes a run this worker has claimed, until it ends, pauses or ctx ends.
