@@ -243,7 +243,6 @@ func (s *Store) writeHeld(ctx context.Context, c *pgx.Conn, owner string, until,
 	if refused == nil {
 		return claimed, finished, nil
 	}
-	refused = fmt.Errorf("the ledger refused the runs this claim had finished, which it claimed to run in slots instead: %w", refused)
 	if _, err := c.Exec(ctx, "ROLLBACK"); err != nil {
 		return nil, nil, err
 	}
@@ -292,6 +291,14 @@ func (s *Store) writeHeld(ctx context.Context, c *pgx.Conn, owner string, until,
 		return nil, nil, err
 	}
 	sortClaimed(claimed)
+	// The log says what became of the runs: claimed for slots here, or left to the claim
+	// that took them in the moment between.
+	if len(claimed) == len(ids) {
+		refused = fmt.Errorf("the ledger refused the runs this claim had finished, which it claimed to run in slots instead: %w", refused)
+	} else {
+		refused = fmt.Errorf("the ledger refused the runs this claim had finished; it claimed %d of its %d runs to run in slots instead, and left the others to the claims that took them meanwhile: %w",
+			len(claimed), len(ids), refused)
+	}
 	return claimed, nil, refused
 }
 
