@@ -121,8 +121,8 @@ func (a *app) workerCommand() *cobra.Command {
 				return usageErrorf("--max-per-pipeline must not be negative (0: no cap)")
 			case leaseTTL <= 0 || poll <= 0 || drain < 0:
 				return usageErrorf("--lease-ttl and --poll must be positive, --drain not negative")
-			case hostLanes < -1:
-				return usageErrorf("--host-lanes must be -1 (half this host's CPUs), 0 (no lanes) or a number of lanes")
+			case hostLanes < -1 || hostLanes > maxHostLanes:
+				return usageErrorf("--host-lanes must be -1 (half this host's CPUs), 0 (no lanes) or a number of lanes up to %d", maxHostLanes)
 			}
 			ctx := cmd.Context()
 			log, err := a.logger()
@@ -185,7 +185,7 @@ func (a *app) workerCommand() *cobra.Command {
 				Finish: a.finisher(eng, specs),
 			}
 			if lanes := hostLaneCount(hostLanes); lanes > 0 {
-				w.Lanes = hostlane.New("", laneKey(a.g.dsn(), w.Filter), lanes)
+				w.Lanes = hostlane.New("", laneKey(store.Identity(), w.Filter), lanes)
 			}
 			return w.Serve(ctx, drain)
 		},
@@ -201,23 +201,30 @@ func (a *app) workerCommand() *cobra.Command {
 	return cmd
 }
 
+// maxHostLanes bounds --host-lanes: a worker waiting for a lane tries each one every 20 ms.
+const maxHostLanes = 256
+
 // hostLaneCount is the number of host lanes for --host-lanes: asked, or half this host's
 // CPUs (at least one), since a worker that drains keeps two claims in flight, each of which
-// keeps about a core busy (executing its runs, or the database writing them).
+// keeps about a core busy (executing its runs, or the database writing them); none by default
+// where lanes cannot be taken.
 func hostLaneCount(asked int) int {
-	if asked >= 0 {
+	switch {
+	case asked >= 0:
 		return asked
+	case !hostlane.Supported():
+		return 0
 	}
 	return max(1, runtime.NumCPU()/2)
 }
 
-// laneKey names the lanes of the workers that drain the same queue: the same ledger, as given,
-// and the same claim filter. Workers of other ledgers or pipelines drain runs these could not
-// take, so they get lanes of their own.
-func laneKey(dsn string, f domain.ClaimFilter) string {
+// laneKey names the lanes of the workers that drain the same queue: the same ledger
+// (ledger.Store.Identity) and the same claim filter. Workers of other ledgers or pipelines
+// drain runs these could not take, so they get lanes of their own.
+func laneKey(ledgerIdentity string, f domain.ClaimFilter) string {
 	pipelines := slices.Clone(f.Pipelines)
 	slices.Sort(pipelines)
-	return fmt.Sprintf("%s\x00%s\x00%d", dsn, strings.Join(pipelines, ","), f.MaxPerPipeline)
+	return fmt.Sprintf("%s\x00%s\x00%d", ledgerIdentity, strings.Join(pipelines, ","), f.MaxPerPipeline)
 }
 
 func splitList(s string) []string {

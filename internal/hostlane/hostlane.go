@@ -16,30 +16,44 @@ import (
 // key share them, and at most n hold one at a time. A lane is an exclusive lock on a file,
 // which the kernel drops when its process dies, so a crashed holder never keeps one. A holder
 // that is alive but frozen (SIGSTOP, a stalled VM) keeps its lock; it also stops touching the
-// lane's file, and Wait stops waiting for it after Stale.
+// lane's file, and Wait stops waiting for it once it has seen the file untouched for Stale.
+//
+// The lane files are opened once and kept open: a waiter tries each lane with one flock call.
+// A Lanes may be used from several goroutines.
 type Lanes struct {
 	dir   string
-	paths []string
+	names []string
 	// Every is how often Wait tries the lanes again; zero means 20 ms.
 	Every time.Duration
-	// Stale is how long a held lane's file may go untouched before Wait stops waiting for
-	// its holder; zero means 10 s. A holder touches it every quarter of that.
+	// Stale is how long Wait must see every lane held and its file untouched before it stops
+	// waiting for their holders; zero means 10 s. A holder touches its lane every quarter of
+	// its own Stale, so processes that share lanes should use the same value.
 	Stale time.Duration
+
+	mu    sync.Mutex
+	files []*os.File
+	held  []bool
+	first int
 }
+
+// Supported says whether lanes can be taken on this system.
+func Supported() bool { return supported }
 
 // New returns n lanes keyed by key, in dir. An empty dir is a directory of this user's in
 // os.TempDir, which only the user may enter: no other user can take or hold these lanes. The
 // key is hashed into the files' names, so it may hold anything (a connection string with its
-// password, a list of pipelines).
+// password, a list of pipelines); so is n, so that processes asked for different numbers of
+// lanes do not share some of them.
 func New(dir, key string, n int) *Lanes {
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), fmt.Sprintf("pipectl-lanes-%d", os.Getuid()))
 	}
-	sum := sha256.Sum256([]byte(key))
+	n = max(n, 1)
+	sum := sha256.Sum256(fmt.Appendf(nil, "%d\x00%s", n, key))
 	name := "lane-" + hex.EncodeToString(sum[:8])
-	l := &Lanes{dir: dir}
-	for i := range max(n, 1) {
-		l.paths = append(l.paths, filepath.Join(dir, fmt.Sprintf("%s-%d.lock", name, i)))
+	l := &Lanes{dir: dir, first: os.Getpid() % n}
+	for i := range n {
+		l.names = append(l.names, fmt.Sprintf("%s-%d.lock", name, i))
 	}
 	return l
 }
@@ -51,35 +65,51 @@ func (l *Lanes) stale() time.Duration {
 	return 10 * time.Second
 }
 
+// open opens the lane files the first time (l.mu held); a failure is not kept, so a later
+// call tries again.
+func (l *Lanes) open() error {
+	if l.files != nil {
+		return nil
+	}
+	files, err := openLanes(l.dir, l.names)
+	if err != nil {
+		return fmt.Errorf("host lanes in %s: %w", l.dir, err)
+	}
+	l.files, l.held = files, make([]bool, len(files))
+	return nil
+}
+
 // TryTake holds a lane that is free now and returns its release; ok is false when every lane
-// is held. An error means the lanes cannot be used here (a directory another user owns or may
-// write to, a file that cannot be opened): the caller should go on without lanes rather than
+// is held. An error means the lanes cannot be used now (a directory another user owns or may
+// write to, a file that cannot be opened): the caller should go on without a lane rather than
 // wait for one.
 func (l *Lanes) TryTake() (release func(), ok bool, err error) {
-	if err := privateDir(l.dir); err != nil {
-		return nil, false, fmt.Errorf("host lanes in %s: %w", l.dir, err)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.open(); err != nil {
+		return nil, false, err
 	}
-	for _, p := range l.paths {
-		f, err := openLane(p)
-		if err != nil {
-			return nil, false, fmt.Errorf("host lane %s: %w", p, err)
+	for k := range l.files {
+		i := (l.first + k) % len(l.files)
+		if l.held[i] {
+			continue // this process's own lock on that file would be taken again
 		}
-		held, err := tryLock(f)
+		held, err := tryLock(l.files[i])
 		if err != nil {
-			f.Close()
-			return nil, false, fmt.Errorf("host lane %s: %w", p, err)
+			return nil, false, fmt.Errorf("host lane %s: %w", l.files[i].Name(), err)
 		}
 		if held {
-			return l.hold(f), true, nil
+			l.held[i] = true
+			return l.hold(i), true, nil
 		}
-		f.Close()
 	}
 	return nil, false, nil
 }
 
-// hold touches the held lane's file now and every quarter of Stale until released, as the
-// sign that its holder is alive. Closing the file drops the lock.
-func (l *Lanes) hold(f *os.File) func() {
+// hold touches lane i's file now and every quarter of Stale until released, as the sign that
+// its holder is alive (l.mu held).
+func (l *Lanes) hold(i int) func() {
+	f := l.files[i]
 	touch(f)
 	done := make(chan struct{})
 	stopped := make(chan struct{})
@@ -101,7 +131,10 @@ func (l *Lanes) hold(f *os.File) func() {
 		once.Do(func() {
 			close(done)
 			<-stopped
-			f.Close()
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			unlock(f)
+			l.held[i] = false
 		})
 	}
 }
@@ -110,9 +143,11 @@ func (l *Lanes) hold(f *os.File) func() {
 // error). It polls rather than blocks in the kernel, so that a caller that stops is never left
 // with a goroutine that takes a lane later and holds it for nobody.
 //
-// When every lane is held by a holder that has not touched it for Stale, Wait returns
-// stalled and no lane (release does nothing): the caller goes on as if it held one, since
-// waiting for a frozen process would stop this one too.
+// When it has seen every lane held, each with its file untouched, for Stale by its own clock,
+// Wait returns stalled and no lane (release does nothing): the caller goes on as if it held
+// one, since waiting for a frozen process would stop this one too. It counts from what it saw
+// itself, not from the files' times, so a lane taken just before a touch, or a step of the
+// wall clock, is not taken for a frozen holder.
 func (l *Lanes) Wait(ctx context.Context) (release func(), stalled bool, err error) {
 	every := l.Every
 	if every <= 0 {
@@ -120,12 +155,28 @@ func (l *Lanes) Wait(ctx context.Context) (release func(), stalled bool, err err
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	type sight struct {
+		touched time.Time // the file's time when last seen
+		since   time.Time // when this Wait first saw it so (monotonic)
+	}
+	seen := make([]sight, len(l.names))
 	for {
 		release, ok, err := l.TryTake()
 		if err != nil || ok {
 			return release, false, err
 		}
-		if l.allStale() {
+		now := time.Now()
+		frozen := true
+		for i := range seen {
+			touched, ok := l.touched(i)
+			if !ok || !touched.Equal(seen[i].touched) || seen[i].since.IsZero() {
+				seen[i] = sight{touched, now}
+			}
+			if !ok || now.Sub(seen[i].since) < l.stale() {
+				frozen = false
+			}
+		}
+		if frozen {
 			return func() {}, true, nil
 		}
 		select {
@@ -136,13 +187,16 @@ func (l *Lanes) Wait(ctx context.Context) (release func(), stalled bool, err err
 	}
 }
 
-// allStale says whether no lane's file was touched within Stale.
-func (l *Lanes) allStale() bool {
-	for _, p := range l.paths {
-		fi, err := os.Stat(p)
-		if err != nil || time.Since(fi.ModTime()) < l.stale() {
-			return false
-		}
+// touched is the time lane i's file was last touched.
+func (l *Lanes) touched(i int) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if i >= len(l.files) {
+		return time.Time{}, false
 	}
-	return true
+	fi, err := l.files[i].Stat()
+	if err != nil {
+		return time.Time{}, false
+	}
+	return fi.ModTime(), true
 }

@@ -1,3 +1,5 @@
+//go:build linux || darwin || freebsd || netbsd || openbsd || dragonfly
+
 package hostlane_test
 
 import (
@@ -216,9 +218,60 @@ func TestLanesRefuseADirectoryOthersMayEnter(t *testing.T) {
 	if err := os.Symlink(filepath.Join(t.TempDir(), "elsewhere"), file); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := lanes.TryTake(); err == nil {
+	if _, _, err := hostlane.New(private, "k", 1).TryTake(); err == nil {
 		t.Fatal("a lane file that is a symbolic link was opened")
 	}
+	// A directory that is a link to one of the user's own, private, is refused as well: the
+	// link could be swapped between the check and the opens.
+	target, link := filepath.Join(t.TempDir(), "target"), filepath.Join(t.TempDir(), "link")
+	if err := os.Mkdir(target, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := hostlane.New(link, "k", 1).TryTake(); err == nil {
+		t.Fatal("lanes in a directory reached through a symbolic link were opened")
+	}
+}
+
+// TestAFreshHolderIsNotTakenForAFrozenOne: a lane whose file was last touched long ago (it sat
+// free) is taken; its holder touches it from then on. A waiter must not take the old time for
+// a frozen holder: it counts from what it sees itself.
+func TestAFreshHolderIsNotTakenForAFrozenOne(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "lanes")
+	holderLanes := hostlane.New(dir, "k", 1)
+	holderLanes.Stale = 200 * time.Millisecond
+	release, ok, err := holderLanes.TryTake()
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	defer release()
+	entries, _ := os.ReadDir(dir)
+	long := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, entries[0].Name()), long, long); err != nil {
+		t.Fatal(err)
+	}
+	waiter := hostlane.New(dir, "k", 1)
+	waiter.Stale, waiter.Every = 200*time.Millisecond, 5*time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	defer cancel()
+	if _, stalled, err := waiter.Wait(ctx); stalled || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait beside a holder that touches its lane = stalled %v, %v; want it to wait", stalled, err)
+	}
+}
+
+// TestLanesOfAnotherCountAreOthers: processes asked for different numbers of lanes under one
+// key do not share some of them (one lane each would otherwise be the same file).
+func TestLanesOfAnotherCountAreOthers(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "lanes")
+	one, _ := take(t, hostlane.New(dir, "k", 1))
+	defer one()
+	two, ok := take(t, hostlane.New(dir, "k", 2))
+	if !ok {
+		t.Fatal("lanes of another count were taken by the one lane held")
+	}
+	two()
 }
 
 func TestALaneThatCannotBeOpenedIsAnError(t *testing.T) {

@@ -1,4 +1,4 @@
-//go:build !unix
+//go:build !(linux || darwin || freebsd || netbsd || openbsd || dragonfly)
 
 package hostlane
 
@@ -7,12 +7,14 @@ import (
 	"os"
 )
 
-var errNoFlock = errors.New("host lanes need flock, which this system does not have")
+const supported = false
 
-func privateDir(string) error { return errNoFlock }
+var errNoFlock = errors.New("host lanes need flock, which pipectl does not use on this system")
 
-func openLane(string) (*os.File, error) { return nil, errNoFlock }
+func openLanes(string, []string) ([]*os.File, error) { return nil, errNoFlock }
 
 func tryLock(*os.File) (bool, error) { return false, errNoFlock }
+
+func unlock(*os.File) {}
 
 func touch(*os.File) {}

@@ -1,4 +1,4 @@
-//go:build unix
+//go:build linux || darwin || freebsd || netbsd || openbsd || dragonfly
 
 package hostlane
 
@@ -6,47 +6,72 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"syscall"
-	"time"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
-// privateDir makes dir if it is missing and checks that it is this user's alone: a lane
-// another user could open could also be held by that user, for ever.
-func privateDir(dir string) error {
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return err
-	}
-	fi, err := os.Lstat(dir)
-	if err != nil {
-		return err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	switch {
-	case !fi.IsDir():
-		return errors.New("not a directory")
-	case !ok || int(st.Uid) != os.Getuid():
-		return errors.New("owned by another user")
-	case fi.Mode().Perm()&0o077 != 0:
-		return fmt.Errorf("mode %v lets other users in (want 0700)", fi.Mode().Perm())
-	}
-	return nil
-}
+const supported = true
 
-func openLane(path string) (*os.File, error) {
-	return os.OpenFile(path, os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
+// openLanes opens (creating them) the lane files names in dir, which it makes if it is
+// missing. The directory must be this user's alone: a lane another user could open could
+// also be held by that user, for ever. It is opened once without following a link and
+// checked through that descriptor, and the files are opened relative to it, so that nothing
+// can be swapped in between the check and the opens.
+func openLanes(dir string, names []string) ([]*os.File, error) {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, err
+	}
+	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open: %w", err)
+	}
+	defer unix.Close(dfd)
+	var st unix.Stat_t
+	if err := unix.Fstat(dfd, &st); err != nil {
+		return nil, err
+	}
+	switch {
+	case int(st.Uid) != os.Getuid():
+		return nil, errors.New("owned by another user")
+	case st.Mode&0o077 != 0:
+		return nil, fmt.Errorf("mode %#o lets other users in (want 0700)", st.Mode&0o777)
+	}
+	var files []*os.File
+	fail := func(err error) ([]*os.File, error) {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, err
+	}
+	for _, name := range names {
+		fd, err := unix.Openat(dfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return fail(fmt.Errorf("%s: %w", name, err))
+		}
+		f := os.NewFile(uintptr(fd), filepath.Join(dir, name))
+		files = append(files, f)
+		if err := unix.Fstat(fd, &st); err != nil {
+			return fail(err)
+		}
+		if int(st.Uid) != os.Getuid() || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return fail(fmt.Errorf("%s: not a file of this user's", name))
+		}
+	}
+	return files, nil
 }
 
 // tryLock takes f's exclusive flock without waiting. A flock belongs to the open file, not to
 // the process, so two opens in one process exclude each other as two processes do.
 func tryLock(f *os.File) (bool, error) {
 	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		switch {
 		case err == nil:
 			return true, nil
-		case errors.Is(err, syscall.EWOULDBLOCK):
+		case errors.Is(err, unix.EWOULDBLOCK):
 			return false, nil
-		case errors.Is(err, syscall.EINTR):
+		case errors.Is(err, unix.EINTR):
 			continue
 		default:
 			return false, err
@@ -54,9 +79,9 @@ func tryLock(f *os.File) (bool, error) {
 	}
 }
 
-// touch sets f's times to now. A failure is left: the worst it does is let a waiter stop
-// waiting for this holder.
-func touch(f *os.File) {
-	now := syscall.NsecToTimeval(time.Now().UnixNano())
-	_ = syscall.Futimes(int(f.Fd()), []syscall.Timeval{now, now})
-}
+func unlock(f *os.File) { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN) }
+
+// touch marks f as touched now, by writing its one byte: that needs nothing but the open
+// file (setting its times by descriptor goes through /proc on Linux, which a sandbox may not
+// mount). A failure is left: the worst it does is let a waiter stop waiting for this holder.
+func touch(f *os.File) { _, _ = f.WriteAt([]byte{0}, 0) }

@@ -30,6 +30,7 @@ type Store struct {
 	// Synchronous is the SQLite synchronous mode in force ("FULL" or "NORMAL"); empty otherwise.
 	Synchronous string
 	desc        string
+	identity    string
 	dsn         string
 	now         func() time.Time
 
@@ -140,6 +141,12 @@ func (s *Store) prepareHotPath(ctx context.Context) error {
 
 // Description names the ledger for logs, without credentials.
 func (s *Store) Description() string { return s.desc }
+
+// Identity names the database this store is, the same however its DSN was written (the
+// order of its parameters, a password, a host given by PGHOST): on PostgreSQL the server's
+// host and port, the database, the user and the search_path; on SQLite the file's absolute
+// path. It holds no password.
+func (s *Store) Identity() string { return s.identity }
 
 // Open connects to the ledger named by dsn (sqlite:PATH[?synchronous=normal] or
 // postgres://...) and applies pending migrations.
@@ -289,7 +296,11 @@ func openSQLite(ctx context.Context, spec string) (*Store, error) {
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
-	s := &Store{db: db, dialect: "sqlite", Synchronous: sync, now: time.Now, desc: "sqlite:" + path + " (synchronous=" + sync + ")"}
+	identity := path
+	if abs, err := filepath.Abs(path); err == nil {
+		identity = abs
+	}
+	s := &Store{db: db, dialect: "sqlite", Synchronous: sync, now: time.Now, desc: "sqlite:" + path + " (synchronous=" + sync + ")", identity: "sqlite:" + identity}
 	// Statistics read through their own connections: in WAL mode readers never wait for the
 	// writer, and two of them rank in parallel. They open lazily; most commands never read.
 	ro := url.Values{}

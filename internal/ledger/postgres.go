@@ -34,7 +34,7 @@ func openPostgres(ctx context.Context, dsn string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("ledger %s: %w", redactDSN(dsn), err)
 	}
-	s := &Store{db: db, dialect: "postgres", now: time.Now, desc: redactDSN(dsn), dsn: dsn}
+	s := &Store{db: db, dialect: "postgres", now: time.Now, desc: redactDSN(dsn), dsn: dsn, identity: postgresIdentity(dsn)}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("ledger %s: %w", redactDSN(dsn), err)
@@ -45,6 +45,15 @@ func openPostgres(ctx context.Context, dsn string) (*Store, error) {
 		return nil, fmt.Errorf("ledger %s: %w", redactDSN(dsn), err)
 	}
 	return s, nil
+}
+
+// postgresIdentity is Store.Identity for dsn: what pgx connects to, with PG* variables applied.
+func postgresIdentity(dsn string) string {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return redactDSN(dsn)
+	}
+	return fmt.Sprintf("postgres://%s@%s:%d/%s?search_path=%s", cfg.User, cfg.Host, cfg.Port, cfg.Database, cfg.RuntimeParams["search_path"])
 }
 
 // openClaimPool opens the connections the one-statement claim runs on. Their planner never

@@ -8,27 +8,41 @@ import (
 // laneHolder is the fetcher's hold on a host lane (Worker.Lanes). It belongs to the fetcher's
 // goroutine, apart from the wait it starts.
 type laneHolder struct {
-	lanes Lanes
-	log   *slog.Logger
-	owner string
+	lanes   Lanes
+	log     *slog.Logger
+	metrics *Metrics
+	owner   string
 	// release is the held lane's; nil while none is held.
 	release func()
+	// waiting is set while a wait is under way; cancel ends it. Each wait has its own number
+	// (gen), so that what an ended wait still delivers is let go rather than kept.
 	waiting bool
+	cancel  context.CancelFunc
+	gen     int
 	got     chan laneResult
-	// told is set once the wait for a lane was logged at Info: a worker that waits behind
-	// another at every backlog logs it once, then at Debug. toldStalled is the same for a
-	// holder that shows no sign of life, at Warn.
-	told, toldStalled bool
+	// told, toldStalled and toldFailed are set once the matching line was logged at its own
+	// level: a worker that waits behind another at every backlog logs it once, then at Debug.
+	told, toldStalled, toldFailed bool
 }
 
 type laneResult struct {
+	gen     int
 	release func()
 	stalled bool
 	err     error
 }
 
-func newLaneHolder(lanes Lanes, log *slog.Logger, owner string) *laneHolder {
-	return &laneHolder{lanes: lanes, log: log, owner: owner, got: make(chan laneResult)}
+func newLaneHolder(lanes Lanes, log *slog.Logger, metrics *Metrics, owner string) *laneHolder {
+	return &laneHolder{lanes: lanes, log: log, metrics: metrics, owner: owner, got: make(chan laneResult)}
+}
+
+// logOnce logs msg at level the first time (told not set), at Debug after.
+func (l *laneHolder) logOnce(told *bool, level slog.Level, msg string, args ...any) {
+	if *told {
+		level = slog.LevelDebug
+	}
+	*told = true
+	l.log.Log(context.Background(), level, msg, append([]any{"owner", l.owner}, args...)...)
 }
 
 // hold says whether the fetcher may claim back to back now: it holds a lane, or there are no
@@ -43,29 +57,28 @@ func (l *laneHolder) hold(ctx context.Context) bool {
 	}
 	release, ok, err := l.lanes.TryTake()
 	if err != nil {
-		l.disable(err)
+		l.failed(err)
 		return true
 	}
 	if ok {
-		l.release = release
+		l.took(release)
 		return true
 	}
+	l.logOnce(&l.told, slog.LevelInfo, "another worker of this host is draining runs of pure steps; waiting for its lane before draining too")
 	l.waiting = true
-	level := slog.LevelDebug
-	if !l.told {
-		level, l.told = slog.LevelInfo, true
-	}
-	l.log.Log(ctx, level, "another worker of this host is draining runs of pure steps; waiting for its lane before draining too",
-		"owner", l.owner)
-	lanes := l.lanes
+	l.gauge("waiting", 1)
+	l.gen++
+	gen, lanes := l.gen, l.lanes
+	wctx, cancel := context.WithCancel(ctx)
+	l.cancel = cancel
 	go func() {
-		release, stalled, err := lanes.Wait(ctx)
-		if err != nil && ctx.Err() != nil {
+		release, stalled, err := lanes.Wait(wctx)
+		if err != nil && wctx.Err() != nil {
 			return
 		}
 		select {
-		case l.got <- laneResult{release, stalled, err}:
-		case <-ctx.Done():
+		case l.got <- laneResult{gen, release, stalled, err}:
+		case <-wctx.Done():
 			if release != nil {
 				release()
 			}
@@ -74,34 +87,60 @@ func (l *laneHolder) hold(ctx context.Context) bool {
 	return false
 }
 
-// arrived takes what the wait got: the lane, or an error that turns lanes off.
+// arrived takes what a wait got: the lane, or an error that makes this drain go without one.
+// What a wait that was called off delivers is let go.
 func (l *laneHolder) arrived(r laneResult) {
-	l.waiting = false
-	if r.err != nil {
-		l.disable(r.err)
+	if !l.waiting || r.gen != l.gen {
+		if r.release != nil {
+			r.release()
+		}
 		return
 	}
-	if r.stalled {
-		level := slog.LevelDebug
-		if !l.toldStalled {
-			level, l.toldStalled = slog.LevelWarn, true
-		}
-		l.log.Log(context.Background(), level, "the holder of this host's lane has shown no sign of life for long (a frozen process?); draining without a lane",
-			"owner", l.owner)
+	l.stopWaiting()
+	switch {
+	case r.err != nil:
+		l.failed(r.err)
+	case r.stalled:
+		l.logOnce(&l.toldStalled, slog.LevelWarn, "the holder of this host's lane has shown no sign of life for long (a frozen process?); draining without a lane")
+		l.took(r.release)
+	default:
+		l.took(r.release)
 	}
-	l.release = r.release
 }
 
-// disable goes on without lanes: a lane that cannot be taken must not stop the worker.
-func (l *laneHolder) disable(err error) {
-	l.log.Warn("host lanes unavailable; this worker drains without them", "owner", l.owner, "error", err.Error())
-	l.lanes = nil
+// failed lets this drain go on without a lane: a lane that cannot be taken must not stop the
+// worker. The next drain tries the lanes again, since the cause may pass (files a full process
+// could not open, say).
+func (l *laneHolder) failed(err error) {
+	l.logOnce(&l.toldFailed, slog.LevelWarn, "host lanes unavailable; this worker drains without one", "error", err.Error())
+	l.took(func() {})
 }
 
-// drop releases the lane held, if any.
+func (l *laneHolder) took(release func()) {
+	l.release = release
+	l.gauge("held", 1)
+}
+
+func (l *laneHolder) stopWaiting() {
+	if l.waiting {
+		l.cancel()
+		l.waiting = false
+		l.gauge("waiting", 0)
+	}
+}
+
+// drop releases the lane held, if any, and calls off a wait for one.
 func (l *laneHolder) drop() {
+	l.stopWaiting()
 	if l.release != nil {
 		l.release()
 		l.release = nil
+		l.gauge("held", 0)
+	}
+}
+
+func (l *laneHolder) gauge(state string, v float64) {
+	if l.metrics != nil {
+		l.metrics.HostLane.WithLabelValues(state).Set(v)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -111,8 +112,9 @@ func (q *laneQueue) drainedBy(owner string) int32 {
 func pureWorker(q worker.Queue, owner string, lanes worker.Lanes, log *syncWriter, done *atomic.Int32) *worker.Worker {
 	return &worker.Worker{
 		Queue: q, Owner: owner, LeaseTTL: time.Minute, Concurrency: 4, Poll: 5 * time.Millisecond, Lanes: lanes,
-		Log: slog.New(slog.NewTextHandler(log, nil)),
-		Run: func(context.Context, *domain.Run) error { return errors.New("a pure run went to a slot") },
+		Metrics: worker.NewMetrics("test"),
+		Log:     slog.New(slog.NewTextHandler(log, nil)),
+		Run:     func(context.Context, *domain.Run) error { return errors.New("a pure run went to a slot") },
 		Finish: func(_ context.Context, r *domain.Run) *domain.Finished {
 			time.Sleep(20 * time.Microsecond)
 			return &domain.Finished{Run: r, Committed: func() { done.Add(1) }}
@@ -175,6 +177,10 @@ func TestWorkersOfAHostDrainOneAtATime(t *testing.T) {
 	if !strings.Contains(logs[waiter].String(), "waiting for its lane") {
 		t.Fatalf("%s does not say it waits for the lane:\n%s", waiter, logs[waiter].String())
 	}
+	workers := map[string]*worker.Worker{"a": a, "b": b}
+	if w, h := lanesGauge(workers[waiter], "waiting"), lanesGauge(workers[holder], "held"); w != 1 || h != 1 {
+		t.Fatalf("pipectl_host_lane: the waiter's waiting %v, the holder's held %v; want 1 and 1", w, h)
+	}
 	holderStop()
 	<-holderStopped
 	// What the stopping holder's last claim had not run yet it handed back (this fake queue
@@ -196,6 +202,24 @@ func TestWorkersOfAHostDrainOneAtATime(t *testing.T) {
 	if most != 1 {
 		t.Fatalf("%d workers held the one lane at once", most)
 	}
+}
+
+// lanesGauge reads pipectl_host_lane{state} as the worker's metrics endpoint would.
+func lanesGauge(w *worker.Worker, state string) float64 {
+	families, _ := w.Metrics.Registry.Gather()
+	for _, f := range families {
+		if f.GetName() != "pipectl_host_lane" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "state" && l.GetValue() == state {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }
 
 // failingLanes cannot be taken: a lane file that cannot be opened.
@@ -244,6 +268,108 @@ func TestWorkerLeavesTheLaneOnceDrained(t *testing.T) {
 		t.Fatal("the worker never drained back to back, so it never needed the lane")
 	}
 	waitFor(t, 20*time.Second, func() bool { return !book.holds("w") })
+	book.mu.Lock()
+	most := book.most
+	book.mu.Unlock()
+	if most != 1 || q.withoutLane.Load() != 0 {
+		t.Fatalf("the lane was held by %d at most, and %d claims went without it", most, q.withoutLane.Load())
+	}
+	if held := lanesGauge(w, "held"); held != 0 {
+		t.Fatalf("pipectl_host_lane{state=\"held\"} is %v once the lane was let go", held)
+	}
+}
+
+// scriptedQueue answers each worker's claims from a script, by owner and call number.
+type scriptedQueue struct {
+	*fakeQueue
+	mu     sync.Mutex
+	calls  map[string]int
+	script func(owner string, call int) ([]*domain.Run, []*domain.Finished, bool)
+}
+
+func (q *scriptedQueue) ClaimFinishing(_, _ context.Context, owner string, _ time.Time, _ domain.ClaimFilter, n, most int,
+	_ func(context.Context, *domain.Run) *domain.Finished) ([]*domain.Run, []*domain.Finished, bool, error) {
+	q.mu.Lock()
+	if q.calls == nil {
+		q.calls = map[string]int{}
+	}
+	q.calls[owner]++
+	call := q.calls[owner]
+	q.mu.Unlock()
+	runs, finished, full := q.script(owner, call)
+	return runs, finished, full, nil
+}
+
+func (q *scriptedQueue) callsBy(owner string) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.calls[owner]
+}
+
+// TestAHolderWithBusySlotsLetsTheLaneGo (found by a review): a draining worker whose two claims
+// come back one with a run for its only slot, the other with every run finished, is left
+// draining with no slot to claim for. It must let the lane go: kept while its slot is busy
+// (hours, for a long run), it stopped the host's other worker from claiming at all.
+func TestAHolderWithBusySlotsLetsTheLaneGo(t *testing.T) {
+	slotBusy := make(chan struct{})
+	var once sync.Once
+	q := &scriptedQueue{fakeQueue: &fakeQueue{}}
+	var id atomic.Int64
+	run := func() *domain.Run {
+		return &domain.Run{ID: fmt.Sprint("run-", id.Add(1)), State: domain.StateProcessing}
+	}
+	finished := func() []*domain.Finished { return []*domain.Finished{{Run: run()}} }
+	q.script = func(owner string, call int) ([]*domain.Run, []*domain.Finished, bool) {
+		if owner == "a" {
+			switch call {
+			case 1:
+				return nil, finished(), true // a drains
+			case 2:
+				return []*domain.Run{run()}, nil, true // a run for its only slot
+			case 3:
+				<-slotBusy
+				return nil, finished(), true // back after call 2 was handed out
+			}
+			return []*domain.Run{run()}, nil, true
+		}
+		if call == 1 {
+			return nil, finished(), true // b drains too
+		}
+		return []*domain.Run{run()}, nil, true
+	}
+	book := &laneBook{}
+	dir := filepath.Join(t.TempDir(), "lanes")
+	newWorker := func(owner string) *worker.Worker {
+		l := hostlane.New(dir, "ledger", 1)
+		l.Every = time.Millisecond
+		return &worker.Worker{Queue: q, Owner: owner, LeaseTTL: time.Minute, Concurrency: 1, Poll: 10 * time.Millisecond,
+			Lanes: trackedLanes{Lanes: l, owner: owner, book: book}, Log: slog.New(slog.NewTextHandler(&syncWriter{}, nil)),
+			Run: func(ctx context.Context, r *domain.Run) error {
+				if owner == "a" {
+					once.Do(func() { close(slotBusy) })
+				}
+				<-ctx.Done() // a long run
+				return ctx.Err()
+			},
+			Finish: func(context.Context, *domain.Run) *domain.Finished { return nil }}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var served sync.WaitGroup
+	defer func() { cancel(); served.Wait() }()
+	serve := func(w *worker.Worker) {
+		served.Add(1)
+		go func() { defer served.Done(); w.Serve(ctx, 10*time.Millisecond) }()
+	}
+	serve(newWorker("a"))
+	waitFor(t, 5*time.Second, func() bool { return q.callsBy("a") >= 3 })
+	time.Sleep(50 * time.Millisecond)
+	serve(newWorker("b"))
+	waitFor(t, 5*time.Second, func() bool { return q.callsBy("b") >= 1 })
+	for deadline := time.Now().Add(2 * time.Second); q.callsBy("b") < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("b claimed nothing for 2s while a, unable to claim, held the lane (a holds: %v)", book.holds("a"))
+		}
+	}
 }
 
 // stalledLanes are all held by a frozen process: Wait gives up on it at once.

@@ -32,6 +32,9 @@ type Metrics struct {
 	ModelTokens  *prometheus.CounterVec
 	ModelSeconds *prometheus.HistogramVec
 	GateVerdicts *prometheus.CounterVec
+	// HostLane is 1 for "held" while this worker holds a lane of its host to drain with, and
+	// for "waiting" while it waits for one (Worker.Lanes).
+	HostLane *prometheus.GaugeVec
 }
 
 // Label values standing in for "none", since Prometheus reads an empty label as an absent one.
@@ -75,6 +78,11 @@ func NewMetrics(version string) *Metrics {
 			Help: "Gate verdicts (pass, reject, review) on model proposals and gate steps, by pipeline and step."},
 			[]string{"pipeline", "step", "verdict"}),
 	}
+	m.HostLane = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pipectl_host_lane",
+		Help: "1 while this worker holds a lane of its host to drain runs of pure steps with (held), or waits for one (waiting)."}, []string{"state"})
+	for _, state := range []string{"held", "waiting"} {
+		m.HostLane.WithLabelValues(state).Set(0)
+	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pipectl_build_info",
 		Help: "Always 1; its labels say which pipectl build is running."}, []string{"version", "revision", "goversion"})
 	buildInfo.WithLabelValues(nonEmpty(version), revision(), runtime.Version()).Set(1)
@@ -82,7 +90,7 @@ func NewMetrics(version string) *Metrics {
 		m.Paused.WithLabelValues(string(s)).Set(0)
 	}
 	m.Registry.MustRegister(m.Runs, m.Attempts, m.Retries, m.DeadLetters, m.StepSeconds, m.ClaimSeconds, m.QueueDepth,
-		m.Paused, m.ModelCalls, m.ModelTokens, m.ModelSeconds, m.GateVerdicts, buildInfo,
+		m.Paused, m.ModelCalls, m.ModelTokens, m.ModelSeconds, m.GateVerdicts, m.HostLane, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -363,7 +363,7 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 	// A worker drains back to back only with a lane of its host: one already keeps the cores
 	// busy that way, and a second beside it would only add its own work per run.
 	laneCtx, stopLane := context.WithCancel(ctx)
-	lane := newLaneHolder(w.Lanes, w.Log, w.Owner)
+	lane := newLaneHolder(w.Lanes, w.Log, w.Metrics, w.Owner)
 	defer lane.drop()
 	defer stopLane()
 	// release hands a ready run back: its lease ends now, for any worker to take.
@@ -511,12 +511,15 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 			n = slots - len(ready)
 			most = max(n, finishingClaim*w.Concurrency)
 		}
-		// The lane goes once the worker stops draining: nothing due, or runs for its slots.
-		if inflight == 0 && (!finishing || !due) {
+		claimNow := n > 0 && due && inflight < maxInflight && (reserve > 0 && n >= (reserve+1)/2 || reserve == 0 && !cooling)
+		// The lane goes, and so does a wait for one, as soon as this worker would not drain
+		// now: it stopped (a claim came back with runs for its slots, or found nothing due),
+		// or its slots are taken. A lane kept meanwhile would keep the host's other workers
+		// from claiming at all.
+		if inflight == 0 && (!finishing || !claimNow) {
 			lane.drop()
 		}
-		if n > 0 && due && inflight < maxInflight && (reserve > 0 && n >= (reserve+1)/2 || reserve == 0 && !cooling) &&
-			(!finishing || lane.hold(laneCtx)) {
+		if claimNow && (!finishing || lane.hold(laneCtx)) {
 			inflight++
 			asked += n
 			poll.Reset(w.Poll)
