@@ -266,11 +266,7 @@ func TestWorkersChaosPureRuns(t *testing.T) {
 	dsn := postgresDSN(t)
 	c := newCLI(t, pureWorkerSpec)
 	const runs = 3000
-	var jsonl strings.Builder
-	for i := range runs {
-		fmt.Fprintf(&jsonl, "{\"id\": \"t-%05d\", \"n\": %d}\n", i, i)
-	}
-	store := submitJSONL(t, c, dsn, jsonl.String())
+	store := submitPureRuns(t, c, dsn, "t", runs)
 	var all []*workerProc
 	start := func() *workerProc {
 		// Without host lanes all three drain at once, so that the kills land in claims
@@ -309,25 +305,9 @@ func TestWorkersChaosPureRuns(t *testing.T) {
 	if inClaim < runs/2 {
 		t.Fatalf("only %d of %d runs were finished inside their claim", inClaim, runs)
 	}
-	db := store.DB()
-	var wrong int
-	if err := db.QueryRow(`SELECT count(*) FROM (SELECT r.id FROM runs r
-		LEFT JOIN step_attempts a ON a.run_id = r.id AND a.outcome = 'succeeded'
-		GROUP BY r.id HAVING count(a.id) <> 3 OR count(DISTINCT a.step_id) <> 3) x`).Scan(&wrong); err != nil {
-		t.Fatal(err)
-	}
-	if wrong > 0 {
-		t.Fatalf("%d runs do not have exactly one succeeded attempt per step", wrong)
-	}
-	if err := db.QueryRow(`SELECT count(*) FROM (SELECT r.id FROM runs r LEFT JOIN run_events e ON e.run_id = r.id AND e.to_state = 'succeeded'
-		GROUP BY r.id HAVING count(e.id) <> 1) x`).Scan(&wrong); err != nil {
-		t.Fatal(err)
-	}
-	if wrong > 0 {
-		t.Fatalf("%d runs do not have exactly one end", wrong)
-	}
+	checkPureRunsEndedOnce(t, store)
 	var other int
-	db.QueryRow(`SELECT count(*) FROM step_attempts WHERE outcome <> 'succeeded'`).Scan(&other)
+	store.DB().QueryRow(`SELECT count(*) FROM step_attempts WHERE outcome <> 'succeeded'`).Scan(&other)
 	if other != 0 {
 		t.Fatalf("%d attempts that did not succeed (a killed claim's runs must leave none)", other)
 	}
@@ -424,11 +404,7 @@ func TestWorkersShareAHostLane(t *testing.T) {
 	dsn := postgresDSN(t)
 	c := newCLI(t, pureWorkerSpec)
 	const runs = 12000
-	var jsonl strings.Builder
-	for i := range runs {
-		fmt.Fprintf(&jsonl, "{\"id\": \"l-%05d\", \"n\": %d}\n", i, i)
-	}
-	store := submitJSONL(t, c, dsn, jsonl.String())
+	store := submitPureRuns(t, c, dsn, "l", runs)
 	db := store.DB()
 	var workers []*workerProc
 	claimsBy := func() map[string]int {
@@ -504,10 +480,29 @@ func TestWorkersShareAHostLane(t *testing.T) {
 	if !strings.Contains(waiter.log.String(), "waiting for its lane") {
 		t.Fatalf("the waiting worker does not say why it waits:\n%s", waiter.log.String())
 	}
+	checkPureRunsEndedOnce(t, store)
+}
+
+// submitPureRuns queues n runs of pureWorkerSpec, their ids prefix-00000 on, and returns the
+// ledger.
+func submitPureRuns(t *testing.T, c *cli, dsn, prefix string, n int) *ledger.Store {
+	t.Helper()
+	var jsonl strings.Builder
+	for i := range n {
+		fmt.Fprintf(&jsonl, "{\"id\": \"%s-%05d\", \"n\": %d}\n", prefix, i, i)
+	}
+	return submitJSONL(t, c, dsn, jsonl.String())
+}
+
+// checkPureRunsEndedOnce fails unless every run of pureWorkerSpec in the ledger has exactly one
+// succeeded attempt per step (three) and one end.
+func checkPureRunsEndedOnce(t *testing.T, store *ledger.Store) {
+	t.Helper()
+	db := store.DB()
 	var wrong int
 	if err := db.QueryRow(`SELECT count(*) FROM (SELECT r.id FROM runs r
 		LEFT JOIN step_attempts a ON a.run_id = r.id AND a.outcome = 'succeeded'
-		GROUP BY r.id HAVING count(a.id) <> 3) x`).Scan(&wrong); err != nil {
+		GROUP BY r.id HAVING count(a.id) <> 3 OR count(DISTINCT a.step_id) <> 3) x`).Scan(&wrong); err != nil {
 		t.Fatal(err)
 	}
 	if wrong > 0 {

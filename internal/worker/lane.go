@@ -64,9 +64,9 @@ func (l *laneHolder) hold(ctx context.Context) bool {
 		l.took(release)
 		return true
 	}
-	l.logOnce(&l.told, slog.LevelInfo, "another worker of this host is draining runs of pure steps; waiting for its lane before draining too")
 	l.waiting = true
 	l.gauge("waiting", 1)
+	l.logOnce(&l.told, slog.LevelInfo, "another worker of this host is draining runs of pure steps; waiting for its lane before draining too")
 	l.gen++
 	gen, lanes := l.gen, l.lanes
 	wctx, cancel := context.WithCancel(ctx)
