@@ -34,6 +34,10 @@ type Lanes struct {
 	files []*os.File
 	held  []bool
 	first int
+	// frozen are the lanes' times when a Wait last found their holders frozen: a later Wait
+	// that finds them the same says so at once, instead of waiting Stale again before every
+	// claim for as long as they stay frozen.
+	frozen []time.Time
 }
 
 // Supported says whether lanes can be taken on this system.
@@ -66,11 +70,17 @@ func (l *Lanes) stale() time.Duration {
 }
 
 // open opens the lane files the first time (l.mu held); a failure is not kept, so a later
-// call tries again.
+// call tries again. Files that were removed meanwhile (a cleaner of old temporary files) are
+// opened again while none is held: processes started since then lock the new files, and this
+// one must lock the same.
 func (l *Lanes) open() error {
-	if l.files != nil {
+	if l.files != nil && !l.removed() {
 		return nil
 	}
+	for _, f := range l.files {
+		f.Close()
+	}
+	l.files, l.held = nil, nil
 	files, err := openLanes(l.dir, l.names)
 	if err != nil {
 		return fmt.Errorf("host lanes in %s: %w", l.dir, err)
@@ -166,17 +176,25 @@ func (l *Lanes) Wait(ctx context.Context) (release func(), stalled bool, err err
 			return release, false, err
 		}
 		now := time.Now()
-		frozen := true
+		frozen, again := true, true
+		times := make([]time.Time, len(seen))
 		for i := range seen {
 			touched, ok := l.touched(i)
+			times[i] = touched
 			if !ok || !touched.Equal(seen[i].touched) || seen[i].since.IsZero() {
 				seen[i] = sight{touched, now}
 			}
 			if !ok || now.Sub(seen[i].since) < l.stale() {
 				frozen = false
 			}
+			if !ok || !l.wasFrozen(i, touched) {
+				again = false
+			}
 		}
-		if frozen {
+		if frozen || again {
+			l.mu.Lock()
+			l.frozen = times
+			l.mu.Unlock()
 			return func() {}, true, nil
 		}
 		select {
@@ -185,6 +203,26 @@ func (l *Lanes) Wait(ctx context.Context) (release func(), stalled bool, err err
 		case <-t.C:
 		}
 	}
+}
+
+// removed says whether one of the open lane files no longer has a name and none is held.
+func (l *Lanes) removed() bool {
+	for i, f := range l.files {
+		if l.held[i] {
+			return false
+		}
+		if unlinked(f) {
+			return true
+		}
+	}
+	return false
+}
+
+// wasFrozen says whether lane i was found frozen at touched by an earlier Wait.
+func (l *Lanes) wasFrozen(i int, touched time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return i < len(l.frozen) && !touched.IsZero() && l.frozen[i].Equal(touched)
 }
 
 // touched is the time lane i's file was last touched.

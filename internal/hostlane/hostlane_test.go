@@ -168,8 +168,10 @@ func TestWaitStopsWaitingForAFrozenHolder(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "lanes")
 	cmd := holder(t, dir, "frozen")
 	lanes := hostlane.New(dir, "frozen", 1)
-	lanes.Stale, lanes.Every = 200*time.Millisecond, 5*time.Millisecond
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	// The holder touches its lane every 50 ms: a Stale of a second here leaves room for a
+	// loaded machine not to run it for a while.
+	lanes.Stale, lanes.Every = time.Second, 5*time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
 	defer cancel()
 	if _, stalled, err := lanes.Wait(ctx); stalled || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Wait beside a live holder = stalled %v, %v; want it to wait", stalled, err)
@@ -184,6 +186,21 @@ func TestWaitStopsWaitingForAFrozenHolder(t *testing.T) {
 		t.Fatalf("Wait beside a frozen holder = stalled %v, %v; want stalled", stalled, err)
 	}
 	release()
+	// A later Wait, while the holder stays frozen, says so at once rather than after Stale
+	// again (a worker would otherwise wait that long before each drain).
+	ctx, cancel = context.WithTimeout(context.Background(), lanes.Stale/2)
+	defer cancel()
+	if _, stalled, err := lanes.Wait(ctx); err != nil || !stalled {
+		t.Fatalf("a second Wait beside the frozen holder = stalled %v, %v; want stalled at once", stalled, err)
+	}
+	// Thawed, it touches its lane again: a Wait waits for it again.
+	cmd.Process.Signal(syscall.SIGCONT)
+	time.Sleep(200 * time.Millisecond)
+	ctx, cancel = context.WithTimeout(context.Background(), lanes.Stale/2)
+	defer cancel()
+	if _, stalled, err := lanes.Wait(ctx); stalled || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait beside the thawed holder = stalled %v, %v; want it to wait", stalled, err)
+	}
 	if _, ok, _ := lanes.TryTake(); ok {
 		t.Fatal("took the lane the frozen process still holds")
 	}
@@ -253,8 +270,8 @@ func TestAFreshHolderIsNotTakenForAFrozenOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	waiter := hostlane.New(dir, "k", 1)
-	waiter.Stale, waiter.Every = 200*time.Millisecond, 5*time.Millisecond
-	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	waiter.Stale, waiter.Every = time.Second, 5*time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
 	defer cancel()
 	if _, stalled, err := waiter.Wait(ctx); stalled || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Wait beside a holder that touches its lane = stalled %v, %v; want it to wait", stalled, err)
@@ -281,5 +298,30 @@ func TestALaneThatCannotBeOpenedIsAnError(t *testing.T) {
 	}
 	if _, _, err := hostlane.New(missing, "k", 1).Wait(context.Background()); err == nil {
 		t.Fatal("Wait in a missing directory returned no error")
+	}
+}
+
+// TestLanesFollowTheirFilesWhenRemoved: a cleaner of old temporary files removes the lane
+// files while a process keeps them open. A process started after that creates new ones; the
+// first must lock those, not the removed ones, or both would drain at once.
+func TestLanesFollowTheirFilesWhenRemoved(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "lanes")
+	old := hostlane.New(dir, "k", 1)
+	release, ok := take(t, old)
+	if !ok {
+		t.Fatal("a free lane was refused")
+	}
+	release()
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		os.Remove(filepath.Join(dir, e.Name()))
+	}
+	newer, ok := take(t, hostlane.New(dir, "k", 1))
+	if !ok {
+		t.Fatal("the new process could not take the lane")
+	}
+	defer newer()
+	if _, ok := take(t, old); ok {
+		t.Fatal("the process that kept the removed file took a lane the new one holds")
 	}
 }

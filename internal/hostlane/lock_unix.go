@@ -85,3 +85,9 @@ func unlock(f *os.File) { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN) }
 // file (setting its times by descriptor goes through /proc on Linux, which a sandbox may not
 // mount). A failure is left: the worst it does is let a waiter stop waiting for this holder.
 func touch(f *os.File) { _, _ = f.WriteAt([]byte{0}, 0) }
+
+// unlinked says whether f's file was removed (no name points to it any more).
+func unlinked(f *os.File) bool {
+	var st unix.Stat_t
+	return unix.Fstat(int(f.Fd()), &st) == nil && st.Nlink == 0
+}

@@ -12,8 +12,10 @@ type laneHolder struct {
 	log     *slog.Logger
 	metrics *Metrics
 	owner   string
-	// release is the held lane's; nil while none is held.
+	// release is the held lane's; nil while none is held. state says whether it is a lane
+	// ("held") or a drain without one ("without").
 	release func()
+	state   string
 	// waiting is set while a wait is under way; cancel ends it. Each wait has its own number
 	// (gen), so that what an ended wait still delivers is let go rather than kept.
 	waiting bool
@@ -61,7 +63,7 @@ func (l *laneHolder) hold(ctx context.Context) bool {
 		return true
 	}
 	if ok {
-		l.took(release)
+		l.took(release, "held")
 		return true
 	}
 	l.waiting = true
@@ -102,9 +104,9 @@ func (l *laneHolder) arrived(r laneResult) {
 		l.failed(r.err)
 	case r.stalled:
 		l.logOnce(&l.toldStalled, slog.LevelWarn, "the holder of this host's lane has shown no sign of life for long (a frozen process?); draining without a lane")
-		l.took(r.release)
+		l.took(r.release, "without")
 	default:
-		l.took(r.release)
+		l.took(r.release, "held")
 	}
 }
 
@@ -113,12 +115,14 @@ func (l *laneHolder) arrived(r laneResult) {
 // could not open, say).
 func (l *laneHolder) failed(err error) {
 	l.logOnce(&l.toldFailed, slog.LevelWarn, "host lanes unavailable; this worker drains without one", "error", err.Error())
-	l.took(func() {})
+	l.took(func() {}, "without")
 }
 
-func (l *laneHolder) took(release func()) {
-	l.release = release
-	l.gauge("held", 1)
+// took keeps release until the drain ends; state is the gauge's: "held", or "without" when
+// the worker drains without a lane.
+func (l *laneHolder) took(release func(), state string) {
+	l.release, l.state = release, state
+	l.gauge(state, 1)
 }
 
 func (l *laneHolder) stopWaiting() {
@@ -133,9 +137,9 @@ func (l *laneHolder) stopWaiting() {
 func (l *laneHolder) drop() {
 	l.stopWaiting()
 	if l.release != nil {
+		l.gauge(l.state, 0)
 		l.release()
 		l.release = nil
-		l.gauge("held", 0)
 	}
 }
 

@@ -79,24 +79,28 @@ func (l trackedLanes) Wait(ctx context.Context) (func(), bool, error) {
 }
 
 // laneQueue is a finishingQueue that counts the claims each owner made back to back (asking
-// to finish more runs than it has slots for) and those it made so without holding a lane.
+// to finish more runs than it has slots for, right after a claim of its that finished every
+// run it took and found as many as it asked for) and those it made so without holding a lane.
 type laneQueue struct {
 	*finishingQueue
 	book        *laneBook
 	backToBack  sync.Map // owner -> *atomic.Int32
+	drained     sync.Map // owner -> bool: its last claim back finished all it asked for
 	withoutLane atomic.Int32
 }
 
 func (q *laneQueue) ClaimFinishing(ctx, stop context.Context, owner string, until time.Time, f domain.ClaimFilter, n, most int,
 	finish func(context.Context, *domain.Run) *domain.Finished) ([]*domain.Run, []*domain.Finished, bool, error) {
-	if most > n {
+	if drained, _ := q.drained.Load(owner); most > n && drained == true {
 		c, _ := q.backToBack.LoadOrStore(owner, new(atomic.Int32))
 		c.(*atomic.Int32).Add(1)
 		if !q.book.holds(owner) {
 			q.withoutLane.Add(1)
 		}
 	}
-	return q.finishingQueue.ClaimFinishing(ctx, stop, owner, until, f, n, most, finish)
+	runs, finished, full, err := q.finishingQueue.ClaimFinishing(ctx, stop, owner, until, f, n, most, finish)
+	q.drained.Store(owner, err == nil && full && len(finished) > 0 && len(runs) == 0)
+	return runs, finished, full, err
 }
 
 func (q *laneQueue) drainedBy(owner string) int32 {
@@ -399,5 +403,55 @@ func TestWorkerDrainsPastAFrozenHolder(t *testing.T) {
 	}
 	if n := strings.Count(log.String(), "level=WARN msg=\"the holder of this host's lane has shown no sign of life"); n != 1 {
 		t.Fatalf("the frozen holder was told %d times at Warn, want once:\n%s", n, log.String())
+	}
+}
+
+// TestAFrozenHolderCostsStaleOnce (found by a review): a holder frozen for good (its lane
+// touched once, long ago) costs the host's other worker the wait of Stale once, not before
+// each of its drains: with claims of a millisecond and a poll of 5 ms it claims hundreds of
+// times in five Stales, against a few dozen when each drain waited Stale.
+func TestAFrozenHolderCostsStaleOnce(t *testing.T) {
+	const stale = 200 * time.Millisecond
+	dir := filepath.Join(t.TempDir(), "lanes")
+	frozen := hostlane.New(dir, "ledger", 1)
+	frozen.Stale = time.Hour // it touches its lane as it takes it, then not for 15 minutes
+	release, ok, err := frozen.TryTake()
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	defer release()
+	var mu sync.Mutex
+	var at []time.Time
+	q := &scriptedQueue{fakeQueue: &fakeQueue{}}
+	q.script = func(owner string, call int) ([]*domain.Run, []*domain.Finished, bool) {
+		mu.Lock()
+		at = append(at, time.Now())
+		mu.Unlock()
+		time.Sleep(time.Millisecond)
+		if call%2 == 1 {
+			return nil, []*domain.Finished{{Run: &domain.Run{ID: fmt.Sprint("pure-", call)}}}, true // a drain begins
+		}
+		return nil, nil, false // and ends
+	}
+	lanes := hostlane.New(dir, "ledger", 1)
+	lanes.Stale, lanes.Every = stale, time.Millisecond
+	w := &worker.Worker{Queue: q, Owner: "w", LeaseTTL: time.Minute, Concurrency: 4, Poll: 5 * time.Millisecond,
+		Lanes: lanes, Log: slog.New(slog.NewTextHandler(&syncWriter{}, nil)),
+		Run:    func(context.Context, *domain.Run) error { return nil },
+		Finish: func(context.Context, *domain.Run) *domain.Finished { return nil }}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { w.Serve(ctx, time.Second); close(stopped) }()
+	defer func() { cancel(); <-stopped }()
+	waitFor(t, 5*time.Second, func() bool { return q.callsBy("w") >= 3 }) // the holder found frozen once
+	mu.Lock()
+	from := len(at)
+	mu.Unlock()
+	time.Sleep(5 * stale)
+	mu.Lock()
+	claims := len(at) - from
+	mu.Unlock()
+	if claims < 150 {
+		t.Fatalf("%d claims in %v (each a millisecond, a poll every 5 ms): the worker waited Stale for the frozen holder before each drain", claims, 5*stale)
 	}
 }

@@ -32,8 +32,9 @@ type Metrics struct {
 	ModelTokens  *prometheus.CounterVec
 	ModelSeconds *prometheus.HistogramVec
 	GateVerdicts *prometheus.CounterVec
-	// HostLane is 1 for "held" while this worker holds a lane of its host to drain with, and
-	// for "waiting" while it waits for one (Worker.Lanes).
+	// HostLane is 1 for "held" while this worker holds a lane of its host to drain with, for
+	// "waiting" while it waits for one, and for "without" while it drains without one (its
+	// holders frozen, or lanes it cannot take) (Worker.Lanes).
 	HostLane *prometheus.GaugeVec
 }
 
@@ -79,8 +80,8 @@ func NewMetrics(version string) *Metrics {
 			[]string{"pipeline", "step", "verdict"}),
 	}
 	m.HostLane = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pipectl_host_lane",
-		Help: "1 while this worker holds a lane of its host to drain runs of pure steps with (held), or waits for one (waiting)."}, []string{"state"})
-	for _, state := range []string{"held", "waiting"} {
+		Help: "1 while this worker holds a lane of its host to drain runs of pure steps with (held), waits for one (waiting), or drains without one (without)."}, []string{"state"})
+	for _, state := range []string{"held", "waiting", "without"} {
 		m.HostLane.WithLabelValues(state).Set(0)
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pipectl_build_info",

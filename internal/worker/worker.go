@@ -359,6 +359,10 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 	// are then in flight at once, so that one runs its runs while the other waits for the
 	// database, and neither waits for a cooldown.
 	finishing := false
+	// backToBack is set while the last claim back ran every run it took and found as many as
+	// it asked for: the next one drains a backlog, and needs a lane of the host (Lanes). The
+	// first claim after a poll or a wake-up needs none.
+	backToBack := false
 	defer cool.Stop()
 	// A worker drains back to back only with a lane of its host: one already keeps the cores
 	// busy that way, and a second beside it would only add its own work per run.
@@ -406,13 +410,13 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 			if ctx.Err() == nil {
 				w.Log.Warn("claim failed", "error", r.err, "runs_claimed_anyway", len(r.runs))
 			}
-			due, reserve = false, 0
+			due, reserve, backToBack = false, 0, false
 		case r.full && r.finished > 0 && len(r.runs) == 0:
 			// The claim ran every run itself: no slot was used, so there is nothing to let
 			// gather, and the next claim goes at once.
-			due, finishing = true, true
+			due, finishing, backToBack = true, true, true
 		case r.full:
-			due, cooling, finishing = true, true, false
+			due, cooling, finishing, backToBack = true, true, false, false
 			cool.Reset(w.FetchCooldown)
 			// The rate needs time to have passed since the claim before: on a coarse clock two
 			// claims may come back at the same instant.
@@ -423,7 +427,7 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 				measured, measuredFrees = now, frees
 			}
 		default:
-			due, reserve = false, 0
+			due, reserve, backToBack = false, 0, false
 		}
 	}
 	// stale says a ready run has used up half its lease: all slots were busy for that long, so
@@ -516,10 +520,11 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 		// now: it stopped (a claim came back with runs for its slots, or found nothing due),
 		// or its slots are taken. A lane kept meanwhile would keep the host's other workers
 		// from claiming at all.
-		if inflight == 0 && (!finishing || !claimNow) {
+		draining := finishing && backToBack
+		if inflight == 0 && (!draining || !claimNow) {
 			lane.drop()
 		}
-		if claimNow && (!finishing || lane.hold(laneCtx)) {
+		if claimNow && (!draining || lane.hold(laneCtx)) {
 			inflight++
 			asked += n
 			poll.Reset(w.Poll)
