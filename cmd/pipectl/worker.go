@@ -124,6 +124,7 @@ func (a *app) workerCommand() *cobra.Command {
 			case hostLanes < -1 || hostLanes > maxHostLanes:
 				return usageErrorf("--host-lanes must be -1 (half this host's CPUs), 0 (no lanes) or a number of lanes up to %d", maxHostLanes)
 			}
+			lanes := hostLaneCount(hostLanes)
 			ctx := cmd.Context()
 			log, err := a.logger()
 			if err != nil {
@@ -166,7 +167,7 @@ func (a *app) workerCommand() *cobra.Command {
 			eng.LeaseTTL = leaseTTL
 			eng.Observer = redactingObserver{metrics, a.red}
 			a.logConfig(log, eng, store, map[string]any{"command": "worker", "concurrency": concurrency, "pipelines": pipelines,
-				"max_per_pipeline": maxPerPipeline, "host_lanes": hostLaneCount(hostLanes), "poll": poll.String(), "drain": drain.String(), "metrics_addr": metricsAddr})
+				"max_per_pipeline": maxPerPipeline, "host_lanes": lanes, "poll": poll.String(), "drain": drain.String(), "metrics_addr": metricsAddr})
 			if metricsAddr != "" {
 				srv := &http.Server{Addr: metricsAddr, Handler: metrics.Handler(), ReadHeaderTimeout: 5 * time.Second}
 				go func() {
@@ -184,7 +185,7 @@ func (a *app) workerCommand() *cobra.Command {
 				Run:    a.runner(store, eng, specs),
 				Finish: a.finisher(eng, specs),
 			}
-			if lanes := hostLaneCount(hostLanes); lanes > 0 {
+			if lanes > 0 {
 				w.Lanes = hostlane.New("", laneKey(store.Identity(), w.Filter), lanes)
 			}
 			return w.Serve(ctx, drain)

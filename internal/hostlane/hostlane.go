@@ -165,36 +165,13 @@ func (l *Lanes) Wait(ctx context.Context) (release func(), stalled bool, err err
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	type sight struct {
-		touched time.Time // the file's time when last seen
-		since   time.Time // when this Wait first saw it so (monotonic)
-	}
 	seen := make([]sight, len(l.names))
 	for {
 		release, ok, err := l.TryTake()
 		if err != nil || ok {
 			return release, false, err
 		}
-		now := time.Now()
-		frozen, again := true, true
-		times := make([]time.Time, len(seen))
-		for i := range seen {
-			touched, ok := l.touched(i)
-			times[i] = touched
-			if !ok || !touched.Equal(seen[i].touched) || seen[i].since.IsZero() {
-				seen[i] = sight{touched, now}
-			}
-			if !ok || now.Sub(seen[i].since) < l.stale() {
-				frozen = false
-			}
-			if !ok || !l.wasFrozen(i, touched) {
-				again = false
-			}
-		}
-		if frozen || again {
-			l.mu.Lock()
-			l.frozen = times
-			l.mu.Unlock()
+		if l.frozenNow(seen, time.Now()) {
 			return func() {}, true, nil
 		}
 		select {
@@ -218,23 +195,42 @@ func (l *Lanes) removed() bool {
 	return false
 }
 
-// wasFrozen says whether lane i was found frozen at touched by an earlier Wait.
-func (l *Lanes) wasFrozen(i int, touched time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return i < len(l.frozen) && !touched.IsZero() && l.frozen[i].Equal(touched)
+// sight is what a Wait saw of a lane's file: its time, and since when it has seen that time.
+type sight struct {
+	touched time.Time
+	since   time.Time // this process's clock (monotonic)
 }
 
-// touched is the time lane i's file was last touched.
-func (l *Lanes) touched(i int) (time.Time, bool) {
+// frozenNow updates seen with the lanes' times at now, and says whether their holders are
+// frozen: every lane untouched for Stale by what seen holds, or every lane as untouched as
+// when an earlier Wait found them frozen (which it then records again).
+func (l *Lanes) frozenNow(seen []sight, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if i >= len(l.files) {
-		return time.Time{}, false
+	frozen, again := len(l.files) == len(seen), len(l.frozen) == len(seen)
+	for i := range seen {
+		var touched time.Time
+		if i < len(l.files) {
+			if fi, err := l.files[i].Stat(); err == nil {
+				touched = fi.ModTime()
+			}
+		}
+		if touched.IsZero() || !touched.Equal(seen[i].touched) || seen[i].since.IsZero() {
+			seen[i] = sight{touched, now}
+		}
+		if touched.IsZero() || now.Sub(seen[i].since) < l.stale() {
+			frozen = false
+		}
+		if touched.IsZero() || !again || !l.frozen[i].Equal(touched) {
+			again = false
+		}
 	}
-	fi, err := l.files[i].Stat()
-	if err != nil {
-		return time.Time{}, false
+	if !frozen && !again {
+		return false
 	}
-	return fi.ModTime(), true
+	l.frozen = l.frozen[:0]
+	for _, s := range seen {
+		l.frozen = append(l.frozen, s.touched)
+	}
+	return true
 }

@@ -73,7 +73,7 @@ func benchWorkers(b *testing.B, n int) {
 	const batch = 40
 	total := 0
 	var elapsed time.Duration
-	lanes := hostlane.New(filepath.Join(b.TempDir(), "lanes"), "bench", 1)
+	lanes := filepath.Join(b.TempDir(), "lanes")
 	for iter := 0; b.Loop(); iter++ {
 		for i := range batch {
 			if _, err := sub.Submit(context.Background(), p, map[string]any{"id": fmt.Sprintf("%d-%d", iter, i), "url": target.URL}); err != nil {
@@ -86,28 +86,20 @@ func benchWorkers(b *testing.B, n int) {
 				b.Fatal(err)
 			}
 			eng := newEngine(store, i+1)
-			// As `pipectl worker` runs: claims offer each run to finish (none of these is
-			// pure, so none is), and the workers share this host's lanes.
+			// As `pipectl worker` runs: claims offer each run to finish, and each worker has
+			// its own hold on this host's lanes, as a process of its own would.
 			return &worker.Worker{Queue: store, Owner: eng.Owner.String(), LeaseTTL: 30 * time.Second, Concurrency: 1, Poll: 20 * time.Millisecond, Log: log,
-				Lanes: lanes,
+				Lanes: hostlane.New(lanes, "bench", 1),
 				Run: func(ctx context.Context, r *domain.Run) error {
 					in, _ := domain.DecodeJSON(r.Input)
 					_, err := eng.Continue(ctx, p, r, in, engine.RunOptions{})
 					done <- struct{}{}
 					return err
 				},
-				Finish: func(ctx context.Context, r *domain.Run) *domain.Finished {
-					if !engine.Pure(p) {
-						return nil
-					}
-					in, _ := domain.DecodeJSON(r.Input)
-					f := eng.Finish(ctx, p, r, in, engine.RunOptions{})
-					if f != nil {
-						told := f.Committed
-						f.Committed = func() { told(); done <- struct{}{} }
-					}
-					return f
-				}}, func() { store.Close() }
+				// None of these runs is pure (each has an http step): the claim offers it and
+				// takes it for a slot, as `pipectl worker`'s finisher does with such a run.
+				Finish: func(context.Context, *domain.Run) *domain.Finished { return nil },
+			}, func() { store.Close() }
 		})
 		total += batch
 	}

@@ -360,8 +360,8 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 	// database, and neither waits for a cooldown.
 	finishing := false
 	// backToBack is set while the last claim back ran every run it took and found as many as
-	// it asked for: the next one drains a backlog, and needs a lane of the host (Lanes). The
-	// first claim after a poll or a wake-up needs none.
+	// it asked for (finishing is then set too): the next one drains a backlog, and needs a
+	// lane of the host (Lanes). The first claim after a poll or a wake-up needs none.
 	backToBack := false
 	defer cool.Stop()
 	// A worker drains back to back only with a lane of its host: one already keeps the cores
@@ -520,11 +520,10 @@ func (w *Worker) fetch(ctx context.Context, runs chan<- *domain.Run, free <-chan
 		// now: it stopped (a claim came back with runs for its slots, or found nothing due),
 		// or its slots are taken. A lane kept meanwhile would keep the host's other workers
 		// from claiming at all.
-		draining := finishing && backToBack
-		if inflight == 0 && (!draining || !claimNow) {
+		if inflight == 0 && (!backToBack || !claimNow) {
 			lane.drop()
 		}
-		if claimNow && (!draining || lane.hold(laneCtx)) {
+		if claimNow && (!backToBack || lane.hold(laneCtx)) {
 			inflight++
 			asked += n
 			poll.Reset(w.Poll)
