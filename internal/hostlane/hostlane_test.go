@@ -325,3 +325,36 @@ func TestLanesFollowTheirFilesWhenRemoved(t *testing.T) {
 		t.Fatal("the process that kept the removed file took a lane the new one holds")
 	}
 }
+
+// TestLanesRefuseWhatAnotherUserOwns: a directory, or a lane file in it, that another user
+// made (ahead of this one, to hold the lanes for ever) is refused. It needs root, to make
+// them as another user.
+func TestLanesRefuseWhatAnotherUserOwns(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to make files of another user")
+	}
+	const nobody = 65534
+	theirs := filepath.Join(t.TempDir(), "theirs")
+	if err := os.Mkdir(theirs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(theirs, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := hostlane.New(theirs, "k", 1).TryTake(); err == nil || !strings.Contains(err.Error(), "another user") {
+		t.Fatalf("lanes in another user's directory: %v; want a refusal", err)
+	}
+	mine := filepath.Join(t.TempDir(), "mine")
+	release, ok := take(t, hostlane.New(mine, "k", 1))
+	if !ok {
+		t.Fatal("a free lane was refused")
+	}
+	release()
+	entries, _ := os.ReadDir(mine)
+	if err := os.Chown(filepath.Join(mine, entries[0].Name()), nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := hostlane.New(mine, "k", 1).TryTake(); err == nil || !strings.Contains(err.Error(), "not a file of this user's") {
+		t.Fatalf("a lane file of another user: %v; want a refusal", err)
+	}
+}
